@@ -1,0 +1,410 @@
+import Synchronization
+
+/// The settings every lock kind shares, fixed at construction.
+struct LockConfiguration: Sendable, Equatable {
+    /// Used by `acquire()` without a timeout argument; `nil` waits forever.
+    var defaultTimeout: Duration?
+    /// `false` makes `acquire()` try exactly once.
+    var isBlocking: Bool
+    /// How often a cancel check is asked, and the longest pause of a polling wait.
+    var pollInterval: Duration
+    /// Permission bits for files the lock creates; `nil` leaves them to the umask.
+    var filePermissions: UInt32?
+
+    func validated(path: String) throws -> LockConfiguration {
+        if let defaultTimeout { try LockEngineSupport.validate(timeout: defaultTimeout, path: path) }
+        guard pollInterval > .zero else {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "poll interval \(pollInterval) for lock '\(path)' must be positive (for example .milliseconds(50))"
+            )
+        }
+        return self
+    }
+}
+
+extension LockConfiguration {
+    var summary: String {
+        var parts = ["timeout: \(defaultTimeout.map { "\($0)" } ?? "nil")", "isBlocking: \(isBlocking)"]
+        parts.append("pollInterval: \(pollInterval)")
+        parts.append("filePermissions: \(filePermissions.map { "0o" + String($0, radix: 8) } ?? "nil")")
+        return parts.joined(separator: ", ")
+    }
+}
+
+enum LockEngineSupport {
+    static func validate(timeout: Duration, path: String) throws {
+        if timeout < .zero { throw FileLockError.invalidTimeout(path: path, "\(timeout)") }
+    }
+}
+
+/// Ends an `async` waiter's kernel wait when its task is cancelled.
+final class CancellationToken: Sendable {
+    private struct State {
+        var isCancelled = false
+        var registration: Int?
+    }
+
+    private let state = Mutex(State())
+
+    var isCancelled: Bool { state.withLock { $0.isCancelled } }
+
+    func cancel() {
+        let registration = state.withLock { state -> Int? in
+            state.isCancelled = true
+            return state.registration
+        }
+        if let registration { WaitInterrupter.shared.expire(registration) }
+    }
+
+    /// Links a registered wait to the token; `false` when the token was already cancelled.
+    func attach(_ registration: Int?) -> Bool {
+        state.withLock { state in
+            state.registration = registration
+            return !state.isCancelled
+        }
+    }
+}
+
+/// The one acquisition engine: turns a primitive's "try once / wait / release" into blocking,
+/// timed, non-blocking and cancellable acquisition, reentrancy per thread or task, mutual
+/// exclusion between threads and tasks of one process, and self-deadlock detection.
+///
+/// Each owner (thread or task) that acquires gets its own `Hold` from the primitive: for kernel
+/// locks its own open file, so the kernel itself excludes two threads using one lock object and
+/// wakes the next one on release. A second acquire by the same owner only counts up.
+final class LockEngine<Primitive: LockPrimitive>: Sendable {
+    struct HoldRecord {
+        var owner: Owner
+        var hold: Primitive.Hold
+        var count: Int
+        var mode: LockMode
+    }
+
+    let primitive: Primitive
+    let configuration: LockConfiguration
+    let node: PathNode
+    private let holds = Mutex<[HoldRecord]>([])
+
+    init(primitive: Primitive, configuration: LockConfiguration, node: PathNode) {
+        self.primitive = primitive
+        self.configuration = configuration
+        self.node = node
+    }
+
+    deinit {
+        // A lock object that goes away releases what it still holds, like closing a file.
+        let remaining = holds.withLock { records in
+            defer { records.removeAll() }
+            return records
+        }
+        for record in remaining {
+            node.removeHolding(owner: record.owner, lockObject: ObjectIdentifier(self))
+            primitive.release(record.hold)
+        }
+    }
+
+    var path: String { primitive.path }
+
+    /// A new engine, or with `isSingleton` the one engine of this kind for `canonicalPath`.
+    static func make(
+        primitive: Primitive, configuration: LockConfiguration, canonicalPath: String, isSingleton: Bool
+    ) throws -> LockEngine {
+        let node = PathRegistry.node(for: canonicalPath)
+        guard isSingleton else { return LockEngine(primitive: primitive, configuration: configuration, node: node) }
+        let kind = ObjectIdentifier(Primitive.self)
+        return try node.state.withLock { state in
+            if let existing = state.singletons[kind]?.object as? LockEngine {
+                guard existing.configuration == configuration else {
+                    throw FileLockError(
+                        .invalidConfiguration, path: primitive.path,
+                        message: "a singleton lock for '\(canonicalPath)' already exists with other settings "
+                            + "(\(existing.configuration.summary)); create every singleton of one path with the "
+                            + "same settings (asked for \(configuration.summary))")
+                }
+                return existing
+            }
+            let engine = LockEngine(primitive: primitive, configuration: configuration, node: node)
+            state.singletons[kind] = WeakReference(object: engine)
+            return engine
+        }
+    }
+
+    // MARK: State
+
+    var isLocked: Bool { holds.withLock { !$0.isEmpty } }
+
+    var holdCount: Int { holds.withLock { $0.reduce(0) { $0 + $1.count } } }
+
+    var isHeldByCurrentOwner: Bool {
+        let owner = Owner.current
+        return holds.withLock { $0.contains { $0.owner == owner } }
+    }
+
+    /// Counts up when `owner` already holds the lock.
+    private func reenter(_ owner: Owner) -> Bool {
+        holds.withLock { records in
+            guard let index = records.firstIndex(where: { $0.owner == owner }) else { return false }
+            records[index].count += 1
+            return true
+        }
+    }
+
+    private func record(_ hold: Primitive.Hold, owner: Owner, mode: LockMode) {
+        node.recordHolding(owner: owner, lockObject: ObjectIdentifier(self))
+        holds.withLock { $0.append(HoldRecord(owner: owner, hold: hold, count: 1, mode: mode)) }
+    }
+
+    // MARK: Acquire (synchronous)
+
+    /// Acquires for the calling thread (or task), waiting at most `timeout` (`nil` forever).
+    func acquire(mode: LockMode, timeout: Duration?, cancelCheck: (() -> Bool)?) throws {
+        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
+        let owner = Owner.current
+        if reenter(owner) { return }
+        let start = MonotonicInstant.now
+        let (attempt, hold) = try tryAcquiring(mode)
+        if let hold {
+            record(hold, owner: owner, mode: mode)
+            return
+        }
+        try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: cancelCheck != nil, start: start)
+        let deadline = timeout.map { start.advanced(by: $0) }
+        let acquired = try wait(
+            attempt, mode: mode, start: start, deadline: deadline, cancelCheck: cancelCheck, token: nil)
+        record(acquired, owner: owner, mode: mode)
+    }
+
+    /// Tries once for the calling thread (or task); `false` when held elsewhere.
+    func tryAcquire(mode: LockMode) throws -> Bool {
+        let owner = Owner.current
+        if reenter(owner) { return true }
+        let (attempt, hold) = try tryAcquiring(mode)
+        if let hold {
+            record(hold, owner: owner, mode: mode)
+            return true
+        }
+        primitive.abandon(attempt)
+        return false
+    }
+
+    /// Begins and tries once, restarting while the primitive asks to. Returns the attempt and
+    /// its hold when acquired, or the attempt alone when busy.
+    private func tryAcquiring(_ mode: LockMode) throws -> (Primitive.Attempt, Primitive.Hold?) {
+        while true {
+            let attempt = try primitive.begin(mode)
+            let outcome: AttemptOutcome<Primitive.Hold>
+            do {
+                outcome = try primitive.tryOnce(attempt, mode)
+            } catch {
+                primitive.abandon(attempt)
+                throw error
+            }
+            switch outcome {
+            case .acquired(let hold): return (attempt, hold)
+            case .busy: return (attempt, nil)
+            case .restart: primitive.abandon(attempt)
+            }
+        }
+    }
+
+    /// The checks between a failed try and a wait: zero timeout, self-deadlock (only for a wait
+    /// that nothing but the lock can end: no timeout, no cancel check).
+    private func checkBeforeWaiting(
+        _ attempt: Primitive.Attempt, owner: Owner, timeout: Duration?, canBeCancelled: Bool, start: MonotonicInstant
+    ) throws {
+        if timeout == .zero {
+            primitive.abandon(attempt)
+            throw FileLockError.timedOut(
+                path: path, waited: MonotonicInstant.now.duration(since: start), holder: primitive.holders().first)
+        }
+        if timeout == nil && !canBeCancelled && node.ownerHoldsThroughAnotherObject(owner, lockObject: ObjectIdentifier(self)) {
+            primitive.abandon(attempt)
+            throw FileLockError.wouldDeadlock(path: path)
+        }
+    }
+
+    /// Waits for `attempt` on the calling thread. Consumes the attempt: on any failure it is
+    /// abandoned. Throws `.timedOut`, `.cancelled` (cancel check) or `CancellationError` (token).
+    func wait(
+        _ attempt: Primitive.Attempt, mode: LockMode, start: MonotonicInstant, deadline: MonotonicInstant?,
+        cancelCheck: (() -> Bool)?, token: CancellationToken?
+    ) throws -> Primitive.Hold {
+        var attempt = attempt
+        var isAttemptOpen = true
+        defer { if isAttemptOpen { primitive.abandon(attempt) } }
+
+        let needsInterrupts = deadline != nil || cancelCheck != nil || token != nil
+        let usesKernelWait: Bool
+        var pause = Duration.milliseconds(1)
+        var maximumPause = configuration.pollInterval
+        switch primitive.waitStyle {
+        case .kernel:
+            usesKernelWait = !needsInterrupts || InterruptSignal.isAvailable
+        case .polling(let initial, let maximum):
+            usesKernelWait = false
+            pause = initial
+            maximumPause = maximum
+        }
+
+        var registration: Int?
+        var savedMask: SignalMask?
+        if usesKernelWait && needsInterrupts {
+            savedMask = SignalMask.unblockInterrupts()
+            registration = WaitInterrupter.shared.register(
+                deadline: deadline, tick: cancelCheck == nil ? nil : configuration.pollInterval)
+        }
+        defer {
+            if let registration { WaitInterrupter.shared.unregister(registration) }
+            savedMask?.restore()
+        }
+        if let token, !token.attach(registration) { throw CancellationError() }
+
+        while true {
+            if let token, token.isCancelled { throw CancellationError() }
+            if let cancelCheck, cancelCheck() {
+                throw FileLockError(
+                    .cancelled, path: path,
+                    message: "waiting for lock '\(path)' was cancelled by the cancel check after "
+                        + MonotonicInstant.now.duration(since: start).formattedSeconds)
+            }
+            let now = MonotonicInstant.now
+            if let deadline, now >= deadline {
+                throw FileLockError.timedOut(
+                    path: path, waited: now.duration(since: start), holder: primitive.holders().first)
+            }
+            let outcome: AttemptOutcome<Primitive.Hold>
+            if usesKernelWait {
+                outcome = try primitive.waitOnce(attempt, mode)
+            } else {
+                var sleep = pause
+                if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
+                if cancelCheck != nil || token != nil { sleep = min(sleep, configuration.pollInterval) }
+                Threads.sleep(sleep)
+                pause = min(pause * 2, maximumPause)
+                outcome = try primitive.tryOnce(attempt, mode)
+            }
+            switch outcome {
+            case .acquired(let hold):
+                isAttemptOpen = false
+                return hold
+            case .busy:
+                continue
+            case .restart:
+                primitive.abandon(attempt)
+                isAttemptOpen = false
+                attempt = try primitive.begin(mode)
+                isAttemptOpen = true
+            }
+        }
+    }
+
+    // MARK: Acquire (async)
+
+    /// Acquires for the current task without blocking a thread of the cooperative pool: a kernel
+    /// wait runs on a thread of its own; a polling wait sleeps with `Task.sleep`.
+    func acquire(mode: LockMode, timeout: Duration?) async throws {
+        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
+        try Task.checkCancellation()
+        let owner = Owner.current
+        if reenter(owner) { return }
+        let start = MonotonicInstant.now
+        let (attempt, hold) = try tryAcquiring(mode)
+        if let hold {
+            record(hold, owner: owner, mode: mode)
+            return
+        }
+        // A task can be cancelled, but nothing cancels it in a self-deadlock: still report it.
+        try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: false, start: start)
+        let deadline = timeout.map { start.advanced(by: $0) }
+        let acquired: Primitive.Hold
+        switch primitive.waitStyle {
+        case .kernel:
+            acquired = try await waitOnOwnThread(attempt, mode: mode, start: start, deadline: deadline)
+        case .polling(let initial, let maximum):
+            acquired = try await poll(
+                attempt, mode: mode, start: start, deadline: deadline, initial: initial, maximum: maximum)
+        }
+        record(acquired, owner: owner, mode: mode)
+    }
+
+    private func waitOnOwnThread(
+        _ attempt: Primitive.Attempt, mode: LockMode, start: MonotonicInstant, deadline: MonotonicInstant?
+    ) async throws -> Primitive.Hold {
+        let token = CancellationToken()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let spawned = Threads.spawnDetached { [self] in
+                    continuation.resume(
+                        with: Result {
+                            try wait(
+                                attempt, mode: mode, start: start, deadline: deadline, cancelCheck: nil, token: token)
+                        })
+                }
+                if case .failure(let error) = spawned {
+                    primitive.abandon(attempt)
+                    continuation.resume(throwing: FileLockError.system(error, path: path, operation: "wait for"))
+                }
+            }
+        } onCancel: {
+            token.cancel()
+        }
+    }
+
+    private func poll(
+        _ attempt: Primitive.Attempt, mode: LockMode, start: MonotonicInstant, deadline: MonotonicInstant?,
+        initial: Duration, maximum: Duration
+    ) async throws -> Primitive.Hold {
+        var attempt = attempt
+        var isAttemptOpen = true
+        defer { if isAttemptOpen { primitive.abandon(attempt) } }
+        var pause = initial
+        while true {
+            let now = MonotonicInstant.now
+            if let deadline, now >= deadline {
+                throw FileLockError.timedOut(
+                    path: path, waited: now.duration(since: start), holder: primitive.holders().first)
+            }
+            var sleep = pause
+            if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
+            try await Task.sleep(for: sleep)
+            pause = min(pause * 2, maximum)
+            switch try primitive.tryOnce(attempt, mode) {
+            case .acquired(let hold):
+                isAttemptOpen = false
+                return hold
+            case .busy:
+                continue
+            case .restart:
+                primitive.abandon(attempt)
+                isAttemptOpen = false
+                attempt = try primitive.begin(mode)
+                isAttemptOpen = true
+            }
+        }
+    }
+
+    // MARK: Release
+
+    /// Releases one hold of the calling owner (or of the only owner, when the caller holds none,
+    /// so a lock may be released on another thread than the one that took it). `force` drops
+    /// every hold of every owner of this object.
+    func release(force: Bool) {
+        let owner = Owner.current
+        let released: [HoldRecord] = holds.withLock { records in
+            if force {
+                defer { records.removeAll() }
+                return records
+            }
+            guard let index = records.firstIndex(where: { $0.owner == owner }) ?? (records.count == 1 ? 0 : nil)
+            else { return [] }
+            records[index].count -= 1
+            guard records[index].count == 0 else { return [] }
+            return [records.remove(at: index)]
+        }
+        for record in released {
+            node.removeHolding(owner: record.owner, lockObject: ObjectIdentifier(self))
+            primitive.release(record.hold)
+        }
+    }
+}

@@ -1,0 +1,63 @@
+import Synchronization
+
+/// The process-wide facts about one canonical lock path, shared by every lock object on it:
+/// who holds it through which object (for self-deadlock detection) and the singleton objects.
+final class PathNode: Sendable {
+    struct Holding: Sendable {
+        var owner: Owner
+        var lockObject: ObjectIdentifier
+    }
+
+    struct State: ~Copyable {
+        var holdings: [Holding] = []
+        var singletons: [ObjectIdentifier: WeakReference] = [:]
+    }
+
+    let path: String
+    let state = Mutex(State())
+
+    init(path: String) { self.path = path }
+
+    func recordHolding(owner: Owner, lockObject: ObjectIdentifier) {
+        state.withLock { $0.holdings.append(Holding(owner: owner, lockObject: lockObject)) }
+    }
+
+    func removeHolding(owner: Owner, lockObject: ObjectIdentifier) {
+        state.withLock { state in
+            if let index = state.holdings.firstIndex(where: { $0.owner == owner && $0.lockObject == lockObject }) {
+                state.holdings.remove(at: index)
+            }
+        }
+    }
+
+    /// Whether `owner` already holds this path through a lock object other than `lockObject`:
+    /// waiting for `lockObject` without a timeout would then never end.
+    func ownerHoldsThroughAnotherObject(_ owner: Owner, lockObject: ObjectIdentifier) -> Bool {
+        state.withLock { state in
+            state.holdings.contains { $0.owner == owner && $0.lockObject != lockObject }
+        }
+    }
+}
+
+struct WeakReference: @unchecked Sendable {
+    weak var object: AnyObject?
+}
+
+/// Canonical path → `PathNode`, kept while some lock object uses the path.
+enum PathRegistry {
+    private static let nodes = Mutex<[String: WeakNode]>([:])
+
+    private struct WeakNode: @unchecked Sendable {
+        weak var node: PathNode?
+    }
+
+    static func node(for canonicalPath: String) -> PathNode {
+        nodes.withLock { nodes in
+            if let existing = nodes[canonicalPath]?.node { return existing }
+            if nodes.count > 64 { nodes = nodes.filter { $0.value.node != nil } }
+            let node = PathNode(path: canonicalPath)
+            nodes[canonicalPath] = WeakNode(node: node)
+            return node
+        }
+    }
+}

@@ -1,0 +1,144 @@
+/// Every error the locks throw: what happened to which lock file, and what to do about it.
+///
+/// Programs branch on ``code``; people read ``description``, which names the path, the holder
+/// when known, and a next step.
+public struct FileLockError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure this is.
+    public enum Code: Sendable, Hashable {
+        /// The wait ended at its timeout (or the lock is non-blocking) while someone else held it.
+        case timedOut
+        /// The caller's cancel check asked to stop waiting.
+        case cancelled
+        /// Waiting would never end: the caller already holds this path through another lock object.
+        case wouldDeadlock
+        /// The path is empty, relative to nothing, or otherwise unusable.
+        case invalidPath
+        /// A directory stands where the lock file should be.
+        case isDirectory
+        /// A symbolic link stands where the lock file should be; it is never followed.
+        case isSymbolicLink
+        /// The process may not create or open the lock file.
+        case permissionDenied
+        /// The lock file would be on a read-only filesystem.
+        case readOnlyFilesystem
+        /// A path component or the whole path is longer than the filesystem allows.
+        case nameTooLong
+        /// The filesystem does not support this kind of lock.
+        case notSupportedByFilesystem
+        /// A timeout is negative or not a finite number.
+        case invalidTimeout
+        /// Two configurations for one singleton lock disagree, or an option is out of range.
+        case invalidConfiguration
+        /// A held lock was lost (for example a network lock whose connection dropped).
+        case lockLost
+        /// Any other system error.
+        case io
+    }
+
+    /// What kind of failure this is.
+    public var code: Code
+    /// The lock file's path as given by the caller.
+    public var path: String
+    /// A sentence that says what happened and what to do.
+    public var message: String
+    /// Who held the lock, when known (timeouts and deadlocks).
+    public var holder: LockHolder?
+    /// How long the caller waited before giving up (timeouts).
+    public var waited: Duration?
+    /// The system error number behind the failure, if any.
+    public var errno: Int32?
+
+    /// Creates an error.
+    public init(
+        _ code: Code, path: String, message: String, holder: LockHolder? = nil, waited: Duration? = nil,
+        errno: Int32? = nil
+    ) {
+        self.code = code
+        self.path = path
+        self.message = message
+        self.holder = holder
+        self.waited = waited
+        self.errno = errno
+    }
+
+    public var description: String { message }
+}
+
+extension FileLockError {
+    static func timedOut(path: String, waited: Duration, holder: LockHolder?) -> FileLockError {
+        let who = holder.map { " held by \($0)" } ?? " held by another process"
+        return FileLockError(
+            .timedOut, path: path,
+            message: "timed out after \(waited.formattedSeconds) waiting for lock '\(path)'\(who)",
+            holder: holder, waited: waited)
+    }
+
+    static func wouldDeadlock(path: String) -> FileLockError {
+        FileLockError(
+            .wouldDeadlock, path: path,
+            message: "deadlock: this thread or task already holds '\(path)' through another lock object, so waiting "
+                + "for it without a timeout would never end; create the lock with isSingleton: true to share one "
+                + "reentrant object per path, or pass a timeout")
+    }
+
+    static func invalidTimeout(path: String, _ description: String) -> FileLockError {
+        FileLockError(
+            .invalidTimeout, path: path,
+            message: "invalid timeout \(description) for lock '\(path)': use nil to wait forever, .zero to try once, "
+                + "or a positive finite duration")
+    }
+
+    /// Maps a failed system call on the lock file to an error that says what to do.
+    static func system(_ error: Errno, path: String, operation: String) -> FileLockError {
+        let number = error.rawValue
+        switch error {
+        case .accessDenied, .notPermitted:
+            return FileLockError(
+                .permissionDenied, path: path,
+                message: "permission denied to \(operation) lock file '\(path)': choose a folder this user can write "
+                    + "to, or give this user access to the file and its folder", errno: number)
+        case .readOnlyFilesystem:
+            return FileLockError(
+                .readOnlyFilesystem, path: path,
+                message: "cannot \(operation) lock file '\(path)': the filesystem is read-only; put the lock file on "
+                    + "a writable filesystem (for example /tmp or /run/lock)", errno: number)
+        case .nameTooLong:
+            return FileLockError(
+                .nameTooLong, path: path,
+                message: "cannot \(operation) lock file '\(path)': the name is too long for the filesystem; use a "
+                    + "shorter file name (at most 255 bytes per component)", errno: number)
+        case .isDirectory:
+            return FileLockError(
+                .isDirectory, path: path,
+                message: "'\(path)' is a directory, not a lock file: pass a file path such as '\(path)/.lock'",
+                errno: number)
+        case .notDirectory:
+            return FileLockError(
+                .invalidPath, path: path,
+                message: "cannot \(operation) lock file '\(path)': a part of its folder path is a file, not a folder",
+                errno: number)
+        case .tooManySymbolicLinks:
+            return FileLockError(
+                .isSymbolicLink, path: path,
+                message: "'\(path)' is a symbolic link; lock files are never followed through links (its target is "
+                    + "left untouched): remove the link or lock the target's path directly", errno: number)
+        case _ where error.isNotSupported:
+            return FileLockError(
+                .notSupportedByFilesystem, path: path,
+                message: "the filesystem of '\(path)' does not support flock (\(error)); use SoftFileLock, which "
+                    + "works on any filesystem including NFS", errno: number)
+        default:
+            return FileLockError(
+                .io, path: path, message: "cannot \(operation) lock file '\(path)': \(error)", errno: number)
+        }
+    }
+}
+
+extension Duration {
+    /// "1.234 s" style text for messages.
+    var formattedSeconds: String {
+        let milliseconds = totalNanoseconds / 1_000_000
+        let fraction = String(milliseconds % 1000)
+        return "\(milliseconds / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction) s"
+    }
+}

@@ -1,0 +1,121 @@
+/// The surface every lock kind of this library offers: blocking, timed and non-blocking
+/// acquisition, cancellation, reentrancy, forced release, scoped use in synchronous and `async`
+/// code, and who holds the lock.
+///
+/// A lock is held by the thread that acquired it (or, in `async` code, by the task). The same
+/// lock object acquired again by its holder counts up; another thread or task waits like any
+/// other process.
+public protocol CrossProcessLock: Sendable {
+    /// The lock file's path as given at construction.
+    var path: String { get }
+
+    /// The timeout `acquire()` uses when none is passed; `nil` waits forever.
+    var defaultTimeout: Duration? { get }
+
+    /// Whether `acquire()` waits at all; `false` makes it try exactly once.
+    var isBlocking: Bool { get }
+
+    /// Acquires the lock for the calling thread, waiting at most `timeout`.
+    ///
+    /// - Parameters:
+    ///   - timeout: How long to wait; `nil` waits forever, `.zero` tries exactly once.
+    ///   - cancelCheck: Asked before each try and at every poll interval while waiting; returning
+    ///     `true` ends the wait with `FileLockError.Code.cancelled`.
+    /// - Throws: `FileLockError` with `.timedOut` (carrying how long it waited and the holder when
+    ///   known), `.cancelled`, `.wouldDeadlock`, or a code for a bad path or system failure.
+    func acquire(timeout: Duration?, cancelCheck: (() -> Bool)?) throws
+
+    /// Acquires the lock for the current task without blocking a thread of the cooperative pool.
+    ///
+    /// - Parameter timeout: How long to wait; `nil` waits forever, `.zero` tries exactly once.
+    /// - Throws: `CancellationError` when the task is cancelled while waiting (promptly: the wait
+    ///   ends within microseconds), otherwise as the synchronous `acquire(timeout:cancelCheck:)`.
+    func acquire(timeout: Duration?) async throws
+
+    /// Tries once and never waits.
+    ///
+    /// - Returns: `true` when the caller now holds the lock (or already held it: the hold count
+    ///   goes up), `false` when someone else holds it.
+    /// - Throws: `FileLockError` for a bad path or a system failure, never for contention.
+    func tryAcquire() throws -> Bool
+
+    /// Gives up one hold of the caller; the lock is free for others when the last hold goes.
+    ///
+    /// A caller that holds nothing releases the hold of the only holder of this object, so a lock
+    /// taken on one thread may be released on another. Releasing an unheld lock does nothing.
+    ///
+    /// - Parameter force: Drop every hold of this object at once, whoever took them.
+    func release(force: Bool)
+
+    /// Whether this lock object holds the lock (for any of its threads or tasks).
+    var isLocked: Bool { get }
+
+    /// How many unreleased acquisitions this lock object has.
+    var holdCount: Int { get }
+
+    /// The first process holding the lock, or `nil` when it is free or the holder cannot be seen.
+    var holder: LockHolder? { get }
+}
+
+extension CrossProcessLock {
+    /// Acquires with the lock's default timeout (`nil`: forever), or tries once when the lock
+    /// was made with `isBlocking: false`.
+    ///
+    /// - Throws: `FileLockError` as `acquire(timeout:cancelCheck:)`.
+    public func acquire(cancelCheck: (() -> Bool)? = nil) throws {
+        try acquire(timeout: isBlocking ? defaultTimeout : .zero, cancelCheck: cancelCheck)
+    }
+
+    /// Acquires with the lock's default timeout from `async` code.
+    ///
+    /// - Throws: `CancellationError` or `FileLockError` as `acquire(timeout:)`.
+    public func acquire() async throws {
+        try await acquire(timeout: isBlocking ? defaultTimeout : .zero)
+    }
+
+    /// Gives up one hold of the caller.
+    public func release() {
+        release(force: false)
+    }
+
+    /// Runs `body` while holding the lock, waiting at most `timeout`; releases even when `body` throws.
+    ///
+    /// - Throws: what `acquire(timeout:cancelCheck:)` throws, or what `body` throws.
+    ///
+    /// In `async` code the `async` form is chosen instead, so a task never blocks a thread of the
+    /// cooperative pool while it waits.
+    @_disfavoredOverload
+    public func withLock<Result>(
+        timeout: Duration?, cancelCheck: (() -> Bool)? = nil, _ body: () throws -> Result
+    ) throws -> Result {
+        try acquire(timeout: timeout, cancelCheck: cancelCheck)
+        defer { release() }
+        return try body()
+    }
+
+    /// Runs `body` while holding the lock, with the lock's default timeout.
+    @_disfavoredOverload
+    public func withLock<Result>(_ body: () throws -> Result) throws -> Result {
+        try withLock(timeout: isBlocking ? defaultTimeout : .zero, body)
+    }
+
+    /// Runs `body` while the current task holds the lock; releases even when `body` throws.
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled while waiting, `FileLockError` as
+    ///   `acquire(timeout:)`, or what `body` throws.
+    /// The body runs on the caller's actor (if any); only the wait happens elsewhere.
+    nonisolated(nonsending) public func withLock<Result>(
+        timeout: Duration?, _ body: nonisolated(nonsending) () async throws -> Result
+    ) async throws -> Result {
+        try await acquire(timeout: timeout)
+        defer { release() }
+        return try await body()
+    }
+
+    /// Runs `body` while the current task holds the lock, with the lock's default timeout.
+    nonisolated(nonsending) public func withLock<Result>(
+        _ body: nonisolated(nonsending) () async throws -> Result
+    ) async throws -> Result {
+        try await withLock(timeout: isBlocking ? defaultTimeout : .zero, body)
+    }
+}

@@ -1,0 +1,141 @@
+/// An exclusive lock between processes, threads and tasks, on a lock file, kept by the kernel
+/// with `flock(2)`.
+///
+/// ```swift
+/// let lock = try FileLock(at: "/tmp/cache.lock")
+/// try lock.withLock(timeout: .seconds(5)) {
+///     // only one process, thread or task at a time runs this
+/// }
+/// ```
+///
+/// Because it uses `flock(2)`, a `FileLock` excludes Python's `filelock.FileLock`, the
+/// `flock(1)` command and SwiftPM's own locking on the same file.
+///
+/// The kernel releases the lock when the holder exits or crashes (even on `SIGKILL`), and wakes a
+/// waiter the moment the lock is released: there is no polling, also with a timeout or a cancel
+/// check.
+///
+/// The lock file is created (with any missing folders) on first use and **stays in place after
+/// release**. Deleting it would break mutual exclusion: a waiter that opened the old file keeps
+/// waiting on it and wins it after release, while a newcomer creates a new file at the same path
+/// and locks that one, so both would believe they hold the lock. (For safety with programs that
+/// do delete lock files, an acquirer that finds its file deleted after locking starts over.)
+///
+/// Use a separate lock file beside the data it guards (`data.json.lock` for `data.json`), not
+/// the data file itself. On network filesystems where `flock` is not supported, use a
+/// marker-file lock instead; the error message says so.
+public struct FileLock: CrossProcessLock, Hashable {
+    let engine: LockEngine<FlockPrimitive>
+
+    /// Creates a lock object for the lock file at `path`. Nothing is opened until it is acquired.
+    ///
+    /// - Parameters:
+    ///   - path: The lock file. Relative paths are resolved against the current folder now.
+    ///   - timeout: The default for `acquire()` and `withLock { }`; `nil` waits forever.
+    ///   - isBlocking: `false` makes `acquire()` try exactly once.
+    ///   - filePermissions: Permission bits for the lock file (for example `0o666` so that every
+    ///     user can share it); `nil` lets the umask decide, as `open(2)` does.
+    ///   - isSingleton: Share one lock object per canonical path in this process, so that
+    ///     reentrancy works without passing the object around. All singletons of one path must be
+    ///     created with the same settings.
+    ///   - pollInterval: How often a cancel check is asked while waiting.
+    /// - Throws: `FileLockError` with `.invalidPath`/`.isDirectory` for an empty or folder-like
+    ///   path, `.invalidTimeout` for a negative timeout, `.invalidConfiguration` when a singleton
+    ///   for this path exists with other settings.
+    public init(
+        at path: String, timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
+        isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
+    ) throws {
+        let lockPath = try LockPath(path)
+        if let filePermissions, filePermissions > 0o7777 {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "file permissions 0o\(String(filePermissions, radix: 8)) for lock '\(path)' are not "
+                    + "permission bits; use a value such as 0o644")
+        }
+        let configuration = try LockConfiguration(
+            defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: filePermissions
+        ).validated(path: path)
+        let primitive = FlockPrimitive(lockPath: lockPath, filePermissions: filePermissions)
+        engine = try LockEngine.make(
+            primitive: primitive, configuration: configuration, canonicalPath: lockPath.absolute,
+            isSingleton: isSingleton)
+    }
+
+    /// The lock file's path as given at construction.
+    public var path: String { engine.path }
+
+    /// The absolute path that is opened: the key for singletons and deadlock detection.
+    public var canonicalPath: String { engine.primitive.lockPath.absolute }
+
+    /// The timeout `acquire()` uses when none is passed; `nil` waits forever.
+    public var defaultTimeout: Duration? { engine.configuration.defaultTimeout }
+
+    /// Whether `acquire()` waits at all.
+    public var isBlocking: Bool { engine.configuration.isBlocking }
+
+    /// Acquires the lock for the calling thread, waiting at most `timeout`.
+    ///
+    /// The wait ends the moment the holder releases (the kernel wakes the waiter). A blocking wait
+    /// without timeout that could never end (this thread already holds the same path through
+    /// another `FileLock`) throws `.wouldDeadlock` instead of hanging.
+    ///
+    /// - Parameters:
+    ///   - timeout: How long to wait; `nil` waits forever, `.zero` tries exactly once.
+    ///   - cancelCheck: Asked at every poll interval while waiting; `true` ends the wait.
+    /// - Throws: `FileLockError`: `.timedOut`, `.cancelled`, `.wouldDeadlock`, `.invalidTimeout`,
+    ///   a bad-path code, or `.notSupportedByFilesystem`.
+    public func acquire(timeout: Duration?, cancelCheck: (() -> Bool)? = nil) throws {
+        try engine.acquire(mode: .exclusive, timeout: timeout, cancelCheck: cancelCheck)
+    }
+
+    /// Acquires the lock for the current task. The kernel wait runs on a thread of its own, never
+    /// on the cooperative pool; cancelling the task ends it promptly with `CancellationError`.
+    public func acquire(timeout: Duration?) async throws {
+        try await engine.acquire(mode: .exclusive, timeout: timeout)
+    }
+
+    /// Tries once; `false` when another process, thread or task holds the lock.
+    public func tryAcquire() throws -> Bool {
+        try engine.tryAcquire(mode: .exclusive)
+    }
+
+    /// Gives up one hold; `force` drops every hold of this object.
+    public func release(force: Bool) {
+        engine.release(force: force)
+    }
+
+    /// Whether this lock object holds the lock.
+    public var isLocked: Bool { engine.isLocked }
+
+    /// How many unreleased acquisitions this lock object has.
+    public var holdCount: Int { engine.holdCount }
+
+    /// Whether the calling thread (or task) holds the lock through this object.
+    public var isHeldByCaller: Bool { engine.isHeldByCurrentOwner }
+
+    /// The process holding the lock, from the kernel's lock table (`/proc/locks` on Linux);
+    /// `nil` when free or when the table is not available (macOS).
+    public var holder: LockHolder? { engine.primitive.holders().first }
+
+    /// Every process holding the lock (more than one only for shared holds).
+    public var holders: [LockHolder] { engine.primitive.holders() }
+
+    /// How many processes are blocked waiting for the lock (Linux; `0` elsewhere).
+    public var waiterCount: Int { engine.primitive.waiterCount() }
+
+    public static func == (lhs: FileLock, rhs: FileLock) -> Bool { lhs.engine === rhs.engine }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(engine)) }
+}
+
+extension FileLock {
+    /// Converts a number of seconds from user input (a command line, a config file) to a timeout.
+    ///
+    /// - Throws: `FileLockError` with `.invalidTimeout` for a negative, infinite or NaN value.
+    public static func timeout(seconds: Double, path: String) throws -> Duration {
+        guard seconds.isFinite, seconds >= 0 else { throw FileLockError.invalidTimeout(path: path, "\(seconds) s") }
+        guard seconds < 1e12 else { throw FileLockError.invalidTimeout(path: path, "\(seconds) s (too large)") }
+        return .nanoseconds(Int64((seconds * 1e9).rounded()))
+    }
+}

@@ -1,0 +1,107 @@
+/// `flock(2)` on a lock file: the primitive behind `FileLock`.
+///
+/// Each acquisition opens the file anew, so every hold is its own open file description and the
+/// kernel excludes holders in other processes and in other threads of this process alike.
+struct FlockPrimitive: LockPrimitive {
+    let lockPath: LockPath
+    let filePermissions: UInt32?
+
+    var path: String { lockPath.given }
+    var waitStyle: WaitStyle { .kernel }
+
+    /// Opens (creating if needed) the lock file, never following a symbolic link.
+    func begin(_ mode: LockMode) throws -> Int32 {
+        let createMode = filePermissions ?? 0o666
+        var createdFolders = false
+        while true {
+            switch System.open(lockPath.absolute, flags: OpenFlags.readWriteCreate, mode: createMode) {
+            case .success(let descriptor):
+                return descriptor
+            case .failure(.noSuchFile) where !createdFolders:
+                try lockPath.createParentFolders()
+                createdFolders = true
+            case .failure(let error) where error == .accessDenied || error == .readOnlyFilesystem:
+                // flock needs no write access: an existing lock file we may only read still works
+                // (a shared /var/lock file owned by another user, a read-only mount).
+                if case .success(let descriptor) = System.open(lockPath.absolute, flags: OpenFlags.readOnly, mode: 0) {
+                    return descriptor
+                }
+                throw FileLockError.system(error, path: path, operation: "open")
+            case .failure(.tooManySymbolicLinks):
+                if case .success(let status) = System.lstat(lockPath.absolute), status.isSymbolicLink {
+                    throw FileLockError.system(.tooManySymbolicLinks, path: path, operation: "open")
+                }
+                throw FileLockError(
+                    .invalidPath, path: path,
+                    message: "cannot open lock file '\(path)': its folder path has too many symbolic links (a loop?)",
+                    errno: Errno.tooManySymbolicLinks.rawValue)
+            case .failure(.noSuchFile):
+                throw FileLockError(
+                    .invalidPath, path: path,
+                    message: "cannot create lock file '\(path)': its folder '\(lockPath.parent)' vanished while it was "
+                        + "being created; try again", errno: Errno.noSuchFile.rawValue)
+            case .failure(let error):
+                throw FileLockError.system(error, path: path, operation: "open")
+            }
+        }
+    }
+
+    func tryOnce(_ descriptor: Int32, _ mode: LockMode) throws -> AttemptOutcome<Int32> {
+        switch System.flockNonBlocking(descriptor, mode.flockOperation) {
+        case .success(true): return try verify(descriptor)
+        case .success(false): return .busy
+        case .failure(let error): throw FileLockError.system(error, path: path, operation: "lock")
+        }
+    }
+
+    func waitOnce(_ descriptor: Int32, _ mode: LockMode) throws -> AttemptOutcome<Int32> {
+        switch System.flockBlockingOnce(descriptor, mode.flockOperation) {
+        case .success: return try verify(descriptor)
+        case .failure(.interrupted): return .busy
+        case .failure(let error): throw FileLockError.system(error, path: path, operation: "lock")
+        }
+    }
+
+    /// A lock on a file that was deleted while we waited guards nothing: another process may
+    /// already have created and locked a new file at the path. Start again on the new file.
+    private func verify(_ descriptor: Int32) throws -> AttemptOutcome<Int32> {
+        guard case .success(let status) = System.fstat(descriptor) else { return .acquired(descriptor) }
+        if status.linkCount == 0 {
+            System.unlock(descriptor)
+            return .restart
+        }
+        if let filePermissions, status.permissions != filePermissions, status.owner == System.effectiveUserID {
+            _ = System.fchmod(descriptor, filePermissions)
+        }
+        return .acquired(descriptor)
+    }
+
+    func abandon(_ descriptor: Int32) {
+        System.close(descriptor)
+    }
+
+    func release(_ descriptor: Int32) {
+        // Unlock before closing: a child forked without exec shares the open file and would
+        // otherwise keep the lock alive.
+        System.unlock(descriptor)
+        System.close(descriptor)
+    }
+
+    func holders() -> [LockHolder] {
+        guard case .success(let status) = System.stat(lockPath.absolute) else { return [] }
+        let host = System.hostName()
+        return ProcLocks.entries(for: status)
+            .filter { $0.kind == .flock && !$0.isWaiting }
+            .map { LockHolder(pid: $0.pid, host: host, isShared: !$0.isWrite) }
+    }
+
+    /// How many processes wait for the lock (Linux `/proc/locks`).
+    func waiterCount() -> Int {
+        guard case .success(let status) = System.stat(lockPath.absolute) else { return 0 }
+        return ProcLocks.entries(for: status).filter { $0.kind == .flock && $0.isWaiting }.count
+    }
+}
+
+extension LockMode {
+    var flockOperation: FlockOperation { self == .exclusive ? .exclusive : .shared }
+}

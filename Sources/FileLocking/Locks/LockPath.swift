@@ -1,0 +1,97 @@
+/// A lock file path, checked and made absolute once at construction.
+struct LockPath: Sendable, Hashable {
+    /// The path as the caller gave it, for messages.
+    var given: String
+    /// Absolute, with `.`, `..` and symbolic links in its folders resolved where the folders
+    /// exist; the key for singletons and self-deadlock detection, and the path opened.
+    var absolute: String
+
+    init(_ given: String) throws {
+        guard !given.isEmpty else {
+            throw FileLockError(
+                .invalidPath, path: given, message: "the lock file path is empty: pass a file path such as '/tmp/app.lock'")
+        }
+        guard !given.utf8.contains(0) else {
+            throw FileLockError(
+                .invalidPath, path: given, message: "the lock file path '\(given)' contains a NUL byte; remove it")
+        }
+        let name = LockPath.lastComponent(of: given)
+        if given.hasSuffix("/") || name == "." || name == ".." {
+            throw FileLockError(
+                .isDirectory, path: given,
+                message: "'\(given)' names a directory, not a lock file: pass a file path such as '\(given)/.lock'")
+        }
+        self.given = given
+        var absolute = given
+        if !given.hasPrefix("/"), case .success(let directory) = System.currentDirectory() {
+            absolute = directory + "/" + given
+        }
+        let parent = LockPath.parent(of: absolute)
+        if case .success(let resolved) = System.realPath(parent) {
+            self.absolute = (resolved == "/" ? "" : resolved) + "/" + name
+        } else {
+            self.absolute = LockPath.normalized(absolute)
+        }
+    }
+
+    /// The folder that holds the lock file.
+    var parent: String { LockPath.parent(of: absolute) }
+
+    /// Creates the missing folders above the lock file (as `mkdir -p`, mode 0777 less the umask).
+    func createParentFolders() throws {
+        var missing: [String] = []
+        var folder = parent
+        while folder != "/" && !folder.isEmpty {
+            switch System.mkdir(folder, mode: 0o777) {
+            case .success, .failure(.fileExists):
+                folder = "/"
+                continue
+            case .failure(.noSuchFile):
+                missing.append(folder)
+                folder = LockPath.parent(of: folder)
+            case .failure(let error):
+                throw folderError(error, folder: folder)
+            }
+        }
+        for folder in missing.reversed() {
+            switch System.mkdir(folder, mode: 0o777) {
+            case .success, .failure(.fileExists): continue
+            case .failure(let error): throw folderError(error, folder: folder)
+            }
+        }
+    }
+
+    private func folderError(_ error: Errno, folder: String) -> FileLockError {
+        var failure = FileLockError.system(error, path: given, operation: "create the folder '\(folder)' for")
+        if error == .notDirectory || error == .fileExists {
+            failure.message = "cannot create the folder '\(folder)' for lock file '\(given)': a file stands there"
+        }
+        return failure
+    }
+
+    static func lastComponent(of path: String) -> String {
+        var trimmed = Substring(path)
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        guard let slash = trimmed.lastIndex(of: "/") else { return String(trimmed) }
+        return String(trimmed[trimmed.index(after: slash)...])
+    }
+
+    static func parent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        if slash == path.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+
+    /// Removes `.`, `..` and repeated slashes from an absolute path without touching the disk.
+    static func normalized(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") {
+            switch part {
+            case ".": continue
+            case "..": if !parts.isEmpty { parts.removeLast() }
+            default: parts.append(part)
+            }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+}

@@ -1,0 +1,78 @@
+/// One line of Linux's `/proc/locks`.
+struct KernelLockEntry: Sendable, Equatable {
+    enum Kind: Sendable, Equatable {
+        case flock
+        case posix
+        case openFileDescription
+        case other
+    }
+
+    var kind: Kind
+    /// A waiter blocked behind a holder (lines marked `->`), not a holder.
+    var isWaiting: Bool
+    var isWrite: Bool
+    var pid: Int32
+    var deviceMajor: UInt64
+    var deviceMinor: UInt64
+    var inode: UInt64
+    var start: UInt64
+    /// `nil` for "EOF" (to the end of the file, however it grows).
+    var end: UInt64?
+}
+
+/// Reads the kernel's table of file locks (Linux only; elsewhere it is empty).
+enum ProcLocks {
+    static func entries() -> [KernelLockEntry] {
+        #if os(Linux)
+            guard case .success(let bytes) = System.readWholeFile("/proc/locks") else { return [] }
+            return parse(String(decoding: bytes, as: UTF8.self))
+        #else
+            return []
+        #endif
+    }
+
+    /// Entries for one file, matched by device and inode. Overlay and btrfs files report an
+    /// anonymous device (major 0) to `stat` but the backing device in `/proc/locks`, so for those
+    /// the inode alone is compared.
+    static func entries(for file: FileStatus) -> [KernelLockEntry] {
+        entries().filter { entry in
+            guard entry.inode == file.inode else { return false }
+            if file.deviceMajor == 0 { return true }
+            return entry.deviceMajor == file.deviceMajor && entry.deviceMinor == file.deviceMinor
+        }
+    }
+
+    /// Parses lines such as `1: FLOCK  ADVISORY  WRITE 2221 fe:00:16220174 0 EOF` and
+    /// `2: -> POSIX  ADVISORY  WRITE 2300 fe:00:16220174 0 99`.
+    static func parse(_ text: String) -> [KernelLockEntry] {
+        var result: [KernelLockEntry] = []
+        for line in text.split(separator: "\n") {
+            var fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 8 else { continue }
+            fields.removeFirst()  // "1:"
+            var isWaiting = false
+            if fields.first == "->" {
+                isWaiting = true
+                fields.removeFirst()
+            }
+            guard fields.count >= 7 else { continue }
+            let kind: KernelLockEntry.Kind =
+                switch fields[0] {
+                case "FLOCK": .flock
+                case "POSIX": .posix
+                case "OFDLCK": .openFileDescription
+                default: .other
+                }
+            let identity = fields[4].split(separator: ":")
+            guard identity.count == 3, let pid = Int32(fields[3]), let major = UInt64(identity[0], radix: 16),
+                let minor = UInt64(identity[1], radix: 16), let inode = UInt64(identity[2]),
+                let start = UInt64(fields[5])
+            else { continue }
+            result.append(
+                KernelLockEntry(
+                    kind: kind, isWaiting: isWaiting, isWrite: fields[2] == "WRITE", pid: pid, deviceMajor: major,
+                    deviceMinor: minor, inode: inode, start: start, end: fields[6] == "EOF" ? nil : UInt64(fields[6])))
+        }
+        return result
+    }
+}

@@ -1,0 +1,344 @@
+// The one thin layer over the C library. Every other file of the module works with the Swift
+// types defined here and never sees `errno`.
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#else
+    #error("swift-filelock supports Linux and Darwin")
+#endif
+
+/// An `errno` value returned by a failed system call.
+struct Errno: Error, Equatable, Sendable, CustomStringConvertible {
+    var rawValue: Int32
+
+    static var current: Errno { Errno(rawValue: errno) }
+
+    static let interrupted = Errno(rawValue: EINTR)
+    static let wouldBlock = Errno(rawValue: EWOULDBLOCK)
+    static let resourceTemporarilyUnavailable = Errno(rawValue: EAGAIN)
+    static let accessDenied = Errno(rawValue: EACCES)
+    static let notPermitted = Errno(rawValue: EPERM)
+    static let noSuchFile = Errno(rawValue: ENOENT)
+    static let fileExists = Errno(rawValue: EEXIST)
+    static let isDirectory = Errno(rawValue: EISDIR)
+    static let notDirectory = Errno(rawValue: ENOTDIR)
+    static let tooManySymbolicLinks = Errno(rawValue: ELOOP)
+    static let readOnlyFilesystem = Errno(rawValue: EROFS)
+    static let nameTooLong = Errno(rawValue: ENAMETOOLONG)
+    static let noLocks = Errno(rawValue: ENOLCK)
+    static let notImplemented = Errno(rawValue: ENOSYS)
+    static let notSupported = Errno(rawValue: EOPNOTSUPP)
+    static let invalidArgument = Errno(rawValue: EINVAL)
+    static let noSuchProcess = Errno(rawValue: ESRCH)
+    static let deadlock = Errno(rawValue: EDEADLK)
+    static let badFileDescriptor = Errno(rawValue: EBADF)
+
+    /// `ENOTSUP` and `EOPNOTSUPP` are the same number on Linux but not everywhere.
+    var isNotSupported: Bool {
+        rawValue == EOPNOTSUPP || rawValue == ENOTSUP || rawValue == ENOSYS || rawValue == ENOLCK
+    }
+
+    var description: String {
+        guard let text = strerror(rawValue) else { return "errno \(rawValue)" }
+        return "\(String(cString: text)) (errno \(rawValue))"
+    }
+}
+
+/// Runs `body` until it does not fail with `EINTR`; `-1` means failure.
+@inline(__always)
+private func retryingInterrupts<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, Errno> {
+    while true {
+        let result = body()
+        if result != -1 { return .success(result) }
+        let error = Errno.current
+        if error != .interrupted { return .failure(error) }
+    }
+}
+
+@inline(__always)
+private func once<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, Errno> {
+    let result = body()
+    return result == -1 ? .failure(.current) : .success(result)
+}
+
+/// File identity and the few attributes the locks look at.
+struct FileStatus: Sendable, Equatable {
+    var device: UInt64
+    var inode: UInt64
+    var mode: UInt32
+    var linkCount: UInt64
+    var owner: UInt32
+    var size: Int64
+    var modificationSeconds: Int64
+    var modificationNanoseconds: Int32
+
+    init(_ raw: CStat) {
+        device = UInt64(raw.st_dev)
+        inode = UInt64(raw.st_ino)
+        mode = UInt32(raw.st_mode)
+        linkCount = UInt64(raw.st_nlink)
+        owner = UInt32(raw.st_uid)
+        size = Int64(raw.st_size)
+        #if canImport(Darwin)
+            modificationSeconds = Int64(raw.st_mtimespec.tv_sec)
+            modificationNanoseconds = Int32(raw.st_mtimespec.tv_nsec)
+        #else
+            modificationSeconds = Int64(raw.st_mtim.tv_sec)
+            modificationNanoseconds = Int32(raw.st_mtim.tv_nsec)
+        #endif
+    }
+
+    var isDirectory: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFDIR) }
+    var isSymbolicLink: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFLNK) }
+    var isRegularFile: Bool { mode & UInt32(S_IFMT) == UInt32(S_IFREG) }
+    var permissions: UInt32 { mode & 0o7777 }
+
+    /// The device's major number, decoded as glibc's `major()` does.
+    var deviceMajor: UInt64 {
+        #if canImport(Darwin)
+            (device >> 24) & 0xff
+        #else
+            ((device >> 8) & 0xfff) | ((device >> 32) & ~UInt64(0xfff))
+        #endif
+    }
+
+    /// The device's minor number, decoded as glibc's `minor()` does.
+    var deviceMinor: UInt64 {
+        #if canImport(Darwin)
+            device & 0xff_ffff
+        #else
+            (device & 0xff) | ((device >> 12) & ~UInt64(0xff))
+        #endif
+    }
+}
+
+/// The `flock(2)` operations.
+enum FlockOperation: Sendable {
+    case exclusive
+    case shared
+    case unlock
+
+    fileprivate var rawValue: Int32 {
+        switch self {
+        case .exclusive: LOCK_EX
+        case .shared: LOCK_SH
+        case .unlock: LOCK_UN
+        }
+    }
+}
+
+/// The access modes the locks open files with (`O_CLOEXEC | O_NOFOLLOW | O_NOCTTY` are always added).
+enum OpenFlags {
+    static let readWriteCreate: Int32 = O_RDWR | O_CREAT
+    static let readOnly: Int32 = O_RDONLY
+    static let createExclusiveWriteOnly: Int32 = O_WRONLY | O_CREAT | O_EXCL
+}
+
+/// A namespace of raw system calls. `EINTR` is retried where the call is restartable; calls
+/// that must return `EINTR` to their caller (a blocking lock that a timeout interrupts) say so.
+enum System {
+    static let openLockFlags: Int32 = O_CLOEXEC | O_NOFOLLOW | O_NOCTTY
+
+    /// `open(2)` with `O_CLOEXEC | O_NOFOLLOW | O_NOCTTY` always added.
+    static func open(_ path: String, flags: Int32, mode: UInt32) -> Result<Int32, Errno> {
+        retryingInterrupts { Glibc_open(path, flags | openLockFlags, mode_t(mode)) }
+    }
+
+    /// `close(2)`. `EINTR` is not retried: on Linux and Darwin the descriptor is gone either way.
+    static func close(_ descriptor: Int32) {
+        _ = Glibc_close(descriptor)
+    }
+
+    /// `flock(2)` that never waits: `.success(false)` when another open file holds a conflicting lock.
+    static func flockNonBlocking(_ descriptor: Int32, _ operation: FlockOperation) -> Result<Bool, Errno> {
+        switch retryingInterrupts({ Glibc_flock(descriptor, operation.rawValue | LOCK_NB) }) {
+        case .success: return .success(true)
+        case .failure(let error) where error == .wouldBlock || error == .resourceTemporarilyUnavailable:
+            return .success(false)
+        case .failure(let error): return .failure(error)
+        }
+    }
+
+    /// Blocking `flock(2)`, called once: `EINTR` is returned so that a signal can end the wait.
+    static func flockBlockingOnce(_ descriptor: Int32, _ operation: FlockOperation) -> Result<Void, Errno> {
+        once { Glibc_flock(descriptor, operation.rawValue) }.map { _ in () }
+    }
+
+    static func unlock(_ descriptor: Int32) {
+        _ = retryingInterrupts { Glibc_flock(descriptor, LOCK_UN) }
+    }
+
+    static func fstat(_ descriptor: Int32) -> Result<FileStatus, Errno> {
+        var raw = CStat()
+        return retryingInterrupts { Glibc_fstat(descriptor, &raw) }.map { _ in FileStatus(raw) }
+    }
+
+    static func stat(_ path: String) -> Result<FileStatus, Errno> {
+        var raw = CStat()
+        return retryingInterrupts { Glibc_stat(path, &raw) }.map { _ in FileStatus(raw) }
+    }
+
+    static func lstat(_ path: String) -> Result<FileStatus, Errno> {
+        var raw = CStat()
+        return retryingInterrupts { Glibc_lstat(path, &raw) }.map { _ in FileStatus(raw) }
+    }
+
+    static func fchmod(_ descriptor: Int32, _ mode: UInt32) -> Result<Void, Errno> {
+        retryingInterrupts { Glibc_fchmod(descriptor, mode_t(mode)) }.map { _ in () }
+    }
+
+    static func mkdir(_ path: String, mode: UInt32) -> Result<Void, Errno> {
+        retryingInterrupts { Glibc_mkdir(path, mode_t(mode)) }.map { _ in () }
+    }
+
+    static func unlink(_ path: String) -> Result<Void, Errno> {
+        retryingInterrupts { Glibc_unlink(path) }.map { _ in () }
+    }
+
+    /// `write(2)` of the whole buffer.
+    static func writeAll(_ descriptor: Int32, _ bytes: [UInt8]) -> Result<Void, Errno> {
+        var offset = 0
+        while offset < bytes.count {
+            let result = bytes.withUnsafeBytes { buffer in
+                retryingInterrupts { Glibc_write(descriptor, buffer.baseAddress! + offset, buffer.count - offset) }
+            }
+            switch result {
+            case .success(let written): offset += written
+            case .failure(let error): return .failure(error)
+            }
+        }
+        return .success(())
+    }
+
+    /// `pread(2)` of up to `count` bytes at `offset`.
+    static func read(_ descriptor: Int32, count: Int, at offset: Int64) -> Result<[UInt8], Errno> {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let result = bytes.withUnsafeMutableBytes { buffer in
+            retryingInterrupts { Glibc_pread(descriptor, buffer.baseAddress!, count, off_t(offset)) }
+        }
+        return result.map { read in Array(bytes.prefix(read)) }
+    }
+
+    /// `ftruncate(2)`.
+    static func truncate(_ descriptor: Int32, to length: Int64) -> Result<Void, Errno> {
+        retryingInterrupts { Glibc_ftruncate(descriptor, off_t(length)) }.map { _ in () }
+    }
+
+    /// Reads a whole (small, virtual) file such as `/proc/locks`.
+    static func readWholeFile(_ path: String) -> Result<[UInt8], Errno> {
+        let descriptor: Int32
+        switch retryingInterrupts({ Glibc_open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY, 0) }) {
+        case .success(let opened): descriptor = opened
+        case .failure(let error): return .failure(error)
+        }
+        defer { close(descriptor) }
+        var contents: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let result = chunk.withUnsafeMutableBytes { buffer in
+                retryingInterrupts { Glibc_read(descriptor, buffer.baseAddress!, buffer.count) }
+            }
+            switch result {
+            case .success(0): return .success(contents)
+            case .success(let count): contents.append(contentsOf: chunk[0..<count])
+            case .failure(let error): return .failure(error)
+            }
+        }
+    }
+
+    /// `realpath(3)`.
+    static func realPath(_ path: String) -> Result<String, Errno> {
+        guard let resolved = Glibc_realpath(path, nil) else { return .failure(.current) }
+        defer { free(resolved) }
+        return .success(String(cString: resolved))
+    }
+
+    static func currentDirectory() -> Result<String, Errno> {
+        guard let buffer = getcwd(nil, 0) else { return .failure(.current) }
+        defer { free(buffer) }
+        return .success(String(cString: buffer))
+    }
+
+    static var processID: Int32 { Int32(getpid()) }
+
+    static var effectiveUserID: UInt32 { UInt32(geteuid()) }
+
+    /// `kill(pid, 0)`: whether a process with this id exists (`EPERM` means it exists).
+    static func processExists(_ pid: Int32) -> Bool {
+        if Glibc_kill(pid_t(pid), 0) == 0 { return true }
+        return Errno.current != .noSuchProcess
+    }
+
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    static func currentUMask() -> UInt32 {
+        // umask can only be read by setting it; Linux exposes it race-free in /proc.
+        #if os(Linux)
+            if case .success(let bytes) = readWholeFile("/proc/self/status"),
+                let line = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
+                    .first(where: { $0.hasPrefix("Umask:") }),
+                let value = UInt32(line.dropFirst(6).trimmingCharacters(), radix: 8)
+            {
+                return value
+            }
+        #endif
+        let old = umask(0o022)
+        umask(old)
+        return UInt32(old)
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters() -> Substring {
+        var result = self
+        while let first = result.first, first == " " || first == "\t" { result = result.dropFirst() }
+        while let last = result.last, last == " " || last == "\t" { result = result.dropLast() }
+        return result
+    }
+}
+
+// File-scope wrappers: inside `enum System` the Swift functions shadow the C names.
+typealias CStat = stat
+@inline(__always) private func Glibc_open(_ path: UnsafePointer<CChar>, _ flags: Int32, _ mode: mode_t) -> Int32 {
+    open(path, flags, mode)
+}
+@inline(__always) private func Glibc_close(_ fd: Int32) -> Int32 { close(fd) }
+@inline(__always) private func Glibc_flock(_ fd: Int32, _ operation: Int32) -> Int32 { flock(fd, operation) }
+@inline(__always) private func Glibc_fstat(_ fd: Int32, _ buffer: UnsafeMutablePointer<CStat>) -> Int32 {
+    fstat(fd, buffer)
+}
+@inline(__always) private func Glibc_stat(_ path: UnsafePointer<CChar>, _ buffer: UnsafeMutablePointer<CStat>) -> Int32 {
+    stat(path, buffer)
+}
+@inline(__always) private func Glibc_lstat(_ path: UnsafePointer<CChar>, _ buffer: UnsafeMutablePointer<CStat>) -> Int32 {
+    lstat(path, buffer)
+}
+@inline(__always) private func Glibc_fchmod(_ fd: Int32, _ mode: mode_t) -> Int32 { fchmod(fd, mode) }
+@inline(__always) private func Glibc_mkdir(_ path: UnsafePointer<CChar>, _ mode: mode_t) -> Int32 { mkdir(path, mode) }
+@inline(__always) private func Glibc_unlink(_ path: UnsafePointer<CChar>) -> Int32 { unlink(path) }
+@inline(__always) private func Glibc_write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+    write(fd, buffer, count)
+}
+@inline(__always) private func Glibc_read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+    read(fd, buffer, count)
+}
+@inline(__always) private func Glibc_pread(
+    _ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: off_t
+) -> Int {
+    pread(fd, buffer, count, offset)
+}
+@inline(__always) private func Glibc_ftruncate(_ fd: Int32, _ length: off_t) -> Int32 { ftruncate(fd, length) }
+@inline(__always) private func Glibc_realpath(
+    _ path: UnsafePointer<CChar>, _ resolved: UnsafeMutablePointer<CChar>?
+) -> UnsafeMutablePointer<CChar>? {
+    realpath(path, resolved)
+}
+@inline(__always) private func Glibc_kill(_ pid: pid_t, _ signal: Int32) -> Int32 { kill(pid, signal) }

@@ -1,0 +1,227 @@
+// Threads, clocks and the signal that ends a blocking kernel wait: the C-library side of the
+// engine's waiting. The policy (when to interrupt, what a wake-up means) lives in Engine/.
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Nanoseconds of `CLOCK_MONOTONIC`, which does not jump with the wall clock.
+struct MonotonicInstant: Comparable, Sendable {
+    var nanoseconds: UInt64
+
+    static var now: MonotonicInstant {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return MonotonicInstant(nanoseconds: UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec))
+    }
+
+    static func < (lhs: Self, rhs: Self) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
+
+    func advanced(by duration: Duration) -> MonotonicInstant {
+        let delta = duration.totalNanoseconds
+        if delta <= 0 { return self }
+        let (sum, overflow) = nanoseconds.addingReportingOverflow(UInt64(clamping: delta))
+        return MonotonicInstant(nanoseconds: overflow ? .max : sum)
+    }
+
+    func duration(since earlier: MonotonicInstant) -> Duration {
+        guard self > earlier else { return .zero }
+        return .nanoseconds(Int64(clamping: nanoseconds - earlier.nanoseconds))
+    }
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds, saturating.
+    var totalNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return seconds < 0 ? .min : .max }
+        return scaled.addingReportingOverflow(attoseconds / 1_000_000_000).overflow
+            ? .max : scaled + attoseconds / 1_000_000_000
+    }
+}
+
+/// A kernel thread identity, stable while the thread lives.
+struct ThreadHandle: Hashable, @unchecked Sendable {
+    fileprivate var raw: pthread_t
+
+    static var current: ThreadHandle { ThreadHandle(raw: pthread_self()) }
+
+    /// A number that identifies the thread while it lives.
+    var identifier: UInt {
+        #if canImport(Darwin)
+            UInt(bitPattern: raw)
+        #else
+            UInt(raw)
+        #endif
+    }
+
+    static func == (lhs: Self, rhs: Self) -> Bool { lhs.identifier == rhs.identifier }
+    func hash(into hasher: inout Hasher) { hasher.combine(identifier) }
+}
+
+private final class ThreadBody {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
+}
+
+enum Threads {
+    /// Starts a detached kernel thread that runs `body`. Not a thread of Swift's cooperative pool,
+    /// so it may block in the kernel for as long as it needs.
+    static func spawnDetached(_ body: @escaping @Sendable () -> Void) -> Result<Void, Errno> {
+        let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        // Waiting threads need little stack; 256 KiB keeps many waiters cheap.
+        pthread_attr_setstacksize(&attributes, 256 * 1024)
+        #if canImport(Darwin)
+            var thread: pthread_t?
+        #else
+            var thread = pthread_t()
+        #endif
+        let result = pthread_create(
+            &thread, &attributes,
+            { context in
+                #if canImport(Darwin)
+                    let body = Unmanaged<ThreadBody>.fromOpaque(context).takeRetainedValue()
+                #else
+                    let body = Unmanaged<ThreadBody>.fromOpaque(context!).takeRetainedValue()
+                #endif
+                body.run()
+                return nil
+            }, context)
+        if result != 0 {
+            Unmanaged<ThreadBody>.fromOpaque(context).release()
+            return .failure(Errno(rawValue: result))
+        }
+        return .success(())
+    }
+
+    /// Sleeps the calling (non-pool) thread.
+    static func sleep(_ duration: Duration) {
+        let nanoseconds = max(0, duration.totalNanoseconds)
+        var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) == -1 && errno == EINTR { request = remaining }
+    }
+}
+
+/// A pthread mutex with a condition variable whose timed wait uses the monotonic clock.
+final class ConditionLock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        #if !canImport(Darwin)
+            pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        #endif
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    /// Waits (with the mutex held by the caller) until signalled or `deadline` passes.
+    func wait(until deadline: MonotonicInstant?) {
+        guard let deadline else {
+            pthread_cond_wait(condition, mutex)
+            return
+        }
+        #if canImport(Darwin)
+            let remaining = deadline.nanoseconds > MonotonicInstant.now.nanoseconds
+                ? deadline.nanoseconds - MonotonicInstant.now.nanoseconds : 0
+            var relative = timespec(tv_sec: Int(remaining / 1_000_000_000), tv_nsec: Int(remaining % 1_000_000_000))
+            pthread_cond_timedwait_relative_np(condition, mutex, &relative)
+        #else
+            var absolute = timespec(
+                tv_sec: Int(deadline.nanoseconds / 1_000_000_000), tv_nsec: Int(deadline.nanoseconds % 1_000_000_000))
+            pthread_cond_timedwait(condition, mutex, &absolute)
+        #endif
+    }
+
+    func signal() { pthread_cond_signal(condition) }
+    func broadcast() { pthread_cond_broadcast(condition) }
+}
+
+/// The signal that ends a thread's blocking `flock`/`fcntl` wait early.
+///
+/// `SIGURG` is used, as Go's runtime does for preemption: its default action is to ignore, so a
+/// stray one harms nobody, and almost no program handles it. The handler does nothing; it is
+/// installed without `SA_RESTART`, so the interrupted call returns `EINTR` and the waiter looks
+/// at its deadline and cancellation. If the host program has its own `SIGURG` handler we leave it
+/// alone and waits with a timeout fall back to polling.
+enum InterruptSignal {
+    static let number: Int32 = SIGURG
+
+    private static let installed: Bool = {
+        var current = sigaction()
+        guard sigaction(number, nil, &current) == 0 else { return false }
+        #if canImport(Darwin)
+            let existing = unsafeBitCast(current.__sigaction_u.__sa_handler, to: Int.self)
+        #else
+            let existing = unsafeBitCast(current.__sigaction_handler.sa_handler, to: Int.self)
+        #endif
+        let defaultAction = unsafeBitCast(SIG_DFL, to: Int.self)
+        let ignore = unsafeBitCast(SIG_IGN, to: Int.self)
+        guard existing == defaultAction || existing == ignore else { return false }
+        var action = sigaction()
+        #if canImport(Darwin)
+            action.__sigaction_u.__sa_handler = { _ in }
+        #else
+            action.__sigaction_handler.sa_handler = { _ in }
+        #endif
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = 0
+        return sigaction(number, &action, nil) == 0
+    }()
+
+    /// Installs the handler once; `false` when the host program owns the signal.
+    static var isAvailable: Bool { installed }
+
+    /// Sends the signal to one thread of this process.
+    static func interrupt(_ thread: ThreadHandle) {
+        _ = pthread_kill(thread.raw, number)
+    }
+
+}
+
+/// A thread's saved signal mask.
+struct SignalMask {
+    private var saved: sigset_t
+
+    /// Unblocks `InterruptSignal` for the calling thread (a host program may block it in its
+    /// threads, which would make a timed wait never end) and returns the mask to restore.
+    static func unblockInterrupts() -> SignalMask {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, InterruptSignal.number)
+        var old = sigset_t()
+        pthread_sigmask(SIG_UNBLOCK, &set, &old)
+        return SignalMask(saved: old)
+    }
+
+    func restore() {
+        var mask = saved
+        pthread_sigmask(SIG_SETMASK, &mask, nil)
+    }
+}

@@ -1,0 +1,344 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+import Synchronization
+import Testing
+
+@Suite("FileLock in one process")
+struct FileLockTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    @Test func acquireAndReleaseKeepsTheLockFile() throws {
+        let lock = try FileLock(at: folder.file("a.lock"))
+        #expect(!lock.isLocked)
+        try lock.acquire()
+        #expect(lock.isLocked)
+        #expect(lock.holdCount == 1)
+        #expect(lock.isHeldByCaller)
+        lock.release()
+        #expect(!lock.isLocked)
+        #expect(access(folder.file("a.lock"), F_OK) == 0, "the lock file stays after release")
+    }
+
+    @Test func reentrancyCountsUpAndDown() throws {
+        let lock = try FileLock(at: folder.file("r.lock"))
+        try lock.acquire()
+        try lock.acquire()
+        #expect(try lock.tryAcquire())
+        #expect(lock.holdCount == 3)
+        lock.release()
+        lock.release()
+        #expect(lock.isLocked)
+        let other = try FileLock(at: folder.file("r.lock"))
+        #expect(try !other.tryAcquire(), "one hold left keeps others out")
+        lock.release()
+        #expect(!lock.isLocked)
+        #expect(try other.tryAcquire())
+        other.release()
+    }
+
+    @Test func forcedReleaseDropsEveryHold() throws {
+        let lock = try FileLock(at: folder.file("f.lock"))
+        for _ in 0..<5 { try lock.acquire() }
+        #expect(lock.holdCount == 5)
+        lock.release(force: true)
+        #expect(!lock.isLocked)
+        #expect(lock.holdCount == 0)
+        let other = try FileLock(at: folder.file("f.lock"))
+        #expect(try other.tryAcquire())
+        other.release()
+    }
+
+    @Test func releasingAnUnheldLockDoesNothing() throws {
+        let lock = try FileLock(at: folder.file("u.lock"))
+        lock.release()
+        lock.release(force: true)
+        #expect(!lock.isLocked)
+    }
+
+    @Test func withLockReleasesWhenTheBodyThrows() throws {
+        struct Boom: Error {}
+        let lock = try FileLock(at: folder.file("w.lock"))
+        #expect(throws: Boom.self) {
+            try lock.withLock { throw Boom() }
+        }
+        #expect(!lock.isLocked)
+        let value = try lock.withLock(timeout: .seconds(1)) { 42 }
+        #expect(value == 42)
+    }
+
+    @Test func missingParentFoldersAreCreated() throws {
+        let path = folder.file("x/y/z/deep.lock")
+        let lock = try FileLock(at: path)
+        try lock.withLock {
+            #expect(access(path, F_OK) == 0)
+        }
+    }
+
+    @Test func explicitFilePermissionsOverrideTheUmask() throws {
+        let path = folder.file("mode.lock")
+        let lock = try FileLock(at: path, filePermissions: 0o666)
+        let old = umask(0o077)
+        defer { umask(old) }
+        try lock.withLock {}
+        var status = stat()
+        stat(path, &status)
+        #expect(status.st_mode & 0o777 == 0o666)
+    }
+
+    @Test func withoutPermissionsTheUmaskDecides() throws {
+        let path = folder.file("umask.lock")
+        let old = umask(0o027)
+        defer { umask(old) }
+        try FileLock(at: path).withLock {}
+        var status = stat()
+        stat(path, &status)
+        #expect(status.st_mode & 0o777 == 0o640)
+    }
+
+    @Test func secondObjectOnTheSamePathIsExcludedInOneThread() throws {
+        let first = try FileLock(at: folder.file("two.lock"))
+        let second = try FileLock(at: folder.file("two.lock"))
+        try first.acquire()
+        defer { first.release() }
+        #expect(try !second.tryAcquire())
+        let error = #expect(throws: FileLockError.self) {
+            try second.acquire(timeout: .milliseconds(100))
+        }
+        #expect(error?.code == .timedOut)
+    }
+
+    @Test func selfDeadlockIsReportedInsteadOfHanging() throws {
+        let path = folder.file("dead.lock")
+        let first = try FileLock(at: path)
+        let second = try FileLock(at: path)
+        try first.acquire()
+        defer { first.release() }
+        let error = #expect(throws: FileLockError.self) { try second.acquire(timeout: nil) }
+        #expect(error?.code == .wouldDeadlock)
+        #expect(error?.message.contains(path) == true)
+        #expect(error?.message.contains("isSingleton") == true)
+    }
+
+    @Test func selfDeadlockIsReportedInATask() async throws {
+        let path = folder.file("deadtask.lock")
+        let first = try FileLock(at: path)
+        let second = try FileLock(at: path)
+        try await first.acquire(timeout: nil)
+        defer { first.release() }
+        await #expect(throws: FileLockError.self) { try await second.acquire(timeout: nil) }
+    }
+
+    @Test func singletonSharesOneReentrantObjectPerPath() throws {
+        let path = folder.file("single.lock")
+        let first = try FileLock(at: path, isSingleton: true)
+        let second = try FileLock(at: folder.path + "/./single.lock", isSingleton: true)
+        #expect(first == second)
+        try first.acquire()
+        try second.acquire(timeout: nil)
+        #expect(first.holdCount == 2)
+        second.release()
+        first.release()
+        #expect(!first.isLocked)
+        let plain = try FileLock(at: path)
+        #expect(plain != first, "a non-singleton is its own object")
+    }
+
+    @Test func singletonWithOtherSettingsIsAnError() throws {
+        let path = folder.file("single2.lock")
+        let first = try FileLock(at: path, timeout: .seconds(1), isSingleton: true)
+        let error = #expect(throws: FileLockError.self) {
+            _ = try FileLock(at: path, timeout: .seconds(2), isSingleton: true)
+        }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains(first.canonicalPath) == true)
+    }
+
+    @Test func nonBlockingLockTriesOnce() throws {
+        let path = folder.file("nb.lock")
+        let holder = try FileLock(at: path)
+        try holder.acquire()
+        defer { holder.release() }
+        let lock = try FileLock(at: path, isBlocking: false)
+        let error = #expect(throws: FileLockError.self) { try lock.acquire() }
+        #expect(error?.code == .timedOut)
+    }
+
+    @Test func defaultTimeoutIsUsed() throws {
+        let path = folder.file("dt.lock")
+        let holder = try FileLock(at: path)
+        try holder.acquire()
+        defer { holder.release() }
+        let lock = try FileLock(at: path, timeout: .milliseconds(50))
+        let error = #expect(throws: FileLockError.self) { try lock.acquire() }
+        #expect(error?.code == .timedOut)
+        #expect((error?.waited ?? .zero) >= .milliseconds(50))
+    }
+
+    @Test func cancelCheckEndsAWait() throws {
+        let path = folder.file("cc.lock")
+        let holder = try FileLock(at: path)
+        try holder.acquire()
+        defer { holder.release() }
+        let lock = try FileLock(at: path, pollInterval: .milliseconds(5))
+        let asked = Atomic<Int>(0)
+        let error = #expect(throws: FileLockError.self) {
+            try lock.acquire(timeout: nil) { asked.add(1, ordering: .relaxed).newValue >= 3 }
+        }
+        #expect(error?.code == .cancelled)
+        #expect(asked.load(ordering: .relaxed) >= 3)
+    }
+
+    @Test func threadsOfOneProcessExcludeEachOtherThroughOneObject() throws {
+        let path = folder.file("threads.lock")
+        let lock = try FileLock(at: path)
+        let inside = Atomic<Int>(0)
+        let overlaps = Atomic<Int>(0)
+        let total = Atomic<Int>(0)
+        let threads = 4
+        let rounds = 200
+        let done = Atomic<Int>(0)
+        for _ in 0..<threads {
+            startThread {
+                for _ in 0..<rounds {
+                    try? lock.withLock {
+                        if inside.add(1, ordering: .sequentiallyConsistent).newValue != 1 {
+                            overlaps.add(1, ordering: .relaxed)
+                        }
+                        total.add(1, ordering: .relaxed)
+                        sched_yield()
+                        inside.subtract(1, ordering: .sequentiallyConsistent)
+                    }
+                }
+                done.add(1, ordering: .sequentiallyConsistent)
+            }
+        }
+        while done.load(ordering: .sequentiallyConsistent) < threads { usleep(1000) }
+        #expect(overlaps.load(ordering: .relaxed) == 0)
+        #expect(total.load(ordering: .relaxed) == threads * rounds)
+    }
+
+    @Test func aThreadWaitsForAnotherThreadsHoldAndWakesOnRelease() throws {
+        let lock = try FileLock(at: folder.file("handoff.lock"))
+        try lock.acquire()
+        let acquired = Atomic<Bool>(false)
+        let started = Atomic<Bool>(false)
+        startThread {
+            started.store(true, ordering: .sequentiallyConsistent)
+            try? lock.acquire(timeout: .seconds(30))
+            acquired.store(true, ordering: .sequentiallyConsistent)
+            lock.release()
+        }
+        while !started.load(ordering: .sequentiallyConsistent) { usleep(100) }
+        let acquiredEarly = acquired.load(ordering: .sequentiallyConsistent)
+        #expect(!acquiredEarly)
+        lock.release()
+        for _ in 0..<60_000 where !acquired.load(ordering: .sequentiallyConsistent) { usleep(1000) }
+        let acquiredLater = acquired.load(ordering: .sequentiallyConsistent)
+        #expect(acquiredLater)
+    }
+
+    @Test func tasksExcludeEachOtherThroughOneObject() async throws {
+        let lock = try FileLock(at: folder.file("tasks.lock"))
+        let counters = Counters()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    for _ in 0..<50 {
+                        try await lock.withLock {
+                            if counters.inside.add(1, ordering: .sequentiallyConsistent).newValue != 1 {
+                                counters.overlaps.add(1, ordering: .relaxed)
+                            }
+                            await Task.yield()
+                            counters.inside.subtract(1, ordering: .sequentiallyConsistent)
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let overlaps = counters.overlaps.load(ordering: .relaxed)
+        #expect(overlaps == 0)
+        #expect(!lock.isLocked)
+    }
+
+    @Test func asyncReentrancyInOneTask() async throws {
+        let lock = try FileLock(at: folder.file("asyncre.lock"))
+        try await lock.withLock {
+            try await lock.withLock {
+                #expect(lock.holdCount == 2)
+            }
+        }
+        #expect(!lock.isLocked)
+    }
+
+    @Test func cancellingAWaitingTaskEndsItsWait() async throws {
+        let path = folder.file("cancel.lock")
+        let holder = try FileLock(at: path)
+        try await holder.acquire()
+        defer { holder.release() }
+        let lock = try FileLock(at: path)
+        let waiter = Task { try await lock.acquire(timeout: nil) }
+        // Let the task reach its kernel wait; cancellation must work at any point anyway.
+        while lock.waiterCount == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        #expect(!lock.isLocked)
+    }
+
+    @Test func negativeTimeoutIsRejected() throws {
+        let path = folder.file("neg.lock")
+        let error = #expect(throws: FileLockError.self) { _ = try FileLock(at: path, timeout: .seconds(-1)) }
+        #expect(error?.code == .invalidTimeout)
+        #expect(error?.message.contains(path) == true)
+        let lock = try FileLock(at: path)
+        let acquireError = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .milliseconds(-5)) }
+        #expect(acquireError?.code == .invalidTimeout)
+    }
+
+    @Test(arguments: [Double.nan, .infinity, -.infinity, -0.5])
+    func nonFiniteOrNegativeSecondsAreRejected(seconds: Double) throws {
+        let error = #expect(throws: FileLockError.self) { _ = try FileLock.timeout(seconds: seconds, path: "x.lock") }
+        #expect(error?.code == .invalidTimeout)
+        #expect(error?.message.contains("x.lock") == true)
+    }
+
+    @Test func secondsConvertToDurations() throws {
+        #expect(try FileLock.timeout(seconds: 1.5, path: "x") == .milliseconds(1500))
+        #expect(try FileLock.timeout(seconds: 0, path: "x") == .zero)
+    }
+}
+
+final class Counters: Sendable {
+    let inside = Atomic<Int>(0)
+    let overlaps = Atomic<Int>(0)
+}
+
+/// Starts a detached kernel thread.
+func startThread(_ body: @escaping @Sendable () -> Void) {
+    final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    let context = Unmanaged.passRetained(Box(body)).toOpaque()
+    #if canImport(Darwin)
+        var thread: pthread_t?
+    #else
+        var thread = pthread_t()
+    #endif
+    pthread_create(
+        &thread, nil,
+        { context in
+            #if canImport(Darwin)
+                Unmanaged<Box>.fromOpaque(context).takeRetainedValue().body()
+            #else
+                Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
+            #endif
+            return nil
+        }, context)
+    pthread_detach(thread)
+}

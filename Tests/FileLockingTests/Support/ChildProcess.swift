@@ -1,0 +1,152 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import Testing
+
+struct ChildProcessError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// A real child process with pipes on stdin and stdout, read line by line with a timeout so a
+/// broken test fails instead of hanging.
+final class ChildProcess: @unchecked Sendable {
+    let pid: pid_t
+    let command: String
+    private let input: Int32
+    private let output: Int32
+    private var buffer: [UInt8] = []
+    private var exitStatus: Int32?
+
+    /// Starts `executable` with `arguments`; `environment` entries are added to ours.
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        command = ([executable] + arguments).joined(separator: " ")
+        var stdinPipe: [Int32] = [0, 0]
+        var stdoutPipe: [Int32] = [0, 0]
+        guard pipe(&stdinPipe) == 0, pipe(&stdoutPipe) == 0 else { throw ChildProcessError(description: "pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+        for descriptor in stdinPipe + stdoutPipe { posix_spawn_file_actions_addclose(&actions, descriptor) }
+        var merged: [String: String] = [:]
+        var index = 0
+        while let entry = environ[index] {
+            let text = String(cString: entry)
+            if let equals = text.firstIndex(of: "=") {
+                merged[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            index += 1
+        }
+        for (key, value) in environment { merged[key] = value }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        var child = pid_t()
+        let result = posix_spawnp(&child, executable, &actions, nil, argv, envp)
+        close(stdinPipe[0])
+        close(stdoutPipe[1])
+        guard result == 0 else {
+            close(stdinPipe[1])
+            close(stdoutPipe[0])
+            throw ChildProcessError(description: "cannot start \(executable): errno \(result)")
+        }
+        pid = child
+        input = stdinPipe[1]
+        output = stdoutPipe[0]
+        _ = fcntl(input, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(output, F_SETFD, FD_CLOEXEC)
+    }
+
+    deinit {
+        close(input)
+        close(output)
+        if exitStatus == nil {
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+    }
+
+    /// The next line of output; throws after `timeout` seconds or at end of output.
+    func readLine(timeout: Double = 30) throws -> String {
+        let deadline = Self.now() + timeout
+        while true {
+            if let newline = buffer.firstIndex(of: 10) {
+                let line = String(decoding: buffer[..<newline], as: UTF8.self)
+                buffer.removeSubrange(...newline)
+                return line
+            }
+            let remaining = deadline - Self.now()
+            guard remaining > 0 else {
+                throw ChildProcessError(description: "no line from '\(command)' within \(timeout) s")
+            }
+            var poller = pollfd(fd: output, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, Int32(min(remaining * 1000, 1000)))
+            if ready <= 0 { continue }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let count = read(output, &chunk, chunk.count)
+            if count <= 0 {
+                throw ChildProcessError(
+                    description: "'\(command)' closed its output (buffered: \(String(decoding: buffer, as: UTF8.self)))")
+            }
+            buffer.append(contentsOf: chunk[0..<count])
+        }
+    }
+
+    /// Reads lines until one starts with `prefix` and returns it.
+    @discardableResult
+    func expectLine(startingWith prefix: String, timeout: Double = 30) throws -> String {
+        let line = try readLine(timeout: timeout)
+        guard line.hasPrefix(prefix) else {
+            throw ChildProcessError(description: "'\(command)' said '\(line)', expected '\(prefix)...'")
+        }
+        return line
+    }
+
+    func send(_ line: String) {
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(input, $0.baseAddress, $0.count) }
+    }
+
+    func closeInput() { close(input) }
+
+    func signal(_ number: Int32) { kill(pid, number) }
+
+    /// Waits for the process to end and returns its exit code (128 + signal when killed).
+    @discardableResult
+    func waitForExit(timeout: Double = 60) throws -> Int32 {
+        if let exitStatus { return exitStatus }
+        let deadline = Self.now() + timeout
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            guard Self.now() < deadline else {
+                throw ChildProcessError(description: "'\(command)' did not exit within \(timeout) s")
+            }
+            usleep(2000)
+        }
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        exitStatus = code
+        return code
+    }
+
+    /// All remaining output until the process closes it.
+    func readRemainingOutput(timeout: Double = 60) throws -> String {
+        var lines: [String] = []
+        while true {
+            do { lines.append(try readLine(timeout: timeout)) } catch { break }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+}

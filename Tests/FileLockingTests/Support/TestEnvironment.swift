@@ -1,0 +1,95 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import Testing
+
+enum TestEnvironment {
+    /// The folder with the built executables (the test binary lives there).
+    static let productsFolder: String = {
+        #if os(Linux)
+            var buffer = [CChar](repeating: 0, count: 4096)
+            let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+            let path = String(decoding: buffer.prefix(max(0, count)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            var folder = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
+            // Swift Testing on Linux may run from inside an .xctest bundle folder.
+            if folder.hasSuffix(".xctest") { folder = String(folder[..<folder.lastIndex(of: "/")!]) }
+            return folder
+        #else
+            return ".build/debug"
+        #endif
+    }()
+
+    static var probe: String { productsFolder + "/lock-probe" }
+
+    /// Whether this run is CI, where every tool must be present and nothing may be skipped.
+    static let isCI: Bool = getenv("CI").map { String(cString: $0) } == "true"
+
+    /// A Python with the `filelock` package: `FILELOCK_TEST_PYTHON`, else `.venv/bin/python`.
+    static let python: String? = {
+        var candidates: [String] = []
+        if let configured = getenv("FILELOCK_TEST_PYTHON") { candidates.append(String(cString: configured)) }
+        candidates.append(".venv/bin/python")
+        for candidate in candidates where access(candidate, X_OK) == 0 {
+            if let child = try? ChildProcess(candidate, ["-c", "import filelock; print('ok')"]),
+                (try? child.readLine(timeout: 30)) == "ok"
+            {
+                return candidate
+            }
+        }
+        return nil
+    }()
+
+    static let flockCommand: String? = {
+        for candidate in ["/usr/bin/flock", "/bin/flock", "/usr/local/bin/flock"] where access(candidate, X_OK) == 0 {
+            return candidate
+        }
+        return nil
+    }()
+
+    static let isRoot: Bool = geteuid() == 0
+
+    /// Runs only where `available`; in CI a missing tool is a failure, not a skip.
+    static func requires(_ available: Bool) -> Bool { available || isCI }
+}
+
+/// A fresh folder for one test, removed afterwards.
+final class TemporaryFolder: @unchecked Sendable {
+    let path: String
+
+    init() throws {
+        var template = Array("/tmp/filelock-test-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw ChildProcessError(description: "mkdtemp failed") }
+        path = String(cString: made)
+    }
+
+    deinit {
+        _ = runShell("chmod -R u+rwx '\(path)' 2>/dev/null; rm -rf '\(path)'")
+    }
+
+    func file(_ name: String) -> String { path + "/" + name }
+}
+
+@discardableResult
+func runShell(_ command: String) -> Int32 {
+    let status = system(command)
+    return (status >> 8) & 0xff
+}
+
+func readFile(_ path: String) -> String? {
+    guard let file = fopen(path, "r") else { return nil }
+    defer { fclose(file) }
+    var result = ""
+    var buffer = [CChar](repeating: 0, count: 4096)
+    while fgets(&buffer, Int32(buffer.count), file) != nil {
+        result += String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+    return result
+}
+
+func writeFile(_ path: String, _ contents: String) {
+    guard let file = fopen(path, "w") else { return }
+    fputs(contents, file)
+    fclose(file)
+}
