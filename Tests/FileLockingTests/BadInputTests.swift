@@ -1,0 +1,175 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+import Testing
+
+/// Each bad input: its own small test, asserting the error code and that the message names the
+/// path. Nothing may hang and nothing next to the lock file may change.
+@Suite("Bad input")
+struct BadInputTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    func acquireError(_ path: String) throws -> FileLockError? {
+        let lock = try FileLock(at: path)
+        return #expect(throws: FileLockError.self) { try lock.acquire(timeout: .seconds(5)) }
+    }
+
+    @Test func emptyPath() {
+        let error = #expect(throws: FileLockError.self) { _ = try FileLock(at: "") }
+        #expect(error?.code == .invalidPath)
+        #expect(error?.message.contains("empty") == true)
+    }
+
+    @Test func pathIsADirectory() throws {
+        let error = try acquireError(folder.path)
+        #expect(error?.code == .isDirectory)
+        #expect(error?.message.contains(folder.path) == true)
+    }
+
+    @Test(arguments: ["dir/", "dir/.", "dir/.."])
+    func pathNamesADirectorySyntactically(_ name: String) throws {
+        let path = folder.file(name)
+        let error = #expect(throws: FileLockError.self) { _ = try FileLock(at: path) }
+        #expect(error?.code == .isDirectory)
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test func pathIsASymbolicLinkToAFile() throws {
+        let target = folder.file("target.txt")
+        writeFile(target, "precious")
+        var before = stat()
+        stat(target, &before)
+        let link = folder.file("link.lock")
+        symlink(target, link)
+        let error = try acquireError(link)
+        #expect(error?.code == .isSymbolicLink)
+        #expect(error?.message.contains(link) == true)
+        #expect(readFile(target) == "precious")
+        var after = stat()
+        stat(target, &after)
+        #expect(after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec)
+        let direct = try FileLock(at: target)
+        #expect(try direct.tryAcquire(), "the target was not locked through the link")
+        direct.release()
+    }
+
+    @Test func pathIsADanglingSymbolicLink() throws {
+        let target = folder.file("nowhere.txt")
+        let link = folder.file("dangling.lock")
+        symlink(target, link)
+        let error = try acquireError(link)
+        #expect(error?.code == .isSymbolicLink)
+        #expect(access(target, F_OK) != 0, "the link's target was not created")
+    }
+
+    @Test func aFolderOfThePathIsAFile() throws {
+        writeFile(folder.file("plain"), "x")
+        let path = folder.file("plain/sub/x.lock")
+        let error = try acquireError(path)
+        #expect(error?.code == .invalidPath)
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test func nameTooLong() throws {
+        let path = folder.file(String(repeating: "n", count: 300) + ".lock")
+        let error = try acquireError(path)
+        #expect(error?.code == .nameTooLong)
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test func pathTooLong() throws {
+        let path = folder.path + String(repeating: "/abcdefgh", count: 600) + "/x.lock"
+        let error = try acquireError(path)
+        #expect(error?.code == .nameTooLong)
+    }
+
+    // Permission checks do not apply to root, so as root the probe runs as `nobody`.
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func noPermissionToCreateTheLockFile() throws {
+        let probe = try copyProbeForNobody()
+        let locked = folder.file("private")
+        mkdir(locked, 0o755)
+        let path = locked + "/x.lock"
+        let child = try ChildProcess(
+            "setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", probe, "hold", path])
+        let line = try child.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error permissionDenied"), "\(line)")
+        #expect(line.contains(path))
+        #expect(access(path, F_OK) != 0)
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func noPermissionToOpenAnExistingLockFile() throws {
+        let probe = try copyProbeForNobody()
+        let path = folder.file("secret.lock")
+        writeFile(path, "")
+        chmod(path, 0o600)
+        let child = try ChildProcess(
+            "setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", probe, "hold", path])
+        let line = try child.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error permissionDenied"), "\(line)")
+        #expect(line.contains(path))
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func aReadableLockFileOfAnotherUserStillLocks() throws {
+        // flock needs no write access, as with flock(1): a shared lock file owned by another
+        // user works when it is readable.
+        let probe = try copyProbeForNobody()
+        let path = folder.file("shared.lock")
+        writeFile(path, "")
+        chmod(path, 0o644)
+        let child = try ChildProcess(
+            "setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", probe, "hold", path])
+        try child.expectLine(startingWith: "acquired")
+        let lock = try FileLock(at: path)
+        #expect(try !lock.tryAcquire())
+        child.send("release")
+        try child.expectLine(startingWith: "released")
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root for a private read-only mount"))
+    func readOnlyFilesystem() throws {
+        let mountPoint = folder.file("ro")
+        mkdir(mountPoint, 0o755)
+        let path = mountPoint + "/x.lock"
+        // A private mount namespace: the read-only tmpfs exists only for this child.
+        let child = try ChildProcess(
+            "unshare", ["-m", "sh", "-c", "mount -t tmpfs -o ro tmpfs '\(mountPoint)' && exec '\(TestEnvironment.probe)' hold '\(path)'"])
+        let line = try child.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error readOnlyFilesystem"), "\(line)")
+        #expect(line.contains(path))
+    }
+
+    @Test func negativeTimeout() throws {
+        let path = folder.file("neg.lock")
+        let error = #expect(throws: FileLockError.self) { try FileLock(at: path).acquire(timeout: .seconds(-3)) }
+        #expect(error?.code == .invalidTimeout)
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test func invalidPollInterval() throws {
+        let path = folder.file("poll.lock")
+        let error = #expect(throws: FileLockError.self) { _ = try FileLock(at: path, pollInterval: .zero) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test func invalidFilePermissions() throws {
+        let path = folder.file("perm.lock")
+        let error = #expect(throws: FileLockError.self) { _ = try FileLock(at: path, filePermissions: 0o17777) }
+        #expect(error?.code == .invalidConfiguration)
+    }
+
+    /// A copy of the probe that `nobody` can run (the build folder may not be reachable).
+    func copyProbeForNobody() throws -> String {
+        chmod(folder.path, 0o755)
+        let copy = folder.file("lock-probe")
+        #expect(runShell("cp '\(TestEnvironment.probe)' '\(copy)' && chmod 755 '\(copy)'") == 0)
+        return copy
+    }
+}

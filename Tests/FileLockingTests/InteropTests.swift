@@ -1,0 +1,106 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+import Testing
+
+/// A `FileLock` and the tools already on users' machines exclude each other on the same path.
+@Suite("Interoperation with Python filelock and flock(1)")
+struct InteropTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    static let pythonScript: String = {
+        let here = #filePath
+        return String(here[..<here.lastIndex(of: "/")!]) + "/Support/python_probe.py"
+    }()
+
+    func python(_ arguments: String...) throws -> ChildProcess {
+        guard let python = TestEnvironment.python else {
+            Issue.record("CI must provide a Python with filelock (set FILELOCK_TEST_PYTHON); .ci/run installs one")
+            throw ChildProcessError(description: "no Python with filelock")
+        }
+        return try ChildProcess(python, [Self.pythonScript] + arguments)
+    }
+
+    func flock(_ arguments: String...) throws -> ChildProcess {
+        guard let flock = TestEnvironment.flockCommand else {
+            Issue.record("CI must provide flock(1) from util-linux; .ci/run installs it")
+            throw ChildProcessError(description: "no flock(1)")
+        }
+        return try ChildProcess(flock, arguments)
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
+    func pythonHoldsSwiftWaits() throws {
+        let path = folder.file("py.lock")
+        let holder = try python("hold", path)
+        let pid = Int32(try holder.expectLine(startingWith: "acquired").split(separator: " ")[1])
+        let lock = try FileLock(at: path)
+        #expect(try !lock.tryAcquire())
+        #expect(lock.holder?.pid == pid)
+        let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .milliseconds(100)) }
+        #expect(error?.holder?.pid == pid)
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        try lock.acquire(timeout: .seconds(30))
+        lock.release()
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
+    func swiftHoldsPythonWaits() throws {
+        let path = folder.file("swift.lock")
+        let holder = try ChildProcess(TestEnvironment.probe, ["hold", path])
+        try holder.expectLine(startingWith: "acquired")
+        try python("try", path).expectLine(startingWith: "busy")
+        let waiter = try python("hold", path)
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        try waiter.expectLine(startingWith: "acquired")
+        waiter.send("release")
+        try waiter.expectLine(startingWith: "released")
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
+    func swiftAndPythonIncrementOneCounterExactly() throws {
+        let path = folder.file("mixed.lock")
+        let counter = folder.file("mixed")
+        let workers = [
+            try ChildProcess(TestEnvironment.probe, ["increment", path, counter, "500"]),
+            try python("increment", path, counter, "500"),
+            try ChildProcess(TestEnvironment.probe, ["increment", path, counter, "500"]),
+            try python("increment", path, counter, "500"),
+        ]
+        for worker in workers { try worker.expectLine(startingWith: "ready") }
+        for worker in workers { worker.send("go") }
+        for worker in workers { try worker.expectLine(startingWith: "done", timeout: 120) }
+        #expect(readFile(counter) == "2000")
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))
+    func flockCommandHoldsSwiftWaits() throws {
+        let path = folder.file("flock1.lock")
+        let holder = try flock(path, "sh", "-c", "echo acquired; read line; echo released")
+        try holder.expectLine(startingWith: "acquired")
+        let lock = try FileLock(at: path)
+        #expect(try !lock.tryAcquire())
+        #expect(lock.holder != nil)
+        holder.send("go")
+        try holder.expectLine(startingWith: "released")
+        #expect(try holder.waitForExit() == 0)
+        #expect(try lock.tryAcquire())
+        lock.release()
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))
+    func swiftHoldsFlockCommandFails() throws {
+        let path = folder.file("flock2.lock")
+        let lock = try FileLock(at: path)
+        try lock.acquire()
+        #expect(try flock("-n", path, "true").waitForExit() == 1)
+        lock.release()
+        #expect(try flock("-n", path, "true").waitForExit() == 0)
+    }
+}
