@@ -13,10 +13,13 @@ let package = Package(
     ],
     targets: [
         .target(name: "FileLocking"),
+        // Starting and talking to child processes: the demo's workers and the tests' probes.
+        .target(name: "Subprocesses"),
         .executableTarget(
             name: "filelock",
             dependencies: [
                 "FileLocking",
+                "Subprocesses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -24,8 +27,9 @@ let package = Package(
         .executableTarget(name: "lock-probe", dependencies: ["FileLocking"]),
         .testTarget(
             name: "FileLockingTests",
-            // lock-probe is listed so that `swift test` builds it before the tests start it.
-            dependencies: ["FileLocking", "lock-probe"]
+            // The executables are listed so that `swift test` builds them before the tests start them.
+            dependencies: ["FileLocking", "Subprocesses", "lock-probe", "filelock"],
+            exclude: ["Support/python_probe.py"]
         ),
     ],
     swiftLanguageModes: [.v6]

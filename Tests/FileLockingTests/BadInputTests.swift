@@ -4,6 +4,7 @@
     import Darwin
 #endif
 import FileLocking
+import Subprocesses
 import Testing
 
 /// Each bad input: its own small test, asserting the error code and that the message names the

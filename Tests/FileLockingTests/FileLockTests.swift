@@ -5,6 +5,7 @@
 #endif
 import FileLocking
 import Synchronization
+import Subprocesses
 import Testing
 
 @Suite("FileLock in one process")

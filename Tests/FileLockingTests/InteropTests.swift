@@ -4,6 +4,7 @@
     import Darwin
 #endif
 import FileLocking
+import Subprocesses
 import Testing
 
 /// A `FileLock` and the tools already on users' machines exclude each other on the same path.

@@ -4,6 +4,7 @@
     import Darwin
 #endif
 import FileLocking
+import Subprocesses
 import Testing
 
 /// Other processes are real processes: `lock-probe`, driven over its stdin/stdout.

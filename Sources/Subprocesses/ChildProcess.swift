@@ -3,24 +3,25 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Testing
 
-struct ChildProcessError: Error, CustomStringConvertible {
-    var description: String
+/// A child process failed to start, went quiet, or said something unexpected.
+package struct ChildProcessError: Error, CustomStringConvertible {
+    package var description: String
+    package init(description: String) { self.description = description }
 }
 
 /// A real child process with pipes on stdin and stdout, read line by line with a timeout so a
 /// broken test fails instead of hanging.
-final class ChildProcess: @unchecked Sendable {
-    let pid: pid_t
-    let command: String
+package final class ChildProcess: @unchecked Sendable {
+    package let pid: pid_t
+    package let command: String
     private let input: Int32
     private let output: Int32
     private var buffer: [UInt8] = []
     private var exitStatus: Int32?
 
     /// Starts `executable` with `arguments`; `environment` entries are added to ours.
-    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+    package init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         command = ([executable] + arguments).joined(separator: " ")
         var stdinPipe: [Int32] = [0, 0]
         var stdoutPipe: [Int32] = [0, 0]
@@ -74,7 +75,7 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// The next line of output; throws after `timeout` seconds or at end of output.
-    func readLine(timeout: Double = 30) throws -> String {
+    package func readLine(timeout: Double = 30) throws -> String {
         let deadline = Self.now() + timeout
         while true {
             if let newline = buffer.firstIndex(of: 10) {
@@ -101,7 +102,7 @@ final class ChildProcess: @unchecked Sendable {
 
     /// Reads lines until one starts with `prefix` and returns it.
     @discardableResult
-    func expectLine(startingWith prefix: String, timeout: Double = 30) throws -> String {
+    package func expectLine(startingWith prefix: String, timeout: Double = 30) throws -> String {
         let line = try readLine(timeout: timeout)
         guard line.hasPrefix(prefix) else {
             throw ChildProcessError(description: "'\(command)' said '\(line)', expected '\(prefix)...'")
@@ -109,18 +110,18 @@ final class ChildProcess: @unchecked Sendable {
         return line
     }
 
-    func send(_ line: String) {
+    package func send(_ line: String) {
         let bytes = Array((line + "\n").utf8)
         _ = bytes.withUnsafeBytes { write(input, $0.baseAddress, $0.count) }
     }
 
-    func closeInput() { close(input) }
+    package func closeInput() { close(input) }
 
-    func signal(_ number: Int32) { kill(pid, number) }
+    package func signal(_ number: Int32) { kill(pid, number) }
 
     /// Waits for the process to end and returns its exit code (128 + signal when killed).
     @discardableResult
-    func waitForExit(timeout: Double = 60) throws -> Int32 {
+    package func waitForExit(timeout: Double = 60) throws -> Int32 {
         if let exitStatus { return exitStatus }
         let deadline = Self.now() + timeout
         var status: Int32 = 0
@@ -136,7 +137,7 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// All remaining output until the process closes it.
-    func readRemainingOutput(timeout: Double = 60) throws -> String {
+    package func readRemainingOutput(timeout: Double = 60) throws -> String {
         var lines: [String] = []
         while true {
             do { lines.append(try readLine(timeout: timeout)) } catch { break }
@@ -144,7 +145,7 @@ final class ChildProcess: @unchecked Sendable {
         return lines.joined(separator: "\n")
     }
 
-    static func now() -> Double {
+    package static func now() -> Double {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
         return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9

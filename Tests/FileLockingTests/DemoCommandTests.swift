@@ -1,0 +1,23 @@
+import Subprocesses
+import Testing
+
+@Suite("filelock demo")
+struct DemoCommandTests {
+    @Test func demoShowsLostUpdatesWithoutALockAndNoneWithIt() throws {
+        let demo = try ChildProcess(
+            TestEnvironment.productsFolder + "/filelock", ["demo", "--processes", "3", "--increments", "300"])
+        let output = try demo.readRemainingOutput(timeout: 120)
+        #expect(try demo.waitForExit() == 0)
+        let rows = output.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        let locked = try #require(rows.first { $0.starts(with: ["with", "FileLock"]) }, "\(output)")
+        #expect(locked[2...4] == ["900", "900", "0"], "\(output)")
+        let unlocked = try #require(rows.first { $0.starts(with: ["without", "a", "lock"]) }, "\(output)")
+        #expect(unlocked[3] == "900")
+        #expect(Int(unlocked[4])! + Int(unlocked[5])! == 900)
+    }
+
+    @Test func demoRejectsBadCounts() throws {
+        let demo = try ChildProcess(TestEnvironment.productsFolder + "/filelock", ["demo", "--processes", "0"])
+        #expect(try demo.waitForExit() != 0)
+    }
+}

@@ -1,0 +1,52 @@
+import FileLocking
+import Synchronization
+import Testing
+
+// The README's examples, verbatim apart from the lock path, so that they keep compiling.
+@Suite("README examples")
+struct ReadmeExamplesTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    @Test func synchronousExamples() throws {
+        let lock = try FileLock(at: folder.file("my-cache.lock"))
+
+        // Scoped: released when the closure returns or throws.
+        try lock.withLock(timeout: .seconds(5)) {
+            // only one process, thread or task at a time runs this
+        }
+
+        // Never waits.
+        if try lock.tryAcquire() {
+            defer { lock.release() }
+            print("updating without waiting")
+        }
+
+        // Explicit, with a timeout; the error says who holds the lock and how long we waited.
+        do {
+            try lock.acquire(timeout: .milliseconds(200))
+            defer { lock.release() }
+            print("updating without waiting")
+        } catch let error as FileLockError where error.code == .timedOut {
+            print("busy: \(error.holder.map(String.init(describing:)) ?? "unknown holder")")
+        }
+        #expect(!lock.isLocked)
+    }
+
+    @Test func asyncExample() async throws {
+        let path = folder.file("my-cache.lock")
+        let before = readmeDownloads.load(ordering: .relaxed)
+
+        func refreshCache() async throws {
+            let lock = try FileLock(at: path)
+            try await lock.withLock(timeout: .seconds(30)) {
+                try await downloadIntoCache()
+            }
+        }
+        try await refreshCache()
+        #expect(readmeDownloads.load(ordering: .relaxed) == before + 1)
+    }
+}
+
+private let readmeDownloads = Atomic<Int>(0)
+private func downloadIntoCache() async throws { readmeDownloads.add(1, ordering: .relaxed) }
