@@ -25,6 +25,12 @@ let package = Package(
         ),
         // "Another process" for the tests: takes a lock and reports over stdout.
         .executableTarget(name: "lock-probe", dependencies: ["FileLocking"]),
+        // Run by Benchmarks/run.sh in release mode; compared with C and Python in the same run.
+        .executableTarget(
+            name: "filelock-benchmark",
+            dependencies: ["FileLocking"],
+            path: "Benchmarks/Sources/filelock-benchmark"
+        ),
         .testTarget(
             name: "FileLockingTests",
             // The executables are listed so that `swift test` builds them before the tests start them.

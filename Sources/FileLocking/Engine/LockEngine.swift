@@ -390,21 +390,27 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     /// so a lock may be released on another thread than the one that took it). `force` drops
     /// every hold of every owner of this object.
     func release(force: Bool) {
-        let owner = Owner.current
-        let released: [HoldRecord] = holds.withLock { records in
-            if force {
+        if force {
+            let released = holds.withLock { records in
                 defer { records.removeAll() }
                 return records
             }
+            for record in released { finishRelease(record) }
+            return
+        }
+        let owner = Owner.current
+        let released: HoldRecord? = holds.withLock { records in
             guard let index = records.firstIndex(where: { $0.owner == owner }) ?? (records.count == 1 ? 0 : nil)
-            else { return [] }
+            else { return nil }
             records[index].count -= 1
-            guard records[index].count == 0 else { return [] }
-            return [records.remove(at: index)]
+            guard records[index].count == 0 else { return nil }
+            return records.remove(at: index)
         }
-        for record in released {
-            node.removeHolding(owner: record.owner, lockObject: ObjectIdentifier(self))
-            primitive.release(record.hold)
-        }
+        if let released { finishRelease(released) }
+    }
+
+    private func finishRelease(_ record: HoldRecord) {
+        node.removeHolding(owner: record.owner, lockObject: ObjectIdentifier(self))
+        primitive.release(record.hold)
     }
 }

@@ -5,6 +5,13 @@
 struct FlockPrimitive: LockPrimitive {
     let lockPath: LockPath
     let filePermissions: UInt32?
+    private let openPath: CPath
+
+    init(lockPath: LockPath, filePermissions: UInt32?) {
+        self.lockPath = lockPath
+        self.filePermissions = filePermissions
+        openPath = lockPath.cAbsolute
+    }
 
     var path: String { lockPath.given }
     var waitStyle: WaitStyle { .kernel }
@@ -14,7 +21,7 @@ struct FlockPrimitive: LockPrimitive {
         let createMode = filePermissions ?? 0o666
         var createdFolders = false
         while true {
-            switch System.open(lockPath.absolute, flags: OpenFlags.readWriteCreate, mode: createMode) {
+            switch System.open(openPath, flags: OpenFlags.readWriteCreate, mode: createMode) {
             case .success(let descriptor):
                 return descriptor
             case .failure(.noSuchFile) where !createdFolders:
@@ -23,7 +30,7 @@ struct FlockPrimitive: LockPrimitive {
             case .failure(let error) where error == .accessDenied || error == .readOnlyFilesystem:
                 // flock needs no write access: an existing lock file we may only read still works
                 // (a shared /var/lock file owned by another user, a read-only mount).
-                if case .success(let descriptor) = System.open(lockPath.absolute, flags: OpenFlags.readOnly, mode: 0) {
+                if case .success(let descriptor) = System.open(openPath, flags: OpenFlags.readOnly, mode: 0) {
                     return descriptor
                 }
                 throw FileLockError.system(error, path: path, operation: "open")

@@ -5,6 +5,8 @@ struct LockPath: Sendable, Hashable {
     /// Absolute, with `.`, `..` and symbolic links in its folders resolved where the folders
     /// exist; the key for singletons and self-deadlock detection, and the path opened.
     var absolute: String
+    /// `absolute` as a C string, for the system calls of every acquisition.
+    var cAbsolute: CPath { CPath(absolute) }
 
     init(_ given: String) throws {
         guard !given.isEmpty else {

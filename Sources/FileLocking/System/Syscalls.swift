@@ -65,6 +65,12 @@ private func once<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, Errno> {
     return result == -1 ? .failure(.current) : .success(result)
 }
 
+/// A path as a NUL-terminated C string, converted once.
+struct CPath: Sendable, Hashable {
+    let bytes: [CChar]
+    init(_ path: String) { bytes = Array(path.utf8CString) }
+}
+
 /// File identity and the few attributes the locks look at.
 struct FileStatus: Sendable, Equatable {
     var device: UInt64
@@ -146,6 +152,13 @@ enum System {
     /// `open(2)` with `O_CLOEXEC | O_NOFOLLOW | O_NOCTTY` always added.
     static func open(_ path: String, flags: Int32, mode: UInt32) -> Result<Int32, Errno> {
         retryingInterrupts { Glibc_open(path, flags | openLockFlags, mode_t(mode)) }
+    }
+
+    /// `open(2)` of a path already converted to a C string (no allocation per call).
+    static func open(_ path: CPath, flags: Int32, mode: UInt32) -> Result<Int32, Errno> {
+        path.bytes.withUnsafeBufferPointer { bytes in
+            retryingInterrupts { Glibc_open(bytes.baseAddress!, flags | openLockFlags, mode_t(mode)) }
+        }
     }
 
     /// `close(2)`. `EINTR` is not retried: on Linux and Darwin the descriptor is gone either way.

@@ -1,0 +1,105 @@
+// The Swift side of the benchmark; run.sh compares its numbers with C and Python in one run.
+//
+//   filelock-benchmark cycle PATH N             ns per FileLock acquire+release
+//   filelock-benchmark reacquire PATH N         ns per acquire+release while already held (reentrant)
+//   filelock-benchmark waiter PATH MODE         like the C waiter: on each "go" line acquire, print the
+//                                               monotonic ns at wake-up, release. MODE: blocking |
+//                                               timeout (acquire(timeout: 60 s)) | async
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+
+func nowNanoseconds() -> Int64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
+}
+
+func say(_ line: String) {
+    let bytes = Array((line + "\n").utf8)
+    _ = bytes.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+}
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 4 else {
+    say("usage: filelock-benchmark cycle|reacquire PATH N | waiter PATH blocking|timeout|async")
+    exit(2)
+}
+let path = arguments[2]
+let lock = try FileLock(at: path)
+
+switch arguments[1] {
+case "cycle":
+    let count = Int(arguments[3])!
+    let start = nowNanoseconds()
+    for _ in 0..<count {
+        try lock.acquire(timeout: nil)
+        lock.release()
+    }
+    say(String(Double(nowNanoseconds() - start) / Double(count)))
+case "reacquire":
+    let count = Int(arguments[3])!
+    try lock.acquire(timeout: nil)
+    let start = nowNanoseconds()
+    for _ in 0..<count {
+        try lock.acquire(timeout: nil)
+        lock.release()
+    }
+    say(String(Double(nowNanoseconds() - start) / Double(count)))
+    lock.release()
+case "waiter":
+    let mode = arguments[3]
+    while readLine() != nil {
+        switch mode {
+        case "blocking": try lock.acquire(timeout: nil)
+        case "timeout": try lock.acquire(timeout: .seconds(60))
+        case "async":
+            let done = Atomicish()
+            // Detached: top-level code is on the main actor, which waits below.
+            Task.detached {
+                try await lock.acquire(timeout: .seconds(60))
+                done.set(nowNanoseconds())
+            }
+            let woke = done.wait()
+            lock.release(force: true)
+            say(String(woke))
+            continue
+        default:
+            say("unknown mode \(mode)")
+            exit(2)
+        }
+        let woke = nowNanoseconds()
+        lock.release()
+        say(String(woke))
+    }
+default:
+    say("unknown command \(arguments[1])")
+    exit(2)
+}
+
+/// A value handed from a task to the main thread.
+final class Atomicish: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var value: Int64?
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&condition, nil)
+    }
+    func set(_ value: Int64) {
+        pthread_mutex_lock(&mutex)
+        self.value = value
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+    func wait() -> Int64 {
+        pthread_mutex_lock(&mutex)
+        while value == nil { pthread_cond_wait(&condition, &mutex) }
+        defer { pthread_mutex_unlock(&mutex) }
+        return value!
+    }
+}

@@ -1,0 +1,128 @@
+// C baselines for the benchmark, compiled by run.sh. Every mode prints one number per line.
+//
+//   baseline cycle PATH N            ns per open+flock(LOCK_EX)+flock(LOCK_UN)+close
+//   baseline waiter PATH             the C waiter: on each "go" line, blocking flock, print the
+//                                    monotonic ns at wake-up, unlock; exits on EOF
+//   baseline holder PATH N CMD...    drives a waiter command N times: lock, tell the waiter "go",
+//                                    wait until the kernel lists it as blocked (/proc/locks),
+//                                    note the time, unlock; prints wake-up latencies in ns
+//   baseline holder-timed PATH N CMD...
+//                                    the same for waiters that poll instead of blocking in the
+//                                    kernel (Python filelock): release 20-70 ms after "go", at a
+//                                    random phase of the waiter's poll interval
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static int open_lock(const char *path) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0666);
+    if (fd < 0) { perror("open"); exit(1); }
+    return fd;
+}
+
+static int cycle(const char *path, long n) {
+    long long start = now_ns();
+    for (long i = 0; i < n; i++) {
+        int fd = open_lock(path);
+        if (flock(fd, LOCK_EX) != 0) { perror("flock"); return 1; }
+        flock(fd, LOCK_UN);
+        close(fd);
+    }
+    printf("%.1f\n", (double)(now_ns() - start) / n);
+    return 0;
+}
+
+static int waiter(const char *path) {
+    char line[64];
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (fgets(line, sizeof line, stdin)) {
+        int fd = open_lock(path);
+        if (flock(fd, LOCK_EX) != 0) { perror("flock"); return 1; }
+        long long woke = now_ns();
+        flock(fd, LOCK_UN);
+        close(fd);
+        printf("%lld\n", woke);
+    }
+    return 0;
+}
+
+// Whether /proc/locks lists a blocked FLOCK waiter on this device and inode.
+static int has_waiter(unsigned maj, unsigned min, unsigned long ino) {
+    FILE *f = fopen("/proc/locks", "r");
+    char line[256];
+    int found = 0;
+    if (!f) return 1;
+    char needle[64];
+    snprintf(needle, sizeof needle, "%02x:%02x:%lu ", maj, min, ino);
+    while (fgets(line, sizeof line, f)) {
+        if (strstr(line, "->") && strstr(line, "FLOCK") && strstr(line, needle)) { found = 1; break; }
+    }
+    fclose(f);
+    return found;
+}
+
+static int holder(const char *path, long n, char **command, int timed) {
+    int to_child[2], from_child[2];
+    if (pipe(to_child) || pipe(from_child)) { perror("pipe"); return 1; }
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(to_child[0], 0);
+        dup2(from_child[1], 1);
+        close(to_child[0]); close(to_child[1]); close(from_child[0]); close(from_child[1]);
+        execvp(command[0], command);
+        perror("exec");
+        _exit(127);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    FILE *in = fdopen(from_child[0], "r");
+    FILE *out = fdopen(to_child[1], "w");
+    setvbuf(out, NULL, _IOLBF, 0);
+    int fd = open_lock(path);
+    struct stat st;
+    fstat(fd, &st);
+    char line[64];
+    for (long i = 0; i < n; i++) {
+        if (flock(fd, LOCK_EX) != 0) { perror("flock"); return 1; }
+        fputs("go\n", out);
+        if (timed) {
+            usleep(20000 + (useconds_t)(random() % 50000));
+        } else {
+            while (!has_waiter(major(st.st_dev), minor(st.st_dev), st.st_ino)) usleep(200);
+            // Let the waiter settle in the kernel wait (its other threads, if any, go idle too).
+            usleep(2000);
+        }
+        long long released = now_ns();
+        flock(fd, LOCK_UN);
+        if (!fgets(line, sizeof line, in)) { fprintf(stderr, "waiter ended\n"); return 1; }
+        printf("%lld\n", atoll(line) - released);
+    }
+    fclose(out);
+    int status;
+    waitpid(pid, &status, 0);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 4 && strcmp(argv[1], "cycle") == 0) return cycle(argv[2], atol(argv[3]));
+    if (argc >= 3 && strcmp(argv[1], "waiter") == 0) return waiter(argv[2]);
+    if (argc >= 5 && strcmp(argv[1], "holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0);
+    if (argc >= 5 && strcmp(argv[1], "holder-timed") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1);
+    fprintf(stderr, "usage: baseline cycle PATH N | waiter PATH | holder PATH N CMD...\n");
+    return 2;
+}

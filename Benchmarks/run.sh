@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs the FileLock benchmark against C baselines (and Python filelock where installed), all in
+# one run on this machine, and prints ratios. Run by hand: bash Benchmarks/run.sh
+#   ROUNDS=5 CYCLES=200000 WAKES=200 PYTHON=.venv/bin/python bash Benchmarks/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}
+CYCLES=${CYCLES:-200000}
+WAKES=${WAKES:-200}
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+  for candidate in "${FILELOCK_TEST_PYTHON:-}" .venv/bin/python; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c 'import filelock' 2>/dev/null; then PYTHON=$candidate; break; fi
+  done
+fi
+
+out=Benchmarks/out
+mkdir -p "$out"
+cc -O2 -o "$out/baseline" Benchmarks/c/baseline.c
+swift build -c release --product filelock-benchmark >/dev/null
+bench=$(swift build -c release --show-bin-path)/filelock-benchmark
+work=$(mktemp -d /tmp/filelock-bench-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+percentile() { sort -g | awk -v p="$1" '{ a[NR] = $1 } END { i = int(NR * p / 100 + 0.5); if (i < 1) i = 1; print a[i] }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+us() { awk -v n="$1" 'BEGIN { printf "%.1f µs", n / 1000 }'; }
+
+# Interleave the rounds so a slow moment of the shared machine hits every contender alike.
+c_cycle=(); swift_cycle=(); swift_reacquire=(); py_cycle=()
+for _ in $(seq "$ROUNDS"); do
+  c_cycle+=("$("$out/baseline" cycle "$work/cycle.lock" "$CYCLES")")
+  swift_cycle+=("$("$bench" cycle "$work/cycle.lock" "$CYCLES")")
+  swift_reacquire+=("$("$bench" reacquire "$work/cycle.lock" "$CYCLES")")
+  if [ -n "$PYTHON" ]; then py_cycle+=("$("$PYTHON" Benchmarks/cycle.py "$work/cycle.lock" $((CYCLES / 20)))"); fi
+done
+c=$(printf '%s\n' "${c_cycle[@]}" | median)
+s=$(printf '%s\n' "${swift_cycle[@]}" | median)
+r=$(printf '%s\n' "${swift_reacquire[@]}" | median)
+
+echo "FileLock benchmark: median of $ROUNDS rounds, $CYCLES cycles each ($(nproc) cores, $(uname -r))"
+echo
+printf '%-52s %12s %10s\n' "acquire + release, one process" "per cycle" "vs C"
+printf '%-52s %12s %10s\n' "C open+flock+unlock+close" "$(us "$c")" "1.00x"
+printf '%-52s %12s %10s\n' "FileLock acquire+release" "$(us "$s")" "$(ratio "$s" "$c")"
+printf '%-52s %12s %10s\n' "FileLock re-acquire while held (reentrant)" "$(awk -v n="$r" 'BEGIN { printf "%.0f ns", n }')" "-"
+if [ -n "$PYTHON" ]; then
+  p=$(printf '%s\n' "${py_cycle[@]}" | median)
+  printf '%-52s %12s %10s\n' "Python filelock acquire+release" "$(us "$p")" "$(ratio "$p" "$c")"
+fi
+
+echo
+printf '%-52s %10s %10s %10s %10s\n' "wake-up after release, waiter in another process" "p50" "p99" "p50 vs C" "p99 vs C"
+wake() { "$out/baseline" holder "$work/wake.lock" "$1" "${@:2}"; }
+: > "$work/c"; : > "$work/blocking"; : > "$work/timeout"; : > "$work/async"
+per_round=$(( (WAKES + ROUNDS - 1) / ROUNDS ))
+for _ in $(seq "$ROUNDS"); do
+  wake "$per_round" "$out/baseline" waiter "$work/wake.lock" >> "$work/c"
+  wake "$per_round" "$bench" waiter "$work/wake.lock" blocking >> "$work/blocking"
+  wake "$per_round" "$bench" waiter "$work/wake.lock" timeout >> "$work/timeout"
+  wake "$per_round" "$bench" waiter "$work/wake.lock" async >> "$work/async"
+done
+c50=$(percentile 50 < "$work/c"); c99=$(percentile 99 < "$work/c")
+row() {
+  local p50 p99
+  p50=$(percentile 50 < "$2"); p99=$(percentile 99 < "$2")
+  printf '%-52s %10s %10s %10s %10s\n' "$1" "$(us "$p50")" "$(us "$p99")" "$(ratio "$p50" "$c50")" "$(ratio "$p99" "$c99")"
+}
+row "C blocking flock" "$work/c"
+row "FileLock acquire(timeout: nil)" "$work/blocking"
+row "FileLock acquire(timeout: .seconds(60))" "$work/timeout"
+row "FileLock async acquire(timeout: .seconds(60))" "$work/async"
+if [ -n "$PYTHON" ]; then
+  "$out/baseline" holder-timed "$work/wake.lock" 30 "$PYTHON" Benchmarks/waiter.py "$work/wake.lock" > "$work/python"
+  row "Python filelock acquire() (30 wake-ups)" "$work/python"
+fi
+echo
+echo "targets: cycle within 1.5x of C; wake-up p50 within 2x of C blocking flock; re-acquire under 200 ns"
