@@ -174,3 +174,35 @@ struct BadInputTests {
         return copy
     }
 }
+
+/// A filesystem without `flock` (some FUSE and NFS mounts): simulated by a preloaded shim whose
+/// `flock` fails with the errno such filesystems return, in a real probe process.
+@Suite("Filesystem without flock")
+struct NoFlockTests {
+    static let compiler: String? = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"].first { access($0, X_OK) == 0 }
+
+    @Test(
+        .enabled(if: TestEnvironment.requires(compiler != nil), "needs a C compiler to build the LD_PRELOAD shim"),
+        arguments: [ENOSYS, ENOLCK, EOPNOTSUPP])
+    func flockNotSupportedNamesSoftFileLock(errorNumber: Int32) throws {
+        let folder = try TemporaryFolder()
+        let source = folder.file("noflock.c")
+        writeFile(
+            source,
+            """
+            #include <errno.h>
+            #include <stdlib.h>
+            int flock(int fd, int operation) { (void)fd; (void)operation; errno = atoi(getenv("SHIM_ERRNO")); return -1; }
+            """)
+        let shim = folder.file("noflock.so")
+        #expect(runShell("'\(Self.compiler ?? "cc")' -shared -fPIC -o '\(shim)' '\(source)'") == 0)
+        let path = folder.file("nfs.lock")
+        let probe = try ChildProcess(
+            TestEnvironment.probe, ["hold", path], environment: ["LD_PRELOAD": shim, "SHIM_ERRNO": String(errorNumber)])
+        let line = try probe.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error notSupportedByFilesystem"), "\(line)")
+        #expect(line.contains(path))
+        #expect(line.contains("SoftFileLock"))
+        #expect(try probe.waitForExit() == 3)
+    }
+}

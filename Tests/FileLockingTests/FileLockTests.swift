@@ -218,7 +218,7 @@ struct FileLockTests {
                 done.add(1, ordering: .sequentiallyConsistent)
             }
         }
-        while done.load(ordering: .sequentiallyConsistent) < threads { usleep(1000) }
+        eventually("all threads finished", timeout: 120) { done.load(ordering: .sequentiallyConsistent) == threads }
         #expect(overlaps.load(ordering: .relaxed) == 0)
         #expect(total.load(ordering: .relaxed) == threads * rounds)
     }
@@ -234,13 +234,11 @@ struct FileLockTests {
             acquired.store(true, ordering: .sequentiallyConsistent)
             lock.release()
         }
-        while !started.load(ordering: .sequentiallyConsistent) { usleep(100) }
+        guard eventually("the thread started", { started.load(ordering: .sequentiallyConsistent) }) else { return }
         let acquiredEarly = acquired.load(ordering: .sequentiallyConsistent)
         #expect(!acquiredEarly)
         lock.release()
-        for _ in 0..<60_000 where !acquired.load(ordering: .sequentiallyConsistent) { usleep(1000) }
-        let acquiredLater = acquired.load(ordering: .sequentiallyConsistent)
-        #expect(acquiredLater)
+        eventually("the waiting thread acquired", timeout: 60) { acquired.load(ordering: .sequentiallyConsistent) }
     }
 
     @Test func tasksExcludeEachOtherThroughOneObject() async throws {
@@ -285,7 +283,7 @@ struct FileLockTests {
         let lock = try FileLock(at: path)
         let waiter = Task { try await lock.acquire(timeout: nil) }
         // Let the task reach its kernel wait; cancellation must work at any point anyway.
-        while lock.waiterCount == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        guard await eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
         #expect(!lock.isLocked)

@@ -105,3 +105,41 @@ struct InteropTests {
         #expect(try flock("-n", path, "true").waitForExit() == 0)
     }
 }
+
+@Suite("Lock file replaced while waiting")
+struct ReplacedLockFileTests {
+    /// Some programs delete the lock file while they hold it. A waiter that wins the lock on the
+    /// deleted file must not count it as held: it starts over on the file now at the path.
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))
+    func waiterStartsOverWhenItsFileWasDeleted() throws {
+        let folder = try TemporaryFolder()
+        let path = folder.file("replaced.lock")
+        let script = """
+            exec 8>'\(path)'; flock 8; echo locked-old; read x
+            rm '\(path)'; exec 9>'\(path)'; flock 9; flock -u 8; exec 8>&-; echo swapped; read y
+            flock -u 9; echo released
+            """
+        let shell = try ChildProcess("bash", ["-c", script])
+        try shell.expectLine(startingWith: "locked-old")
+        let lock = try FileLock(at: path)
+        let result = ThreadResult()
+        startThread {
+            do {
+                try lock.acquire(timeout: .seconds(60))
+                result.set("acquired")
+            } catch { result.set("\(error)") }
+        }
+        guard eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
+        shell.send("go")
+        try shell.expectLine(startingWith: "swapped")
+        // The waiter woke on the deleted file, noticed, and now waits on the new one.
+        guard eventually("the waiter is blocked again", { lock.waiterCount > 0 || result.wait(timeout: 0) != nil })
+        else { return }
+        #expect(result.wait(timeout: 0.05) == nil, "acquired a deleted lock file while the new one is held")
+        shell.send("go")
+        try shell.expectLine(startingWith: "released")
+        #expect(result.wait() == "acquired")
+        #expect(try !FileLock(at: path).tryAcquire(), "the lock is held on the file at the path")
+        lock.release()
+    }
+}

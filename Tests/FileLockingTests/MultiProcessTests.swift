@@ -90,7 +90,7 @@ struct MultiProcessTests {
         try holder.expectLine(startingWith: "acquired")
         let waiter = try probe("hold", path, "--timeout", "60")
         let lock = try FileLock(at: path)
-        while lock.waiterCount == 0 { usleep(1000) }
+        guard eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
         holder.send("release")
         try holder.expectLine(startingWith: "released")
         try waiter.expectLine(startingWith: "acquired")
@@ -104,7 +104,7 @@ struct MultiProcessTests {
         try holder.expectLine(startingWith: "acquired")
         let waiter = try probe("hold", path)
         let lock = try FileLock(at: path)
-        while lock.waiterCount == 0 { usleep(1000) }
+        guard eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
         holder.signal(SIGKILL)
         #expect(try holder.waitForExit() == 128 + SIGKILL)
         try waiter.expectLine(startingWith: "acquired")
@@ -127,7 +127,7 @@ struct MultiProcessTests {
                 waiterDone.set("acquired")
             } catch { waiterDone.set("\(error)") }
         }
-        while lock.waiterCount == 0 { usleep(1000) }
+        guard eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
         holder.send("release")
         #expect(waiterDone.wait() == "acquired")
     }
@@ -138,7 +138,7 @@ struct MultiProcessTests {
         try holder.expectLine(startingWith: "acquired")
         let lock = try FileLock(at: path)
         let waiter = Task { try await lock.acquire(timeout: .seconds(600)) }
-        while lock.waiterCount == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        guard await eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
         let started = ChildProcess.now()
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
@@ -155,7 +155,7 @@ struct MultiProcessTests {
         try holder.expectLine(startingWith: "acquired")
         let lock = try FileLock(at: path)
         let waiter = Task { try await lock.withLock(timeout: .seconds(60)) { lock.holdCount } }
-        while lock.waiterCount == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        guard await eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
         holder.send("release")
         #expect(try await waiter.value == 1)
     }
@@ -170,11 +170,11 @@ final class ThreadResult: @unchecked Sendable {
 
     func wait(timeout: Double = 60) -> String? {
         let deadline = ChildProcess.now() + timeout
-        while ChildProcess.now() < deadline {
+        while true {
             if let value = lock.run({ value }) { return value }
-            usleep(1000)
+            if ChildProcess.now() >= deadline { return nil }
+            usleep(500)
         }
-        return nil
     }
 }
 

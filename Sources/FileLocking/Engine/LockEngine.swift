@@ -235,7 +235,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         defer { if isAttemptOpen { primitive.abandon(attempt) } }
 
         let needsInterrupts = deadline != nil || cancelCheck != nil || token != nil
-        let usesKernelWait: Bool
+        var usesKernelWait: Bool
         var pause = Duration.milliseconds(1)
         var maximumPause = configuration.pollInterval
         switch primitive.waitStyle {
@@ -253,6 +253,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             savedMask = SignalMask.unblockInterrupts()
             registration = WaitInterrupter.shared.register(
                 deadline: deadline, tick: cancelCheck == nil ? nil : configuration.pollInterval)
+            // Without the helper thread nothing could end a kernel wait: poll instead.
+            if registration == nil { usesKernelWait = false }
         }
         defer {
             if let registration { WaitInterrupter.shared.unregister(registration) }

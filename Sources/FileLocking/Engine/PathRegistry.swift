@@ -45,7 +45,13 @@ struct WeakReference: @unchecked Sendable {
 
 /// Canonical path → `PathNode`, kept while some lock object uses the path.
 enum PathRegistry {
-    private static let nodes = Mutex<[String: WeakNode]>([:])
+    private struct Nodes: ~Copyable {
+        var byPath: [String: WeakNode] = [:]
+        /// Prune dead entries when the table doubles, so creation stays amortised O(1).
+        var pruneAt = 64
+    }
+
+    private static let nodes = Mutex(Nodes())
 
     private struct WeakNode: @unchecked Sendable {
         weak var node: PathNode?
@@ -53,10 +59,13 @@ enum PathRegistry {
 
     static func node(for canonicalPath: String) -> PathNode {
         nodes.withLock { nodes in
-            if let existing = nodes[canonicalPath]?.node { return existing }
-            if nodes.count > 64 { nodes = nodes.filter { $0.value.node != nil } }
+            if let existing = nodes.byPath[canonicalPath]?.node { return existing }
+            if nodes.byPath.count >= nodes.pruneAt {
+                nodes.byPath = nodes.byPath.filter { $0.value.node != nil }
+                nodes.pruneAt = max(64, nodes.byPath.count * 2)
+            }
             let node = PathNode(path: canonicalPath)
-            nodes[canonicalPath] = WeakNode(node: node)
+            nodes.byPath[canonicalPath] = WeakNode(node: node)
             return node
         }
     }

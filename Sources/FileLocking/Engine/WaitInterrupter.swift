@@ -24,19 +24,20 @@ final class WaitInterrupter: @unchecked Sendable {
     private var isRunning = false
 
     /// Arranges for the calling thread to be interrupted at `deadline` (then repeatedly) and every
-    /// `tick` before it. Returns an identifier for `expire` and `unregister`.
-    func register(deadline: MonotonicInstant?, tick: Duration?) -> Int {
+    /// `tick` before it. Returns an identifier for `expire` and `unregister`, or `nil` when the
+    /// helper thread cannot be started (the caller then polls instead).
+    func register(deadline: MonotonicInstant?, tick: Duration?) -> Int? {
         let now = MonotonicInstant.now
         var firstFire = deadline ?? MonotonicInstant(nanoseconds: .max)
         if let tick { firstFire = min(firstFire, now.advanced(by: tick)) }
         let entry = Entry(thread: .current, deadline: deadline, tick: tick, nextFire: firstFire)
-        return lock.withLock {
+        return lock.withLock { () -> Int? in
+            if !isRunning {
+                guard case .success = Threads.spawnDetached({ [self] in run() }) else { return nil }
+                isRunning = true
+            }
             nextIdentifier += 1
             entries[nextIdentifier] = entry
-            if !isRunning {
-                isRunning = true
-                if case .failure = Threads.spawnDetached({ [self] in run() }) { isRunning = false }
-            }
             lock.signal()
             return nextIdentifier
         }

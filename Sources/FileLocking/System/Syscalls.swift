@@ -83,11 +83,12 @@ struct FileStatus: Sendable, Equatable {
     var modificationNanoseconds: Int32
 
     init(_ raw: CStat) {
-        device = UInt64(raw.st_dev)
-        inode = UInt64(raw.st_ino)
-        mode = UInt32(raw.st_mode)
-        linkCount = UInt64(raw.st_nlink)
-        owner = UInt32(raw.st_uid)
+        // dev_t is signed on Darwin: keep the bits.
+        device = UInt64(truncatingIfNeeded: raw.st_dev)
+        inode = UInt64(truncatingIfNeeded: raw.st_ino)
+        mode = UInt32(truncatingIfNeeded: raw.st_mode)
+        linkCount = UInt64(truncatingIfNeeded: raw.st_nlink)
+        owner = UInt32(truncatingIfNeeded: raw.st_uid)
         size = Int64(raw.st_size)
         #if canImport(Darwin)
             modificationSeconds = Int64(raw.st_mtimespec.tv_sec)
@@ -244,7 +245,7 @@ enum System {
     /// Reads a whole (small, virtual) file such as `/proc/locks`.
     static func readWholeFile(_ path: String) -> Result<[UInt8], Errno> {
         let descriptor: Int32
-        switch retryingInterrupts({ Glibc_open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY, 0) }) {
+        switch retryingInterrupts({ Glibc_open(path, O_RDONLY | openLockFlags, 0) }) {
         case .success(let opened): descriptor = opened
         case .failure(let error): return .failure(error)
         }

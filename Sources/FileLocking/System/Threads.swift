@@ -220,8 +220,20 @@ struct SignalMask {
         return SignalMask(saved: old)
     }
 
+    /// Restores the mask. When the caller had the signal blocked, an interrupt sent just before
+    /// the wait ended would stay pending and later break one of the caller's own system calls
+    /// with `EINTR`; it is taken off the queue here.
     func restore() {
         var mask = saved
         pthread_sigmask(SIG_SETMASK, &mask, nil)
+        guard sigismember(&mask, InterruptSignal.number) == 1 else { return }
+        var pending = sigset_t()
+        sigpending(&pending)
+        guard sigismember(&pending, InterruptSignal.number) == 1 else { return }
+        var only = sigset_t()
+        sigemptyset(&only)
+        sigaddset(&only, InterruptSignal.number)
+        var received: Int32 = 0
+        sigwait(&only, &received)
     }
 }

@@ -94,3 +94,38 @@ func writeFile(_ path: String, _ contents: String) {
     fputs(contents, file)
     fclose(file)
 }
+
+/// Waits until `condition` holds, at most `timeout` seconds; `false` (and a recorded issue) if
+/// it never does, so that a broken test fails instead of hanging.
+@discardableResult
+func eventually(
+    _ what: String, timeout: Double = 30, sourceLocation: SourceLocation = #_sourceLocation,
+    _ condition: () -> Bool
+) -> Bool {
+    let deadline = ChildProcess.now() + timeout
+    while !condition() {
+        guard ChildProcess.now() < deadline else {
+            Issue.record("timed out after \(timeout) s waiting until \(what)", sourceLocation: sourceLocation)
+            return false
+        }
+        usleep(500)
+    }
+    return true
+}
+
+/// `eventually` for async tests.
+@discardableResult
+func eventually(
+    _ what: String, timeout: Double = 30, sourceLocation: SourceLocation = #_sourceLocation,
+    _ condition: () -> Bool
+) async -> Bool {
+    let deadline = ChildProcess.now() + timeout
+    while !condition() {
+        guard ChildProcess.now() < deadline else {
+            Issue.record("timed out after \(timeout) s waiting until \(what)", sourceLocation: sourceLocation)
+            return false
+        }
+        try? await Task.sleep(for: .microseconds(500))
+    }
+    return true
+}
