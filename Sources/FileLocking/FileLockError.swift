@@ -69,7 +69,8 @@ extension FileLockError {
         let who = holder.map { " held by \($0)" } ?? " held by another process"
         return FileLockError(
             .timedOut, path: path,
-            message: "timed out after \(waited.formattedSeconds) waiting for lock '\(path)'\(who)",
+            message: "timed out after \(waited.formattedSeconds) waiting for lock '\(path)'\(who); wait longer (a "
+                + "larger timeout), retry later, or find out why the holder keeps it",
             holder: holder, waited: waited)
     }
 
@@ -127,6 +128,16 @@ extension FileLockError {
                 .notSupportedByFilesystem, path: path,
                 message: "the filesystem of '\(path)' does not support flock (\(error)); use SoftFileLock, which "
                     + "works on any filesystem including NFS", errno: number)
+        case .tooManyOpenFiles, .systemFileTableFull:
+            return FileLockError(
+                .io, path: path,
+                message: "cannot \(operation) lock file '\(path)': \(error); too many open files: close files you no "
+                    + "longer need or raise the limit (ulimit -n)", errno: number)
+        case .noSpace, .quotaExceeded:
+            return FileLockError(
+                .io, path: path,
+                message: "cannot \(operation) lock file '\(path)': \(error); free some space or put the lock file "
+                    + "on another filesystem", errno: number)
         default:
             return FileLockError(
                 .io, path: path, message: "cannot \(operation) lock file '\(path)': \(error)", errno: number)

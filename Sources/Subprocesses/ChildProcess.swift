@@ -15,7 +15,7 @@ package struct ChildProcessError: Error, CustomStringConvertible {
 package final class ChildProcess: @unchecked Sendable {
     package let pid: pid_t
     package let command: String
-    private let input: Int32
+    private var input: Int32
     private let output: Int32
     private var buffer: [UInt8] = []
     private var exitStatus: Int32?
@@ -25,7 +25,13 @@ package final class ChildProcess: @unchecked Sendable {
         command = ([executable] + arguments).joined(separator: " ")
         var stdinPipe: [Int32] = [0, 0]
         var stdoutPipe: [Int32] = [0, 0]
+        // Our ends must not leak into children that other threads start meanwhile: make them
+        // close-on-exec before any other spawn can run (posix_spawn's dup2 onto 0 and 1 clears
+        // the flag for the child's copies).
+        ChildProcess.spawnLock.lock()
+        defer { ChildProcess.spawnLock.unlock() }
         guard pipe(&stdinPipe) == 0, pipe(&stdoutPipe) == 0 else { throw ChildProcessError(description: "pipe failed") }
+        for descriptor in stdinPipe + stdoutPipe { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
         #if canImport(Darwin)
             var actions: posix_spawn_file_actions_t? = nil
         #else
@@ -67,12 +73,12 @@ package final class ChildProcess: @unchecked Sendable {
         pid = child
         input = stdinPipe[1]
         output = stdoutPipe[0]
-        _ = fcntl(input, F_SETFD, FD_CLOEXEC)
-        _ = fcntl(output, F_SETFD, FD_CLOEXEC)
     }
 
+    private static let spawnLock = SpawnLock()
+
     deinit {
-        close(input)
+        if input >= 0 { close(input) }
         close(output)
         if exitStatus == nil {
             kill(pid, SIGKILL)
@@ -122,7 +128,10 @@ package final class ChildProcess: @unchecked Sendable {
         _ = bytes.withUnsafeBytes { write(input, $0.baseAddress, $0.count) }
     }
 
-    package func closeInput() { close(input) }
+    package func closeInput() {
+        if input >= 0 { close(input) }
+        input = -1
+    }
 
     package func signal(_ number: Int32) { kill(pid, number) }
 
@@ -157,4 +166,12 @@ package final class ChildProcess: @unchecked Sendable {
         clock_gettime(CLOCK_MONOTONIC, &time)
         return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
+}
+
+/// Serialises pipe creation and spawning (this target avoids Foundation).
+private final class SpawnLock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    init() { pthread_mutex_init(mutex, nil) }
+    func lock() { pthread_mutex_lock(mutex) }
+    func unlock() { pthread_mutex_unlock(mutex) }
 }

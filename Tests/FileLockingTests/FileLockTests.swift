@@ -80,27 +80,6 @@ struct FileLockTests {
         }
     }
 
-    @Test func explicitFilePermissionsOverrideTheUmask() throws {
-        let path = folder.file("mode.lock")
-        let lock = try FileLock(at: path, filePermissions: 0o666)
-        let old = umask(0o077)
-        defer { umask(old) }
-        try lock.withLock {}
-        var status = stat()
-        stat(path, &status)
-        #expect(status.st_mode & 0o777 == 0o666)
-    }
-
-    @Test func withoutPermissionsTheUmaskDecides() throws {
-        let path = folder.file("umask.lock")
-        let old = umask(0o027)
-        defer { umask(old) }
-        try FileLock(at: path).withLock {}
-        var status = stat()
-        stat(path, &status)
-        #expect(status.st_mode & 0o777 == 0o640)
-    }
-
     @Test func secondObjectOnTheSamePathIsExcludedInOneThread() throws {
         let first = try FileLock(at: folder.file("two.lock"))
         let second = try FileLock(at: folder.file("two.lock"))
@@ -131,7 +110,8 @@ struct FileLockTests {
         let second = try FileLock(at: path)
         try await first.acquire(timeout: nil)
         defer { first.release() }
-        await #expect(throws: FileLockError.self) { try await second.acquire(timeout: nil) }
+        let error = await #expect(throws: FileLockError.self) { try await second.acquire(timeout: nil) }
+        #expect(error?.code == .wouldDeadlock)
     }
 
     @Test func singletonSharesOneReentrantObjectPerPath() throws {
@@ -235,6 +215,7 @@ struct FileLockTests {
             lock.release()
         }
         guard eventually("the thread started", { started.load(ordering: .sequentiallyConsistent) }) else { return }
+        guard eventually("the thread is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
         let acquiredEarly = acquired.load(ordering: .sequentiallyConsistent)
         #expect(!acquiredEarly)
         lock.release()
@@ -263,6 +244,43 @@ struct FileLockTests {
         let overlaps = counters.overlaps.load(ordering: .relaxed)
         #expect(overlaps == 0)
         #expect(!lock.isLocked)
+    }
+
+    @Test func asyncWaitsDoNotOccupyTheCooperativePool() async throws {
+        // More waiting tasks than the pool has threads (one per core): if a wait blocked a pool
+        // thread, the task below could never run and the holder never release.
+        let path = folder.file("pool.lock")
+        let holder = try FileLock(at: path)
+        try await holder.acquire(timeout: nil)
+        let lock = try FileLock(at: path)
+        let waiters = 8
+        defer { holder.release(force: true) }
+        let acquired = Counters()
+        // The watchdog is a kernel thread, so it runs even if the pool were stuck; it releases
+        // the holder either way, so a regression fails the test instead of hanging it.
+        let watchdog = ThreadResult()
+        let poolSawAllWaiting = ThreadResult()
+        startThread {
+            let sawAll = poolSawAllWaiting.wait(timeout: 30) != nil
+            watchdog.set(sawAll ? "pool ran" : "pool stuck with \(lock.waiterCount) waiting")
+            holder.release(force: true)
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<waiters {
+                group.addTask {
+                    try await lock.withLock(timeout: .seconds(120)) {
+                        _ = acquired.overlaps.add(1, ordering: .relaxed)
+                    }
+                }
+            }
+            // Needs a free pool thread while all the waiters wait.
+            let poolStillRuns = await Task { await eventually("all waiters are blocked") { lock.waiterCount >= waiters } }.value
+            #expect(poolStillRuns)
+            poolSawAllWaiting.set("yes")
+            try await group.waitForAll()
+        }
+        #expect(watchdog.wait() == "pool ran")
+        #expect(acquired.overlaps.load(ordering: .relaxed) == waiters)
     }
 
     @Test func asyncReentrancyInOneTask() async throws {
@@ -312,6 +330,34 @@ struct FileLockTests {
     }
 }
 
+/// These change the process-wide umask, so they run one at a time.
+@Suite("File permissions", .serialized)
+struct FilePermissionTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    @Test func explicitFilePermissionsOverrideTheUmask() throws {
+        let path = folder.file("mode.lock")
+        let lock = try FileLock(at: path, filePermissions: 0o666)
+        let old = umask(0o077)
+        defer { umask(old) }
+        try lock.withLock {}
+        var status = stat()
+        stat(path, &status)
+        #expect(status.st_mode & 0o777 == 0o666)
+    }
+
+    @Test func withoutPermissionsTheUmaskDecides() throws {
+        let path = folder.file("umask.lock")
+        let old = umask(0o027)
+        defer { umask(old) }
+        try FileLock(at: path).withLock {}
+        var status = stat()
+        stat(path, &status)
+        #expect(status.st_mode & 0o777 == 0o640)
+    }
+}
+
 final class Counters: Sendable {
     let inside = Atomic<Int>(0)
     let overlaps = Atomic<Int>(0)
@@ -339,5 +385,9 @@ func startThread(_ body: @escaping @Sendable () -> Void) {
             #endif
             return nil
         }, context)
-    pthread_detach(thread)
+    #if canImport(Darwin)
+        pthread_detach(thread!)
+    #else
+        pthread_detach(thread)
+    #endif
 }

@@ -44,10 +44,19 @@ struct InteropTests {
         #expect(lock.holder?.pid == pid)
         let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .milliseconds(100)) }
         #expect(error?.holder?.pid == pid)
+        // A Swift thread blocked in the kernel wakes when Python releases.
+        let result = ThreadResult()
+        startThread {
+            do {
+                try lock.acquire(timeout: .seconds(60))
+                lock.release()
+                result.set("acquired")
+            } catch { result.set("\(error)") }
+        }
+        guard eventually("the Swift waiter is blocked", { lock.waiterCount > 0 }) else { return }
         holder.send("release")
         try holder.expectLine(startingWith: "released")
-        try lock.acquire(timeout: .seconds(30))
-        lock.release()
+        #expect(result.wait() == "acquired")
     }
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
@@ -96,6 +105,18 @@ struct InteropTests {
     }
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))
+    func flockCommandWaitsForSwiftAndRunsAfterRelease() throws {
+        let path = folder.file("flock3.lock")
+        let lock = try FileLock(at: path)
+        try lock.acquire()
+        let waiter = try flock(path, "sh", "-c", "echo acquired")
+        guard eventually("flock(1) is blocked", { lock.waiterCount > 0 }) else { return }
+        lock.release()
+        try waiter.expectLine(startingWith: "acquired")
+        #expect(try waiter.waitForExit() == 0)
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))
     func swiftHoldsFlockCommandFails() throws {
         let path = folder.file("flock2.lock")
         let lock = try FileLock(at: path)
@@ -140,6 +161,10 @@ struct ReplacedLockFileTests {
         try shell.expectLine(startingWith: "released")
         #expect(result.wait() == "acquired")
         #expect(try !FileLock(at: path).tryAcquire(), "the lock is held on the file at the path")
+        // The waiting thread holds it; a forced release ends that hold from here.
         lock.release()
+        #expect(lock.isLocked, "a thread that holds nothing cannot release another thread's hold")
+        lock.release(force: true)
+        #expect(!lock.isLocked)
     }
 }

@@ -388,9 +388,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     // MARK: Release
 
-    /// Releases one hold of the calling owner (or of the only owner, when the caller holds none,
-    /// so a lock may be released on another thread than the one that took it). `force` drops
-    /// every hold of every owner of this object.
+    /// Releases one hold of the calling owner; a caller that holds nothing releases nothing (it
+    /// must not drop another thread's lock). `force` drops every hold of every owner.
     func release(force: Bool) {
         if force {
             let released = holds.withLock { records in
@@ -402,8 +401,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         }
         let owner = Owner.current
         let released: HoldRecord? = holds.withLock { records in
-            guard let index = records.firstIndex(where: { $0.owner == owner }) ?? (records.count == 1 ? 0 : nil)
-            else { return nil }
+            guard let index = records.firstIndex(where: { $0.owner == owner }) else { return nil }
             records[index].count -= 1
             guard records[index].count == 0 else { return nil }
             return records.remove(at: index)

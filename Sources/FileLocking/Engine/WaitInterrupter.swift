@@ -17,6 +17,21 @@ final class WaitInterrupter: @unchecked Sendable {
 
     private static let repeatInterval = Duration.milliseconds(1)
 
+    private init() {
+        // A child forked without exec has no helper thread and may inherit the mutex locked:
+        // hold the mutex across fork and start the child afresh.
+        ForkHandlers.register(
+            prepare: { WaitInterrupter.shared.lock.lock() },
+            parent: { WaitInterrupter.shared.lock.unlock() },
+            child: { WaitInterrupter.shared.resetInChild() })
+    }
+
+    private func resetInChild() {
+        entries = [:]
+        isRunning = false
+        lock.unlock()
+    }
+
     // Guarded by `lock`.
     private let lock = ConditionLock()
     private var entries: [Int: Entry] = [:]

@@ -41,8 +41,9 @@ public protocol CrossProcessLock: Sendable {
 
     /// Gives up one hold of the caller; the lock is free for others when the last hold goes.
     ///
-    /// A caller that holds nothing releases the hold of the only holder of this object, so a lock
-    /// taken on one thread may be released on another. Releasing an unheld lock does nothing.
+    /// Only the thread (or task) that acquired can release: a caller that holds nothing releases
+    /// nothing, so a stray `release()` never drops another thread's lock. To end a hold from
+    /// another thread, use `release(force: true)`.
     ///
     /// - Parameter force: Drop every hold of this object at once, whoever took them.
     func release(force: Bool)

@@ -95,7 +95,7 @@ struct FlockPrimitive: LockPrimitive {
     }
 
     func holders() -> [LockHolder] {
-        guard case .success(let status) = System.stat(lockPath.absolute) else { return [] }
+        guard case .success(let status) = System.lstat(lockPath.absolute), status.isRegularFile else { return [] }
         let host = System.hostName()
         return ProcLocks.entries(for: status)
             .filter { $0.kind == .flock && !$0.isWaiting }
@@ -104,7 +104,7 @@ struct FlockPrimitive: LockPrimitive {
 
     /// How many processes wait for the lock (Linux `/proc/locks`).
     func waiterCount() -> Int {
-        guard case .success(let status) = System.stat(lockPath.absolute) else { return 0 }
+        guard case .success(let status) = System.lstat(lockPath.absolute), status.isRegularFile else { return 0 }
         return ProcLocks.entries(for: status).filter { $0.kind == .flock && $0.isWaiting }.count
     }
 }

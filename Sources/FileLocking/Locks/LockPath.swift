@@ -19,20 +19,34 @@ struct LockPath: Sendable, Hashable {
         }
         let name = LockPath.lastComponent(of: given)
         if given.hasSuffix("/") || name == "." || name == ".." {
+            var folder = Substring(given)
+            while folder.count > 1 && folder.hasSuffix("/") { folder = folder.dropLast() }
             throw FileLockError(
                 .isDirectory, path: given,
-                message: "'\(given)' names a directory, not a lock file: pass a file path such as '\(given)/.lock'")
+                message: "'\(given)' names a directory, not a lock file: pass a file path such as '\(folder)/.lock'")
         }
         self.given = given
         var absolute = given
         if !given.hasPrefix("/"), case .success(let directory) = System.currentDirectory() {
             absolute = directory + "/" + given
         }
-        let parent = LockPath.parent(of: absolute)
-        if case .success(let resolved) = System.realPath(parent) {
-            self.absolute = (resolved == "/" ? "" : resolved) + "/" + name
-        } else {
-            self.absolute = LockPath.normalized(absolute)
+        self.absolute = LockPath.resolved(absolute)
+    }
+
+    /// Resolves symbolic links and `..` in the longest existing folder prefix, so that one lock
+    /// file gets one key even before its folders exist (`/tmp` is a link on macOS); the missing
+    /// rest is normalised without touching the disk.
+    static func resolved(_ absolute: String) -> String {
+        var existing = parent(of: absolute)
+        var missing: [String] = [lastComponent(of: absolute)]
+        while true {
+            if case .success(let real) = System.realPath(existing) {
+                let rest = missing.reversed().joined(separator: "/")
+                return normalized((real == "/" ? "" : real) + "/" + rest)
+            }
+            if existing == "/" || existing.isEmpty { return normalized(absolute) }
+            missing.append(lastComponent(of: existing))
+            existing = parent(of: existing)
         }
     }
 

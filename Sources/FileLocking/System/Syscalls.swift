@@ -36,6 +36,10 @@ struct Errno: Error, Equatable, Sendable, CustomStringConvertible {
     static let noSuchProcess = Errno(rawValue: ESRCH)
     static let deadlock = Errno(rawValue: EDEADLK)
     static let badFileDescriptor = Errno(rawValue: EBADF)
+    static let tooManyOpenFiles = Errno(rawValue: EMFILE)
+    static let systemFileTableFull = Errno(rawValue: ENFILE)
+    static let noSpace = Errno(rawValue: ENOSPC)
+    static let quotaExceeded = Errno(rawValue: EDQUOT)
 
     /// `ENOTSUP` and `EOPNOTSUPP` are the same number on Linux but not everywhere.
     var isNotSupported: Bool {
@@ -209,6 +213,20 @@ enum System {
         retryingInterrupts { Glibc_mkdir(path, mode_t(mode)) }.map { _ in () }
     }
 
+    /// `rename(2)`: atomically replaces `destination` if it exists.
+    static func rename(_ source: String, to destination: String) -> Result<Void, Errno> {
+        retryingInterrupts { Glibc_rename(source, destination) }.map { _ in () }
+    }
+
+    /// `link(2)`: fails with `EEXIST` rather than replace `destination`.
+    static func link(_ source: String, to destination: String) -> Result<Void, Errno> {
+        retryingInterrupts { Glibc_link(source, destination) }.map { _ in () }
+    }
+
+    static func fsync(_ descriptor: Int32) -> Result<Void, Errno> {
+        retryingInterrupts { Glibc_fsync(descriptor) }.map { _ in () }
+    }
+
     static func unlink(_ path: String) -> Result<Void, Errno> {
         retryingInterrupts { Glibc_unlink(path) }.map { _ in () }
     }
@@ -279,6 +297,13 @@ enum System {
 
     static var processID: Int32 { Int32(getpid()) }
 
+    /// The wall-clock time now.
+    static func wallClockNow() -> (seconds: Int64, nanoseconds: Int32) {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return (Int64(time.tv_sec), Int32(time.tv_nsec))
+    }
+
     static var effectiveUserID: UInt32 { UInt32(geteuid()) }
 
     /// `kill(pid, 0)`: whether a process with this id exists (`EPERM` means it exists).
@@ -337,6 +362,13 @@ typealias CStat = stat
 }
 @inline(__always) private func Glibc_fchmod(_ fd: Int32, _ mode: mode_t) -> Int32 { fchmod(fd, mode) }
 @inline(__always) private func Glibc_mkdir(_ path: UnsafePointer<CChar>, _ mode: mode_t) -> Int32 { mkdir(path, mode) }
+@inline(__always) private func Glibc_rename(_ from: UnsafePointer<CChar>, _ to: UnsafePointer<CChar>) -> Int32 {
+    rename(from, to)
+}
+@inline(__always) private func Glibc_link(_ from: UnsafePointer<CChar>, _ to: UnsafePointer<CChar>) -> Int32 {
+    link(from, to)
+}
+@inline(__always) private func Glibc_fsync(_ fd: Int32) -> Int32 { fsync(fd) }
 @inline(__always) private func Glibc_unlink(_ path: UnsafePointer<CChar>) -> Int32 { unlink(path) }
 @inline(__always) private func Glibc_write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
     write(fd, buffer, count)

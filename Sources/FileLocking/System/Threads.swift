@@ -112,6 +112,16 @@ enum Threads {
     }
 }
 
+/// `pthread_atfork` for handlers that reach their state through a static.
+enum ForkHandlers {
+    static func register(
+        prepare: @escaping @convention(c) () -> Void, parent: @escaping @convention(c) () -> Void,
+        child: @escaping @convention(c) () -> Void
+    ) {
+        pthread_atfork(prepare, parent, child)
+    }
+}
+
 /// A pthread mutex with a condition variable whose timed wait uses the monotonic clock.
 final class ConditionLock: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -135,6 +145,9 @@ final class ConditionLock: @unchecked Sendable {
         mutex.deallocate()
     }
 
+    func lock() { pthread_mutex_lock(mutex) }
+    func unlock() { pthread_mutex_unlock(mutex) }
+
     func withLock<T>(_ body: () throws -> T) rethrows -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
@@ -148,8 +161,8 @@ final class ConditionLock: @unchecked Sendable {
             return
         }
         #if canImport(Darwin)
-            let remaining = deadline.nanoseconds > MonotonicInstant.now.nanoseconds
-                ? deadline.nanoseconds - MonotonicInstant.now.nanoseconds : 0
+            let now = MonotonicInstant.now.nanoseconds
+            let remaining = deadline.nanoseconds > now ? deadline.nanoseconds - now : 0
             var relative = timespec(tv_sec: Int(remaining / 1_000_000_000), tv_nsec: Int(remaining % 1_000_000_000))
             pthread_cond_timedwait_relative_np(condition, mutex, &relative)
         #else
@@ -168,35 +181,42 @@ final class ConditionLock: @unchecked Sendable {
 /// `SIGURG` is used, as Go's runtime does for preemption: its default action is to ignore, so a
 /// stray one harms nobody, and almost no program handles it. The handler does nothing; it is
 /// installed without `SA_RESTART`, so the interrupted call returns `EINTR` and the waiter looks
-/// at its deadline and cancellation. If the host program has its own `SIGURG` handler we leave it
-/// alone and waits with a timeout fall back to polling.
+/// at its deadline and cancellation. A host program that handles or deliberately ignores `SIGURG`
+/// keeps it: the library then polls for timed waits. The disposition is checked again before
+/// every interruptible wait, so a handler the host installs later is respected too.
 enum InterruptSignal {
     static let number: Int32 = SIGURG
 
-    private static let installed: Bool = {
+    private static func currentHandler() -> Int? {
         var current = sigaction()
-        guard sigaction(number, nil, &current) == 0 else { return false }
+        guard sigaction(number, nil, &current) == 0 else { return nil }
         #if canImport(Darwin)
-            let existing = unsafeBitCast(current.__sigaction_u.__sa_handler, to: Int.self)
+            return unsafeBitCast(current.__sigaction_u.__sa_handler, to: Int.self)
         #else
-            let existing = unsafeBitCast(current.__sigaction_handler.sa_handler, to: Int.self)
+            return unsafeBitCast(current.__sigaction_handler.sa_handler, to: Int.self)
         #endif
-        let defaultAction = unsafeBitCast(SIG_DFL, to: Int.self)
-        let ignore = unsafeBitCast(SIG_IGN, to: Int.self)
-        guard existing == defaultAction || existing == ignore else { return false }
+    }
+
+    private static let handler: @convention(c) (Int32) -> Void = { _ in }
+
+    /// Installs the handler once, only over the default disposition.
+    private static let installed: Bool = {
+        guard currentHandler() == unsafeBitCast(SIG_DFL, to: Int.self) else { return false }
         var action = sigaction()
         #if canImport(Darwin)
-            action.__sigaction_u.__sa_handler = { _ in }
+            action.__sigaction_u.__sa_handler = handler
         #else
-            action.__sigaction_handler.sa_handler = { _ in }
+            action.__sigaction_handler.sa_handler = handler
         #endif
         sigemptyset(&action.sa_mask)
         action.sa_flags = 0
         return sigaction(number, &action, nil) == 0
     }()
 
-    /// Installs the handler once; `false` when the host program owns the signal.
-    static var isAvailable: Bool { installed }
+    /// Whether our handler is (still) the one installed; installs it on first use.
+    static var isAvailable: Bool {
+        installed && currentHandler() == unsafeBitCast(handler, to: Int.self)
+    }
 
     /// Sends the signal to one thread of this process.
     static func interrupt(_ thread: ThreadHandle) {

@@ -18,6 +18,9 @@ enum TestEnvironment {
             if folder.hasSuffix(".xctest") { folder = String(folder[..<folder.lastIndex(of: "/")!]) }
             return folder
         #else
+            // macOS runs tests inside xctest; the products folder is named in the environment
+            // or is the default one.
+            if let configured = getenv("FILELOCK_PRODUCTS") { return String(cString: configured) }
             return ".build/debug"
         #endif
     }()
@@ -72,10 +75,11 @@ final class TemporaryFolder: @unchecked Sendable {
     func file(_ name: String) -> String { path + "/" + name }
 }
 
+/// Runs a shell command and returns its exit code (`system()` is unavailable on macOS).
 @discardableResult
 func runShell(_ command: String) -> Int32 {
-    let status = system(command)
-    return (status >> 8) & 0xff
+    guard let shell = try? ChildProcess("/bin/sh", ["-c", command]) else { return 127 }
+    return (try? shell.waitForExit()) ?? 127
 }
 
 func readFile(_ path: String) -> String? {
