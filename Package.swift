@@ -12,7 +12,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
     ],
     targets: [
-        .target(name: "FileLocking"),
+        .target(name: "FileLocking", dependencies: ["CFileLockShims"]),
+        // The few C calls Swift cannot import (renameat2 is a raw system call).
+        .target(name: "CFileLockShims"),
         // Starting and talking to child processes: the demo's workers and the tests' probes.
         .target(name: "Subprocesses"),
         .executableTarget(

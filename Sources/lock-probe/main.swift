@@ -8,6 +8,11 @@
 //   lock-probe increment PATH COUNTER N [--no-lock]
 //                                            N times: lock, read the number in COUNTER, write it + 1,
 //                                            unlock; prints "ready", waits for "go", prints "done"
+//   lock-probe witness PATH WITNESS N        N times: lock, create WITNESS with O_EXCL (a second
+//                                            holder at once would fail: prints "overlap"), remove
+//                                            it, unlock; "ready", waits for "go", then "done"
+//
+// Option --kind kernel|soft picks FileLock (default) or SoftFileLock.
 //
 // Errors print "error CODE WAITED_MS HOLDER_PID message" and exit 3.
 
@@ -34,7 +39,7 @@ func fail(_ error: any Error) -> Never {
     exit(3)
 }
 
-func waitForRelease(_ lock: FileLock) -> Never {
+func waitForRelease(_ lock: any CrossProcessLock) -> Never {
     while let line = readLine() {
         if line == "release" { break }
     }
@@ -56,6 +61,7 @@ var arguments = Array(CommandLine.arguments.dropFirst())
 }
 
 let timeoutText = option("--timeout")
+let kind = option("--kind") ?? "kernel"
 let withoutLock = flag("--no-lock")
 guard arguments.count >= 2 else {
     say("usage: lock-probe hold|try|increment PATH ...")
@@ -65,7 +71,7 @@ let command = arguments[0]
 let path = arguments[1]
 
 do {
-    let lock = try FileLock(at: path)
+    let lock: any CrossProcessLock = kind == "soft" ? try SoftFileLock(at: path) : try FileLock(at: path)
     switch command {
     case "hold":
         let timeout = try timeoutText.map { try FileLock.timeout(seconds: Double($0) ?? .nan, path: path) }
@@ -101,6 +107,28 @@ do {
         }
         close(counter)
         say("done")
+    case "witness":
+        guard arguments.count >= 4, let count = Int(arguments[3]) else {
+            say("usage: lock-probe witness PATH WITNESS N")
+            exit(2)
+        }
+        let witness = arguments[2]
+        say("ready")
+        guard readLine() == "go" else { exit(2) }
+        var overlaps = 0
+        for _ in 0..<count {
+            try lock.acquire(timeout: .seconds(120))
+            let created = open(witness, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if created < 0 {
+                overlaps += 1
+            } else {
+                sched_yield()
+                close(created)
+                unlink(witness)
+            }
+            lock.release()
+        }
+        say(overlaps == 0 ? "done" : "overlap \(overlaps)")
     default:
         say("unknown command \(command)")
         exit(2)

@@ -127,6 +127,69 @@ struct InteropTests {
     }
 }
 
+/// Swift and Python share soft-lock markers: each sees the other's holder and breaks the
+/// other's stale marker after the holder is killed.
+@Suite("SoftFileLock interoperation with Python filelock")
+struct SoftInteropTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    func python(_ arguments: String...) throws -> ChildProcess {
+        guard let python = TestEnvironment.python else {
+            Issue.record("CI must provide a Python with filelock (set FILELOCK_TEST_PYTHON); .ci/run installs one")
+            throw ChildProcessError(description: "no Python with filelock")
+        }
+        return try ChildProcess(python, [InteropTests.pythonScript] + arguments + ["--soft"])
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
+    func pythonHoldsSwiftSeesItThenBreaksItAfterSigkill() throws {
+        let path = folder.file("py-soft.lock")
+        let holder = try python("hold", path)
+        let pid = Int32(try holder.expectLine(startingWith: "acquired").split(separator: " ")[1])
+        let lock = try SoftFileLock(at: path)
+        #expect(lock.holder?.pid == pid)
+        #expect(lock.holder?.looksStale == false)
+        #expect(try !lock.tryAcquire())
+        holder.signal(SIGKILL)
+        #expect(try holder.waitForExit() == 128 + SIGKILL)
+        #expect(lock.holder?.looksStale == true, "Python's start token is understood")
+        try lock.acquire(timeout: .seconds(10))
+        #expect(lock.isHeldByUs)
+        lock.release()
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
+    func swiftHoldsPythonSeesItThenBreaksItAfterSigkill() throws {
+        let path = folder.file("swift-soft.lock")
+        let holder = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "soft"])
+        let pid = try holder.expectLine(startingWith: "acquired").split(separator: " ")[1]
+        try python("try", path).expectLine(startingWith: "busy \(pid)")
+        holder.signal(SIGKILL)
+        #expect(try holder.waitForExit() == 128 + SIGKILL)
+        let breaker = try python("acquire", path, "10")
+        try breaker.expectLine(startingWith: "acquired")
+        breaker.send("release")
+        try breaker.expectLine(startingWith: "released")
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
+    func swiftAndPythonIncrementOneCounterExactly() throws {
+        let path = folder.file("soft-mixed.lock")
+        let counter = folder.file("soft-mixed")
+        let workers = [
+            try ChildProcess(TestEnvironment.probe, ["increment", path, counter, "200", "--kind", "soft"]),
+            try python("increment", path, counter, "200"),
+            try ChildProcess(TestEnvironment.probe, ["increment", path, counter, "200", "--kind", "soft"]),
+            try python("increment", path, counter, "200"),
+        ]
+        for worker in workers { try worker.expectLine(startingWith: "ready") }
+        for worker in workers { worker.send("go") }
+        for worker in workers { try worker.expectLine(startingWith: "done", timeout: 300) }
+        #expect(readFile(counter) == "800")
+    }
+}
+
 @Suite("Lock file replaced while waiting")
 struct ReplacedLockFileTests {
     /// Some programs delete the lock file while they hold it. A waiter that wins the lock on the

@@ -10,6 +10,8 @@ struct LockConfiguration: Sendable, Equatable {
     var pollInterval: Duration
     /// Permission bits for files the lock creates; `nil` leaves them to the umask.
     var filePermissions: UInt32?
+    /// Marker locks: the age after which a marker may be broken although its holder lives.
+    var lifetime: Duration? = nil
 
     func validated(path: String) throws -> LockConfiguration {
         if let defaultTimeout { try LockEngineSupport.validate(timeout: defaultTimeout, path: path) }
@@ -282,7 +284,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
                 var sleep = pause
                 if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
                 if cancelCheck != nil || token != nil { sleep = min(sleep, configuration.pollInterval) }
-                Threads.sleep(sleep)
+                primitive.pause(attempt, upTo: sleep)
                 pause = min(pause * 2, maximumPause)
                 outcome = try primitive.tryOnce(attempt, mode)
             }

@@ -46,6 +46,9 @@ protocol LockPrimitive: Sendable {
     /// Waits in the kernel until acquired; `.busy` when a signal ended the wait. Only called
     /// for `.kernel` primitives.
     func waitOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold>
+    /// Pauses a polling wait for at most `duration`; may return early when the lock may have
+    /// become free (for example a folder watch saw the marker go).
+    func pause(_ attempt: Attempt, upTo duration: Duration)
     /// Gives up an attempt that did not acquire (closes what `begin` opened).
     func abandon(_ attempt: Attempt)
     /// Releases a hold. Must not fail: a release that cannot be done cleanly still frees
@@ -56,6 +59,10 @@ protocol LockPrimitive: Sendable {
 }
 
 extension LockPrimitive {
+    func pause(_ attempt: Attempt, upTo duration: Duration) {
+        Threads.sleep(duration)
+    }
+
     func waitOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold> {
         try tryOnce(attempt, mode)
     }

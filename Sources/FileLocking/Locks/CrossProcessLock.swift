@@ -74,6 +74,14 @@ extension CrossProcessLock {
         try await acquire(timeout: isBlocking ? defaultTimeout : .zero)
     }
 
+    /// Acquires the lock for the calling thread, waiting at most `timeout`, without a cancel check.
+    ///
+    /// - Throws: `FileLockError` as `acquire(timeout:cancelCheck:)`.
+    @_disfavoredOverload
+    public func acquire(timeout: Duration?) throws {
+        try acquire(timeout: timeout, cancelCheck: nil)
+    }
+
     /// Gives up one hold of the caller.
     public func release() {
         release(force: false)

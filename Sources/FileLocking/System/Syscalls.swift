@@ -10,6 +10,7 @@
 #else
     #error("swift-filelock supports Linux and Darwin")
 #endif
+import CFileLockShims
 
 /// An `errno` value returned by a failed system call.
 struct Errno: Error, Equatable, Sendable, CustomStringConvertible {
@@ -147,6 +148,7 @@ enum OpenFlags {
     static let readWriteCreate: Int32 = O_RDWR | O_CREAT
     static let readOnly: Int32 = O_RDONLY
     static let createExclusiveWriteOnly: Int32 = O_WRONLY | O_CREAT | O_EXCL
+    static let readOnlyNonBlocking: Int32 = O_RDONLY | O_NONBLOCK
 }
 
 /// A namespace of raw system calls. `EINTR` is retried where the call is restartable; calls
@@ -221,6 +223,12 @@ enum System {
     /// `link(2)`: fails with `EEXIST` rather than replace `destination`.
     static func link(_ source: String, to destination: String) -> Result<Void, Errno> {
         retryingInterrupts { Glibc_link(source, destination) }.map { _ in () }
+    }
+
+    /// Atomically swaps two existing names (Linux `renameat2(RENAME_EXCHANGE)`, macOS
+    /// `renamex_np(RENAME_SWAP)`).
+    static func exchange(_ first: String, _ second: String) -> Result<Void, Errno> {
+        retryingInterrupts { filelock_exchange_names(first, second) }.map { _ in () }
     }
 
     static func fsync(_ descriptor: Int32) -> Result<Void, Errno> {

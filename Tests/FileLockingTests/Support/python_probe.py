@@ -4,11 +4,17 @@
     python_probe.py try PATH          timeout=0: "acquired PID" (then as hold) or "busy"
     python_probe.py increment PATH COUNTER N
                                       "ready", waits for "go", N locked increments, "done"
+    python_probe.py acquire PATH SECONDS
+                                      acquire(timeout=SECONDS): "acquired PID" (then as hold) or
+                                      "timeout"
+
+A trailing --soft uses filelock.SoftFileLock instead of FileLock; "busy" then names the holder's
+pid as SoftFileLock reads it: "busy PID".
 """
 import os
 import sys
 
-from filelock import FileLock, Timeout
+from filelock import FileLock, SoftFileLock, Timeout
 
 
 def say(line):
@@ -25,8 +31,10 @@ def wait_for_release(lock):
 
 
 def main():
-    command, path = sys.argv[1], sys.argv[2]
-    lock = FileLock(path)
+    soft = "--soft" in sys.argv
+    args = [a for a in sys.argv if a != "--soft"]
+    command, path = args[1], args[2]
+    lock = SoftFileLock(path) if soft else FileLock(path)
     if command == "hold":
         lock.acquire()
         say(f"acquired {os.getpid()}")
@@ -35,12 +43,20 @@ def main():
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            say("busy")
+            say(f"busy {lock.pid}" if soft else "busy")
+            return
+        say(f"acquired {os.getpid()}")
+        wait_for_release(lock)
+    elif command == "acquire":
+        try:
+            lock.acquire(timeout=float(args[3]))
+        except Timeout:
+            say("timeout")
             return
         say(f"acquired {os.getpid()}")
         wait_for_release(lock)
     elif command == "increment":
-        counter, count = sys.argv[3], int(sys.argv[4])
+        counter, count = args[3], int(args[4])
         fd = os.open(counter, os.O_RDWR | os.O_CREAT, 0o644)
         say("ready")
         if sys.stdin.readline().strip() != "go":

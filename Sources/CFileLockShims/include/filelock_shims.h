@@ -1,0 +1,11 @@
+// C calls that Swift cannot import directly (a macro or a raw system call). Used only by
+// Sources/FileLocking/System/.
+#ifndef FILELOCK_SHIMS_H
+#define FILELOCK_SHIMS_H
+
+/// Atomically swaps the names `first` and `second` (both must exist): Linux
+/// renameat2(RENAME_EXCHANGE), macOS renamex_np(RENAME_SWAP). Returns 0, or -1 with errno set
+/// (EINVAL/ENOSYS/ENOTSUP where the filesystem or kernel cannot).
+int filelock_exchange_names(const char *first, const char *second);
+
+#endif

@@ -1,0 +1,141 @@
+/// An exclusive lock that is the existence of a marker file, for filesystems where kernel locks
+/// do not work (NFS, some FUSE and container mounts).
+///
+/// ```swift
+/// let lock = try SoftFileLock(at: "/shared/nfs/jobs/queue.lock")
+/// try lock.withLock(timeout: .seconds(30)) {
+///     // one process at a time, across every host that mounts /shared/nfs
+/// }
+/// ```
+///
+/// Acquiring creates the marker atomically (`O_CREAT | O_EXCL`) and writes this process's id,
+/// host name and start time into it, in the format of Python `filelock.SoftFileLock`, so Swift
+/// and Python processes share markers: each sees the other's holder and breaks the other's
+/// stale marker. Releasing deletes the marker, but only while the path still names our file.
+///
+/// **When the holder dies** without releasing, the marker stays. A marker counts as stale, and is
+/// broken by the next acquirer, only on proof: it comes from this host and its process is gone
+/// or its pid now belongs to a newer process (the start times differ); or it is malformed and
+/// older than two seconds. Breaking swaps in the breaker's own marker atomically, so two
+/// breakers never both win and a live holder is never removed. A marker from **another host is
+/// never broken by liveness** (its pid means nothing here): remove it by hand, or set a
+/// `lifetime`.
+///
+/// **What it does not protect against**: nothing enforces the lock (a process that does not
+/// use it is not stopped); with a `lifetime`, a holder that works longer than the lifetime may be
+/// broken while it still works, so exclusion is no longer strict; on filesystems whose clocks
+/// disagree between hosts, lifetimes and the grace period are judged by the marker's mtime.
+/// Waiting polls (there is no kernel wake-up): from 1 ms, doubling up to `pollInterval`; on a
+/// local filesystem a folder watch (inotify) wakes waiters as soon as the marker goes.
+///
+/// Prefer ``FileLock`` wherever `flock` works: it is faster, wakes waiters instantly, and the
+/// kernel frees it when the holder dies.
+public struct SoftFileLock: CrossProcessLock, Hashable {
+    let engine: LockEngine<SoftPrimitive>
+
+    /// Creates a lock object for the marker file at `path`. Nothing is created until it is acquired.
+    ///
+    /// - Parameters:
+    ///   - path: The marker file. Relative paths are resolved against the current folder now.
+    ///   - timeout: The default for `acquire()` and `withLock { }`; `nil` waits forever.
+    ///   - isBlocking: `false` makes `acquire()` try exactly once.
+    ///   - filePermissions: Permission bits for the marker; `nil` means `0o600` (owner only).
+    ///     Other users need read access (for example `0o644`) to see the holder and judge staleness.
+    ///   - lifetime: A marker older than this may be broken even if its holder lives (gives up
+    ///     strict exclusion, as in Python `filelock`); `nil` never expires markers.
+    ///   - isSingleton: Share one lock object per canonical path in this process.
+    ///   - pollInterval: The longest pause between tries while waiting.
+    /// - Throws: `FileLockError` for an empty or folder-like path, a negative timeout or lifetime,
+    ///   or a singleton with other settings.
+    public init(
+        at path: String, timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
+        lifetime: Duration? = nil, isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
+    ) throws {
+        let lockPath = try LockPath(path)
+        if let filePermissions, filePermissions > 0o7777 {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "file permissions 0o\(String(filePermissions, radix: 8)) for lock '\(path)' are not "
+                    + "permission bits; use a value such as 0o644")
+        }
+        if let lifetime, lifetime <= .zero {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "lifetime \(lifetime) for lock '\(path)' must be positive, or nil to never expire markers")
+        }
+        var configuration = try LockConfiguration(
+            defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: filePermissions
+        ).validated(path: path)
+        configuration.lifetime = lifetime
+        let primitive = SoftPrimitive(
+            lockPath: lockPath, filePermissions: filePermissions, lifetime: lifetime, pollInterval: pollInterval)
+        engine = try LockEngine.make(
+            primitive: primitive, configuration: configuration, canonicalPath: lockPath.absolute,
+            isSingleton: isSingleton)
+    }
+
+    /// The marker file's path as given at construction.
+    public var path: String { engine.path }
+
+    /// The absolute path of the marker: the key for singletons and deadlock detection.
+    public var canonicalPath: String { engine.primitive.lockPath.absolute }
+
+    /// The timeout `acquire()` uses when none is passed; `nil` waits forever.
+    public var defaultTimeout: Duration? { engine.configuration.defaultTimeout }
+
+    /// Whether `acquire()` waits at all.
+    public var isBlocking: Bool { engine.configuration.isBlocking }
+
+    /// The age after which a marker may be broken even if its holder lives; `nil`: never.
+    public var lifetime: Duration? { engine.primitive.lifetime }
+
+    /// Acquires the lock for the calling thread, waiting at most `timeout` and breaking a stale
+    /// marker on the way.
+    ///
+    /// - Parameters:
+    ///   - timeout: How long to wait; `nil` waits forever, `.zero` tries exactly once.
+    ///   - cancelCheck: Asked between tries; `true` ends the wait with `.cancelled`.
+    /// - Throws: `FileLockError`: `.timedOut` (with the holder's pid, host and since when),
+    ///   `.cancelled`, `.wouldDeadlock`, `.invalidTimeout`, or a bad-path code.
+    public func acquire(timeout: Duration?, cancelCheck: (() -> Bool)? = nil) throws {
+        try engine.acquire(mode: .exclusive, timeout: timeout, cancelCheck: cancelCheck)
+    }
+
+    /// Acquires the lock for the current task; waits with `Task.sleep`, so no thread is blocked,
+    /// and task cancellation ends the wait with `CancellationError`.
+    public func acquire(timeout: Duration?) async throws {
+        try await engine.acquire(mode: .exclusive, timeout: timeout)
+    }
+
+    /// Tries once (breaking a stale marker if there is one); `false` when held elsewhere.
+    public func tryAcquire() throws -> Bool {
+        try engine.tryAcquire(mode: .exclusive)
+    }
+
+    /// Gives up one hold; `force` drops every hold of this object. The marker is deleted when the
+    /// last hold goes, unless it is no longer ours.
+    public func release(force: Bool) {
+        engine.release(force: force)
+    }
+
+    /// Whether this lock object holds the lock.
+    public var isLocked: Bool { engine.isLocked }
+
+    /// How many unreleased acquisitions this lock object has.
+    public var holdCount: Int { engine.holdCount }
+
+    /// Whether the calling thread (or task) holds the lock through this object.
+    public var isHeldByCaller: Bool { engine.isHeldByCurrentOwner }
+
+    /// Whether the marker names this process (through this or any other lock object, or a
+    /// Python lock in this process).
+    public var isHeldByUs: Bool { engine.primitive.isHeldByThisProcess() }
+
+    /// The holder named by the marker: pid, host, since (the marker's modification time) and
+    /// whether it looks stale; `nil` when there is no marker or it is malformed.
+    public var holder: LockHolder? { engine.primitive.holders().first }
+
+    public static func == (lhs: SoftFileLock, rhs: SoftFileLock) -> Bool { lhs.engine === rhs.engine }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(engine)) }
+}

@@ -1,0 +1,245 @@
+/// A lock that is the existence of a marker file: the primitive behind `SoftFileLock`.
+///
+/// Acquire creates the marker with `O_CREAT | O_EXCL | O_NOFOLLOW` and writes this process's
+/// record into it; release unlinks it only while the path still names our file. A marker is
+/// broken only on proof that its holder is gone, by atomically exchanging it for our own marker.
+struct SoftPrimitive: LockPrimitive {
+    /// How long a malformed marker (for example one whose writer is between create and write)
+    /// is left alone.
+    static let malformedGrace = Duration.seconds(2)
+
+    let lockPath: LockPath
+    let filePermissions: UInt32?
+    let lifetime: Duration?
+    let pollInterval: Duration
+
+    var path: String { lockPath.given }
+    var waitStyle: WaitStyle { .polling(initial: .milliseconds(1), maximum: pollInterval) }
+
+    /// A wait's folder watch, made on its first pause.
+    final class Attempt: @unchecked Sendable {
+        // Only the acquiring thread uses it.
+        var watch: FolderWatch?
+        var isWatchSetUp = false
+    }
+
+    /// Our marker: kept open while held, to mark it released if someone displaced it.
+    struct Hold: Sendable {
+        var descriptor: Int32
+        var identity: FileIdentity
+    }
+
+    /// Someone else's marker, as seen at one moment.
+    struct Observed {
+        var identity: FileIdentity
+        var modified: UnixTime
+        var record: MarkerRecord?
+    }
+
+    func begin(_ mode: LockMode) throws -> Attempt { Attempt() }
+
+    func tryOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold> {
+        // A few rounds: the marker may vanish or be broken between our create and our look.
+        for _ in 0..<4 {
+            if let hold = try create() { return .acquired(hold) }
+            guard let observed = try inspect() else { continue }
+            guard isStale(observed) else { return .busy }
+            if let hold = try takeOver(observed) { return .acquired(hold) }
+        }
+        return .busy
+    }
+
+    func pause(_ attempt: Attempt, upTo duration: Duration) {
+        if !attempt.isWatchSetUp {
+            // Watch first, then try again at once: a release between our last try and the watch
+            // would otherwise go unseen until the pause ends.
+            attempt.isWatchSetUp = true
+            attempt.watch = FolderWatch(folder: lockPath.parent)
+            if attempt.watch != nil { return }
+        }
+        if let watch = attempt.watch {
+            watch.wait(upTo: duration)
+        } else {
+            Threads.sleep(duration)
+        }
+    }
+
+    func abandon(_ attempt: Attempt) {}
+
+    func release(_ hold: Hold) {
+        defer { System.close(hold.descriptor) }
+        if case .success(let status) = System.lstat(lockPath.absolute), FileIdentity(status) == hold.identity {
+            _ = System.unlink(lockPath.absolute)
+            return
+        }
+        // Our marker was displaced (a lifetime expired, or a breaker's swap is in flight): leave
+        // the path alone, and make our own inode read as malformed so that, should it come back,
+        // it is breakable after the grace period instead of naming a live process that holds nothing.
+        let released = Array("filelock/released\n".utf8)
+        _ = System.truncate(hold.descriptor, to: 0)
+        _ = System.writeAll(hold.descriptor, released)
+    }
+
+    func holders() -> [LockHolder] {
+        guard let observed = try? inspect(), let record = observed.record else { return [] }
+        return [
+            LockHolder(
+                pid: record.pid, host: record.host, since: observed.modified, looksStale: isStale(observed))
+        ]
+    }
+
+    /// Whether the marker now names this process.
+    func isHeldByThisProcess() -> Bool {
+        guard let observed = try? inspect(), let record = observed.record else { return false }
+        return record == MarkerRecord.current
+    }
+
+    // MARK: Steps
+
+    /// Creates and fills our marker; `nil` when one exists.
+    private func create() throws -> Hold? {
+        var createdFolders = false
+        while true {
+            switch System.open(lockPath.cAbsolute, flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? 0o600) {
+            case .success(let descriptor):
+                return try fill(descriptor, at: lockPath.absolute)
+            case .failure(.fileExists):
+                return nil
+            case .failure(.noSuchFile) where !createdFolders:
+                try lockPath.createParentFolders()
+                createdFolders = true
+            case .failure(let error):
+                throw FileLockError.system(error, path: path, operation: "create")
+            }
+        }
+    }
+
+    /// Writes our record into a marker we just created; on failure removes it again.
+    private func fill(_ descriptor: Int32, at name: String) throws -> Hold {
+        let identity: FileIdentity
+        do {
+            if let filePermissions {
+                // The umask may have taken bits away: the caller asked for exactly these.
+                try System.fchmod(descriptor, filePermissions).get()
+            }
+            try System.writeAll(descriptor, MarkerRecord.current.encoded).get()
+            identity = FileIdentity(try System.fstat(descriptor).get())
+        } catch {
+            if case .success(let mine) = System.fstat(descriptor), case .success(let there) = System.lstat(name),
+                FileIdentity(mine) == FileIdentity(there)
+            {
+                _ = System.unlink(name)
+            }
+            System.close(descriptor)
+            throw FileLockError.system(error, path: path, operation: "write")
+        }
+        return Hold(descriptor: descriptor, identity: identity)
+    }
+
+    /// Reads the marker at the path; `nil` when there is none.
+    private func inspect() throws -> Observed? {
+        let descriptor: Int32
+        switch System.open(lockPath.cAbsolute, flags: OpenFlags.readOnlyNonBlocking, mode: 0) {
+        case .success(let opened): descriptor = opened
+        case .failure(.noSuchFile): return nil
+        case .failure(let error): throw FileLockError.system(error, path: path, operation: "read")
+        }
+        defer { System.close(descriptor) }
+        guard case .success(let status) = System.fstat(descriptor) else { return nil }
+        if status.isDirectory { throw FileLockError.system(.isDirectory, path: path, operation: "read") }
+        guard status.isRegularFile else {
+            throw FileLockError(
+                .invalidPath, path: path,
+                message: "'\(path)' is not a regular file (a device, FIFO or socket?); choose another lock file path")
+        }
+        let bytes = (try? System.read(descriptor, count: MarkerRecord.maximumSize + 1, at: 0).get()) ?? []
+        return Observed(
+            identity: FileIdentity(status),
+            modified: UnixTime(seconds: status.modificationSeconds, nanoseconds: status.modificationNanoseconds),
+            record: MarkerRecord(parsing: bytes))
+    }
+
+    /// Stale only on proof: past the lifetime; malformed and older than the grace period; or
+    /// from this host with its process gone or its pid recycled. Another host's marker is never
+    /// judged by liveness.
+    func isStale(_ observed: Observed) -> Bool {
+        let (seconds, nanoseconds) = System.wallClockNow()
+        let age = Duration.seconds(seconds - observed.modified.seconds)
+            + .nanoseconds(Int64(nanoseconds) - Int64(observed.modified.nanoseconds))
+        if let lifetime, age >= lifetime { return true }
+        guard let record = observed.record else { return age >= Self.malformedGrace }
+        guard record.host == ProcessIdentity.hostName else { return false }
+        guard ProcessIdentity.isAlive(record.pid) else { return true }
+        guard let recorded = record.startToken, let current = ProcessIdentity.startToken(of: record.pid) else {
+            return false
+        }
+        return !current.isSameStart(as: recorded)
+    }
+
+    /// Replaces the stale marker `observed` with ours in one atomic exchange, so the path is
+    /// never empty and of two breakers only the first wins. `nil` when someone else got there first.
+    private func takeOver(_ observed: Observed) throws -> Hold? {
+        let aside = lockPath.absolute + ".break.\(System.processID).\(randomHex())"
+        let descriptor: Int32
+        switch System.open(CPath(aside), flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? 0o600) {
+        case .success(let opened): descriptor = opened
+        case .failure(let error): throw FileLockError.system(error, path: path, operation: "break a stale")
+        }
+        let ours = try fill(descriptor, at: aside)
+        func giveUp() -> Hold? {
+            if case .success(let status) = System.lstat(aside), FileIdentity(status) == ours.identity {
+                _ = System.unlink(aside)
+            }
+            System.close(ours.descriptor)
+            return nil
+        }
+        guard stillThere(observed, at: lockPath.absolute) else { return giveUp() }
+        switch System.exchange(aside, lockPath.absolute) {
+        case .success:
+            if stillThere(observed, at: aside) {
+                _ = System.unlink(aside)
+                return ours
+            }
+            // We swapped out a marker we had not judged: put it back.
+            _ = System.exchange(aside, lockPath.absolute)
+            return giveUp()
+        case .failure:
+            // No atomic exchange on this filesystem: move the stale marker aside, check it is the
+            // one we judged, and delete it; the next try creates ours.
+            _ = giveUp()
+            let moved = lockPath.absolute + ".break.\(System.processID).\(randomHex())"
+            guard case .success = System.rename(lockPath.absolute, to: moved) else { return nil }
+            if !stillThere(observed, at: moved) {
+                // Not the stale one: restore it unless someone has created a marker meanwhile.
+                _ = System.link(moved, to: lockPath.absolute)
+            }
+            _ = System.unlink(moved)
+            return nil
+        }
+    }
+
+    private func stillThere(_ observed: Observed, at name: String) -> Bool {
+        guard case .success(let status) = System.lstat(name) else { return false }
+        return FileIdentity(status) == observed.identity && status.modificationSeconds == observed.modified.seconds
+            && status.modificationNanoseconds == observed.modified.nanoseconds
+    }
+
+    private func randomHex() -> String {
+        func hex(_ value: UInt64) -> String {
+            let digits = String(value, radix: 16)
+            return String(repeating: "0", count: 16 - digits.count) + digits
+        }
+        return hex(UInt64.random(in: .min ... .max)) + hex(UInt64.random(in: .min ... .max))
+    }
+}
+
+/// A file's identity: device and inode.
+struct FileIdentity: Sendable, Hashable {
+    var device: UInt64
+    var inode: UInt64
+
+    init(_ status: FileStatus) {
+        device = status.device
+        inode = status.inode
+    }
+}

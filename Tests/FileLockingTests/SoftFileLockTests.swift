@@ -1,0 +1,324 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+@testable import FileLocking
+import Subprocesses
+import Testing
+
+/// Marker-file locks, with real processes for holders, breakers and waiters.
+@Suite("SoftFileLock")
+struct SoftFileLockTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    func probe(_ arguments: String...) throws -> ChildProcess {
+        try ChildProcess(TestEnvironment.probe, arguments + ["--kind", "soft"])
+    }
+
+    /// A process id that belongs to no process now.
+    func deadPID() throws -> Int32 {
+        let child = try ChildProcess("/bin/true", [])
+        try child.waitForExit()
+        return child.pid
+    }
+
+    func writeMarker(_ path: String, _ contents: String, ageSeconds: Int = 0) {
+        writeFile(path, contents)
+        if ageSeconds > 0 { runShell("touch -d '\(ageSeconds) seconds ago' '\(path)'") }
+    }
+
+    @Test func markerHoldsThisProcessesRecordAndGoesOnRelease() throws {
+        let path = folder.file("soft.lock")
+        let lock = try SoftFileLock(at: path)
+        try lock.acquire()
+        let contents = try #require(readFile(path))
+        let lines = contents.split(separator: "\n")
+        #expect(lines.first == Substring(String(getpid())))
+        #expect(lines.count == 3, "pid, host and start token: \(contents)")
+        #expect(contents.hasSuffix("\n"))
+        var status = stat()
+        stat(path, &status)
+        #expect(status.st_mode & 0o777 == 0o600)
+        #expect(lock.isHeldByUs)
+        #expect(lock.holder?.pid == getpid())
+        #expect(lock.holder?.looksStale == false)
+        #expect(lock.holder?.since != nil)
+        lock.release()
+        #expect(access(path, F_OK) != 0, "the marker is removed on release")
+        #expect(!lock.isHeldByUs)
+    }
+
+    @Test func reentrancyAndForcedRelease() throws {
+        let lock = try SoftFileLock(at: folder.file("re.lock"))
+        try lock.acquire()
+        try lock.acquire()
+        #expect(lock.holdCount == 2)
+        lock.release()
+        #expect(access(folder.file("re.lock"), F_OK) == 0)
+        try lock.acquire()
+        lock.release(force: true)
+        #expect(access(folder.file("re.lock"), F_OK) != 0)
+    }
+
+    @Test func fourProcessesIncrementExactly() throws {
+        let lock = folder.file("counter.lock")
+        let counter = folder.file("counter")
+        let workers = try (0..<4).map { _ in try probe("increment", lock, counter, "500") }
+        for worker in workers { try worker.expectLine(startingWith: "ready") }
+        for worker in workers { worker.send("go") }
+        for worker in workers { try worker.expectLine(startingWith: "done", timeout: 300) }
+        #expect(readFile(counter) == "2000")
+    }
+
+    @Test func tryAcquireFailsWhileAnotherProcessHoldsAndSeesItsPid() throws {
+        let path = folder.file("held.lock")
+        let holder = try probe("hold", path)
+        let pid = Int32(try holder.expectLine(startingWith: "acquired").split(separator: " ")[1])
+        let lock = try SoftFileLock(at: path)
+        #expect(try !lock.tryAcquire())
+        #expect(lock.holder?.pid == pid)
+        #expect(lock.holder?.host == ProcessIdentity.hostName)
+        #expect(!lock.isHeldByUs)
+        let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .milliseconds(50)) }
+        #expect(error?.code == .timedOut)
+        #expect(error?.holder?.pid == pid)
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try lock.tryAcquire())
+        lock.release()
+    }
+
+    @Test func aWaiterRecoversPromptlyAfterTheHolderIsKilled() throws {
+        let path = folder.file("killed.lock")
+        let holder = try probe("hold", path)
+        try holder.expectLine(startingWith: "acquired")
+        let waiter = try probe("hold", path, "--timeout", "60")
+        holder.signal(SIGKILL)
+        #expect(try holder.waitForExit() == 128 + SIGKILL)
+        let started = ChildProcess.now()
+        try waiter.expectLine(startingWith: "acquired")
+        #expect(ChildProcess.now() - started < 10, "stale detection, not a timeout, freed the lock")
+        waiter.send("release")
+        try waiter.expectLine(startingWith: "released")
+        #expect(access(path, F_OK) != 0)
+    }
+
+    @Test func aRecycledPidIsBroken() throws {
+        // A live process (this one) but another start token: the pid was reused.
+        #expect(ProcessIdentity.ownStartToken != nil, "start tokens are readable here")
+        let path = folder.file("recycled.lock")
+        writeMarker(path, "\(getpid())\n\(ProcessIdentity.hostName)\n12345\n")
+        let lock = try SoftFileLock(at: path)
+        #expect(lock.holder?.looksStale == true)
+        #expect(try lock.tryAcquire())
+        #expect(lock.isHeldByUs)
+        lock.release()
+    }
+
+    @Test func aLiveHolderWithItsOwnTokenIsNotBroken() throws {
+        let path = folder.file("live.lock")
+        let token = try #require(ProcessIdentity.ownStartToken)
+        writeMarker(path, "\(getpid())\n\(ProcessIdentity.hostName)\n\(token.decimal)\n", ageSeconds: 60)
+        let lock = try SoftFileLock(at: path)
+        #expect(lock.holder?.looksStale == false)
+        #expect(try !lock.tryAcquire())
+        #expect(readFile(path)?.hasPrefix("\(getpid())\n") == true)
+    }
+
+    @Test func aDeadHolderOnThisHostIsBroken() throws {
+        let path = folder.file("dead.lock")
+        writeMarker(path, "\(try deadPID())\n\(ProcessIdentity.hostName)\n")
+        let lock = try SoftFileLock(at: path)
+        #expect(lock.holder?.looksStale == true)
+        #expect(try lock.tryAcquire())
+        lock.release()
+    }
+
+    @Test func aMarkerFromAnotherHostIsNeverBrokenByLiveness() throws {
+        let path = folder.file("remote.lock")
+        writeMarker(path, "\(try deadPID())\nsome-other-host\n", ageSeconds: 3600)
+        let lock = try SoftFileLock(at: path)
+        #expect(lock.holder?.host == "some-other-host")
+        #expect(lock.holder?.looksStale == false)
+        #expect(try !lock.tryAcquire())
+        let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .milliseconds(30)) }
+        #expect(error?.holder?.host == "some-other-host")
+        #expect(readFile(path)?.contains("some-other-host") == true)
+    }
+
+    @Test(arguments: ["", "garbage", "12\n", "1\n2\n3\n4\n", "abc\nhost\n", "99999999999\nhost\n", "5\nhost\nnot-a-token\n"])
+    func aFreshMalformedMarkerIsLeftAloneAndAnOldOneIsBroken(contents: String) throws {
+        let path = folder.file("malformed.lock")
+        writeMarker(path, contents)
+        let lock = try SoftFileLock(at: path)
+        #expect(try !lock.tryAcquire(), "a writer may be between create and write")
+        writeMarker(path, contents, ageSeconds: 10)
+        #expect(try lock.tryAcquire())
+        lock.release()
+    }
+
+    @Test func anOversizedMarkerIsMalformed() throws {
+        let path = folder.file("big.lock")
+        writeMarker(path, "1\n" + String(repeating: "h", count: 2000) + "\n", ageSeconds: 10)
+        #expect(try SoftFileLock(at: path).tryAcquire())
+    }
+
+    @Test func lifetimeBreaksEvenALiveHoldersMarker() throws {
+        let path = folder.file("lifetime.lock")
+        let holder = try probe("hold", path)
+        try holder.expectLine(startingWith: "acquired")
+        runShell("touch -d '5 seconds ago' '\(path)'")
+        let strict = try SoftFileLock(at: path)
+        #expect(try !strict.tryAcquire(), "without a lifetime a live holder keeps it")
+        let expiring = try SoftFileLock(at: path, lifetime: .seconds(2))
+        #expect(expiring.holder?.looksStale == true)
+        #expect(try expiring.tryAcquire())
+        #expect(expiring.isHeldByUs)
+        // The old holder's release must not remove our marker.
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(expiring.isHeldByUs)
+        expiring.release()
+    }
+
+    @Test func releaseAfterOurMarkerWasReplacedLeavesTheSuccessorsMarker() throws {
+        let path = folder.file("replaced.lock")
+        let lock = try SoftFileLock(at: path)
+        try lock.acquire()
+        unlink(path)
+        writeMarker(path, "1\nsuccessor-host\n")
+        lock.release()
+        #expect(readFile(path) == "1\nsuccessor-host\n")
+    }
+
+    @Test func eightBreakersRacingOnAStaleMarkerHoldOneAtATime() throws {
+        let path = folder.file("race.lock")
+        let witness = folder.file("witness")
+        writeMarker(path, "\(try deadPID())\n\(ProcessIdentity.hostName)\n")
+        let racers = try (0..<8).map { _ in try probe("witness", path, witness, "25") }
+        for racer in racers { try racer.expectLine(startingWith: "ready") }
+        for racer in racers { racer.send("go") }
+        for racer in racers { #expect(try racer.readLine(timeout: 300) == "done") }
+        #expect(access(path, F_OK) != 0)
+        #expect(access(witness, F_OK) != 0)
+        let leftovers = try ChildProcess("/bin/sh", ["-c", "ls -a '\(folder.path)' | grep -c break || true"])
+        #expect(try leftovers.readLine() == "0", "no .break files left behind")
+    }
+
+    @Test func asyncAcquireAndCancellation() async throws {
+        let path = folder.file("async.lock")
+        let holder = try SoftFileLock(at: path)
+        try await holder.acquire(timeout: nil)
+        let lock = try SoftFileLock(at: path)
+        let waiter = Task { try await lock.acquire(timeout: .seconds(600)) }
+        try await Task.sleep(for: .milliseconds(20))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        holder.release()
+        try await lock.withLock(timeout: .seconds(10)) { #expect(lock.isHeldByUs) }
+    }
+
+    @Test func selfDeadlockIsReported() throws {
+        let path = folder.file("dead-self.lock")
+        let first = try SoftFileLock(at: path)
+        let second = try SoftFileLock(at: path)
+        try first.acquire()
+        defer { first.release() }
+        let error = #expect(throws: FileLockError.self) { try second.acquire(timeout: nil) }
+        #expect(error?.code == .wouldDeadlock)
+    }
+
+    @Test func symbolicLinkIsRefusedAndItsTargetUntouched() throws {
+        let target = folder.file("target")
+        writeFile(target, "precious")
+        let link = folder.file("link.lock")
+        symlink(target, link)
+        let error = #expect(throws: FileLockError.self) { try SoftFileLock(at: link).acquire(timeout: .seconds(1)) }
+        #expect(error?.code == .isSymbolicLink)
+        #expect(error?.message.contains(link) == true)
+        #expect(readFile(target) == "precious")
+    }
+
+    @Test func directoryIsRefused() throws {
+        mkdir(folder.file("dir.lock"), 0o755)
+        let error = #expect(throws: FileLockError.self) {
+            try SoftFileLock(at: folder.file("dir.lock")).acquire(timeout: .seconds(1))
+        }
+        #expect(error?.code == .isDirectory)
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func unwritableFolderIsReported() throws {
+        chmod(folder.path, 0o755)
+        let probe = folder.file("lock-probe")
+        #expect(runShell("cp '\(TestEnvironment.probe)' '\(probe)' && chmod 755 '\(probe)'") == 0)
+        let locked = folder.file("private")
+        mkdir(locked, 0o755)
+        let child = try ChildProcess(
+            "setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", probe, "hold", locked + "/x.lock", "--kind", "soft"])
+        let line = try child.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error permissionDenied"), "\(line)")
+        #expect(line.contains(locked + "/x.lock"))
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root for a private read-only mount"))
+    func readOnlyFilesystemIsReported() throws {
+        let mountPoint = folder.file("ro")
+        mkdir(mountPoint, 0o755)
+        let path = mountPoint + "/x.lock"
+        let child = try ChildProcess(
+            "unshare",
+            ["-m", "sh", "-c", "mount -t tmpfs -o ro tmpfs '\(mountPoint)' && exec '\(TestEnvironment.probe)' hold '\(path)' --kind soft"])
+        let line = try child.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error readOnlyFilesystem"), "\(line)")
+    }
+
+    @Test func negativeLifetimeIsRejected() throws {
+        let error = #expect(throws: FileLockError.self) {
+            _ = try SoftFileLock(at: folder.file("x.lock"), lifetime: .seconds(-1))
+        }
+        #expect(error?.code == .invalidConfiguration)
+    }
+}
+
+@Suite("Soft marker format")
+struct SoftMarkerFormatTests {
+    @Test func startTokenDecimalMatchesPythonFilelock() throws {
+        // From Python filelock 4.3.1: boot id 75689cef-1940-405e-84e6-f559a5e7753e, start time 534021.
+        let token = StartToken(bootHigh: 0x7568_9cef_1940_405e, bootLow: 0x84e6_f559_a5e7_753e, startTime: 534021)
+        let decimal = "2878851589489009613763695094764974116651370390575188026885"
+        #expect(token.decimal == decimal)
+        #expect(StartToken(decimal: Substring(decimal)) == token)
+        #expect(StartToken(bootHigh: 0, bootLow: 0, startTime: 42).decimal == "42")
+    }
+
+    @Test func tokensWithAnUnknownBootCompareByStartTime() {
+        let known = StartToken(bootHigh: 1, bootLow: 2, startTime: 7)
+        #expect(known.isSameStart(as: StartToken(bootHigh: 0, bootLow: 0, startTime: 7)))
+        #expect(!known.isSameStart(as: StartToken(bootHigh: 3, bootLow: 2, startTime: 7)))
+        #expect(!known.isSameStart(as: StartToken(bootHigh: 0, bootLow: 0, startTime: 8)))
+    }
+
+    @Test func recordRoundTrips() throws {
+        let record = MarkerRecord(pid: 4242, host: "vm", startToken: StartToken(bootHigh: 0, bootLow: 1, startTime: 2))
+        #expect(String(decoding: record.encoded, as: UTF8.self) == "4242\nvm\n18446744073709551618\n")
+        #expect(MarkerRecord(parsing: record.encoded) == record)
+        #expect(MarkerRecord(parsing: Array("4242\nvm\n".utf8))?.startToken == nil)
+        #expect(MarkerRecord(parsing: Array("4242\nvm".utf8)) == nil, "no final newline: still being written")
+        #expect(MarkerRecord(parsing: Array("0\nvm\n".utf8)) == nil)
+    }
+
+    @Test func ourTokenMatchesPythonsReadingOfProc() throws {
+        // The same /proc fields Python reads, parsed independently here.
+        let token = try #require(ProcessIdentity.ownStartToken)
+        let stat = try #require(readFile("/proc/self/stat"))
+        let afterName = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+        #expect(token.startTime == UInt64(afterName[19]))
+        let boot = try #require(readFile("/proc/sys/kernel/random/boot_id")).filter(\.isHexDigit)
+        #expect(String(token.bootHigh, radix: 16).count <= 16)
+        #expect(UInt64(boot.prefix(16), radix: 16) == token.bootHigh)
+        #expect(UInt64(boot.suffix(16), radix: 16) == token.bootLow)
+    }
+}
