@@ -2,9 +2,9 @@
 import sys
 import time
 
-from filelock import FileLock
+from filelock import FileLock, SoftFileLock
 
-lock = FileLock(sys.argv[1])
+lock = SoftFileLock(sys.argv[1]) if "--soft" in sys.argv else FileLock(sys.argv[1])
 count = int(sys.argv[2])
 start = time.perf_counter_ns()
 for _ in range(count):

@@ -10,6 +10,10 @@
 //                                    the same for waiters that poll instead of blocking in the
 //                                    kernel (Python filelock): release 20-70 ms after "go", at a
 //                                    random phase of the waiter's poll interval
+//   baseline soft-cycle PATH N       ns per marker cycle: open(O_CREAT|O_EXCL)+write(record)+close+unlink
+//   baseline soft-holder PATH N CMD...
+//                                    like holder-timed, with a marker file: create it, tell the
+//                                    waiter "go", release (unlink) 20-70 ms later
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -47,6 +51,21 @@ static int cycle(const char *path, long n) {
     return 0;
 }
 
+static int soft_cycle(const char *path, long n) {
+    char record[128];
+    int length = snprintf(record, sizeof record, "%d\nbenchmark-host\n", getpid());
+    long long start = now_ns();
+    for (long i = 0; i < n; i++) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) { perror("open"); return 1; }
+        if (write(fd, record, (size_t)length) != length) { perror("write"); return 1; }
+        close(fd);
+        unlink(path);
+    }
+    printf("%.1f\n", (double)(now_ns() - start) / n);
+    return 0;
+}
+
 static int waiter(const char *path) {
     char line[64];
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -76,7 +95,7 @@ static int has_waiter(unsigned maj, unsigned min, unsigned long ino) {
     return found;
 }
 
-static int holder(const char *path, long n, char **command, int timed) {
+static int holder(const char *path, long n, char **command, int timed, int soft) {
     int to_child[2], from_child[2];
     if (pipe(to_child) || pipe(from_child)) { perror("pipe"); return 1; }
     pid_t pid = fork();
@@ -93,12 +112,19 @@ static int holder(const char *path, long n, char **command, int timed) {
     FILE *in = fdopen(from_child[0], "r");
     FILE *out = fdopen(to_child[1], "w");
     setvbuf(out, NULL, _IOLBF, 0);
-    int fd = open_lock(path);
+    int fd = soft ? -1 : open_lock(path);
     struct stat st;
-    fstat(fd, &st);
+    if (!soft) fstat(fd, &st);
     char line[64];
+    char record[128];
+    int length = snprintf(record, sizeof record, "%d\nbenchmark-host\n", getpid());
     for (long i = 0; i < n; i++) {
-        if (flock(fd, LOCK_EX) != 0) { perror("flock"); return 1; }
+        if (soft) {
+            int marker = -1;
+            while ((marker = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) usleep(100);
+            if (write(marker, record, (size_t)length) != length) { perror("write"); return 1; }
+            close(marker);
+        } else if (flock(fd, LOCK_EX) != 0) { perror("flock"); return 1; }
         fputs("go\n", out);
         if (timed) {
             usleep(20000 + (useconds_t)(random() % 50000));
@@ -108,7 +134,7 @@ static int holder(const char *path, long n, char **command, int timed) {
             usleep(2000);
         }
         long long released = now_ns();
-        flock(fd, LOCK_UN);
+        if (soft) unlink(path); else flock(fd, LOCK_UN);
         if (!fgets(line, sizeof line, in)) { fprintf(stderr, "waiter ended\n"); return 1; }
         printf("%lld\n", atoll(line) - released);
     }
@@ -121,8 +147,10 @@ static int holder(const char *path, long n, char **command, int timed) {
 int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "cycle") == 0) return cycle(argv[2], atol(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "waiter") == 0) return waiter(argv[2]);
-    if (argc >= 5 && strcmp(argv[1], "holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0);
-    if (argc >= 5 && strcmp(argv[1], "holder-timed") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1);
+    if (argc >= 5 && strcmp(argv[1], "holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0, 0);
+    if (argc >= 5 && strcmp(argv[1], "holder-timed") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 0);
+    if (argc >= 5 && strcmp(argv[1], "soft-holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 1);
+    if (argc >= 4 && strcmp(argv[1], "soft-cycle") == 0) return soft_cycle(argv[2], atol(argv[3]));
     fprintf(stderr, "usage: baseline cycle PATH N | waiter PATH | holder PATH N CMD...\n");
     return 2;
 }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 import FileLocking
 import Synchronization
 import Testing
@@ -45,6 +50,20 @@ struct ReadmeExamplesTests {
         }
         try await refreshCache()
         #expect(readmeDownloads.load(ordering: .relaxed) == before + 1)
+    }
+}
+
+extension ReadmeExamplesTests {
+    @Test func softFileLockExample() throws {
+        let folder = try TemporaryFolder()
+        let lock = try SoftFileLock(at: folder.file("queue.lock"))
+        try lock.withLock(timeout: .seconds(30)) {
+            // one process at a time, across every host that mounts /shared/nfs
+            if let holder = lock.holder {
+                print("held by pid \(holder.pid) on \(holder.host ?? "?") since \(holder.since!)\(holder.looksStale ? " (stale)" : "")")
+            }
+            #expect(lock.holder?.pid == getpid())
+        }
     }
 }
 

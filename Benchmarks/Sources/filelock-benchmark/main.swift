@@ -5,6 +5,8 @@
 //   filelock-benchmark waiter PATH MODE         like the C waiter: on each "go" line acquire, print the
 //                                               monotonic ns at wake-up, release. MODE: blocking |
 //                                               timeout (acquire(timeout: 60 s)) | async
+//   filelock-benchmark soft-cycle PATH N        ns per SoftFileLock acquire+release
+//   filelock-benchmark soft-waiter PATH         waiter (as above) with SoftFileLock.acquire(timeout: nil)
 
 #if canImport(Glibc)
     import Glibc
@@ -25,15 +27,15 @@ func say(_ line: String) {
 }
 
 let arguments = CommandLine.arguments
-guard arguments.count >= 4 else {
+guard arguments.count >= 4 || (arguments.count == 3 && arguments[1] == "soft-waiter") else {
     say("usage: filelock-benchmark cycle|reacquire PATH N | waiter PATH blocking|timeout|async")
     exit(2)
 }
 let path = arguments[2]
-let lock = try FileLock(at: path)
+let lock: any CrossProcessLock = arguments[1].hasPrefix("soft") ? try SoftFileLock(at: path) : try FileLock(at: path)
 
 switch arguments[1] {
-case "cycle":
+case "cycle", "soft-cycle":
     let count = Int(arguments[3])!
     let start = nowNanoseconds()
     for _ in 0..<count {
@@ -51,8 +53,8 @@ case "reacquire":
     }
     say(String(Double(nowNanoseconds() - start) / Double(count)))
     lock.release()
-case "waiter":
-    let mode = arguments[3]
+case "waiter", "soft-waiter":
+    let mode = arguments[1] == "soft-waiter" ? "blocking" : arguments[3]
     while readLine() != nil {
         switch mode {
         case "blocking": try lock.acquire(timeout: nil)

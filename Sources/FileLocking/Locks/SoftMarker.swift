@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The contents of a soft-lock marker, in the format Python `filelock.SoftFileLock` writes and
 /// reads: the pid, the host name, and (where known) the process start token, one per line, each
 /// ending with a newline, at most 1024 bytes.
@@ -11,6 +13,11 @@ struct MarkerRecord: Sendable, Equatable {
     /// The record of this process.
     static var current: MarkerRecord {
         MarkerRecord(pid: System.processID, host: ProcessIdentity.hostName, startToken: ProcessIdentity.ownStartToken)
+    }
+
+    /// `current.encoded`, made once per process (a forked child makes its own).
+    static var currentEncoded: [UInt8] {
+        OwnRecordCache.shared.encoded
     }
 
     var encoded: [UInt8] {
@@ -68,5 +75,30 @@ extension StringProtocol {
         while let first = text.first, first.isWhitespace { text = text.dropFirst() }
         while let last = text.last, last.isWhitespace { text = text.dropLast() }
         return text
+    }
+}
+
+/// The encoded record of this process, cached: formatting the start token costs more than the
+/// system calls of an acquisition.
+final class OwnRecordCache: Sendable {
+    static let shared = OwnRecordCache()
+
+    private let cache = Mutex<[UInt8]?>(nil)
+
+    private init() {
+        ForkHandlers.register(prepare: {}, parent: {}, child: { OwnRecordCache.shared.forget() })
+    }
+
+    var encoded: [UInt8] {
+        cache.withLock { cached in
+            if let cached { return cached }
+            let made = MarkerRecord.current.encoded
+            cached = made
+            return made
+        }
+    }
+
+    private func forget() {
+        cache.withLock { $0 = nil }
     }
 }

@@ -122,7 +122,7 @@ struct SoftPrimitive: LockPrimitive {
                 // The umask may have taken bits away: the caller asked for exactly these.
                 try System.fchmod(descriptor, filePermissions).get()
             }
-            try System.writeAll(descriptor, MarkerRecord.current.encoded).get()
+            try System.writeAll(descriptor, MarkerRecord.currentEncoded).get()
             identity = FileIdentity(try System.fstat(descriptor).get())
         } catch {
             if case .success(let mine) = System.fstat(descriptor), case .success(let there) = System.lstat(name),

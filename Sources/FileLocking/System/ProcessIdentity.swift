@@ -116,8 +116,8 @@ enum ProcessIdentity {
         #endif
     }
 
-    /// This process's start token, read once.
-    static let ownStartToken: StartToken? = startToken(of: System.processID)
+    /// This process's start token (read anew: a forked child has its own).
+    static var ownStartToken: StartToken? { startToken(of: System.processID) }
 
     #if os(Linux)
         /// Field 22 of `/proc/PID/stat` (counted after the command name's last `)`).
