@@ -54,6 +54,9 @@ public protocol CrossProcessLock: Sendable {
     /// How many unreleased acquisitions this lock object has.
     var holdCount: Int { get }
 
+    /// Whether the calling thread (or task) holds the lock through this object.
+    var isHeldByCaller: Bool { get }
+
     /// The first process holding the lock, or `nil` when it is free or the holder cannot be seen.
     var holder: LockHolder? { get }
 }

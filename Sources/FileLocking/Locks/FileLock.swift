@@ -24,7 +24,7 @@
 /// Use a separate lock file beside the data it guards (`data.json.lock` for `data.json`), not
 /// the data file itself. On network filesystems where `flock` is not supported, use a
 /// marker-file lock instead; the error message says so.
-public struct FileLock: CrossProcessLock, Hashable {
+public struct FileLock: EngineBackedLock {
     let engine: LockEngine<FlockPrimitive>
 
     /// Creates a lock object for the lock file at `path`. Nothing is opened until it is acquired.
@@ -62,57 +62,8 @@ public struct FileLock: CrossProcessLock, Hashable {
             isSingleton: isSingleton)
     }
 
-    /// The lock file's path as given at construction.
-    public var path: String { engine.path }
-
     /// The absolute path that is opened: the key for singletons and deadlock detection.
     public var canonicalPath: String { engine.primitive.lockPath.absolute }
-
-    /// The timeout `acquire()` uses when none is passed; `nil` waits forever.
-    public var defaultTimeout: Duration? { engine.configuration.defaultTimeout }
-
-    /// Whether `acquire()` waits at all.
-    public var isBlocking: Bool { engine.configuration.isBlocking }
-
-    /// Acquires the lock for the calling thread, waiting at most `timeout`.
-    ///
-    /// The wait ends the moment the holder releases (the kernel wakes the waiter). A blocking wait
-    /// without timeout that could never end (this thread already holds the same path through
-    /// another `FileLock`) throws `.wouldDeadlock` instead of hanging.
-    ///
-    /// - Parameters:
-    ///   - timeout: How long to wait; `nil` waits forever, `.zero` tries exactly once.
-    ///   - cancelCheck: Asked at every poll interval while waiting; `true` ends the wait.
-    /// - Throws: `FileLockError`: `.timedOut`, `.cancelled`, `.wouldDeadlock`, `.invalidTimeout`,
-    ///   a bad-path code, or `.notSupportedByFilesystem`.
-    public func acquire(timeout: Duration?, cancelCheck: (() -> Bool)? = nil) throws {
-        try engine.acquire(mode: .exclusive, timeout: timeout, cancelCheck: cancelCheck)
-    }
-
-    /// Acquires the lock for the current task. The kernel wait runs on a thread of its own, never
-    /// on the cooperative pool; cancelling the task ends it promptly with `CancellationError`.
-    public func acquire(timeout: Duration?) async throws {
-        try await engine.acquire(mode: .exclusive, timeout: timeout)
-    }
-
-    /// Tries once; `false` when another process, thread or task holds the lock.
-    public func tryAcquire() throws -> Bool {
-        try engine.tryAcquire(mode: .exclusive)
-    }
-
-    /// Gives up one hold; `force` drops every hold of this object.
-    public func release(force: Bool) {
-        engine.release(force: force)
-    }
-
-    /// Whether this lock object holds the lock.
-    public var isLocked: Bool { engine.isLocked }
-
-    /// How many unreleased acquisitions this lock object has.
-    public var holdCount: Int { engine.holdCount }
-
-    /// Whether the calling thread (or task) holds the lock through this object.
-    public var isHeldByCaller: Bool { engine.isHeldByCurrentOwner }
 
     /// The process holding the lock, from the kernel's lock table (`/proc/locks` on Linux);
     /// `nil` when free or when the table is not available (macOS).
@@ -124,9 +75,6 @@ public struct FileLock: CrossProcessLock, Hashable {
     /// How many processes are blocked waiting for the lock (Linux; `0` elsewhere).
     public var waiterCount: Int { engine.primitive.waiterCount() }
 
-    public static func == (lhs: FileLock, rhs: FileLock) -> Bool { lhs.engine === rhs.engine }
-
-    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(engine)) }
 }
 
 extension FileLock {

@@ -30,7 +30,7 @@
 ///
 /// Prefer ``FileLock`` wherever `flock` works: it is faster, wakes waiters instantly, and the
 /// kernel frees it when the holder dies.
-public struct SoftFileLock: CrossProcessLock, Hashable {
+public struct SoftFileLock: EngineBackedLock {
     let engine: LockEngine<SoftPrimitive>
 
     /// Creates a lock object for the marker file at `path`. Nothing is created until it is acquired.
@@ -74,58 +74,11 @@ public struct SoftFileLock: CrossProcessLock, Hashable {
             isSingleton: isSingleton)
     }
 
-    /// The marker file's path as given at construction.
-    public var path: String { engine.path }
-
     /// The absolute path of the marker: the key for singletons and deadlock detection.
     public var canonicalPath: String { engine.primitive.lockPath.absolute }
 
-    /// The timeout `acquire()` uses when none is passed; `nil` waits forever.
-    public var defaultTimeout: Duration? { engine.configuration.defaultTimeout }
-
-    /// Whether `acquire()` waits at all.
-    public var isBlocking: Bool { engine.configuration.isBlocking }
-
     /// The age after which a marker may be broken even if its holder lives; `nil`: never.
     public var lifetime: Duration? { engine.primitive.lifetime }
-
-    /// Acquires the lock for the calling thread, waiting at most `timeout` and breaking a stale
-    /// marker on the way.
-    ///
-    /// - Parameters:
-    ///   - timeout: How long to wait; `nil` waits forever, `.zero` tries exactly once.
-    ///   - cancelCheck: Asked between tries; `true` ends the wait with `.cancelled`.
-    /// - Throws: `FileLockError`: `.timedOut` (with the holder's pid, host and since when),
-    ///   `.cancelled`, `.wouldDeadlock`, `.invalidTimeout`, or a bad-path code.
-    public func acquire(timeout: Duration?, cancelCheck: (() -> Bool)? = nil) throws {
-        try engine.acquire(mode: .exclusive, timeout: timeout, cancelCheck: cancelCheck)
-    }
-
-    /// Acquires the lock for the current task; waits with `Task.sleep`, so no thread is blocked,
-    /// and task cancellation ends the wait with `CancellationError`.
-    public func acquire(timeout: Duration?) async throws {
-        try await engine.acquire(mode: .exclusive, timeout: timeout)
-    }
-
-    /// Tries once (breaking a stale marker if there is one); `false` when held elsewhere.
-    public func tryAcquire() throws -> Bool {
-        try engine.tryAcquire(mode: .exclusive)
-    }
-
-    /// Gives up one hold; `force` drops every hold of this object. The marker is deleted when the
-    /// last hold goes, unless it is no longer ours.
-    public func release(force: Bool) {
-        engine.release(force: force)
-    }
-
-    /// Whether this lock object holds the lock.
-    public var isLocked: Bool { engine.isLocked }
-
-    /// How many unreleased acquisitions this lock object has.
-    public var holdCount: Int { engine.holdCount }
-
-    /// Whether the calling thread (or task) holds the lock through this object.
-    public var isHeldByCaller: Bool { engine.isHeldByCurrentOwner }
 
     /// Whether the marker names this process (through this or any other lock object, or a
     /// Python lock in this process).
@@ -135,7 +88,4 @@ public struct SoftFileLock: CrossProcessLock, Hashable {
     /// whether it looks stale; `nil` when there is no marker or it is malformed.
     public var holder: LockHolder? { engine.primitive.holders().first }
 
-    public static func == (lhs: SoftFileLock, rhs: SoftFileLock) -> Bool { lhs.engine === rhs.engine }
-
-    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(engine)) }
 }

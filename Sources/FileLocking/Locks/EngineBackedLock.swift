@@ -1,0 +1,47 @@
+/// A lock kind that is a primitive plugged into the shared engine. Conforming types get the whole
+/// `CrossProcessLock` surface from here, so each kind only says how it is built and what it adds.
+protocol EngineBackedLock: CrossProcessLock, Hashable {
+    associatedtype Primitive: LockPrimitive
+    var engine: LockEngine<Primitive> { get }
+}
+
+extension EngineBackedLock {
+    /// The lock file's path as given at construction.
+    public var path: String { engine.path }
+
+    /// The timeout `acquire()` uses when none is passed; `nil` waits forever.
+    public var defaultTimeout: Duration? { engine.configuration.defaultTimeout }
+
+    /// Whether `acquire()` waits at all.
+    public var isBlocking: Bool { engine.configuration.isBlocking }
+
+    public func acquire(timeout: Duration?, cancelCheck: (() -> Bool)?) throws {
+        try engine.acquire(mode: .exclusive, timeout: timeout, cancelCheck: cancelCheck)
+    }
+
+    public func acquire(timeout: Duration?) async throws {
+        try await engine.acquire(mode: .exclusive, timeout: timeout)
+    }
+
+    public func tryAcquire() throws -> Bool {
+        try engine.tryAcquire(mode: .exclusive)
+    }
+
+    public func release(force: Bool) {
+        engine.release(force: force)
+    }
+
+    public var isLocked: Bool { engine.isLocked }
+
+    public var holdCount: Int { engine.holdCount }
+
+    /// Whether the calling thread (or task) holds the lock through this object.
+    public var isHeldByCaller: Bool { engine.isHeldByCurrentOwner }
+
+    public var holder: LockHolder? { engine.primitive.holders().first }
+
+    /// Two values are equal when they are the same lock object (copies, or one singleton).
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(engine)) }
+}
