@@ -15,6 +15,12 @@ struct LockConfiguration: Sendable, Equatable {
 
     func validated(path: String) throws -> LockConfiguration {
         if let defaultTimeout { try LockEngineSupport.validate(timeout: defaultTimeout, path: path) }
+        if let filePermissions, filePermissions > 0o7777 {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "file permissions 0o\(String(filePermissions, radix: 8)) for lock '\(path)' are not "
+                    + "permission bits; use a value such as 0o644")
+        }
         guard pollInterval > .zero else {
             throw FileLockError(
                 .invalidConfiguration, path: path,

@@ -47,12 +47,6 @@ public struct FileLock: EngineBackedLock {
         isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
     ) throws {
         let lockPath = try LockPath(path)
-        if let filePermissions, filePermissions > 0o7777 {
-            throw FileLockError(
-                .invalidConfiguration, path: path,
-                message: "file permissions 0o\(String(filePermissions, radix: 8)) for lock '\(path)' are not "
-                    + "permission bits; use a value such as 0o644")
-        }
         let configuration = try LockConfiguration(
             defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: filePermissions
         ).validated(path: path)

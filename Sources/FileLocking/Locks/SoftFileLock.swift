@@ -52,12 +52,6 @@ public struct SoftFileLock: EngineBackedLock {
         lifetime: Duration? = nil, isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
     ) throws {
         let lockPath = try LockPath(path)
-        if let filePermissions, filePermissions > 0o7777 {
-            throw FileLockError(
-                .invalidConfiguration, path: path,
-                message: "file permissions 0o\(String(filePermissions, radix: 8)) for lock '\(path)' are not "
-                    + "permission bits; use a value such as 0o644")
-        }
         if let lifetime, lifetime <= .zero {
             throw FileLockError(
                 .invalidConfiguration, path: path,
