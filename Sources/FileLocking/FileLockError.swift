@@ -65,11 +65,11 @@ public struct FileLockError: Error, Sendable, CustomStringConvertible {
 }
 
 extension FileLockError {
-    static func timedOut(path: String, waited: Duration, holder: LockHolder?) -> FileLockError {
+    static func timedOut(path: String, waited: Duration, holder: LockHolder?, what: String? = nil) -> FileLockError {
         let who = holder.map { " held by \($0)" } ?? " held by another process"
         return FileLockError(
             .timedOut, path: path,
-            message: "timed out after \(waited.formattedSeconds) waiting for lock '\(path)'\(who); wait longer (a "
+            message: "timed out after \(waited.formattedSeconds) waiting for \(what ?? "lock '\(path)'")\(who); wait longer (a "
                 + "larger timeout), retry later, or find out why the holder keeps it",
             holder: holder, waited: waited)
     }

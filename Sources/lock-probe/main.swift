@@ -12,6 +12,13 @@
 //                                            holder at once would fail: prints "overlap"), remove
 //                                            it, unlock; "ready", waits for "go", then "done"
 //
+//   lock-probe range-hold PATH START LENGTH [--shared] [--timeout S]
+//                                            ByteRangeLock on the range: "acquired PID", then as hold
+//   lock-probe range-try PATH START LENGTH   "acquired PID" (then as hold) or "busy"
+//   lock-probe records PATH RECORDS N        N times: lock one 100-byte record (chosen at random),
+//                                            bump its counter and rewrite its body in two halves;
+//                                            "ready", waits for "go", then "done"
+//
 // Option --kind kernel|soft picks FileLock (default) or SoftFileLock.
 //
 // Errors print "error CODE WAITED_MS HOLDER_PID message" and exit 3.
@@ -63,6 +70,7 @@ var arguments = Array(CommandLine.arguments.dropFirst())
 let timeoutText = option("--timeout")
 let kind = option("--kind") ?? "kernel"
 let withoutLock = flag("--no-lock")
+let shared = flag("--shared")
 guard arguments.count >= 2 else {
     say("usage: lock-probe hold|try|increment PATH ...")
     exit(2)
@@ -70,7 +78,59 @@ guard arguments.count >= 2 else {
 let command = arguments[0]
 let path = arguments[1]
 
+/// Runs the byte-range commands; `false` when `command` is not one of them.
+@MainActor func runRangeCommand() throws -> Bool {
+    guard command.hasPrefix("range-") || command == "records" else { return false }
+    let file = try ByteRangeLock(at: path)
+    func range(_ startIndex: Int) -> ByteRange {
+        ByteRange(start: Int64(arguments[startIndex]) ?? -1, length: Int64(arguments[startIndex + 1]) ?? -1)
+    }
+    func holdUntilReleased(_ range: ByteRange) -> Never {
+        say("acquired \(getpid())")
+        while let line = readLine(), line != "release" {}
+        try? file.unlock(range)
+        say("released")
+        exit(0)
+    }
+    switch command {
+    case "range-hold":
+        let timeout = try timeoutText.map { try FileLock.timeout(seconds: Double($0) ?? .nan, path: path) }
+        try file.lock(range(2), mode: shared ? .shared : .exclusive, timeout: timeout)
+        holdUntilReleased(range(2))
+    case "range-try":
+        if try file.tryLock(range(2), mode: shared ? .shared : .exclusive) { holdUntilReleased(range(2)) }
+        say("busy")
+    case "records":
+        let records = Int(arguments[2]) ?? 0
+        let count = Int(arguments[3]) ?? 0
+        say("ready")
+        guard readLine() == "go" else { exit(2) }
+        for _ in 0..<count {
+            let record = Int64.random(in: 0..<Int64(records))
+            let bytes = ByteRange(start: record * 100, length: 100)
+            try file.withLock(bytes, timeout: .seconds(120)) {
+                let old = try file.read(count: 100, at: bytes.start)
+                var counter: UInt64 = 0
+                for (index, byte) in old.prefix(8).enumerated() { counter |= UInt64(byte) << (8 * UInt64(index)) }
+                counter += 1
+                var new = (0..<8).map { UInt8(truncatingIfNeeded: counter >> (8 * UInt64($0))) }
+                new += [UInt8](repeating: UInt8(truncatingIfNeeded: counter % 251), count: 92)
+                // Two halves with a pause: unserialised writers would tear the record.
+                try file.write(Array(new[50...]), at: bytes.start + 50)
+                sched_yield()
+                try file.write(Array(new[..<50]), at: bytes.start)
+            }
+        }
+        say("done")
+    default:
+        say("unknown command \(command)")
+        exit(2)
+    }
+    return true
+}
+
 do {
+    if try runRangeCommand() { exit(0) }
     let lock: any CrossProcessLock = kind == "soft" ? try SoftFileLock(at: path) : try FileLock(at: path)
     switch command {
     case "hold":

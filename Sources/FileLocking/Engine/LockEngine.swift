@@ -338,7 +338,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         record(acquired, owner: owner, mode: mode)
     }
 
-    private func waitOnOwnThread(
+    func waitOnOwnThread(
         _ attempt: Primitive.Attempt, mode: LockMode, start: MonotonicInstant, deadline: MonotonicInstant?
     ) async throws -> Primitive.Hold {
         let token = CancellationToken()

@@ -76,3 +76,36 @@ enum ProcLocks {
         return result
     }
 }
+
+extension ProcLocks {
+    /// The processes whose open files hold a record lock on `file` exactly over `start...end`
+    /// (`end` nil: to EOF). Open-file-description locks show pid -1 in `/proc/locks`, so this reads
+    /// every process's `/proc/PID/fdinfo/*` "lock:" lines (those this user may read). Slow
+    /// (one read per open file on the machine): only for reporting a conflict.
+    static func processesHoldingRecordLock(on file: FileStatus, start: UInt64, end: UInt64?) -> [(pid: Int32, isWrite: Bool)] {
+        #if os(Linux)
+            var found: [(pid: Int32, isWrite: Bool)] = []
+            for process in System.folderEntries("/proc") {
+                guard let pid = Int32(process) else { continue }
+                let fdinfo = "/proc/\(process)/fdinfo"
+                for descriptor in System.folderEntries(fdinfo) {
+                    guard case .success(let bytes) = System.readWholeFile(fdinfo + "/" + descriptor) else { continue }
+                    let text = String(decoding: bytes, as: UTF8.self)
+                    for line in text.split(separator: "\n") where line.hasPrefix("lock:") {
+                        let entries = parse(String(line.dropFirst(5)))
+                        if let entry = entries.first, !entry.isWaiting, entry.inode == file.inode,
+                            entry.deviceMajor == file.deviceMajor || file.deviceMajor == 0,
+                            entry.start == start, entry.end == end
+                        {
+                            found.append((pid, entry.isWrite))
+                        }
+                    }
+                }
+                if !found.isEmpty { return found }
+            }
+            return found
+        #else
+            return []
+        #endif
+    }
+}

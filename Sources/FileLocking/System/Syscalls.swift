@@ -151,6 +151,63 @@ enum OpenFlags {
     static let readOnlyNonBlocking: Int32 = O_RDONLY | O_NONBLOCK
 }
 
+/// One `struct flock` request or answer: a byte range and its lock type.
+struct RangeLockRequest: Sendable, Equatable {
+    enum Kind: Sendable, Equatable {
+        case read
+        case write
+        case unlock
+    }
+
+    var kind: Kind
+    /// Absolute start offset.
+    var start: Int64
+    /// Bytes; 0 means to the end of the file, however it grows.
+    var length: Int64
+    /// Who holds a conflicting lock (answers only; -1 for open-file-description locks).
+    var pid: Int32 = 0
+
+    fileprivate var raw: CFlock {
+        var raw = CFlock()
+        raw.l_type = Int16(kind == .read ? F_RDLCK : kind == .write ? F_WRLCK : F_UNLCK)
+        raw.l_whence = Int16(SEEK_SET)
+        raw.l_start = off_t(start)
+        raw.l_len = off_t(length)
+        raw.l_pid = 0
+        return raw
+    }
+
+    fileprivate init(_ raw: CFlock) {
+        kind = Int32(raw.l_type) == F_RDLCK ? .read : Int32(raw.l_type) == F_WRLCK ? .write : .unlock
+        start = Int64(raw.l_start)
+        length = Int64(raw.l_len)
+        pid = Int32(raw.l_pid)
+    }
+
+    init(kind: Kind, start: Int64, length: Int64) {
+        self.kind = kind
+        self.start = start
+        self.length = length
+    }
+}
+
+/// Which record locks `fcntl` sets: Linux open-file-description locks (owned by the open file,
+/// not the process), or classic POSIX locks where OFD locks do not exist.
+enum RangeLockCommands {
+    #if os(Linux)
+        // F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW (linux/fcntl.h); Glibc exposes them only with _GNU_SOURCE.
+        static let get: Int32 = 36
+        static let set: Int32 = 37
+        static let setWait: Int32 = 38
+        static let areOpenFileDescriptionLocks = true
+    #else
+        static let get: Int32 = F_GETLK
+        static let set: Int32 = F_SETLK
+        static let setWait: Int32 = F_SETLKW
+        static let areOpenFileDescriptionLocks = false
+    #endif
+}
+
 /// A namespace of raw system calls. `EINTR` is retried where the call is restartable; calls
 /// that must return `EINTR` to their caller (a blocking lock that a timeout interrupts) say so.
 enum System {
@@ -205,6 +262,54 @@ enum System {
     static func lstat(_ path: String) -> Result<FileStatus, Errno> {
         var raw = CStat()
         return retryingInterrupts { Glibc_lstat(path, &raw) }.map { _ in FileStatus(raw) }
+    }
+
+    /// Sets or clears a record lock without waiting: `.success(false)` when another open file
+    /// (or process) holds a conflicting lock.
+    static func setRangeLock(_ descriptor: Int32, _ request: RangeLockRequest) -> Result<Bool, Errno> {
+        var raw = request.raw
+        switch retryingInterrupts({ Glibc_fcntl(descriptor, RangeLockCommands.set, &raw) }) {
+        case .success: return .success(true)
+        case .failure(let error) where error == .accessDenied || error == .resourceTemporarilyUnavailable:
+            return .success(false)
+        case .failure(let error): return .failure(error)
+        }
+    }
+
+    /// Waits for a record lock, once: `EINTR` is returned so that a signal can end the wait.
+    static func setRangeLockWaitingOnce(_ descriptor: Int32, _ request: RangeLockRequest) -> Result<Void, Errno> {
+        var raw = request.raw
+        return once { Glibc_fcntl(descriptor, RangeLockCommands.setWait, &raw) }.map { _ in () }
+    }
+
+    /// The first lock that would conflict with `request`, or `nil` when it could be set now.
+    static func conflictingRangeLock(_ descriptor: Int32, _ request: RangeLockRequest) -> Result<RangeLockRequest?, Errno> {
+        var raw = request.raw
+        return retryingInterrupts { Glibc_fcntl(descriptor, RangeLockCommands.get, &raw) }.map { _ in
+            Int32(raw.l_type) == F_UNLCK ? nil : RangeLockRequest(raw)
+        }
+    }
+
+    /// `lseek(2)`; returns the new offset.
+    static func seek(_ descriptor: Int32, to offset: Int64, relativeToCurrent: Bool = false) -> Result<Int64, Errno> {
+        once { Glibc_lseek(descriptor, off_t(offset), relativeToCurrent ? SEEK_CUR : SEEK_SET) }.map { Int64($0) }
+    }
+
+    /// `pwrite(2)` of the whole buffer at `offset`.
+    static func write(_ descriptor: Int32, _ bytes: [UInt8], at offset: Int64) -> Result<Void, Errno> {
+        var done = 0
+        while done < bytes.count {
+            let result = bytes.withUnsafeBytes { buffer in
+                retryingInterrupts {
+                    Glibc_pwrite(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+                }
+            }
+            switch result {
+            case .success(let written): done += written
+            case .failure(let error): return .failure(error)
+            }
+        }
+        return .success(())
     }
 
     static func fchmod(_ descriptor: Int32, _ mode: UInt32) -> Result<Void, Errno> {
@@ -290,6 +395,20 @@ enum System {
         }
     }
 
+    /// The names in a folder (without `.` and `..`); empty when it cannot be read.
+    static func folderEntries(_ path: String) -> [String] {
+        guard let folder = opendir(path) else { return [] }
+        defer { closedir(folder) }
+        var names: [String] = []
+        while let entry = readdir(folder) {
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
     /// `realpath(3)`.
     static func realPath(_ path: String) -> Result<String, Errno> {
         guard let resolved = Glibc_realpath(path, nil) else { return .failure(.current) }
@@ -354,6 +473,16 @@ extension Substring {
 
 // File-scope wrappers: inside `enum System` the Swift functions shadow the C names.
 typealias CStat = stat
+typealias CFlock = flock
+@inline(__always) private func Glibc_fcntl(_ fd: Int32, _ command: Int32, _ lock: UnsafeMutablePointer<CFlock>) -> Int32 {
+    fcntl(fd, command, lock)
+}
+@inline(__always) private func Glibc_lseek(_ fd: Int32, _ offset: off_t, _ whence: Int32) -> off_t {
+    lseek(fd, offset, whence)
+}
+@inline(__always) private func Glibc_pwrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, _ offset: off_t) -> Int {
+    pwrite(fd, buffer, count, offset)
+}
 @inline(__always) private func Glibc_open(_ path: UnsafePointer<CChar>, _ flags: Int32, _ mode: mode_t) -> Int32 {
     open(path, flags, mode)
 }

@@ -1,0 +1,410 @@
+/// A byte range of a file: `length` bytes from `start`; a length of 0 reaches to the end of the
+/// file, however far it grows.
+public struct ByteRange: Sendable, Hashable, CustomStringConvertible {
+    /// The first byte's offset.
+    public var start: Int64
+    /// How many bytes; 0 means "to the end of the file, however it grows".
+    public var length: Int64
+
+    /// Creates a range.
+    public init(start: Int64, length: Int64) {
+        self.start = start
+        self.length = length
+    }
+
+    /// The whole file, including bytes appended later.
+    public static let wholeFile = ByteRange(start: 0, length: 0)
+
+    public var description: String {
+        length == 0 ? "bytes \(start)-EOF" : "bytes \(start)-\(start + length - 1)"
+    }
+}
+
+/// A lock on a byte range that another open file holds, as found by a test.
+public struct RangeLockConflict: Sendable, Hashable {
+    /// The range the other holder has locked (it overlaps the range tested).
+    public var range: ByteRange
+    /// Whether the other holder's lock is shared (a reader) or exclusive.
+    public var mode: LockMode
+    /// The holding process, where the kernel says (`nil` when it cannot be seen).
+    public var holder: LockHolder?
+}
+
+/// The four commands of POSIX `lockf`, for code ported from C or Python's `os.lockf`.
+public enum LockfCommand: Sendable {
+    /// `F_LOCK`: lock exclusively, waiting as long as it takes.
+    case lock
+    /// `F_TLOCK`: lock exclusively if free now; `lockf` returns `false` otherwise.
+    case tryLock
+    /// `F_ULOCK`: unlock.
+    case unlock
+    /// `F_TEST`: whether another process (or open file) holds a lock there; `lockf` returns
+    /// `false` when it does.
+    case test
+}
+
+/// Record locks on one open file: lock a byte range, not the whole file, so that processes can
+/// update different records of one file at once.
+///
+/// ```swift
+/// let records = try ByteRangeLock(at: "/var/db/records.bin")
+/// let record = ByteRange(start: 7 * 100, length: 100)
+/// try records.withLock(record, timeout: .seconds(5)) {
+///     var bytes = try records.read(count: 100, at: record.start)
+///     bytes[0] &+= 1
+///     try records.write(bytes, at: record.start)
+/// }
+/// ```
+///
+/// The object owns an open file; the locks belong to that **open file** (Linux open-file-
+/// description locks, `F_OFD_SETLK`): closing some other descriptor of the same file does not
+/// drop them (the classic POSIX `fcntl` trap), and two `ByteRangeLock` objects on one file exclude
+/// each other even in one process, so threads should each use their own. They conflict with
+/// `lockf`/`fcntl` locks of other processes on the same file, and not with `flock`.
+///
+/// Unlocking part of a locked range splits it, as the kernel does; locking a range that overlaps
+/// one we hold converts and merges it. Locks are not counted: one unlock frees the range.
+///
+/// On macOS the locks are POSIX `fcntl` locks, which belong to the process: another
+/// `ByteRangeLock` on the same file in the same process does not exclude this one, and closing
+/// *any* descriptor of the file in this process drops all of the process's locks on it. Keep one
+/// object per file per process there.
+///
+/// Waits are kernel waits (`F_OFD_SETLKW`): the waiter wakes when the range is freed, and timeouts,
+/// cancel checks and task cancellation end the wait promptly, as for ``FileLock``.
+public final class ByteRangeLock: Sendable {
+    /// The file's path as given.
+    public let path: String
+    let descriptor: Int32
+    private let ownsDescriptor: Bool
+    let engine: LockEngine<RangePrimitive>
+
+    /// Opens (by default creating) the file at `path` for reading and writing.
+    ///
+    /// - Parameters:
+    ///   - path: The file whose bytes are locked; the data file itself, or a separate lock file.
+    ///   - readOnly: Open for reading only; then only shared (read) locks can be taken.
+    ///   - filePermissions: Permission bits when the file is created; `nil` leaves them to the umask.
+    ///   - pollInterval: How often a cancel check is asked while waiting.
+    /// - Throws: `FileLockError` for a bad path, a symbolic link, no permission.
+    public init(
+        at path: String, readOnly: Bool = false, filePermissions: UInt32? = nil,
+        pollInterval: Duration = .milliseconds(50)
+    ) throws {
+        let lockPath = try LockPath(path)
+        let flags = readOnly ? OpenFlags.readOnly : OpenFlags.readWriteCreate
+        var createdFolders = false
+        var opened: Int32?
+        while opened == nil {
+            switch System.open(lockPath.cAbsolute, flags: flags, mode: filePermissions ?? 0o666) {
+            case .success(let descriptor): opened = descriptor
+            case .failure(.noSuchFile) where !createdFolders && !readOnly:
+                try lockPath.createParentFolders()
+                createdFolders = true
+            case .failure(let error): throw FileLockError.system(error, path: path, operation: "open")
+            }
+        }
+        self.path = path
+        descriptor = opened!
+        ownsDescriptor = true
+        do {
+            engine = try ByteRangeLock.makeEngine(
+                descriptor: descriptor, lockPath: lockPath, pollInterval: pollInterval)
+        } catch {
+            System.close(descriptor)
+            throw error
+        }
+    }
+
+    /// Locks ranges of a file the caller opened; the caller keeps the descriptor and closes it
+    /// (which drops the locks).
+    public init(descriptor: Int32, path: String, pollInterval: Duration = .milliseconds(50)) throws {
+        self.path = path
+        self.descriptor = descriptor
+        ownsDescriptor = false
+        engine = try ByteRangeLock.makeEngine(
+            descriptor: descriptor, lockPath: try LockPath(path), pollInterval: pollInterval)
+    }
+
+    private static func makeEngine(
+        descriptor: Int32, lockPath: LockPath, pollInterval: Duration
+    ) throws -> LockEngine<RangePrimitive> {
+        let configuration = try LockConfiguration(
+            defaultTimeout: nil, isBlocking: true, pollInterval: pollInterval, filePermissions: nil
+        ).validated(path: lockPath.given)
+        return LockEngine(
+            primitive: RangePrimitive(descriptor: descriptor, path: lockPath.given), configuration: configuration,
+            node: PathRegistry.node(for: lockPath.absolute))
+    }
+
+    deinit {
+        // Closing the open file releases every lock it holds.
+        if ownsDescriptor { System.close(descriptor) }
+    }
+
+    // MARK: Locking
+
+    /// Locks `range`, waiting at most `timeout` for other holders to free it.
+    ///
+    /// - Parameters:
+    ///   - range: The bytes; `.wholeFile` by default.
+    ///   - mode: `.exclusive` (a writer) or `.shared` (readers share).
+    ///   - timeout: `nil` waits forever, `.zero` tries once.
+    ///   - cancelCheck: Asked at every poll interval while waiting; `true` ends the wait.
+    /// - Throws: `FileLockError`: `.timedOut` (with the conflicting holder when known),
+    ///   `.cancelled`, `.wouldDeadlock` (the kernel found a deadlock), `.notSupportedByFilesystem`.
+    public func lock(
+        _ range: ByteRange = .wholeFile, mode: LockMode = .exclusive, timeout: Duration? = nil,
+        cancelCheck: (() -> Bool)? = nil
+    ) throws {
+        let request = try validated(range, mode)
+        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
+        if case .acquired = try engine.primitive.tryOnce(request, mode) { return }
+        let start = MonotonicInstant.now
+        guard timeout != .zero else { throw timedOut(range, mode, since: start) }
+        do {
+            _ = try engine.wait(
+                request, mode: mode, start: start, deadline: timeout.map { start.advanced(by: $0) },
+                cancelCheck: cancelCheck, token: nil)
+        } catch let error as FileLockError where error.code == .timedOut {
+            throw timedOut(range, mode, since: start)
+        }
+    }
+
+    /// Locks `range` from `async` code: the kernel wait runs on a thread of its own, and
+    /// cancelling the task ends it with `CancellationError`.
+    public func lock(_ range: ByteRange = .wholeFile, mode: LockMode = .exclusive, timeout: Duration? = nil) async throws {
+        let request = try validated(range, mode)
+        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
+        try Task.checkCancellation()
+        if case .acquired = try engine.primitive.tryOnce(request, mode) { return }
+        let start = MonotonicInstant.now
+        guard timeout != .zero else { throw timedOut(range, mode, since: start) }
+        do {
+            _ = try await engine.waitOnOwnThread(
+                request, mode: mode, start: start, deadline: timeout.map { start.advanced(by: $0) })
+        } catch let error as FileLockError where error.code == .timedOut {
+            throw timedOut(range, mode, since: start)
+        }
+    }
+
+    /// Locks `range` if no one else holds a conflicting lock now; never waits.
+    public func tryLock(_ range: ByteRange = .wholeFile, mode: LockMode = .exclusive) throws -> Bool {
+        if case .acquired = try engine.primitive.tryOnce(try validated(range, mode), mode) { return true }
+        return false
+    }
+
+    /// Unlocks `range`. Unlocking the middle of a locked range leaves the two ends locked.
+    public func unlock(_ range: ByteRange = .wholeFile) throws {
+        let request = try validated(range, .shared)
+        if case .failure(let error) = System.setRangeLock(
+            descriptor, RangeLockRequest(kind: .unlock, start: request.range.start, length: request.range.length))
+        {
+            throw engine.primitive.error(error, operation: "unlock \(range) of")
+        }
+    }
+
+    /// The lock another open file holds that would conflict with locking `range` in `mode` now,
+    /// or `nil` when the range could be locked. (Our own locks never conflict.)
+    ///
+    /// Finding the holder of another process's open-file lock reads `/proc/PID/fdinfo` of every
+    /// process this user may inspect, which takes milliseconds; `lockf(.test)` skips it.
+    public func conflict(for range: ByteRange = .wholeFile, mode: LockMode = .exclusive) throws -> RangeLockConflict? {
+        try conflict(for: range, mode: mode, identifyingHolder: true)
+    }
+
+    private func conflict(
+        for range: ByteRange, mode: LockMode = .exclusive, identifyingHolder: Bool
+    ) throws -> RangeLockConflict? {
+        let request = try validated(range, mode)
+        let kind: RangeLockRequest.Kind = mode == .exclusive ? .write : .read
+        switch System.conflictingRangeLock(
+            descriptor, RangeLockRequest(kind: kind, start: request.range.start, length: request.range.length))
+        {
+        case .success(nil): return nil
+        case .success(let found?):
+            let foundRange = ByteRange(start: found.start, length: found.length)
+            return RangeLockConflict(
+                range: foundRange, mode: found.kind == .read ? .shared : .exclusive,
+                holder: identifyingHolder ? holder(pid: found.pid, range: foundRange) : nil)
+        case .failure(let error): throw engine.primitive.error(error, operation: "test \(range) of")
+        }
+    }
+
+    /// Runs `body` while holding `range`; unlocks even when `body` throws.
+    @_disfavoredOverload
+    public func withLock<Result>(
+        _ range: ByteRange = .wholeFile, mode: LockMode = .exclusive, timeout: Duration? = nil,
+        _ body: () throws -> Result
+    ) throws -> Result {
+        try lock(range, mode: mode, timeout: timeout)
+        defer { try? unlock(range) }
+        return try body()
+    }
+
+    /// Runs `body` while the current task holds `range`; unlocks even when `body` throws.
+    nonisolated(nonsending) public func withLock<Result>(
+        _ range: ByteRange = .wholeFile, mode: LockMode = .exclusive, timeout: Duration? = nil,
+        _ body: nonisolated(nonsending) () async throws -> Result
+    ) async throws -> Result {
+        try await lock(range, mode: mode, timeout: timeout)
+        defer { try? unlock(range) }
+        return try await body()
+    }
+
+    // MARK: lockf
+
+    /// POSIX `lockf`: `length` bytes from the current offset (0: to the end of the file, however it
+    /// grows; negative: the bytes before the offset), always exclusive.
+    ///
+    /// - Returns: `false` when `.tryLock` finds the range held, or `.test` finds it held by another
+    ///   open file; otherwise `true`.
+    @discardableResult
+    public func lockf(_ command: LockfCommand, length: Int64 = 0) throws -> Bool {
+        let here = try offset
+        let range: ByteRange
+        if length >= 0 {
+            range = ByteRange(start: here, length: length)
+        } else {
+            guard here + length >= 0 else {
+                throw FileLockError(
+                    .invalidConfiguration, path: path,
+                    message: "lockf length \(length) at offset \(here) of '\(path)' reaches before the start of the file")
+            }
+            range = ByteRange(start: here + length, length: -length)
+        }
+        switch command {
+        case .lock: try lock(range)
+        case .tryLock: return try tryLock(range)
+        case .unlock: try unlock(range)
+        case .test: return try conflict(for: range, identifyingHolder: false) == nil
+        }
+        return true
+    }
+
+    // MARK: Reading and writing
+
+    /// The current file offset (where `lockf` ranges start).
+    public var offset: Int64 {
+        get throws {
+            try System.seek(descriptor, to: 0, relativeToCurrent: true).mapError {
+                engine.primitive.error($0, operation: "read the offset of")
+            }.get()
+        }
+    }
+
+    /// Moves the current file offset.
+    public func seek(to offset: Int64) throws {
+        _ = try System.seek(descriptor, to: offset).mapError { engine.primitive.error($0, operation: "seek in") }.get()
+    }
+
+    /// Reads up to `count` bytes at `offset` (fewer at the end of the file).
+    public func read(count: Int, at offset: Int64) throws -> [UInt8] {
+        try System.read(descriptor, count: count, at: offset).mapError { engine.primitive.error($0, operation: "read") }
+            .get()
+    }
+
+    /// Writes all of `bytes` at `offset`.
+    public func write(_ bytes: [UInt8], at offset: Int64) throws {
+        try System.write(descriptor, bytes, at: offset).mapError { engine.primitive.error($0, operation: "write") }.get()
+    }
+
+    // MARK: Helpers
+
+    private func validated(_ range: ByteRange, _ mode: LockMode) throws -> RangePrimitive.Request {
+        guard range.start >= 0, range.length >= 0 else {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "invalid byte range start \(range.start), length \(range.length) for '\(path)': the start "
+                    + "and length must not be negative (length 0 means to the end of the file)")
+        }
+        return RangePrimitive.Request(range: range, mode: mode)
+    }
+
+    private func timedOut(_ range: ByteRange, _ mode: LockMode, since start: MonotonicInstant) -> FileLockError {
+        let holder = (try? conflict(for: range, mode: mode))?.flatMap { $0.holder }
+        return FileLockError.timedOut(
+            path: path, waited: MonotonicInstant.now.duration(since: start), holder: holder,
+            what: "\(range) of '\(path)'")
+    }
+
+    /// The holder of a conflicting lock: the kernel names POSIX holders; an open-file-description
+    /// holder (pid -1) is found through `/proc/PID/fdinfo`.
+    private func holder(pid: Int32, range: ByteRange) -> LockHolder? {
+        if pid > 0 { return LockHolder(pid: pid, host: System.hostName()) }
+        guard case .success(let status) = System.fstat(descriptor) else { return nil }
+        let end = range.length == 0 ? nil : UInt64(range.start + range.length - 1)
+        let own = System.processID
+        let holders = ProcLocks.processesHoldingRecordLock(on: status, start: UInt64(range.start), end: end)
+        // Another open file of this process may hold it too; prefer another process.
+        let chosen = holders.first { $0.pid != own } ?? holders.first
+        return chosen.map { LockHolder(pid: $0.pid, host: System.hostName(), isShared: !$0.isWrite) }
+    }
+}
+
+/// `fcntl` record locks on one descriptor, plugged into the engine for its waiting.
+struct RangePrimitive: LockPrimitive {
+    struct Request: Sendable {
+        var range: ByteRange
+        var mode: LockMode
+    }
+
+    let descriptor: Int32
+    let path: String
+    var waitStyle: WaitStyle { .kernel }
+
+    func begin(_ mode: LockMode) throws -> Request { Request(range: .wholeFile, mode: mode) }
+
+    private func raw(_ request: Request) -> RangeLockRequest {
+        RangeLockRequest(
+            kind: request.mode == .exclusive ? .write : .read, start: request.range.start, length: request.range.length)
+    }
+
+    func tryOnce(_ request: Request, _ mode: LockMode) throws -> AttemptOutcome<Request> {
+        switch System.setRangeLock(descriptor, raw(request)) {
+        case .success(true): return .acquired(request)
+        case .success(false): return .busy
+        case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
+        }
+    }
+
+    func waitOnce(_ request: Request, _ mode: LockMode) throws -> AttemptOutcome<Request> {
+        switch System.setRangeLockWaitingOnce(descriptor, raw(request)) {
+        case .success: return .acquired(request)
+        case .failure(.interrupted): return .busy
+        case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
+        }
+    }
+
+    func abandon(_ request: Request) {}
+
+    func release(_ request: Request) {
+        _ = System.setRangeLock(
+            descriptor, RangeLockRequest(kind: .unlock, start: request.range.start, length: request.range.length))
+    }
+
+    func holders() -> [LockHolder] { [] }
+
+    func error(_ error: Errno, operation: String) -> FileLockError {
+        switch error {
+        case .deadlock:
+            return FileLockError(
+                .wouldDeadlock, path: path,
+                message: "cannot \(operation) '\(path)': the kernel found a deadlock (this process waits for a "
+                    + "process that waits for a range this process holds); release your ranges and retry, or take "
+                    + "ranges in one fixed order", errno: error.rawValue)
+        case .noLocks:
+            return FileLockError(
+                .notSupportedByFilesystem, path: path,
+                message: "cannot \(operation) '\(path)': no locks available (the kernel's lock table is full, or an "
+                    + "NFS mount without lock support); use SoftFileLock on such filesystems", errno: error.rawValue)
+        case .badFileDescriptor:
+            return FileLockError(
+                .permissionDenied, path: path,
+                message: "cannot \(operation) '\(path)': the file is not open for that (an exclusive lock needs it "
+                    + "open for writing, a shared lock for reading)", errno: error.rawValue)
+        default:
+            return FileLockError.system(error, path: path, operation: operation)
+        }
+    }
+}

@@ -1,0 +1,315 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+import Subprocesses
+import Testing
+
+/// How many lock waiters the kernel lists for `path` (Linux `/proc/locks`, lines marked `->`).
+func rangeWaiterCount(_ path: String) -> Int {
+    var status = stat()
+    guard stat(path, &status) == 0, let table = readFile("/proc/locks") else { return 0 }
+    return table.split(separator: "\n").filter { $0.contains("->") && $0.contains(":\(status.st_ino) ") }.count
+}
+
+/// The reference's `os.lockf` examples, with real processes on the other side.
+@Suite("ByteRangeLock")
+struct ByteRangeLockTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    func probe(_ arguments: String...) throws -> ChildProcess {
+        try ChildProcess(TestEnvironment.probe, arguments)
+    }
+
+    @Test func wholeFileLockExcludesAnotherProcess() throws {
+        let path = folder.file("data.txt")
+        let holder = try probe("range-hold", path, "0", "0")
+        let pid = Int32(try holder.expectLine(startingWith: "acquired").split(separator: " ")[1])
+        let file = try ByteRangeLock(at: path)
+        #expect(try !file.tryLock())
+        let conflict = try #require(try file.conflict())
+        #expect(conflict.range == .wholeFile)
+        #expect(conflict.mode == .exclusive)
+        #expect(conflict.holder?.pid == pid)
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try file.tryLock())
+        try file.write(Array("Important data\n".utf8), at: 0)
+        try file.unlock()
+    }
+
+    @Test func nonBlockingAttemptFailsWhileHeld() throws {
+        let path = folder.file("shared.txt")
+        let holder = try probe("range-hold", path, "0", "0")
+        try holder.expectLine(startingWith: "acquired")
+        let file = try ByteRangeLock(at: path)
+        #expect(try !file.lockf(.tryLock))
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try file.lockf(.tryLock))
+    }
+
+    @Test func testBeforeLock() throws {
+        let path = folder.file("status.log")
+        let file = try ByteRangeLock(at: path)
+        #expect(try file.lockf(.test), "free")
+        let holder = try probe("range-hold", path, "0", "0")
+        try holder.expectLine(startingWith: "acquired")
+        #expect(try !file.lockf(.test), "held by another process")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try file.lockf(.test))
+        try file.lockf(.lock)
+        #expect(try file.lockf(.test), "our own lock is no conflict")
+        let other = try probe("range-try", path, "0", "0")
+        try other.expectLine(startingWith: "busy")
+    }
+
+    @Test func fourProcessesUpdateFiftyRecordsWithoutCorruption() throws {
+        let path = folder.file("database.bin")
+        let file = try ByteRangeLock(at: path)
+        try file.write([UInt8](repeating: 0, count: 50 * 100), at: 0)
+        let perWorker = 400
+        let workers = try (0..<4).map { _ in try probe("records", path, "50", String(perWorker)) }
+        for worker in workers { try worker.expectLine(startingWith: "ready") }
+        for worker in workers { worker.send("go") }
+        for worker in workers { try worker.expectLine(startingWith: "done", timeout: 300) }
+        var total: UInt64 = 0
+        for record in 0..<50 {
+            let bytes = try file.read(count: 100, at: Int64(record * 100))
+            var counter: UInt64 = 0
+            for (index, byte) in bytes.prefix(8).enumerated() { counter |= UInt64(byte) << (8 * UInt64(index)) }
+            total += counter
+            let body = UInt8(truncatingIfNeeded: counter % 251)
+            #expect(bytes.dropFirst(8).allSatisfy { $0 == body }, "record \(record) is torn")
+        }
+        #expect(total == UInt64(4 * perWorker), "every update of every record counted")
+    }
+
+    @Test func timeoutPatternReportsTheHolder() throws {
+        let path = folder.file("timed_lock.txt")
+        let holder = try probe("range-hold", path, "0", "0")
+        let pid = Int32(try holder.expectLine(startingWith: "acquired").split(separator: " ")[1])
+        let file = try ByteRangeLock(at: path)
+        let started = ChildProcess.now()
+        let error = #expect(throws: FileLockError.self) { try file.lock(timeout: .milliseconds(300)) }
+        #expect(error?.code == .timedOut)
+        #expect((error?.waited ?? .zero) >= .milliseconds(300))
+        #expect(ChildProcess.now() - started < 5)
+        #expect(error?.holder?.pid == pid)
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test func aWaiterWakesWhenTheRangeIsFreed() throws {
+        let path = folder.file("wake.bin")
+        let holder = try probe("range-hold", path, "0", "100")
+        try holder.expectLine(startingWith: "acquired")
+        let file = try ByteRangeLock(at: path)
+        let result = ThreadResult()
+        startThread {
+            do {
+                try file.lock(ByteRange(start: 50, length: 10), timeout: .seconds(60))
+                result.set("acquired")
+            } catch { result.set("\(error)") }
+        }
+        guard eventually("the waiter is blocked", { rangeWaiterCount(path) > 0 }) else { return }
+        holder.send("release")
+        #expect(result.wait() == "acquired")
+    }
+
+    @Test func explicitUnlockOfASectionThenLockingTheRest() throws {
+        let path = folder.file("explicit.txt")
+        let file = try ByteRangeLock(at: path)
+        try file.lockf(.lock, length: 50)
+        try file.write(Array("Locked data".utf8), at: 0)
+        try file.lockf(.unlock, length: 50)
+        try file.seek(to: 50)
+        try file.lockf(.lock, length: 0)
+        try file.write(Array("Second locked section".utf8), at: 50)
+        let first = try probe("range-try", path, "0", "50")
+        try first.expectLine(startingWith: "acquired")
+        first.send("release")
+        try first.expectLine(startingWith: "released")
+        try probe("range-try", path, "50", "10").expectLine(startingWith: "busy")
+        try probe("range-try", path, "100000", "1").expectLine(startingWith: "busy")
+    }
+
+    @Test func negativeLengthLocksTheBytesBeforeTheOffset() throws {
+        let path = folder.file("before.bin")
+        let file = try ByteRangeLock(at: path)
+        try file.seek(to: 200)
+        try file.lockf(.lock, length: -100)
+        try probe("range-try", path, "100", "100").expectLine(startingWith: "busy")
+        let after = try probe("range-try", path, "200", "10")
+        try after.expectLine(startingWith: "acquired")
+        after.send("release")
+        let error = #expect(throws: FileLockError.self) { try file.lockf(.lock, length: -500) }
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test func unlockingTheMiddleSplitsTheRange() throws {
+        let path = folder.file("split.bin")
+        let file = try ByteRangeLock(at: path)
+        try file.lock(ByteRange(start: 0, length: 300))
+        try file.unlock(ByteRange(start: 100, length: 100))
+        let middle = try probe("range-try", path, "100", "100")
+        try middle.expectLine(startingWith: "acquired")
+        middle.send("release")
+        try middle.expectLine(startingWith: "released")
+        try probe("range-try", path, "0", "100").expectLine(startingWith: "busy")
+        try probe("range-try", path, "200", "100").expectLine(startingWith: "busy")
+    }
+
+    @Test func sharedLocksShareAndExcludeWriters() throws {
+        let path = folder.file("readers.bin")
+        let file = try ByteRangeLock(at: path)
+        try file.lock(ByteRange(start: 0, length: 10), mode: .shared)
+        let reader = try probe("range-try", path, "0", "10", "--shared")
+        try reader.expectLine(startingWith: "acquired")
+        try probe("range-try", path, "0", "10").expectLine(startingWith: "busy")
+        reader.send("release")
+        try reader.expectLine(startingWith: "released")
+    }
+
+    @Test func twoObjectsOnOneFileExcludeEachOtherInOneProcess() throws {
+        let path = folder.file("threads.bin")
+        let first = try ByteRangeLock(at: path)
+        let second = try ByteRangeLock(at: path)
+        try first.lock(ByteRange(start: 0, length: 10))
+        #expect(try !second.tryLock(ByteRange(start: 5, length: 10)))
+        #expect(try second.tryLock(ByteRange(start: 10, length: 10)))
+    }
+
+    @Test func closingAnotherDescriptorOfTheFileKeepsOurLock() throws {
+        // The OFD advantage: with POSIX locks this close would drop the lock (see the test below).
+        let path = folder.file("ofd.bin")
+        let file = try ByteRangeLock(at: path)
+        try file.lock(ByteRange(start: 0, length: 100))
+        let unrelated = open(path, O_RDONLY | O_CLOEXEC)
+        #expect(unrelated >= 0)
+        close(unrelated)
+        try probe("range-try", path, "0", "100").expectLine(startingWith: "busy")
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python is not installed"))
+    func thePosixTrapThatOpenFileLocksAvoid() throws {
+        // Python's fcntl.lockf takes POSIX locks: closing any other descriptor of the file in that
+        // process silently drops them.
+        let path = folder.file("trap.bin")
+        writeFile(path, "")
+        let python = try ChildProcess(
+            TestEnvironment.python ?? "python3",
+            [
+                "-c",
+                """
+                import fcntl, os, sys
+                fd = os.open(sys.argv[1], os.O_RDWR)
+                fcntl.lockf(fd, fcntl.LOCK_EX, 100, 0, 0)
+                print("locked", flush=True); sys.stdin.readline()
+                os.close(os.open(sys.argv[1], os.O_RDONLY))
+                print("closed-other", flush=True); sys.stdin.readline()
+                """,
+                path,
+            ])
+        try python.expectLine(startingWith: "locked")
+        let file = try ByteRangeLock(at: path)
+        #expect(try !file.tryLock(ByteRange(start: 0, length: 100)))
+        python.send("go")
+        try python.expectLine(startingWith: "closed-other")
+        #expect(try file.tryLock(ByteRange(start: 0, length: 100)), "the POSIX lock was dropped by an unrelated close")
+        python.send("go")
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python is not installed"))
+    func pythonLocksBytes0To99() throws {
+        let path = folder.file("py-range.bin")
+        writeFile(path, "")
+        for call in ["os.lockf(fd, os.F_LOCK, 100)", "fcntl.lockf(fd, fcntl.LOCK_EX, 100, 0, 0)"] {
+            let python = try ChildProcess(
+                TestEnvironment.python ?? "python3",
+                [
+                    "-c",
+                    """
+                    import fcntl, os, sys
+                    fd = os.open(sys.argv[1], os.O_RDWR)
+                    \(call)
+                    print("locked", os.getpid(), flush=True); sys.stdin.readline()
+                    """,
+                    path,
+                ])
+            let pid = Int32(try python.expectLine(startingWith: "locked").split(separator: " ")[1])
+            let file = try ByteRangeLock(at: path)
+            #expect(try !file.tryLock(ByteRange(start: 50, length: 100)), "\(call)")
+            #expect(try file.conflict(for: ByteRange(start: 50, length: 100))?.holder?.pid == pid)
+            #expect(try file.tryLock(ByteRange(start: 100, length: 100)), "\(call)")
+            python.send("go")
+            try python.waitForExit()
+        }
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python is not installed"))
+    func swiftLocksBytes0To99() throws {
+        let path = folder.file("swift-range.bin")
+        let holder = try probe("range-hold", path, "0", "100")
+        try holder.expectLine(startingWith: "acquired")
+        let python = try ChildProcess(
+            TestEnvironment.python ?? "python3",
+            [
+                "-c",
+                """
+                import fcntl, os, sys
+                fd = os.open(sys.argv[1], os.O_RDWR)
+                def attempt(length, start):
+                    try:
+                        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start, 0)
+                        fcntl.lockf(fd, fcntl.LOCK_UN, length, start, 0)
+                        return "free"
+                    except OSError:
+                        return "busy"
+                print(attempt(100, 50), attempt(100, 100), flush=True)
+                os.lseek(fd, 50, os.SEEK_SET)
+                try:
+                    os.lockf(fd, os.F_TLOCK, 100); print("free", flush=True)
+                except OSError:
+                    print("busy", flush=True)
+                """,
+                path,
+            ])
+        #expect(try python.readLine() == "busy free")
+        #expect(try python.readLine() == "busy")
+    }
+
+    @Test func asyncLockAndCancellation() async throws {
+        let path = folder.file("async.bin")
+        let holder = try ByteRangeLock(at: path)
+        try await holder.lock(ByteRange(start: 0, length: 10))
+        let file = try ByteRangeLock(at: path)
+        let waiter = Task { try await file.lock(ByteRange(start: 0, length: 10), timeout: .seconds(600)) }
+        guard await eventually("the task waits in the kernel", { rangeWaiterCount(path) > 0 }) else { return }
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        try holder.unlock(ByteRange(start: 0, length: 10))
+        let value = try await file.withLock(ByteRange(start: 0, length: 10)) { 7 }
+        #expect(value == 7)
+    }
+
+    @Test func invalidRangesAreRejected() throws {
+        let path = folder.file("bad.bin")
+        let file = try ByteRangeLock(at: path)
+        let error = #expect(throws: FileLockError.self) { try file.lock(ByteRange(start: -1, length: 10)) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains(path) == true)
+        #expect(throws: FileLockError.self) { try file.lock(ByteRange(start: 0, length: -10)) }
+    }
+
+    @Test func aSymbolicLinkIsRefused() throws {
+        let target = folder.file("target")
+        writeFile(target, "precious")
+        symlink(target, folder.file("link.bin"))
+        let error = #expect(throws: FileLockError.self) { _ = try ByteRangeLock(at: folder.file("link.bin")) }
+        #expect(error?.code == .isSymbolicLink)
+    }
+}
