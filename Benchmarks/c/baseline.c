@@ -10,6 +10,10 @@
 //                                    the same for waiters that poll instead of blocking in the
 //                                    kernel (Python filelock): release 20-70 ms after "go", at a
 //                                    random phase of the waiter's poll interval
+//   baseline range-cycle PATH N      ns per fcntl(F_OFD_SETLK) lock + unlock of bytes 100-199 of an open file
+//   baseline range-waiter PATH       like waiter, with a blocking F_OFD_SETLKW on bytes 0-99
+//   baseline range-holder PATH N CMD...
+//                                    like holder, holding bytes 0-99 with an OFD lock
 //   baseline soft-cycle PATH N       ns per marker cycle: open(O_CREAT|O_EXCL)+write(record)+close+unlink
 //   baseline soft-holder PATH N CMD...
 //                                    like holder-timed, with a marker file: create it, tell the
@@ -51,6 +55,41 @@ static int cycle(const char *path, long n) {
     return 0;
 }
 
+#ifndef F_OFD_SETLK
+#define F_OFD_GETLK 36
+#define F_OFD_SETLK 37
+#define F_OFD_SETLKW 38
+#endif
+
+static int range_lock(int fd, int command, short type, off_t start, off_t length) {
+    struct flock lock = { .l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = length, .l_pid = 0 };
+    return fcntl(fd, command, &lock);
+}
+
+static int range_cycle(const char *path, long n) {
+    int fd = open_lock(path);
+    long long start = now_ns();
+    for (long i = 0; i < n; i++) {
+        if (range_lock(fd, F_OFD_SETLK, F_WRLCK, 100, 100) != 0) { perror("fcntl"); return 1; }
+        range_lock(fd, F_OFD_SETLK, F_UNLCK, 100, 100);
+    }
+    printf("%.1f\n", (double)(now_ns() - start) / n);
+    return 0;
+}
+
+static int range_waiter(const char *path) {
+    char line[64];
+    int fd = open_lock(path);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (fgets(line, sizeof line, stdin)) {
+        if (range_lock(fd, F_OFD_SETLKW, F_WRLCK, 0, 100) != 0) { perror("fcntl"); return 1; }
+        long long woke = now_ns();
+        range_lock(fd, F_OFD_SETLK, F_UNLCK, 0, 100);
+        printf("%lld\n", woke);
+    }
+    return 0;
+}
+
 static int soft_cycle(const char *path, long n) {
     char record[128];
     int length = snprintf(record, sizeof record, "%d\nbenchmark-host\n", getpid());
@@ -89,13 +128,13 @@ static int has_waiter(unsigned maj, unsigned min, unsigned long ino) {
     char needle[64];
     snprintf(needle, sizeof needle, "%02x:%02x:%lu ", maj, min, ino);
     while (fgets(line, sizeof line, f)) {
-        if (strstr(line, "->") && strstr(line, "FLOCK") && strstr(line, needle)) { found = 1; break; }
+        if (strstr(line, "->") && strstr(line, needle)) { found = 1; break; }
     }
     fclose(f);
     return found;
 }
 
-static int holder(const char *path, long n, char **command, int timed, int soft) {
+static int holder(const char *path, long n, char **command, int timed, int soft, int range) {
     int to_child[2], from_child[2];
     if (pipe(to_child) || pipe(from_child)) { perror("pipe"); return 1; }
     pid_t pid = fork();
@@ -124,6 +163,8 @@ static int holder(const char *path, long n, char **command, int timed, int soft)
             while ((marker = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) usleep(100);
             if (write(marker, record, (size_t)length) != length) { perror("write"); return 1; }
             close(marker);
+        } else if (range) {
+            if (range_lock(fd, F_OFD_SETLK, F_WRLCK, 0, 100) != 0) { perror("fcntl"); return 1; }
         } else if (flock(fd, LOCK_EX) != 0) { perror("flock"); return 1; }
         fputs("go\n", out);
         if (timed) {
@@ -134,7 +175,9 @@ static int holder(const char *path, long n, char **command, int timed, int soft)
             usleep(2000);
         }
         long long released = now_ns();
-        if (soft) unlink(path); else flock(fd, LOCK_UN);
+        if (soft) unlink(path);
+        else if (range) range_lock(fd, F_OFD_SETLK, F_UNLCK, 0, 100);
+        else flock(fd, LOCK_UN);
         if (!fgets(line, sizeof line, in)) { fprintf(stderr, "waiter ended\n"); return 1; }
         printf("%lld\n", atoll(line) - released);
     }
@@ -147,9 +190,12 @@ static int holder(const char *path, long n, char **command, int timed, int soft)
 int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "cycle") == 0) return cycle(argv[2], atol(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "waiter") == 0) return waiter(argv[2]);
-    if (argc >= 5 && strcmp(argv[1], "holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0, 0);
-    if (argc >= 5 && strcmp(argv[1], "holder-timed") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 0);
-    if (argc >= 5 && strcmp(argv[1], "soft-holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 1);
+    if (argc >= 5 && strcmp(argv[1], "holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0, 0, 0);
+    if (argc >= 5 && strcmp(argv[1], "holder-timed") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 0, 0);
+    if (argc >= 5 && strcmp(argv[1], "soft-holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 1, 0);
+    if (argc >= 5 && strcmp(argv[1], "range-holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0, 0, 1);
+    if (argc >= 4 && strcmp(argv[1], "range-cycle") == 0) return range_cycle(argv[2], atol(argv[3]));
+    if (argc >= 3 && strcmp(argv[1], "range-waiter") == 0) return range_waiter(argv[2]);
     if (argc >= 4 && strcmp(argv[1], "soft-cycle") == 0) return soft_cycle(argv[2], atol(argv[3]));
     fprintf(stderr, "usage: baseline cycle PATH N | waiter PATH | holder PATH N CMD...\n");
     return 2;

@@ -67,5 +67,27 @@ extension ReadmeExamplesTests {
     }
 }
 
+extension ReadmeExamplesTests {
+    @Test func byteRangeLockExample() throws {
+        let folder = try TemporaryFolder()
+        let records = try ByteRangeLock(at: folder.file("database.bin"))
+        let record = ByteRange(start: 7 * 100, length: 100)  // length 0: to the end of the file, however it grows
+        try records.withLock(record, timeout: .seconds(5)) {
+            var bytes = try records.read(count: 100, at: record.start)
+            if !bytes.isEmpty { bytes[0] &+= 1 }
+            try records.write(bytes, at: record.start)
+        }
+        if let conflict = try records.conflict(for: record) {  // F_TEST, with who holds it
+            print("\(conflict.range) is held by \(conflict.holder.map(String.init(describing:)) ?? "another process")")
+        }
+
+        // Code ported from C or Python's os.lockf reads the same: lengths count from the current offset.
+        try records.seek(to: 50)
+        try records.lockf(.lock, length: 100)  // F_LOCK bytes 50-149; .tryLock, .unlock, .test as in lockf
+        try records.lockf(.unlock, length: 100)
+        #expect(try records.conflict(for: record) == nil)
+    }
+}
+
 private let readmeDownloads = Atomic<Int>(0)
 private func downloadIntoCache() async throws { readmeDownloads.add(1, ordering: .relaxed) }

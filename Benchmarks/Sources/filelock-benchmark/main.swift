@@ -7,6 +7,8 @@
 //                                               timeout (acquire(timeout: 60 s)) | async
 //   filelock-benchmark soft-cycle PATH N        ns per SoftFileLock acquire+release
 //   filelock-benchmark soft-waiter PATH         waiter (as above) with SoftFileLock.acquire(timeout: nil)
+//   filelock-benchmark range-cycle PATH N       ns per ByteRangeLock lock + unlock of bytes 100-199
+//   filelock-benchmark range-waiter PATH        waiter (as above) locking bytes 0-99 with ByteRangeLock
 
 #if canImport(Glibc)
     import Glibc
@@ -27,11 +29,33 @@ func say(_ line: String) {
 }
 
 let arguments = CommandLine.arguments
-guard arguments.count >= 4 || (arguments.count == 3 && arguments[1] == "soft-waiter") else {
+guard arguments.count >= 4 || (arguments.count == 3 && arguments[1].hasSuffix("-waiter")) else {
     say("usage: filelock-benchmark cycle|reacquire PATH N | waiter PATH blocking|timeout|async")
     exit(2)
 }
 let path = arguments[2]
+if arguments[1].hasPrefix("range-") {
+    let file = try ByteRangeLock(at: path)
+    if arguments[1] == "range-cycle" {
+        let count = Int(arguments[3])!
+        let record = ByteRange(start: 100, length: 100)
+        let start = nowNanoseconds()
+        for _ in 0..<count {
+            try file.lock(record, timeout: nil)
+            try file.unlock(record)
+        }
+        say(String(Double(nowNanoseconds() - start) / Double(count)))
+    } else {
+        let record = ByteRange(start: 0, length: 100)
+        while readLine() != nil {
+            try file.lock(record, timeout: nil)
+            let woke = nowNanoseconds()
+            try file.unlock(record)
+            say(String(woke))
+        }
+    }
+    exit(0)
+}
 let lock: any CrossProcessLock = arguments[1].hasPrefix("soft") ? try SoftFileLock(at: path) : try FileLock(at: path)
 
 switch arguments[1] {
