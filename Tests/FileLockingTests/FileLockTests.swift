@@ -307,6 +307,20 @@ struct FileLockTests {
         #expect(!lock.isLocked)
     }
 
+    @Test func aForkedChildDoesNotUnlockItsParentsLock() throws {
+        let path = folder.file("fork.lock")
+        let lock = try FileLock(at: path)
+        try lock.acquire()
+        let child = fork()
+        if child == 0 {
+            lock.release()  // inherited hold on the shared open file: must not unlock it
+            _exit(0)
+        }
+        #expect(waitForChild(child) == 0)
+        #expect(try !FileLock(at: path).tryAcquire(), "the child's release unlocked the parent's lock")
+        lock.release()
+    }
+
     @Test func negativeTimeoutIsRejected() throws {
         let path = folder.file("neg.lock")
         let error = #expect(throws: FileLockError.self) { _ = try FileLock(at: path, timeout: .seconds(-1)) }

@@ -148,21 +148,77 @@ struct SoftFileLockTests {
         #expect(readFile(path)?.contains("some-other-host") == true)
     }
 
-    @Test(arguments: ["", "garbage", "12\n", "1\n2\n3\n4\n", "abc\nhost\n", "99999999999\nhost\n", "5\nhost\nnot-a-token\n"])
-    func aFreshMalformedMarkerIsLeftAloneAndAnOldOneIsBroken(contents: String) throws {
+    @Test(arguments: ["garbage", "12\n", "1\n2\n3\n4\n", "abc\nhost\n", "99999999999\nhost\n", "5\nhost\nnot-a-token\n", "4242\nvm"])
+    func aMalformedMarkerIsBrokenOnlyAfterTwoSecondsUnchanged(contents: String) throws {
+        // Timed on this host's clock from when we first see it (not by its mtime, which an NFS
+        // server's clock sets): an old mtime alone does not make it stale.
         let path = folder.file("malformed.lock")
-        writeMarker(path, contents)
+        writeMarker(path, contents, ageSeconds: 3600)
         let lock = try SoftFileLock(at: path)
         #expect(try !lock.tryAcquire(), "a writer may be between create and write")
-        writeMarker(path, contents, ageSeconds: 10)
-        #expect(try lock.tryAcquire())
+        let started = ChildProcess.now()
+        try lock.acquire(timeout: .seconds(20))
+        #expect(ChildProcess.now() - started >= 1.5)
+        #expect(lock.isHeldByUs)
         lock.release()
+    }
+
+    @Test func aMarkerThatChangesIsNotAbandoned() throws {
+        let path = folder.file("changing.lock")
+        let lock = try SoftFileLock(at: path)
+        for round in 0..<6 {
+            writeMarker(path, "garbage \(round)")
+            #expect(try !lock.tryAcquire())
+            usleep(500_000)
+        }
+    }
+
+    @Test func anEmptyMarkerIsNeverBrokenAsInPythonFilelock() throws {
+        // Python filelock before 3.22 keeps the marker empty for the whole hold.
+        let path = folder.file("empty.lock")
+        writeMarker(path, "", ageSeconds: 3600)
+        let lock = try SoftFileLock(at: path)
+        let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .seconds(3)) }
+        #expect(error?.code == .timedOut)
+        #expect(access(path, F_OK) == 0)
     }
 
     @Test func anOversizedMarkerIsMalformed() throws {
         let path = folder.file("big.lock")
-        writeMarker(path, "1\n" + String(repeating: "h", count: 2000) + "\n", ageSeconds: 10)
-        #expect(try SoftFileLock(at: path).tryAcquire())
+        writeMarker(path, "1\n" + String(repeating: "h", count: 2000) + "\n")
+        #expect(try !SoftFileLock(at: path).tryAcquire())
+        try SoftFileLock(at: path).acquire(timeout: .seconds(20))
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func anotherUsersUnreadableMarkerMeansWaitNotFail() throws {
+        chmod(folder.path, 0o777)
+        let probe = folder.file("lock-probe")
+        #expect(runShell("cp '\(TestEnvironment.probe)' '\(probe)' && chmod 755 '\(probe)'") == 0)
+        let path = folder.file("private.lock")
+        let lock = try SoftFileLock(at: path)
+        try lock.acquire()
+        defer { lock.release() }
+        let child = try ChildProcess(
+            "setpriv",
+            ["--reuid=nobody", "--regid=nogroup", "--clear-groups", probe, "hold", path, "--kind", "soft", "--timeout", "1"])
+        let line = try child.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error timedOut"), "\(line)")
+    }
+
+    @Test func aForkedChildDoesNotReleaseItsParentsLock() throws {
+        let path = folder.file("fork.lock")
+        let lock = try SoftFileLock(at: path)
+        try lock.acquire()
+        let child = fork()
+        if child == 0 {
+            lock.release()  // inherited hold: must leave the parent's marker alone
+            _exit(access(path, F_OK) == 0 ? 0 : 1)
+        }
+        #expect(waitForChild(child) == 0, "the child's release removed the parent's marker")
+        #expect(lock.isHeldByUs)
+        #expect(try !SoftFileLock(at: path).tryAcquire())
+        lock.release()
     }
 
     @Test func lifetimeBreaksEvenALiveHoldersMarker() throws {
@@ -321,4 +377,19 @@ struct SoftMarkerFormatTests {
         #expect(UInt64(boot.prefix(16), radix: 16) == token.bootHigh)
         #expect(UInt64(boot.suffix(16), radix: 16) == token.bootLow)
     }
+}
+
+/// Waits (bounded) for a forked child and returns its exit code; kills it after 30 s.
+func waitForChild(_ child: pid_t) -> Int32 {
+    var status: Int32 = 0
+    let deadline = ChildProcess.now() + 30
+    while waitpid(child, &status, WNOHANG) == 0 {
+        if ChildProcess.now() > deadline {
+            kill(child, SIGKILL)
+            waitpid(child, &status, 0)
+            return -1
+        }
+        usleep(1000)
+    }
+    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
 }

@@ -87,6 +87,9 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         var hold: Primitive.Hold
         var count: Int
         var mode: LockMode
+        /// The fork generation that took it: a child forked without exec must not release
+        /// (unlock, unlink) what its parent still holds.
+        var generation: Int
     }
 
     let primitive: Primitive
@@ -106,10 +109,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             defer { records.removeAll() }
             return records
         }
-        for record in remaining {
-            node.removeHolding(owner: record.owner, lockObject: ObjectIdentifier(self))
-            primitive.release(record.hold)
-        }
+        for record in remaining { finishRelease(record) }
     }
 
     var path: String { primitive.path }
@@ -160,7 +160,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     private func record(_ hold: Primitive.Hold, owner: Owner, mode: LockMode) {
         node.recordHolding(owner: owner, lockObject: ObjectIdentifier(self))
-        holds.withLock { $0.append(HoldRecord(owner: owner, hold: hold, count: 1, mode: mode)) }
+        let generation = ForkGeneration.current
+        holds.withLock { $0.append(HoldRecord(owner: owner, hold: hold, count: 1, mode: mode, generation: generation)) }
     }
 
     // MARK: Acquire (synchronous)
@@ -419,6 +420,10 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     private func finishRelease(_ record: HoldRecord) {
         node.removeHolding(owner: record.owner, lockObject: ObjectIdentifier(self))
-        primitive.release(record.hold)
+        if record.generation == ForkGeneration.current {
+            primitive.release(record.hold)
+        } else {
+            primitive.forget(record.hold)
+        }
     }
 }

@@ -54,6 +54,9 @@ protocol LockPrimitive: Sendable {
     /// Releases a hold. Must not fail: a release that cannot be done cleanly still frees
     /// everything the hold owned.
     func release(_ hold: Hold)
+    /// Lets go of a hold inherited across `fork` without touching the lock, which still belongs to
+    /// the parent (closes descriptors only).
+    func forget(_ hold: Hold)
     /// Who holds the lock now, as far as can be seen; empty when free or unknown.
     func holders() -> [LockHolder]
 }

@@ -383,6 +383,8 @@ struct RangePrimitive: LockPrimitive {
             descriptor, RangeLockRequest(kind: .unlock, start: request.range.start, length: request.range.length))
     }
 
+    func forget(_ request: Request) {}
+
     func holders() -> [LockHolder] { [] }
 
     func error(_ error: Errno, operation: String) -> FileLockError {

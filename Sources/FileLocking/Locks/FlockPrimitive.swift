@@ -94,6 +94,11 @@ struct FlockPrimitive: LockPrimitive {
         System.close(descriptor)
     }
 
+    func forget(_ descriptor: Int32) {
+        // The parent shares this open file and its lock: closing our copy leaves both alone.
+        System.close(descriptor)
+    }
+
     func holders() -> [LockHolder] {
         guard case .success(let status) = System.lstat(lockPath.absolute), status.isRegularFile else { return [] }
         let host = System.hostName()

@@ -79,26 +79,17 @@ extension StringProtocol {
 }
 
 /// The encoded record of this process, cached: formatting the start token costs more than the
-/// system calls of an acquisition.
+/// system calls of an acquisition. Keyed by fork generation, so a forked child makes its own.
 final class OwnRecordCache: Sendable {
     static let shared = OwnRecordCache()
 
-    private let cache = Mutex<[UInt8]?>(nil)
-
-    private init() {
-        ForkHandlers.register(prepare: {}, parent: {}, child: { OwnRecordCache.shared.forget() })
-    }
+    private let cache = Mutex<(generation: Int, bytes: [UInt8])?>(nil)
 
     var encoded: [UInt8] {
-        cache.withLock { cached in
-            if let cached { return cached }
-            let made = MarkerRecord.current.encoded
-            cached = made
-            return made
-        }
-    }
-
-    private func forget() {
-        cache.withLock { $0 = nil }
+        let generation = ForkGeneration.current
+        if let cached = cache.withLock({ $0 }), cached.generation == generation { return cached.bytes }
+        let made = MarkerRecord.current.encoded
+        cache.withLock { $0 = (generation, made) }
+        return made
     }
 }

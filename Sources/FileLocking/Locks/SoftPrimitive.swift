@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A lock that is the existence of a marker file: the primitive behind `SoftFileLock`.
 ///
 /// Acquire creates the marker with `O_CREAT | O_EXCL | O_NOFOLLOW` and writes this process's
@@ -33,8 +35,21 @@ struct SoftPrimitive: LockPrimitive {
     struct Observed {
         var identity: FileIdentity
         var modified: UnixTime
+        var changed: UnixTime
+        var size: Int64
         var record: MarkerRecord?
+        /// `false` when we may not read it (another user's marker): busy, never judged stale.
+        var isReadable = true
+
+        /// What must stay the same for a malformed marker to count as abandoned.
+        var version: MarkerVersion { MarkerVersion(identity: identity, modified: modified, changed: changed, size: size) }
     }
+
+    /// When each malformed marker version was first seen, on this host's monotonic clock: a
+    /// marker is abandoned once it has not changed for the grace period. Comparing its mtime with
+    /// our wall clock instead would break a peer's half-written marker on an NFS server whose
+    /// clock runs behind.
+    let malformedSince = MalformedMarkerClock()
 
     func begin(_ mode: LockMode) throws -> Attempt { Attempt() }
 
@@ -44,7 +59,11 @@ struct SoftPrimitive: LockPrimitive {
             if let hold = try create() { return .acquired(hold) }
             guard let observed = try inspect() else { continue }
             guard isStale(observed) else { return .busy }
-            if let hold = try takeOver(observed) { return .acquired(hold) }
+            switch try takeOver(observed) {
+            case .won(let hold): return .acquired(hold)
+            case .lost: continue
+            case .cannotBreak: return .busy
+            }
         }
         return .busy
     }
@@ -75,9 +94,18 @@ struct SoftPrimitive: LockPrimitive {
         // Our marker was displaced (a lifetime expired, or a breaker's swap is in flight): leave
         // the path alone, and make our own inode read as malformed so that, should it come back,
         // it is breakable after the grace period instead of naming a live process that holds nothing.
+        markReleased(hold.descriptor)
+    }
+
+    func forget(_ hold: Hold) {
+        // A child forked without exec: the marker is the parent's.
+        System.close(hold.descriptor)
+    }
+
+    private func markReleased(_ descriptor: Int32) {
         let released = Array("filelock/released\n".utf8)
-        _ = System.truncate(hold.descriptor, to: 0)
-        _ = System.writeAll(hold.descriptor, released)
+        _ = System.write(descriptor, released, at: 0)
+        _ = System.truncate(descriptor, to: Int64(released.count))
     }
 
     func holders() -> [LockHolder] {
@@ -142,6 +170,12 @@ struct SoftPrimitive: LockPrimitive {
         switch System.open(lockPath.cAbsolute, flags: OpenFlags.readOnlyNonBlocking, mode: 0) {
         case .success(let opened): descriptor = opened
         case .failure(.noSuchFile): return nil
+        case .failure(.accessDenied):
+            // Another user's marker we may not read: it is held, by someone we cannot name.
+            guard case .success(let status) = System.lstat(lockPath.absolute) else { return nil }
+            var observed = Observed(status, record: nil)
+            observed.isReadable = false
+            return observed
         case .failure(let error): throw FileLockError.system(error, path: path, operation: "read")
         }
         defer { System.close(descriptor) }
@@ -153,13 +187,10 @@ struct SoftPrimitive: LockPrimitive {
                 message: "'\(path)' is not a regular file (a device, FIFO or socket?); choose another lock file path")
         }
         let bytes = (try? System.read(descriptor, count: MarkerRecord.maximumSize + 1, at: 0).get()) ?? []
-        return Observed(
-            identity: FileIdentity(status),
-            modified: UnixTime(seconds: status.modificationSeconds, nanoseconds: status.modificationNanoseconds),
-            record: MarkerRecord(parsing: bytes))
+        return Observed(status, record: MarkerRecord(parsing: bytes))
     }
 
-    /// Stale only on proof: past the lifetime; malformed and older than the grace period; or
+    /// Stale only on proof: past the lifetime; malformed and unchanged for the grace period; or
     /// from this host with its process gone or its pid recycled. Another host's marker is never
     /// judged by liveness.
     func isStale(_ observed: Observed) -> Bool {
@@ -167,7 +198,13 @@ struct SoftPrimitive: LockPrimitive {
         let age = Duration.seconds(seconds - observed.modified.seconds)
             + .nanoseconds(Int64(nanoseconds) - Int64(observed.modified.nanoseconds))
         if let lifetime, age >= lifetime { return true }
-        guard let record = observed.record else { return age >= Self.malformedGrace }
+        guard observed.isReadable else { return false }
+        guard let record = observed.record else {
+            // An empty marker is never broken, as in Python filelock: its older releases keep the
+            // marker empty for the whole hold.
+            guard observed.size > 0 else { return false }
+            return malformedSince.unchangedDuration(of: observed.version) >= Self.malformedGrace
+        }
         guard record.host == ProcessIdentity.hostName else { return false }
         guard ProcessIdentity.isAlive(record.pid) else { return true }
         guard let recorded = record.startToken, let current = ProcessIdentity.startToken(of: record.pid) else {
@@ -176,9 +213,18 @@ struct SoftPrimitive: LockPrimitive {
         return !current.isSameStart(as: recorded)
     }
 
+    enum TakeOver {
+        case won(Hold)
+        /// Someone else got there first (or the marker changed): look again.
+        case lost
+        /// This filesystem cannot swap names atomically, so a stale marker stays (as in Python
+        /// filelock: moving it aside would leave the path empty and let two processes in).
+        case cannotBreak
+    }
+
     /// Replaces the stale marker `observed` with ours in one atomic exchange, so the path is
-    /// never empty and of two breakers only the first wins. `nil` when someone else got there first.
-    private func takeOver(_ observed: Observed) throws -> Hold? {
+    /// never empty and of two breakers only the first wins.
+    private func takeOver(_ observed: Observed) throws -> TakeOver {
         let aside = lockPath.absolute + ".break.\(System.processID).\(randomHex())"
         let descriptor: Int32
         switch System.open(CPath(aside), flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? 0o600) {
@@ -186,36 +232,45 @@ struct SoftPrimitive: LockPrimitive {
         case .failure(let error): throw FileLockError.system(error, path: path, operation: "break a stale")
         }
         let ours = try fill(descriptor, at: aside)
-        func giveUp() -> Hold? {
-            if case .success(let status) = System.lstat(aside), FileIdentity(status) == ours.identity {
-                _ = System.unlink(aside)
-            }
-            System.close(ours.descriptor)
-            return nil
+        guard stillThere(observed, at: lockPath.absolute) else {
+            discard(ours, at: aside)
+            return .lost
         }
-        guard stillThere(observed, at: lockPath.absolute) else { return giveUp() }
         switch System.exchange(aside, lockPath.absolute) {
         case .success:
             if stillThere(observed, at: aside) {
                 _ = System.unlink(aside)
-                return ours
+                return .won(ours)
             }
-            // We swapped out a marker we had not judged: put it back.
-            _ = System.exchange(aside, lockPath.absolute)
-            return giveUp()
+            // We swapped out a marker we had not judged (another breaker won meanwhile): swap
+            // until our own marker is back in `aside`, whatever order other breakers undo theirs.
+            let deadline = MonotonicInstant.now.advanced(by: .seconds(2))
+            while !isOurs(ours, at: aside) && MonotonicInstant.now < deadline {
+                guard case .success = System.exchange(aside, lockPath.absolute) else { break }
+            }
+            discard(ours, at: aside)
+            return .lost
+        case .failure(let error)
+        where error == .invalidArgument || error.isNotSupported || error == .crossDevice:
+            discard(ours, at: aside)
+            return .cannotBreak
         case .failure:
-            // No atomic exchange on this filesystem: move the stale marker aside, check it is the
-            // one we judged, and delete it; the next try creates ours.
-            _ = giveUp()
-            let moved = lockPath.absolute + ".break.\(System.processID).\(randomHex())"
-            guard case .success = System.rename(lockPath.absolute, to: moved) else { return nil }
-            if !stillThere(observed, at: moved) {
-                // Not the stale one: restore it unless someone has created a marker meanwhile.
-                _ = System.link(moved, to: lockPath.absolute)
-            }
-            _ = System.unlink(moved)
-            return nil
+            discard(ours, at: aside)
+            return .lost
         }
+    }
+
+    /// Gives up our would-be marker: marked released first, so that wherever it ended up it reads
+    /// as malformed (breakable) rather than as a live holder.
+    private func discard(_ ours: Hold, at aside: String) {
+        markReleased(ours.descriptor)
+        if isOurs(ours, at: aside) { _ = System.unlink(aside) }
+        System.close(ours.descriptor)
+    }
+
+    private func isOurs(_ ours: Hold, at name: String) -> Bool {
+        guard case .success(let status) = System.lstat(name) else { return false }
+        return FileIdentity(status) == ours.identity
     }
 
     private func stillThere(_ observed: Observed, at name: String) -> Bool {
@@ -230,6 +285,40 @@ struct SoftPrimitive: LockPrimitive {
             return String(repeating: "0", count: 16 - digits.count) + digits
         }
         return hex(UInt64.random(in: .min ... .max)) + hex(UInt64.random(in: .min ... .max))
+    }
+}
+
+extension SoftPrimitive.Observed {
+    init(_ status: FileStatus, record: MarkerRecord?) {
+        self.init(
+            identity: FileIdentity(status),
+            modified: UnixTime(seconds: status.modificationSeconds, nanoseconds: status.modificationNanoseconds),
+            changed: UnixTime(seconds: status.changeSeconds, nanoseconds: status.changeNanoseconds),
+            size: status.size, record: record)
+    }
+}
+
+/// One version of a marker file: any write, replacement or touch makes a new one.
+struct MarkerVersion: Hashable, Sendable {
+    var identity: FileIdentity
+    var modified: UnixTime
+    var changed: UnixTime
+    var size: Int64
+}
+
+/// When each malformed marker version was first seen by this lock object.
+final class MalformedMarkerClock: Sendable {
+    private let firstSeen = Mutex<[MarkerVersion: MonotonicInstant]>([:])
+
+    /// How long `version` has been seen unchanged (zero the first time).
+    func unchangedDuration(of version: MarkerVersion) -> Duration {
+        let now = MonotonicInstant.now
+        return firstSeen.withLock { seen in
+            if let first = seen[version] { return now.duration(since: first) }
+            if seen.count >= 16 { seen.removeAll() }
+            seen[version] = now
+            return .zero
+        }
     }
 }
 

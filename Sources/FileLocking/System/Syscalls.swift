@@ -41,6 +41,7 @@ struct Errno: Error, Equatable, Sendable, CustomStringConvertible {
     static let systemFileTableFull = Errno(rawValue: ENFILE)
     static let noSpace = Errno(rawValue: ENOSPC)
     static let quotaExceeded = Errno(rawValue: EDQUOT)
+    static let crossDevice = Errno(rawValue: EXDEV)
 
     /// `ENOTSUP` and `EOPNOTSUPP` are the same number on Linux but not everywhere.
     var isNotSupported: Bool {
@@ -86,6 +87,8 @@ struct FileStatus: Sendable, Equatable {
     var size: Int64
     var modificationSeconds: Int64
     var modificationNanoseconds: Int32
+    var changeSeconds: Int64
+    var changeNanoseconds: Int32
 
     init(_ raw: CStat) {
         // dev_t is signed on Darwin: keep the bits.
@@ -98,9 +101,13 @@ struct FileStatus: Sendable, Equatable {
         #if canImport(Darwin)
             modificationSeconds = Int64(raw.st_mtimespec.tv_sec)
             modificationNanoseconds = Int32(raw.st_mtimespec.tv_nsec)
+            changeSeconds = Int64(raw.st_ctimespec.tv_sec)
+            changeNanoseconds = Int32(raw.st_ctimespec.tv_nsec)
         #else
             modificationSeconds = Int64(raw.st_mtim.tv_sec)
             modificationNanoseconds = Int32(raw.st_mtim.tv_nsec)
+            changeSeconds = Int64(raw.st_ctim.tv_sec)
+            changeNanoseconds = Int32(raw.st_ctim.tv_nsec)
         #endif
     }
 

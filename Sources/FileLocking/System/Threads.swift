@@ -1,6 +1,8 @@
 // Threads, clocks and the signal that ends a blocking kernel wait: the C-library side of the
 // engine's waiting. The policy (when to interrupt, what a wake-up means) lives in Engine/.
 
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -110,6 +112,17 @@ enum Threads {
         var remaining = timespec()
         while nanosleep(&request, &remaining) == -1 && errno == EINTR { request = remaining }
     }
+}
+
+/// Counts forks: a child without exec sees a new generation, so state made by its parent (holds,
+/// cached records) can be recognised as inherited.
+enum ForkGeneration {
+    private static let counter: Atomic<Int> = {
+        ForkHandlers.register(prepare: {}, parent: {}, child: { ForkGeneration.counter.add(1, ordering: .relaxed) })
+        return Atomic<Int>(0)
+    }()
+
+    static var current: Int { counter.load(ordering: .relaxed) }
 }
 
 /// `pthread_atfork` for handlers that reach their state through a static.
