@@ -19,6 +19,9 @@
 //                                            bump its counter and rewrite its body in two halves;
 //                                            "ready", waits for "go", then "done"
 //
+//   lock-probe race PATH                     rounds: on "go" tryAcquire once and print "won PID" or
+//                                            "lost"; on "release" release if won, print "released"
+//
 // Option --kind kernel|soft picks FileLock (default) or SoftFileLock.
 //
 // Errors print "error CODE WAITED_MS HOLDER_PID message" and exit 3.
@@ -167,6 +170,15 @@ do {
         }
         close(counter)
         say("done")
+    case "race":
+        while let line = readLine() {
+            guard line == "go" else { break }
+            let won = try lock.tryAcquire()
+            say(won ? "won \(getpid())" : "lost")
+            guard readLine() == "release" else { break }
+            if won { lock.release() }
+            say("released")
+        }
     case "witness":
         guard arguments.count >= 4, let count = Int(arguments[3]) else {
             say("usage: lock-probe witness PATH WITNESS N")

@@ -263,6 +263,28 @@ struct SoftFileLockTests {
         #expect(try leftovers.readLine() == "0", "no .break files left behind")
     }
 
+    @Test func eightBreakersOnAFreshStaleMarkerEveryRoundExactlyOneWins() throws {
+        let path = folder.file("rounds.lock")
+        let racers = try (0..<8).map { _ in try probe("race", path) }
+        let dead = try deadPID()
+        for round in 0..<30 {
+            writeMarker(path, "\(dead)\n\(ProcessIdentity.hostName)\n")
+            for racer in racers { racer.send("go") }
+            let answers = try racers.map { try $0.readLine() }
+            let winners = answers.filter { $0.hasPrefix("won") }
+            #expect(winners.count == 1, "round \(round): \(answers)")
+            if let winner = winners.first {
+                #expect(readFile(path)?.hasPrefix(winner.split(separator: " ")[1] + "\n") == true, "round \(round)")
+            }
+            let leftovers = try ChildProcess("/bin/sh", ["-c", "ls -a '\(folder.path)' | grep -c break || true"])
+            #expect(try leftovers.readLine() == "0", "round \(round): .break files left behind")
+            for racer in racers { racer.send("release") }
+            for racer in racers { try racer.expectLine(startingWith: "released") }
+            #expect(access(path, F_OK) != 0)
+        }
+        for racer in racers { racer.closeInput() }
+    }
+
     @Test func asyncAcquireAndCancellation() async throws {
         let path = folder.file("async.lock")
         let holder = try SoftFileLock(at: path)
