@@ -296,6 +296,62 @@ struct ByteRangeLockTests {
         #expect(value == 7)
     }
 
+    @Test func threeProcessesTakeTurnsOnTheWholeFile() throws {
+        // The reference's process_sync example: each waits its turn, then holds alone.
+        let path = folder.file("process.lock")
+        let first = try probe("range-hold", path, "0", "0", "--timeout", "60")
+        try first.expectLine(startingWith: "acquired")
+        let others = try (0..<2).map { _ in try probe("range-hold", path, "0", "0", "--timeout", "60") }
+        guard eventually("both others wait", { rangeWaiterCount(path) >= 2 }) else { return }
+        first.send("release")
+        try first.expectLine(startingWith: "released")
+        // Exactly one of the others gets it; the second follows only after the first lets go.
+        var order: [ChildProcess] = []
+        let deadline = ChildProcess.now() + 60
+        while order.count < 2 && ChildProcess.now() < deadline {
+            for other in others where !order.contains(where: { $0 === other }) {
+                if let line = try? other.readLine(timeout: 0.05), line.hasPrefix("acquired") {
+                    order.append(other)
+                    if order.count == 1 {
+                        try probe("range-try", path, "0", "0").expectLine(startingWith: "busy")
+                        other.send("release")
+                        try other.expectLine(startingWith: "released")
+                    }
+                }
+            }
+        }
+        try #require(order.count == 2, "both waiting processes got their turn")
+        order[1].send("release")
+        try order[1].expectLine(startingWith: "released")
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(NoFlockTests.compiler != nil), "needs Linux and a C compiler for the shim"))
+    func noLocksAvailableIsAClearError() throws {
+        let source = folder.file("nolck.c")
+        writeFile(
+            source,
+            """
+            #define _GNU_SOURCE
+            #include <dlfcn.h>
+            #include <errno.h>
+            #include <stdarg.h>
+            int fcntl(int fd, int cmd, ...) {
+                va_list list; va_start(list, cmd); void *arg = va_arg(list, void *); va_end(list);
+                if (cmd == 37 || cmd == 38) { errno = ENOLCK; return -1; }
+                int (*real)(int, int, ...) = (int (*)(int, int, ...))dlsym(RTLD_NEXT, "fcntl");
+                return real(fd, cmd, arg);
+            }
+            """)
+        let shim = folder.file("nolck.so")
+        #expect(runShell("'\(NoFlockTests.compiler ?? "cc")' -shared -fPIC -o '\(shim)' '\(source)' -ldl") == 0)
+        let path = folder.file("nolck.bin")
+        let child = try ChildProcess(TestEnvironment.probe, ["range-hold", path, "0", "10"], environment: ["LD_PRELOAD": shim])
+        let line = try child.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error notSupportedByFilesystem"), "\(line)")
+        #expect(line.contains("no locks available"))
+        #expect(line.contains(path))
+    }
+
     @Test func invalidRangesAreRejected() throws {
         let path = folder.file("bad.bin")
         let file = try ByteRangeLock(at: path)
