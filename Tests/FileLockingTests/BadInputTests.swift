@@ -96,12 +96,10 @@ struct BadInputTests {
     // Permission checks do not apply to root, so as root the probe runs as `nobody`.
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
     func noPermissionToCreateTheLockFile() throws {
-        let probe = try copyProbeForNobody()
         let locked = folder.file("private")
         mkdir(locked, 0o755)
         let path = locked + "/x.lock"
-        let child = try ChildProcess(
-            "setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", probe, "hold", path])
+        let child = try folder.probeAsNobody(["hold", path])
         let line = try child.expectLine(startingWith: "error")
         #expect(line.hasPrefix("error permissionDenied"), "\(line)")
         #expect(line.contains(path))
@@ -110,12 +108,10 @@ struct BadInputTests {
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
     func noPermissionToOpenAnExistingLockFile() throws {
-        let probe = try copyProbeForNobody()
         let path = folder.file("secret.lock")
         writeFile(path, "")
         chmod(path, 0o600)
-        let child = try ChildProcess(
-            "setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", probe, "hold", path])
+        let child = try folder.probeAsNobody(["hold", path])
         let line = try child.expectLine(startingWith: "error")
         #expect(line.hasPrefix("error permissionDenied"), "\(line)")
         #expect(line.contains(path))
@@ -125,12 +121,10 @@ struct BadInputTests {
     func aReadableLockFileOfAnotherUserStillLocks() throws {
         // flock needs no write access, as with flock(1): a shared lock file owned by another
         // user works when it is readable.
-        let probe = try copyProbeForNobody()
         let path = folder.file("shared.lock")
         writeFile(path, "")
         chmod(path, 0o644)
-        let child = try ChildProcess(
-            "setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", probe, "hold", path])
+        let child = try folder.probeAsNobody(["hold", path])
         try child.expectLine(startingWith: "acquired")
         let lock = try FileLock(at: path)
         #expect(try !lock.tryAcquire())
@@ -169,14 +163,6 @@ struct BadInputTests {
         let path = folder.file("perm.lock")
         let error = #expect(throws: FileLockError.self) { _ = try FileLock(at: path, filePermissions: 0o17777) }
         #expect(error?.code == .invalidConfiguration)
-    }
-
-    /// A copy of the probe that `nobody` can run (the build folder may not be reachable).
-    func copyProbeForNobody() throws -> String {
-        chmod(folder.path, 0o755)
-        let copy = folder.file("lock-probe")
-        #expect(runShell("cp '\(TestEnvironment.probe)' '\(copy)' && chmod 755 '\(copy)'") == 0)
-        return copy
     }
 }
 

@@ -192,16 +192,11 @@ struct SoftFileLockTests {
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
     func anotherUsersUnreadableMarkerMeansWaitNotFail() throws {
-        chmod(folder.path, 0o777)
-        let probe = folder.file("lock-probe")
-        #expect(runShell("cp '\(TestEnvironment.probe)' '\(probe)' && chmod 755 '\(probe)'") == 0)
         let path = folder.file("private.lock")
         let lock = try SoftFileLock(at: path)
         try lock.acquire()
         defer { lock.release() }
-        let child = try ChildProcess(
-            "setpriv",
-            ["--reuid=nobody", "--regid=nogroup", "--clear-groups", probe, "hold", path, "--kind", "soft", "--timeout", "1"])
+        let child = try folder.probeAsNobody(["hold", path, "--kind", "soft", "--timeout", "1"])
         let line = try child.expectLine(startingWith: "error")
         #expect(line.hasPrefix("error timedOut"), "\(line)")
     }
@@ -329,13 +324,9 @@ struct SoftFileLockTests {
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
     func unwritableFolderIsReported() throws {
-        chmod(folder.path, 0o755)
-        let probe = folder.file("lock-probe")
-        #expect(runShell("cp '\(TestEnvironment.probe)' '\(probe)' && chmod 755 '\(probe)'") == 0)
         let locked = folder.file("private")
         mkdir(locked, 0o755)
-        let child = try ChildProcess(
-            "setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", probe, "hold", locked + "/x.lock", "--kind", "soft"])
+        let child = try folder.probeAsNobody(["hold", locked + "/x.lock", "--kind", "soft"])
         let line = try child.expectLine(startingWith: "error")
         #expect(line.hasPrefix("error permissionDenied"), "\(line)")
         #expect(line.contains(locked + "/x.lock"))

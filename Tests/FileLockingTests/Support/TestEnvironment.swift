@@ -133,3 +133,19 @@ func eventually(
     }
     return true
 }
+
+extension TemporaryFolder {
+    /// Starts `lock-probe ARGUMENTS` as user `nobody` (permission checks do not apply to root).
+    /// The probe is copied into this folder, which is opened to everyone: the build folder may
+    /// not be reachable for `nobody`.
+    func probeAsNobody(_ arguments: [String]) throws -> ChildProcess {
+        chmod(path, 0o777)
+        let copy = file("lock-probe")
+        if access(copy, X_OK) != 0 {
+            guard runShell("cp '\(TestEnvironment.probe)' '\(copy)' && chmod 755 '\(copy)'") == 0 else {
+                throw ChildProcessError(description: "cannot copy lock-probe")
+            }
+        }
+        return try ChildProcess("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", copy] + arguments)
+    }
+}
