@@ -7,6 +7,40 @@ struct FileLockCommand: ParsableCommand {
         commandName: "filelock",
         abstract: "Cross-process file locks for shell scripts, cron jobs and CI.",
         version: "0.1.0",
-        subcommands: [Demo.self, DemoWorker.self]
+        subcommands: [Run.self, Status.self, Break.self, Demo.self, DemoWorker.self]
     )
+
+    /// As ArgumentParser's, but usage mistakes exit with 2 (as flock(1) and most Unix tools do)
+    /// rather than 64.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                let message = fullMessage(for: error)
+                if !message.isEmpty { printError(message) }
+                exit(withError: ExitCode(2))
+            }
+            exit(withError: error)
+        }
+    }
+
+    private static func printError(_ message: String) {
+        let bytes = Array((message + "\n").utf8)
+        bytes.withUnsafeBytes { buffer in FileLockCommand.writeToStandardError(buffer) }
+    }
+}
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+extension FileLockCommand {
+    fileprivate static func writeToStandardError(_ buffer: UnsafeRawBufferPointer) {
+        _ = write(2, buffer.baseAddress, buffer.count)
+    }
 }

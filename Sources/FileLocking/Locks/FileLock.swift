@@ -66,6 +66,12 @@ public struct FileLock: EngineBackedLock {
     /// Every process holding the lock (more than one only for shared holds).
     public var holders: [LockHolder] { engine.primitive.holders() }
 
+    /// Acquires in shared mode (as `flock -s`) for the command-line tool; the library's shared
+    /// locks arrive with the read-write lock.
+    package func acquire(mode: LockMode, timeout: Duration?, cancelCheck: (() -> Bool)?) throws {
+        try engine.acquire(mode: mode, timeout: timeout, cancelCheck: cancelCheck)
+    }
+
     /// How many processes are blocked waiting for the lock (Linux; `0` elsewhere).
     public var waiterCount: Int { engine.primitive.waiterCount() }
 

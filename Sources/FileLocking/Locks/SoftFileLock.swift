@@ -78,6 +78,27 @@ public struct SoftFileLock: EngineBackedLock {
     /// Python lock in this process).
     public var isHeldByUs: Bool { engine.primitive.isHeldByThisProcess() }
 
+    /// What `breakMarker(force:)` did.
+    public enum BreakOutcome: Sendable, Equatable {
+        /// There was no marker.
+        case noMarker
+        /// The marker's holder looks alive (or cannot be judged): left alone.
+        case holderAlive(LockHolder?)
+        /// The marker was removed; its holder, when it could be read.
+        case broken(LockHolder?)
+        /// The filesystem cannot swap names atomically, so the marker could not be broken safely.
+        case cannotBreak(LockHolder?)
+    }
+
+    /// Breaks the marker if its holder is gone (stale, as judged for acquisition), or with
+    /// `force` whatever its state, atomically: the marker is swapped for one of ours, which is
+    /// then removed.
+    ///
+    /// - Throws: `FileLockError` for a bad path or system failure.
+    public func breakMarker(force: Bool = false) throws -> BreakOutcome {
+        try engine.primitive.breakMarker(force: force)
+    }
+
     /// The holder named by the marker: pid, host, since (the marker's modification time) and
     /// whether it looks stale; `nil` when there is no marker or it is malformed.
     public var holder: LockHolder? { engine.primitive.holders().first }

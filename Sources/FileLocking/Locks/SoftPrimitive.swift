@@ -116,6 +116,25 @@ struct SoftPrimitive: LockPrimitive {
         ]
     }
 
+    /// Breaks the marker at the path if it is stale (or always, with `force`).
+    func breakMarker(force: Bool) throws -> SoftFileLock.BreakOutcome {
+        for _ in 0..<4 {
+            guard let observed = try inspect() else { return .noMarker }
+            let holder = observed.record.map {
+                LockHolder(pid: $0.pid, host: $0.host, since: observed.modified, looksStale: isStale(observed))
+            }
+            guard force || isStale(observed) else { return .holderAlive(holder) }
+            switch try takeOver(observed) {
+            case .won(let ours):
+                release(ours)
+                return .broken(holder)
+            case .lost: continue
+            case .cannotBreak: return .cannotBreak(holder)
+            }
+        }
+        return .holderAlive(nil)
+    }
+
     /// Whether the marker now names this process.
     func isHeldByThisProcess() -> Bool {
         guard let observed = try? inspect(), let record = observed.record else { return false }

@@ -1,0 +1,219 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import ArgumentParser
+import FileLocking
+import Subprocesses
+
+/// The lock kinds the tool knows.
+enum LockKind: String, ExpressibleByArgument, CaseIterable {
+    case kernel
+    case soft
+}
+
+/// `filelock run`: take a lock, run a command, release when it exits.
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a command while holding a lock; exit with the command's status.",
+        discussion: """
+            Takes the lock (waiting for it unless -n), runs COMMAND, and releases the lock when the \
+            command exits. The lock is not inherited by the command. SIGINT, SIGTERM and SIGHUP are \
+            passed on to the command; if filelock itself is killed, a kernel lock is freed by the \
+            kernel and a soft lock is left stale, so the next taker breaks it.
+
+            The short options match flock(1): -s -x -n -w -E.
+
+            Examples:
+              filelock run /tmp/backup.lock -- rsync -a /data /backup      # one backup at a time
+              filelock run -n /tmp/cron.lock -- ./nightly.sh                # skip if the last run still runs
+              filelock run -w 30 -E 75 /var/tmp/cache.lock -- make cache    # wait 30 s, then exit 75
+              filelock run --kind soft /nfs/jobs/queue.lock -- ./drain      # on NFS
+              filelock run --range 0:100 /var/db/records.bin -- ./fix-first-record
+            """
+    )
+
+    @Flag(name: [.customShort("s"), .long], help: "Take a shared lock (readers share it).")
+    var shared = false
+
+    @Flag(name: [.customShort("x"), .long], help: "Take an exclusive lock (the default).")
+    var exclusive = false
+
+    @Flag(name: [.customShort("n"), .customLong("nonblock"), .customLong("nb")], help: "Fail at once if the lock is held.")
+    var nonblock = false
+
+    @Option(name: [.customShort("w"), .long], help: "Give up after SECONDS of waiting.")
+    var timeout: Double?
+
+    @Option(
+        name: [.customShort("E"), .customLong("conflict-exit-code")],
+        help: "Exit code when the lock is held (-n) or the timeout passes.")
+    var conflictExitCode: Int32 = 1
+
+    @Option(help: "kernel (flock, the default) or soft (a marker file, for NFS).")
+    var kind: LockKind = .kernel
+
+    @Option(help: "Lock bytes START:LENGTH of LOCKFILE itself (LENGTH 0: to the end) instead of the whole file.")
+    var range: String?
+
+    @Flag(name: [.customShort("v"), .long], help: "Say what happens on stderr.")
+    var verbose = false
+
+    @Argument(help: "The lock file (created if missing, with its folders).")
+    var lockFile: String
+
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
+    var command: [String] = []
+
+    var commandArguments: [String] { command.first == "--" ? Array(command.dropFirst()) : command }
+
+    func validate() throws {
+        guard !commandArguments.isEmpty else { throw ValidationError("Missing the command to run after the lock file.") }
+        if shared && exclusive { throw ValidationError("Choose --shared or --exclusive, not both.") }
+        if shared && kind == .soft { throw ValidationError("A soft lock is exclusive only; drop --shared.") }
+        if range != nil && kind == .soft { throw ValidationError("--range needs a kernel lock; drop --kind soft.") }
+        if let timeout, !(timeout.isFinite && timeout >= 0) {
+            throw ValidationError("--timeout must be a number of seconds, 0 or more (got \(timeout)).")
+        }
+        if let range, parsedRange(range) == nil {
+            throw ValidationError("--range must be START:LENGTH with whole numbers, LENGTH 0 for to the end (got \(range)).")
+        }
+        guard (0...255).contains(conflictExitCode) else { throw ValidationError("--conflict-exit-code must be 0...255.") }
+    }
+
+    func run() throws {
+        let wait: Duration? = try nonblock ? .zero : timeout.map { try FileLock.timeout(seconds: $0, path: lockFile) }
+        let progress = WaitReporter(path: lockFile, verbose: verbose)
+        do {
+            var release: () -> Void = {}
+            switch (kind, range.flatMap(parsedRange)) {
+            case (_, let bytes?):
+                let file = try ByteRangeLock(at: lockFile)
+                try file.lock(bytes, mode: shared ? .shared : .exclusive, timeout: wait) {
+                    progress.report { (try? file.conflict(for: bytes))??.holder }
+                }
+                release = { try? file.unlock(bytes) }
+            case (.kernel, nil):
+                let lock = try FileLock(at: lockFile)
+                try lock.acquire(mode: shared ? .shared : .exclusive, timeout: wait) { progress.report { lock.holder } }
+                release = { lock.release() }
+            case (.soft, nil):
+                let lock = try SoftFileLock(at: lockFile)
+                try lock.acquire(timeout: wait) { progress.report { lock.holder } }
+                release = { lock.release() }
+            }
+            progress.finish()
+            if verbose { note("got the lock on \(lockFile); running \(commandArguments.joined(separator: " "))") }
+            let status: Int32
+            do {
+                status = try ForegroundCommand.run(commandArguments)
+            } catch {
+                release()
+                note("\(error)")
+                throw ExitCode(127)
+            }
+            release()
+            throw ExitCode(status)
+        } catch let error as FileLockError where error.code == .timedOut {
+            progress.finish()
+            if verbose { note(error.message) }
+            throw ExitCode(conflictExitCode)
+        } catch let error as FileLockError {
+            progress.finish()
+            note(error.message)
+            throw ExitCode(2)
+        }
+    }
+}
+
+/// `START:LENGTH` as a byte range.
+func parsedRange(_ text: String) -> ByteRange? {
+    let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+    guard parts.count == 2, let start = Int64(parts[0]), let length = Int64(parts[1]), start >= 0, length >= 0 else {
+        return nil
+    }
+    return ByteRange(start: start, length: length)
+}
+
+func note(_ message: String) {
+    let bytes = Array("filelock: \(message)\n".utf8)
+    _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+/// Says on stderr that we wait (after a second, when stderr is a terminal or with --verbose):
+/// once, then updating the waited time in place on a terminal.
+final class WaitReporter {
+    let path: String
+    let verbose: Bool
+    let isTerminal = isatty(2) == 1
+    let started = ChildProcess.now()
+    var shown = false
+    var lastUpdate = 0.0
+
+    init(path: String, verbose: Bool) {
+        self.path = path
+        self.verbose = verbose
+    }
+
+    /// Called at every poll interval while waiting; never asks to stop.
+    func report(holder: () -> LockHolder?) -> Bool {
+        let waited = ChildProcess.now() - started
+        guard waited >= 1, isTerminal || verbose else { return false }
+        if !shown {
+            shown = true
+            let holder = holder()
+            var who = holder.map { "held by \(describe($0))" } ?? "held by another process"
+            if let pid = holder?.pid, let command = commandLine(of: pid) { who += ", running \(command)" }
+            let text = "waiting for \(path) (\(who))"
+            if isTerminal { write("filelock: \(text), waited 1 s") } else { note(text) }
+            lastUpdate = waited
+        } else if isTerminal && waited - lastUpdate >= 1 {
+            write("\rfilelock: waiting for \(path), waited \(Int(waited)) s\u{1B}[K")
+            lastUpdate = waited
+        }
+        return false
+    }
+
+    func finish() {
+        if shown && isTerminal { write("\n") }
+    }
+
+    private func write(_ text: String) {
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { Glibc_write(2, $0.baseAddress, $0.count) }
+    }
+}
+
+private func Glibc_write(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int) -> Int { write(fd, buffer, count) }
+
+/// "pid 12 on host since …".
+func describe(_ holder: LockHolder) -> String {
+    var text = "pid \(holder.pid)"
+    if let host = holder.host { text += " on \(host)" }
+    if let since = holder.since { text += " since \(formatted(since))" }
+    if holder.looksStale { text += " (looks stale)" }
+    return text
+}
+
+/// A UTC timestamp such as 2026-11-25T21:30:14Z.
+func formatted(_ time: UnixTime) -> String {
+    var seconds = time_t(time.seconds)
+    var parts = tm()
+    gmtime_r(&seconds, &parts)
+    func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
+        + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+}
+
+/// The command line of a local process from `/proc/PID/cmdline`, where readable.
+func commandLine(of pid: Int32) -> String? {
+    let descriptor = open("/proc/\(pid)/cmdline", O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { return nil }
+    defer { close(descriptor) }
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    let count = read(descriptor, &buffer, buffer.count)
+    guard count > 0 else { return nil }
+    let parts = buffer.prefix(count).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    return parts.isEmpty ? nil : parts.joined(separator: " ")
+}

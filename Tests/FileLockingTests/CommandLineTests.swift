@@ -1,0 +1,206 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+import Subprocesses
+import Testing
+
+/// `filelock` run as a user runs it: exit codes, output, signals, other tools on the same file.
+@Suite("filelock command")
+struct CommandLineTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    static let tool = TestEnvironment.productsFolder + "/filelock"
+
+    /// Runs `filelock ARGUMENTS` with stderr merged into stdout; returns (exit code, output).
+    func filelock(_ arguments: String...) throws -> (Int32, String) {
+        let quoted = ([Self.tool] + arguments).map { "'" + $0.replacingSingleQuotes() + "'" }.joined(separator: " ")
+        let shell = try ChildProcess("/bin/sh", ["-c", quoted + " 2>&1"])
+        let output = try shell.readRemainingOutput(timeout: 60)
+        return (try shell.waitForExit(), output)
+    }
+
+    @Test func runPassesTheCommandsExitStatus() throws {
+        let path = folder.file("run.lock")
+        #expect(try filelock("run", path, "--", "sh", "-c", "exit 7").0 == 7)
+        #expect(try filelock("run", path, "true").0 == 0, "flock(1) style, without --")
+        #expect(try filelock("run", path, "--", "sh", "-c", "kill -TERM $$").0 == 128 + SIGTERM)
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))
+    func conflictWithFlockCommandGivesTheConflictExitCode() throws {
+        let path = folder.file("conflict.lock")
+        let holder = try ChildProcess(TestEnvironment.flockCommand!, [path, "sh", "-c", "echo held; read line"])
+        try holder.expectLine(startingWith: "held")
+        #expect(try filelock("run", "-n", path, "--", "true").0 == 1)
+        #expect(try filelock("run", "-n", "-E", "75", path, "--", "true").0 == 75)
+        let started = ChildProcess.now()
+        let (code, output) = try filelock("run", "-w", "0.3", "--verbose", path, "--", "true")
+        #expect(code == 1)
+        #expect(ChildProcess.now() - started >= 0.3)
+        #expect(output.contains("timed out"), "\(output)")
+        let (statusCode, status) = try filelock("status", path)
+        #expect(statusCode == 1)
+        #expect(status.contains("pid \(holder.pid)"), "\(status)")
+        holder.send("go")
+        try holder.waitForExit()
+        #expect(try filelock("run", "-n", path, "--", "true").0 == 0)
+        #expect(try filelock("status", path).0 == 0)
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
+    func conflictWithPythonFilelock() throws {
+        let path = folder.file("python.lock")
+        let holder = try ChildProcess(TestEnvironment.python!, [InteropTests.pythonScript, "hold", path])
+        try holder.expectLine(startingWith: "acquired")
+        #expect(try filelock("run", "-n", path, "--", "true").0 == 1)
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try filelock("run", "-n", path, "--", "true").0 == 0)
+    }
+
+    @Test func verboseWaitSaysWhoHoldsTheLock() throws {
+        let path = folder.file("waiting.lock")
+        let lock = try FileLock(at: path)
+        try lock.acquire()
+        startThread {
+            usleep(1_600_000)
+            lock.release(force: true)
+        }
+        let (code, output) = try filelock("run", "-v", "-w", "30", path, "--", "echo", "ran")
+        #expect(code == 0)
+        #expect(output.contains("waiting for \(path) (held by pid \(getpid())"), "\(output)")
+        #expect(output.contains("ran"))
+    }
+
+    @Test func signalsAreForwardedAndTheLockReleasedAfterTheCommandEnds() throws {
+        let path = folder.file("signal.lock")
+        let script = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done"
+        let run = try ChildProcess(Self.tool, ["run", path, "--", "sh", "-c", script])
+        try run.expectLine(startingWith: "ready")
+        #expect(try !FileLock(at: path).tryAcquire())
+        run.signal(SIGTERM)
+        try run.expectLine(startingWith: "got-term")
+        #expect(try run.waitForExit() == 3)
+        let lock = try FileLock(at: path)
+        #expect(try lock.tryAcquire())
+        lock.release()
+    }
+
+    @Test func theLockIsNotInheritedByTheCommand() throws {
+        // A background process the command leaves behind must not keep the lock.
+        let path = folder.file("inherit.lock")
+        let (code, output) = try filelock("run", path, "--", "sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!")
+        #expect(code == 0)
+        let leftover = try #require(Int32(output.split(separator: "\n").last ?? ""))
+        defer { kill(leftover, SIGKILL) }
+        let lock = try FileLock(at: path)
+        #expect(try lock.tryAcquire(), "the leftover process holds the lock")
+        lock.release()
+    }
+
+    @Test func aKilledSoftRunLeavesAStaleMarkerTheNextRunBreaks() throws {
+        let path = folder.file("soft.lock")
+        let run = try ChildProcess(Self.tool, ["run", "--kind", "soft", path, "--", "sh", "-c", "echo ready; sleep 30"])
+        try run.expectLine(startingWith: "ready")
+        run.signal(SIGKILL)
+        try run.waitForExit()
+        let (statusCode, json) = try filelock("status", "--json", path)
+        #expect(statusCode == 1)
+        #expect(json.contains("\"kind\":\"soft\""), "\(json)")
+        #expect(json.contains("\"pid\":\(run.pid)"), "\(json)")
+        #expect(json.contains("\"stale\":true"), "\(json)")
+        #expect(try filelock("run", "--kind", "soft", "-w", "10", path, "--", "true").0 == 0)
+        #expect(access(path, F_OK) != 0)
+    }
+
+    @Test func statusJSONOfAFreeAndAHeldSoftLock() throws {
+        let path = folder.file("status.lock")
+        let (freeCode, _) = try filelock("status", "--kind", "soft", path)
+        #expect(freeCode == 0)
+        let holder = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "soft"])
+        let pid = try holder.expectLine(startingWith: "acquired").split(separator: " ")[1]
+        let (code, json) = try filelock("status", "--json", path)
+        #expect(code == 1)
+        #expect(json.hasPrefix("{\"path\":"), "\(json)")
+        #expect(json.contains("\"held\":true"))
+        #expect(json.contains("\"pid\":\(pid)"))
+        #expect(json.contains("\"stale\":false"))
+        #expect(json.contains("lock-probe"), "the holder's command line")
+    }
+
+    @Test func breakRefusesALiveHolderBreaksAStaleOneAndForcesOnRequest() throws {
+        let path = folder.file("break.lock")
+        let holder = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "soft"])
+        try holder.expectLine(startingWith: "acquired")
+        let (refused, message) = try filelock("break", path)
+        #expect(refused == 1)
+        #expect(message.contains("looks alive"), "\(message)")
+        #expect(access(path, F_OK) == 0)
+        let (forced, forcedMessage) = try filelock("break", "--force", path)
+        #expect(forced == 0)
+        #expect(forcedMessage.contains("broke the marker of pid \(holder.pid)"), "\(forcedMessage)")
+        #expect(access(path, F_OK) != 0)
+
+        let child = try ChildProcess("/bin/true", [])
+        try child.waitForExit()
+        writeFile(path, "\(child.pid)\n\(ProcessIdentity_hostName())\n")
+        let (broken, brokenMessage) = try filelock("break", path)
+        #expect(broken == 0, "\(brokenMessage)")
+        #expect(access(path, F_OK) != 0)
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))
+    func aKernelLockCannotBeBroken() throws {
+        let path = folder.file("kernel.lock")
+        let holder = try ChildProcess(TestEnvironment.flockCommand!, [path, "sh", "-c", "echo held; read line"])
+        try holder.expectLine(startingWith: "held")
+        let (code, message) = try filelock("break", path)
+        #expect(code == 1)
+        #expect(message.contains("cannot be broken"), "\(message)")
+        #expect(message.contains("pid \(holder.pid)"))
+    }
+
+    @Test func usageMistakesAndBadPathsExitWithTwo() throws {
+        #expect(try filelock("run", folder.file("x.lock")).0 == 2, "no command")
+        #expect(try filelock("run", "--range", "a:b", folder.file("x.lock"), "true").0 == 2)
+        #expect(try filelock("run", "-w", "-1", folder.file("x.lock"), "true").0 == 2)
+        #expect(try filelock("nonsense").0 == 2)
+        let (code, message) = try filelock("run", folder.path, "--", "true")
+        #expect(code == 2)
+        #expect(message.contains(folder.path) && message.contains("directory"), "\(message)")
+        #expect(try filelock("--version").1.hasPrefix("0."))
+        for command in ["run", "status", "break", "demo"] {
+            let (helpCode, help) = try filelock(command, "--help")
+            #expect(helpCode == 0)
+            #expect(help.contains("Example"), "\(command) --help shows examples")
+        }
+    }
+
+    @Test func rangeLocksTheBytesOfTheFileItself() throws {
+        let path = folder.file("records.bin")
+        let run = try ChildProcess(Self.tool, ["run", "--range", "0:100", path, "--", "sh", "-c", "echo ready; read line"])
+        try run.expectLine(startingWith: "ready")
+        let file = try ByteRangeLock(at: path)
+        #expect(try !file.tryLock(ByteRange(start: 50, length: 10)))
+        #expect(try file.tryLock(ByteRange(start: 100, length: 10)))
+        run.send("go")
+        #expect(try run.waitForExit() == 0)
+    }
+}
+
+/// The host name as markers record it (computed the same way, independently: plain names only).
+func ProcessIdentity_hostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    gethostname(&buffer, 255)
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+extension String {
+    fileprivate func replacingSingleQuotes() -> String {
+        split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''")
+    }
+}
