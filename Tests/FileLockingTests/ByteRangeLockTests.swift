@@ -369,3 +369,67 @@ struct ByteRangeLockTests {
         #expect(error?.code == .isSymbolicLink)
     }
 }
+
+@Suite("ByteRangeLock edge cases")
+struct ByteRangeLockEdgeTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    @Test func rangesBeyondInt64AreRejectedNotACrash() throws {
+        let file = try ByteRangeLock(at: folder.file("huge.bin"))
+        let error = #expect(throws: FileLockError.self) { try file.lock(ByteRange(start: .max - 5, length: 10)) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(ByteRange(start: .max - 5, length: 10).description.contains("beyond"))
+    }
+
+    @Test func nestedOverlappingWithLockIsRefused() throws {
+        let path = folder.file("nested.bin")
+        let file = try ByteRangeLock(at: path)
+        try file.withLock(ByteRange(start: 0, length: 100)) {
+            let error = #expect(throws: FileLockError.self) {
+                try file.withLock(ByteRange(start: 10, length: 10), mode: .shared) {}
+            }
+            #expect(error?.code == .invalidConfiguration)
+            // Disjoint ranges nest fine, and the outer range stays locked throughout.
+            try file.withLock(ByteRange(start: 200, length: 10)) {}
+            try ChildProcess(TestEnvironment.probe, ["range-try", path, "10", "10"]).expectLine(startingWith: "busy")
+        }
+    }
+
+    @Test func anExclusiveLockOnAReadOnlyFileIsAClearError() throws {
+        let path = folder.file("readonly.bin")
+        writeFile(path, "data")
+        let file = try ByteRangeLock(at: path, readOnly: true)
+        let error = #expect(throws: FileLockError.self) { _ = try file.tryLock(mode: .exclusive) }
+        #expect(error?.code == .permissionDenied)
+        #expect(try file.tryLock(mode: .shared))
+    }
+
+    @Test func lockfTestLikeGlibcOnlySeesWriters() throws {
+        let path = folder.file("test.bin")
+        let reader = try ChildProcess(TestEnvironment.probe, ["range-hold", path, "0", "10", "--shared"])
+        try reader.expectLine(startingWith: "acquired")
+        let file = try ByteRangeLock(at: path)
+        #expect(try file.lockf(.test, length: 10), "a shared holder does not fail F_TEST")
+        #expect(try !file.lockf(.tryLock, length: 10), "but it does keep a writer out")
+        let conflict = try #require(try file.conflict(for: ByteRange(start: 0, length: 10)))
+        #expect(conflict.mode == .shared)
+        #expect(conflict.holder?.pid == reader.pid)
+    }
+
+    @Test func aCancelledAsyncWaitLeavesTheRangeFree() async throws {
+        let path = folder.file("cancel-free.bin")
+        let holder = try ChildProcess(TestEnvironment.probe, ["range-hold", path, "0", "10"])
+        try holder.expectLine(startingWith: "acquired")
+        let file = try ByteRangeLock(at: path)
+        let waiter = Task { try await file.lock(ByteRange(start: 0, length: 10), timeout: .seconds(600)) }
+        guard await eventually("the task waits in the kernel", { rangeWaiterCount(path) > 0 }) else { return }
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        let other = try ChildProcess(TestEnvironment.probe, ["range-try", path, "0", "10"])
+        try other.expectLine(startingWith: "acquired")
+        other.send("release")
+    }
+}

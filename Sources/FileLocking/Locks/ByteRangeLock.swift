@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A byte range of a file: `length` bytes from `start`; a length of 0 reaches to the end of the
 /// file, however far it grows.
 public struct ByteRange: Sendable, Hashable, CustomStringConvertible {
@@ -16,7 +18,9 @@ public struct ByteRange: Sendable, Hashable, CustomStringConvertible {
     public static let wholeFile = ByteRange(start: 0, length: 0)
 
     public var description: String {
-        length == 0 ? "bytes \(start)-EOF" : "bytes \(start)-\(start + length - 1)"
+        guard length != 0 else { return "bytes \(start)-EOF" }
+        let (end, overflow) = start.addingReportingOverflow(length - 1)
+        return overflow ? "bytes \(start)-(beyond Int64.max)" : "bytes \(start)-\(end)"
     }
 }
 
@@ -70,6 +74,11 @@ public enum LockfCommand: Sendable {
 /// *any* descriptor of the file in this process drops all of the process's locks on it. Keep one
 /// object per file per process there.
 ///
+/// **Deadlocks**: Linux does not detect deadlocks between open-file-description locks (two holders
+/// each waiting for the other's range wait forever), so pass a timeout when a caller may hold one
+/// range while waiting for another; take ranges in one fixed order. POSIX locks (macOS) report
+/// `EDEADLK`, thrown as `.wouldDeadlock`.
+///
 /// Waits are kernel waits (`F_OFD_SETLKW`): the waiter wakes when the range is freed, and timeouts,
 /// cancel checks and task cancellation end the wait promptly, as for ``FileLock``.
 public final class ByteRangeLock: Sendable {
@@ -78,6 +87,9 @@ public final class ByteRangeLock: Sendable {
     let descriptor: Int32
     private let ownsDescriptor: Bool
     let engine: LockEngine<RangePrimitive>
+    /// Ranges held by running `withLock` bodies: locks are not counted, so a nested overlapping
+    /// `withLock` would unlock (or downgrade) part of the outer range when it ends.
+    private let scopedRanges = Mutex<[ByteRange]>([])
 
     /// Opens (by default creating) the file at `path` for reading and writing.
     ///
@@ -161,7 +173,7 @@ public final class ByteRangeLock: Sendable {
         if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
         if case .acquired = try engine.primitive.tryOnce(request, mode) { return }
         let start = MonotonicInstant.now
-        guard timeout != .zero else { throw timedOut(range, mode, since: start) }
+        guard timeout != .zero else { throw timedOut(range, mode, since: start, identifyingHolder: false) }
         do {
             _ = try engine.wait(
                 request, mode: mode, start: start, deadline: timeout.map { start.advanced(by: $0) },
@@ -179,7 +191,7 @@ public final class ByteRangeLock: Sendable {
         try Task.checkCancellation()
         if case .acquired = try engine.primitive.tryOnce(request, mode) { return }
         let start = MonotonicInstant.now
-        guard timeout != .zero else { throw timedOut(range, mode, since: start) }
+        guard timeout != .zero else { throw timedOut(range, mode, since: start, identifyingHolder: false) }
         do {
             _ = try await engine.waitOnOwnThread(
                 request, mode: mode, start: start, deadline: timeout.map { start.advanced(by: $0) })
@@ -232,11 +244,16 @@ public final class ByteRangeLock: Sendable {
     }
 
     /// Runs `body` while holding `range`; unlocks even when `body` throws.
+    ///
+    /// - Throws: `.invalidConfiguration` when `range` overlaps a range a running `withLock` of this
+    ///   object holds: range locks are not counted, so the inner unlock would free part of the outer.
     @_disfavoredOverload
     public func withLock<Result>(
         _ range: ByteRange = .wholeFile, mode: LockMode = .exclusive, timeout: Duration? = nil,
         _ body: () throws -> Result
     ) throws -> Result {
+        try enterScope(range)
+        defer { leaveScope(range) }
         try lock(range, mode: mode, timeout: timeout)
         defer { try? unlock(range) }
         return try body()
@@ -247,9 +264,32 @@ public final class ByteRangeLock: Sendable {
         _ range: ByteRange = .wholeFile, mode: LockMode = .exclusive, timeout: Duration? = nil,
         _ body: nonisolated(nonsending) () async throws -> Result
     ) async throws -> Result {
+        try enterScope(range)
+        defer { leaveScope(range) }
         try await lock(range, mode: mode, timeout: timeout)
         defer { try? unlock(range) }
         return try await body()
+    }
+
+    private func enterScope(_ range: ByteRange) throws {
+        let overlapping = scopedRanges.withLock { ranges -> ByteRange? in
+            if let other = ranges.first(where: { $0.overlaps(range) }) { return other }
+            ranges.append(range)
+            return nil
+        }
+        if let overlapping {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "withLock(\(range)) of '\(path)' overlaps \(overlapping), which a running withLock of the same "
+                    + "ByteRangeLock holds; range locks are not counted, so the inner unlock would free part of the outer "
+                    + "range: use non-overlapping ranges, or a second ByteRangeLock (which the first excludes)")
+        }
+    }
+
+    private func leaveScope(_ range: ByteRange) {
+        scopedRanges.withLock { ranges in
+            if let index = ranges.firstIndex(of: range) { ranges.remove(at: index) }
+        }
     }
 
     // MARK: lockf
@@ -277,7 +317,8 @@ public final class ByteRangeLock: Sendable {
         case .lock: try lock(range)
         case .tryLock: return try tryLock(range)
         case .unlock: try unlock(range)
-        case .test: return try conflict(for: range, identifyingHolder: false) == nil
+        // As glibc: F_TEST asks whether a *read* lock could be set, so only writers conflict.
+        case .test: return try conflict(for: range, mode: .shared, identifyingHolder: false) == nil
         }
         return true
     }
@@ -312,17 +353,19 @@ public final class ByteRangeLock: Sendable {
     // MARK: Helpers
 
     private func validated(_ range: ByteRange, _ mode: LockMode) throws -> RangePrimitive.Request {
-        guard range.start >= 0, range.length >= 0 else {
+        guard range.start >= 0, range.length >= 0, !range.start.addingReportingOverflow(range.length).overflow else {
             throw FileLockError(
                 .invalidConfiguration, path: path,
                 message: "invalid byte range start \(range.start), length \(range.length) for '\(path)': the start "
-                    + "and length must not be negative (length 0 means to the end of the file)")
+                    + "and length must not be negative and must end within Int64 (length 0 means to the end of the file)")
         }
         return RangePrimitive.Request(range: range, mode: mode)
     }
 
-    private func timedOut(_ range: ByteRange, _ mode: LockMode, since start: MonotonicInstant) -> FileLockError {
-        let holder = (try? conflict(for: range, mode: mode))?.flatMap { $0.holder }
+    private func timedOut(
+        _ range: ByteRange, _ mode: LockMode, since start: MonotonicInstant, identifyingHolder: Bool = true
+    ) -> FileLockError {
+        let holder = (try? conflict(for: range, mode: mode, identifyingHolder: identifyingHolder))?.flatMap { $0.holder }
         return FileLockError.timedOut(
             path: path, waited: MonotonicInstant.now.duration(since: start), holder: holder,
             what: "\(range) of '\(path)'")
@@ -403,10 +446,20 @@ struct RangePrimitive: LockPrimitive {
         case .badFileDescriptor:
             return FileLockError(
                 .permissionDenied, path: path,
-                message: "cannot \(operation) '\(path)': the file is not open for that (an exclusive lock needs it "
-                    + "open for writing, a shared lock for reading)", errno: error.rawValue)
+                message: "cannot \(operation) '\(path)': the descriptor is not open for this (an exclusive lock needs "
+                    + "the file open for writing, a shared lock for reading), or is not an open descriptor at all",
+                errno: error.rawValue)
         default:
             return FileLockError.system(error, path: path, operation: operation)
         }
+    }
+}
+
+extension ByteRange {
+    /// Whether two ranges share a byte (length 0 reaching to the end, however far).
+    func overlaps(_ other: ByteRange) -> Bool {
+        let end = length == 0 ? Int64.max : start + length
+        let otherEnd = other.length == 0 ? Int64.max : other.start + other.length
+        return start < otherEnd && other.start < end
     }
 }

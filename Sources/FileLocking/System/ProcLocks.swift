@@ -94,14 +94,17 @@ extension ProcLocks {
                     for line in text.split(separator: "\n") where line.hasPrefix("lock:") {
                         let entries = parse(String(line.dropFirst(5)))
                         if let entry = entries.first, !entry.isWaiting, entry.inode == file.inode,
-                            entry.deviceMajor == file.deviceMajor || file.deviceMajor == 0,
+                            entry.kind == .openFileDescription || entry.kind == .posix,
+                            file.deviceMajor == 0
+                                || (entry.deviceMajor == file.deviceMajor && entry.deviceMinor == file.deviceMinor),
                             entry.start == start, entry.end == end
                         {
                             found.append((pid, entry.isWrite))
                         }
                     }
                 }
-                if !found.isEmpty { return found }
+                // Another process is the answer we want; our own open files only if none is.
+                if found.contains(where: { $0.pid != System.processID }) { return found }
             }
             return found
         #else
