@@ -19,8 +19,13 @@ struct Demo: ParsableCommand {
             Examples:
               filelock demo
               filelock demo --processes 8 --increments 500
+              filelock demo --kind soft        # a marker-file lock, as on NFS
+              filelock demo --kind range       # a byte-range lock on the counter's own bytes
             """
     )
+
+    @Option(help: "kernel (FileLock), soft (SoftFileLock) or range (ByteRangeLock on the counter file).")
+    var kind: DemoKind = .kernel
 
     @Option(name: [.short, .long], help: "How many worker processes run at once.")
     var processes: Int = 4
@@ -44,24 +49,32 @@ struct Demo: ParsableCommand {
         let expected = processes * increments
         print("filelock demo: \(processes) processes x \(increments) increments of one counter file")
         print("")
-        print(pad("", 16) + pad("expected", 10) + pad("got", 10) + pad("lost", 10) + pad("time", 12))
+        print(pad("", 20) + pad("expected", 10) + pad("got", 10) + pad("lost", 10) + pad("time", 12))
+        let lockName =
+            switch kind {
+            case .kernel: "with FileLock"
+            case .soft: "with SoftFileLock"
+            case .range: "with ByteRangeLock"
+            }
         for useLock in [false, true] {
             let counter = folder + "/counter"
             unlink(counter)
             let (got, seconds) = try runRound(folder: folder, useLock: useLock)
             print(
-                pad(useLock ? "with FileLock" : "without a lock", -16) + pad(String(expected), 10)
+                pad(useLock ? lockName : "without a lock", -20) + pad(String(expected), 10)
                     + pad(String(got), 10) + pad(String(expected - got), 10)
                     + pad(String(Int((seconds * 1000).rounded())) + " ms", 12))
         }
         print("")
         print("Without a lock, two workers read the same value and one increment overwrites the other.")
-        print("With FileLock, each read-modify-write runs alone; the kernel wakes the next waiter on release.")
+        print("\(lockName.dropFirst(5)) makes each read-modify-write run alone.")
     }
 
     /// Starts the workers, lets them go at once, and returns the final count and the time taken.
     private func runRound(folder: String, useLock: Bool) throws -> (Int, Double) {
-        var arguments = ["demo-worker", folder + "/counter.lock", folder + "/counter", String(increments)]
+        var arguments = [
+            "demo-worker", folder + "/counter.lock", folder + "/counter", String(increments), "--kind", kind.rawValue,
+        ]
         if !useLock { arguments.append("--no-lock") }
         let workers = try (0..<processes).map { _ in try ChildProcess(executablePath(), arguments) }
         for worker in workers { try worker.expectLine(startingWith: "ready") }
@@ -85,6 +98,13 @@ struct Demo: ParsableCommand {
     }
 }
 
+/// The lock kinds the demo can show.
+enum DemoKind: String, ExpressibleByArgument, CaseIterable {
+    case kernel
+    case soft
+    case range
+}
+
 /// One worker of the demo (started by `filelock demo`, not meant to be run by hand).
 struct DemoWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -94,19 +114,32 @@ struct DemoWorker: ParsableCommand {
     @Argument var counterPath: String
     @Argument var increments: Int
     @Flag var noLock = false
+    @Option var kind: DemoKind = .kernel
 
     func run() throws {
-        let lock = try FileLock(at: lockPath)
         let counter = open(counterPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard counter >= 0 else { throw ValidationError("cannot open \(counterPath)") }
         defer { close(counter) }
+        let locked: (() -> Void) throws -> Void
+        switch kind {
+        case .kernel:
+            let lock = try FileLock(at: lockPath)
+            locked = { body in try lock.withLock(body) }
+        case .soft:
+            let lock = try SoftFileLock(at: lockPath)
+            locked = { body in try lock.withLock(body) }
+        case .range:
+            // The counter's own first 32 bytes: a record lock, no separate lock file.
+            let file = try ByteRangeLock(at: counterPath)
+            locked = { body in try file.withLock(ByteRange(start: 0, length: 32), body) }
+        }
         say("ready")
         guard readLine() == "go" else { return }
         for _ in 0..<increments {
             if noLock {
                 increment(counter)
             } else {
-                try lock.withLock { increment(counter) }
+                try locked { increment(counter) }
             }
         }
         say("done")

@@ -16,6 +16,17 @@ struct DemoCommandTests {
         #expect(Int(unlocked[4])! + Int(unlocked[5])! == 900)
     }
 
+    @Test(arguments: [("soft", "SoftFileLock"), ("range", "ByteRangeLock")])
+    func demoForEveryLockKind(kind: String, name: String) throws {
+        let demo = try ChildProcess(
+            TestEnvironment.productsFolder + "/filelock", ["demo", "--kind", kind, "--processes", "3", "--increments", "200"])
+        let output = try demo.readRemainingOutput(timeout: 120)
+        #expect(try demo.waitForExit() == 0)
+        let rows = output.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        let locked = try #require(rows.first { $0.starts(with: ["with", name]) }, "\(output)")
+        #expect(locked[2...4] == ["600", "600", "0"], "\(output)")
+    }
+
     @Test func demoRejectsBadCounts() throws {
         let demo = try ChildProcess(TestEnvironment.productsFolder + "/filelock", ["demo", "--processes", "0"])
         #expect(try demo.waitForExit() != 0)
