@@ -105,19 +105,13 @@ public final class ByteRangeLock: Sendable {
     ) throws {
         let lockPath = try LockPath(path)
         let flags = readOnly ? OpenFlags.readOnly : OpenFlags.readWriteCreate
-        var createdFolders = false
-        var opened: Int32?
-        while opened == nil {
-            switch System.open(lockPath.cAbsolute, flags: flags, mode: filePermissions ?? 0o666) {
-            case .success(let descriptor): opened = descriptor
-            case .failure(.noSuchFile) where !createdFolders && !readOnly:
-                try lockPath.createParentFolders()
-                createdFolders = true
-            case .failure(let error): throw FileLockError.system(error, path: path, operation: "open")
-            }
+        let opened: Int32
+        switch try lockPath.open(flags: flags, mode: filePermissions ?? 0o666, creatingFolders: !readOnly) {
+        case .success(let descriptor): opened = descriptor
+        case .failure(let error): throw FileLockError.system(error, path: path, operation: "open")
         }
         self.path = path
-        descriptor = opened!
+        descriptor = opened
         ownsDescriptor = true
         do {
             engine = try ByteRangeLock.makeEngine(

@@ -5,32 +5,19 @@
 struct FlockPrimitive: LockPrimitive {
     let lockPath: LockPath
     let filePermissions: UInt32?
-    private let openPath: CPath
-
-    init(lockPath: LockPath, filePermissions: UInt32?) {
-        self.lockPath = lockPath
-        self.filePermissions = filePermissions
-        openPath = lockPath.cAbsolute
-    }
 
     var path: String { lockPath.given }
     var waitStyle: WaitStyle { .kernel }
 
     /// Opens (creating if needed) the lock file, never following a symbolic link.
     func begin(_ mode: LockMode) throws -> Int32 {
-        let createMode = filePermissions ?? 0o666
-        var createdFolders = false
-        while true {
-            switch System.open(openPath, flags: OpenFlags.readWriteCreate, mode: createMode) {
+        switch try lockPath.open(flags: OpenFlags.readWriteCreate, mode: filePermissions ?? 0o666) {
             case .success(let descriptor):
                 return descriptor
-            case .failure(.noSuchFile) where !createdFolders:
-                try lockPath.createParentFolders()
-                createdFolders = true
             case .failure(let error) where error == .accessDenied || error == .readOnlyFilesystem:
                 // flock needs no write access: an existing lock file we may only read still works
                 // (a shared /var/lock file owned by another user, a read-only mount).
-                if case .success(let descriptor) = System.open(openPath, flags: OpenFlags.readOnly, mode: 0) {
+                if case .success(let descriptor) = System.open(lockPath.cAbsolute, flags: OpenFlags.readOnly, mode: 0) {
                     return descriptor
                 }
                 throw FileLockError.system(error, path: path, operation: "open")
@@ -49,7 +36,6 @@ struct FlockPrimitive: LockPrimitive {
                         + "being created; try again", errno: Errno.noSuchFile.rawValue)
             case .failure(let error):
                 throw FileLockError.system(error, path: path, operation: "open")
-            }
         }
     }
 

@@ -1,12 +1,12 @@
 /// A lock file path, checked and made absolute once at construction.
 struct LockPath: Sendable, Hashable {
     /// The path as the caller gave it, for messages.
-    var given: String
+    let given: String
     /// Absolute, with `.`, `..` and symbolic links in its folders resolved where the folders
     /// exist; the key for singletons and self-deadlock detection, and the path opened.
-    var absolute: String
-    /// `absolute` as a C string, for the system calls of every acquisition.
-    var cAbsolute: CPath { CPath(absolute) }
+    let absolute: String
+    /// `absolute` as a C string, made once: every acquisition opens it.
+    let cAbsolute: CPath
 
     init(_ given: String) throws {
         guard !given.isEmpty else {
@@ -31,6 +31,18 @@ struct LockPath: Sendable, Hashable {
             absolute = directory + "/" + given
         }
         self.absolute = LockPath.resolved(absolute)
+        cAbsolute = CPath(self.absolute)
+    }
+
+    /// Opens the lock file; when its folder is missing and `creatingFolders`, creates the folders
+    /// (as `mkdir -p`) and tries once more. Failures other than the folders' come back as `Errno`.
+    ///
+    /// - Throws: `FileLockError` when a missing folder cannot be created.
+    func open(flags: Int32, mode: UInt32, creatingFolders: Bool = true) throws -> Result<Int32, Errno> {
+        let first = System.open(cAbsolute, flags: flags, mode: mode)
+        guard creatingFolders, case .failure(.noSuchFile) = first else { return first }
+        try createParentFolders()
+        return System.open(cAbsolute, flags: flags, mode: mode)
     }
 
     /// Resolves symbolic links and `..` in the longest existing folder prefix, so that one lock

@@ -145,19 +145,13 @@ struct SoftPrimitive: LockPrimitive {
 
     /// Creates and fills our marker; `nil` when one exists.
     private func create() throws -> Hold? {
-        var createdFolders = false
-        while true {
-            switch System.open(lockPath.cAbsolute, flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? 0o600) {
-            case .success(let descriptor):
-                return try fill(descriptor, at: lockPath.absolute)
-            case .failure(.fileExists):
-                return nil
-            case .failure(.noSuchFile) where !createdFolders:
-                try lockPath.createParentFolders()
-                createdFolders = true
-            case .failure(let error):
-                throw FileLockError.system(error, path: path, operation: "create")
-            }
+        switch try lockPath.open(flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? 0o600) {
+        case .success(let descriptor):
+            return try fill(descriptor, at: lockPath.absolute)
+        case .failure(.fileExists):
+            return nil
+        case .failure(let error):
+            throw FileLockError.system(error, path: path, operation: "create")
         }
     }
 
