@@ -23,7 +23,12 @@ let package = Package(
                 "FileLocking",
                 "Subprocesses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            // A release build on Linux is one static executable: loading and relocating the
+            // shared Swift runtime, libstdc++ and Foundation takes longer than `flock(1)`'s whole
+            // run, and `filelock run` is meant to be as cheap to put in front of a command.
+            // lld links it without gold's warnings about glibc's dlopen in static programs.
+            linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld", "-l_FoundationCollections", "-l_FoundationCShims"], .when(platforms: [.linux], configuration: .release))]
         ),
         // "Another process" for the tests: takes a lock and reports over stdout.
         .executableTarget(name: "lock-probe", dependencies: ["FileLocking"]),
@@ -36,7 +41,10 @@ let package = Package(
         .testTarget(
             name: "FileLockingTests",
             // The executables are listed so that `swift test` builds them before the tests start them.
-            dependencies: ["FileLocking", "Subprocesses", "lock-probe", "filelock"],
+            dependencies: [
+                "FileLocking", "Subprocesses", "lock-probe", "filelock",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             exclude: ["Support/python_probe.py"]
         ),
     ],

@@ -125,21 +125,27 @@ rs50=$(percentile 50 < "$work/range-swift"); rs99=$(percentile 99 < "$work/range
 printf '%-52s %10s %10s %10s %10s\n' "ByteRangeLock lock(timeout: nil)" "$(us "$rs50")" "$(us "$rs99")" "$(ratio "$rs50" "$rc50")" "$(ratio "$rs99" "$rc99")"
 
 echo
-echo "filelock run X -- true against flock X true (whole process, $((ROUNDS * 40)) runs each)"
+echo "filelock run X -- true against flock X true (whole process, $((ROUNDS * 40)) runs each; release build = static executable)"
 tool=$(swift build -c release --show-bin-path)/filelock
 swift build -c release --product filelock >/dev/null
 if command -v flock >/dev/null; then
   run_times() { local start end; start=$(date +%s%N); for _ in $(seq 40); do "$@" >/dev/null; done; end=$(date +%s%N); echo $(( (end - start) / 40 )); }
-  cli_f=(); cli_s=()
+  cli_f=(); cli_k=(); cli_s=(); cli_t=()
   for _ in $(seq "$ROUNDS"); do
+    cli_t+=("$(run_times /bin/true)")
     cli_f+=("$(run_times flock "$work/cli.lock" true)")
-    cli_s+=("$(run_times "$tool" run "$work/cli.lock" -- true)")
+    cli_k+=("$(run_times "$tool" run "$work/cli.lock" -- true)")
+    cli_s+=("$(run_times "$tool" run --kind soft "$work/cli-soft.lock" -- true)")
   done
+  ct=$(printf '%s\n' "${cli_t[@]}" | median)
   cf=$(printf '%s\n' "${cli_f[@]}" | median)
+  ck=$(printf '%s\n' "${cli_k[@]}" | median)
   cs=$(printf '%s\n' "${cli_s[@]}" | median)
   printf '%-52s %12s %10s\n' "one run" "per run" "vs flock"
+  printf '%-52s %12s %10s\n' "/bin/true alone (starting a process, for scale)" "$(us "$ct")" "$(ratio "$ct" "$cf")"
   printf '%-52s %12s %10s\n' "flock X true" "$(us "$cf")" "1.00x"
-  printf '%-52s %12s %10s\n' "filelock run X -- true" "$(us "$cs")" "$(ratio "$cs" "$cf")"
+  printf '%-52s %12s %10s\n' "filelock run X -- true" "$(us "$ck")" "$(ratio "$ck" "$cf")"
+  printf '%-52s %12s %10s\n' "filelock run --kind soft X -- true" "$(us "$cs")" "$(ratio "$cs" "$cf")"
 fi
 
 echo

@@ -11,8 +11,15 @@ struct FileLockCommand: ParsableCommand {
     )
 
     /// As ArgumentParser's, but usage mistakes exit with 2 (as flock(1) and most Unix tools do)
-    /// rather than 64.
+    /// rather than 64, and the common forms of `filelock run` skip ArgumentParser: a short
+    /// locked command should cost little more than `flock(1)` does.
     static func main() {
+        let arguments = CommandLine.arguments.dropFirst()
+        if arguments.first == "run", let request = RunRequest(quickly: arguments.dropFirst()),
+            (try? request.validate()) != nil
+        {
+            exitProcess(request.run())
+        }
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -38,6 +45,8 @@ struct FileLockCommand: ParsableCommand {
 #elseif canImport(Darwin)
     import Darwin
 #endif
+
+private func exitProcess(_ status: Int32) -> Never { exit(status) }
 
 extension FileLockCommand {
     fileprivate static func writeToStandardError(_ buffer: UnsafeRawBufferPointer) {

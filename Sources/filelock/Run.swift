@@ -14,6 +14,10 @@ enum LockKind: String, ExpressibleByArgument, CaseIterable {
 }
 
 /// `filelock run`: take a lock, run a command, release when it exits.
+///
+/// The common forms of the command line are read by `RunRequest(quickly:)` without
+/// ArgumentParser (see `FileLockCommand.main`); this type is the full parser, with help, error
+/// messages and every spelling, and both produce the same `RunRequest`.
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command while holding a lock; exit with the command's status.",
@@ -66,27 +70,155 @@ struct Run: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
     var command: [String] = []
 
-    var commandArguments: [String] { command.first == "--" ? Array(command.dropFirst()) : command }
+    var request: RunRequest {
+        RunRequest(
+            shared: shared, exclusive: exclusive, nonblock: nonblock, timeout: timeout,
+            conflictExitCode: conflictExitCode, kind: kind, range: range, verbose: verbose,
+            lockFile: lockFile, command: command.first == "--" ? Array(command.dropFirst()) : command)
+    }
 
     func validate() throws {
-        guard !commandArguments.isEmpty else { throw ValidationError("Missing the command to run after the lock file.") }
-        if shared && exclusive { throw ValidationError("Choose --shared or --exclusive, not both.") }
-        if shared && kind == .soft { throw ValidationError("A soft lock is exclusive only; drop --shared.") }
-        if range != nil && kind == .soft { throw ValidationError("--range needs a kernel lock; drop --kind soft.") }
-        if let timeout, !(timeout.isFinite && timeout >= 0) {
-            throw ValidationError("--timeout must be a number of seconds, 0 or more (got \(timeout)).")
-        }
-        if let range, parsedRange(range) == nil {
-            throw ValidationError("--range must be START:LENGTH with whole numbers, LENGTH 0 for to the end (got \(range)).")
-        }
-        guard (0...255).contains(conflictExitCode) else { throw ValidationError("--conflict-exit-code must be 0...255.") }
+        do { try request.validate() } catch { throw ValidationError(error.message) }
     }
 
     func run() throws {
-        let wait: Duration? = try nonblock ? .zero : timeout.map { try FileLock.timeout(seconds: $0, path: lockFile) }
+        throw ExitCode(request.run())
+    }
+}
+
+/// A mistake on the command line, said in words.
+struct UsageError: Error {
+    var message: String
+}
+
+/// What `filelock run` was asked to do.
+struct RunRequest: Equatable {
+    var shared = false
+    var exclusive = false
+    var nonblock = false
+    var timeout: Double?
+    var conflictExitCode: Int32 = 1
+    var kind: LockKind = .kernel
+    var range: String?
+    var verbose = false
+    var lockFile: String
+    /// Without the `--` that separates it from the options.
+    var command: [String]
+
+    /// Reads the common forms of `filelock run`'s arguments (those after `run`) without
+    /// ArgumentParser, whose reflection-driven setup costs about 3 ms of the few a short
+    /// `filelock run` takes. Returns nil for anything else (help, repeated or unknown options,
+    /// option values starting with `-`, ...), which then goes to `Run` for the full treatment.
+    /// A test checks that `Run` reads every accepted form the same way.
+    init?(quickly arguments: ArraySlice<String>) {
+        var seen = Set<String>()
+        var rest = arguments[...]
+        var lockFile: String?
+        while lockFile == nil, let argument = rest.popFirst() {
+            guard argument.hasPrefix("-") else {
+                lockFile = argument
+                break
+            }
+            var name = argument
+            var attached: String?
+            if argument.hasPrefix("--"), let equals = argument.firstIndex(of: "=") {
+                name = String(argument[..<equals])
+                attached = String(argument[argument.index(after: equals)...])
+            }
+            func value() -> String? {
+                if let attached { return attached }
+                guard let next = rest.popFirst(), !next.hasPrefix("-") else { return nil }
+                return next
+            }
+            let canonical: String
+            switch name {
+            case "-s", "--shared", "-x", "--exclusive", "-n", "--nonblock", "--nb", "-v", "--verbose":
+                guard attached == nil else { return nil }
+                switch name {
+                case "-s", "--shared": canonical = "s"; shared = true
+                case "-x", "--exclusive": canonical = "x"; exclusive = true
+                case "-n", "--nonblock", "--nb": canonical = "n"; nonblock = true
+                default: canonical = "v"; verbose = true
+                }
+            case "-w", "--timeout":
+                canonical = "w"
+                guard let text = value(), let seconds = Double(text) else { return nil }
+                timeout = seconds
+            case "-E", "--conflict-exit-code":
+                canonical = "E"
+                guard let text = value(), let code = Int32(text) else { return nil }
+                conflictExitCode = code
+            case "--kind":
+                canonical = "kind"
+                guard let text = value(), let chosen = LockKind(rawValue: text) else { return nil }
+                kind = chosen
+            case "--range":
+                canonical = "range"
+                guard let text = value() else { return nil }
+                range = text
+            default:
+                // Bundled short flags such as -xn.
+                let letters = argument.dropFirst()
+                guard !argument.hasPrefix("--"), letters.count > 1,
+                    letters.allSatisfy({ "sxnv".contains($0) })
+                else { return nil }
+                for letter in letters {
+                    guard seen.insert(String(letter)).inserted else { return nil }
+                    switch letter {
+                    case "s": shared = true
+                    case "x": exclusive = true
+                    case "n": nonblock = true
+                    default: verbose = true
+                    }
+                }
+                continue
+            }
+            guard seen.insert(canonical).inserted else { return nil }
+        }
+        guard let lockFile else { return nil }
+        self.lockFile = lockFile
+        command = rest.first == "--" ? Array(rest.dropFirst()) : Array(rest)
+    }
+
+    init(
+        shared: Bool, exclusive: Bool, nonblock: Bool, timeout: Double?, conflictExitCode: Int32,
+        kind: LockKind, range: String?, verbose: Bool, lockFile: String, command: [String]
+    ) {
+        self.shared = shared
+        self.exclusive = exclusive
+        self.nonblock = nonblock
+        self.timeout = timeout
+        self.conflictExitCode = conflictExitCode
+        self.kind = kind
+        self.range = range
+        self.verbose = verbose
+        self.lockFile = lockFile
+        self.command = command
+    }
+
+    func validate() throws(UsageError) {
+        func fail(_ message: String) -> UsageError { UsageError(message: message) }
+        guard !command.isEmpty else { throw fail("Missing the command to run after the lock file.") }
+        if shared && exclusive { throw fail("Choose --shared or --exclusive, not both.") }
+        if shared && kind == .soft { throw fail("A soft lock is exclusive only; drop --shared.") }
+        if range != nil && kind == .soft { throw fail("--range needs a kernel lock; drop --kind soft.") }
+        if let timeout, !(timeout.isFinite && timeout >= 0) {
+            throw fail("--timeout must be a number of seconds, 0 or more (got \(timeout)).")
+        }
+        if let range, parsedRange(range) == nil {
+            throw fail("--range must be START:LENGTH with whole numbers, LENGTH 0 for to the end (got \(range)).")
+        }
+        guard (0...255).contains(conflictExitCode) else { throw fail("--conflict-exit-code must be 0...255.") }
+    }
+
+    /// Takes the lock, runs the command and returns the exit status for `filelock`: the
+    /// command's, `conflictExitCode` when the lock stayed held, 2 for a bad lock path, 127 when
+    /// the command cannot be started.
+    func run() -> Int32 {
         let progress = WaitReporter(path: lockFile, verbose: verbose)
         do {
-            var release: () -> Void = {}
+            let wait: Duration? = try nonblock ? .zero : timeout.map { try FileLock.timeout(seconds: $0, path: lockFile) }
+            let release: () -> Void
             switch (kind, range.flatMap(parsedRange)) {
             case (_, let bytes?):
                 let file = try ByteRangeLock(at: lockFile)
@@ -104,25 +236,29 @@ struct Run: ParsableCommand {
                 release = { lock.release() }
             }
             progress.finish()
-            if verbose { note("got the lock on \(lockFile); running \(commandArguments.joined(separator: " "))") }
-            let status: Int32
+            if verbose { note("got the lock on \(lockFile); running \(command.joined(separator: " "))") }
+            defer { release() }
             do {
-                status = try ForegroundCommand.run(commandArguments)
+                return try ForegroundCommand.run(command)
+            } catch let error as ChildProcessError {
+                note(error.description)
+                return 127
             } catch {
-                release()
-                note("\(error)")
-                throw ExitCode(127)
+                note("cannot run \(command[0]): \(error)")
+                return 127
             }
-            release()
-            throw ExitCode(status)
         } catch let error as FileLockError where error.code == .timedOut {
             progress.finish()
             if verbose { note(error.message) }
-            throw ExitCode(conflictExitCode)
+            return conflictExitCode
         } catch let error as FileLockError {
             progress.finish()
             note(error.message)
-            throw ExitCode(2)
+            return 2
+        } catch {
+            progress.finish()
+            note("\(error)")
+            return 2
         }
     }
 }

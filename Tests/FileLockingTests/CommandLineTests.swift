@@ -28,6 +28,9 @@ struct CommandLineTests {
         #expect(try filelock("run", path, "--", "sh", "-c", "exit 7").0 == 7)
         #expect(try filelock("run", path, "true").0 == 0, "flock(1) style, without --")
         #expect(try filelock("run", path, "--", "sh", "-c", "kill -TERM $$").0 == 128 + SIGTERM)
+        // Forms only ArgumentParser reads (the quick reader passes them on) run the same way.
+        #expect(try filelock("run", "--", path, "sh", "-c", "exit 5").0 == 5)
+        #expect(try filelock("run", "-w", "9", "-w", "10", path, "sh", "-c", "exit 4").0 == 4)
     }
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Testing
+
+@testable import filelock
+
+/// `filelock run` reads its common argument forms without ArgumentParser (startup time); these
+/// tests hold the two readers to the same meaning.
+@Suite struct RunArgumentsTests {
+    /// Forms the quick reader must accept, each with a value that differs from the default.
+    static let accepted: [[String]] = [
+        ["X", "--", "true"],
+        ["X", "true"],
+        ["X", "-v", "echo", "hi"],
+        ["X", "--", "--", "x"],
+        ["X", "--", "sh", "-c", "exit 3"],
+        ["-s", "X", "cat"],
+        ["--shared", "X", "cat"],
+        ["-x", "X", "cat"],
+        ["--exclusive", "X", "cat"],
+        ["-n", "X", "--", "true", "-n"],
+        ["--nonblock", "X", "true"],
+        ["--nb", "X", "true"],
+        ["-v", "X", "true"],
+        ["--verbose", "X", "true"],
+        ["-xn", "X", "--", "true"],
+        ["-nsv", "X", "--", "true"],
+        ["-w", "5", "X", "--", "true"],
+        ["-w", "0.25", "X", "--", "true"],
+        ["--timeout", "1e3", "X", "true"],
+        ["--timeout=2.5", "X", "true"],
+        ["-E", "75", "X", "true"],
+        ["--conflict-exit-code", "0", "X", "true"],
+        ["--conflict-exit-code=3", "X", "true"],
+        ["--kind", "soft", "X", "true"],
+        ["--kind=kernel", "X", "true"],
+        ["--range", "0:100", "X", "true"],
+        ["--range=5:0", "X", "true"],
+        ["-n", "-w", "3", "-E", "9", "--kind", "soft", "-v", "/tmp/some folder/x.lock", "--", "make", "-j", "2"],
+        // Read alike, then refused alike by validation.
+        ["X"],
+        ["X", "--"],
+        ["-s", "-x", "X", "true"],
+        ["-s", "--kind", "soft", "X", "true"],
+        ["--kind", "soft", "--range", "0:1", "X", "true"],
+        ["-w", "nan", "X", "true"],
+        ["--timeout=-1", "X", "true"],
+        ["-E", "256", "X", "true"],
+        ["--range", "1", "X", "true"],
+        ["--range", "a:b", "X", "true"],
+    ]
+
+    /// Forms left to ArgumentParser: help, mistakes, repeats and spellings the quick reader skips.
+    static let deferred: [[String]] = [
+        [], ["--help"], ["-h"], ["-w"], ["-n"], ["--", "X", "true"], ["-q", "X", "true"],
+        ["-w5", "X", "true"], ["-w", "-1", "X", "true"], ["-w", "soon", "X", "true"],
+        ["-w", "1", "-w", "2", "X", "true"], ["-x", "-x", "X", "true"], ["-xx", "X", "true"],
+        ["-xq", "X", "true"], ["--kind", "nfs", "X", "true"], ["--shared=yes", "X", "true"],
+        ["-E", "x", "X", "true"], ["--timeout=", "X", "true"], ["-", "true"], ["--verbose", "--nb", "-n", "X", "true"],
+    ]
+
+    @Test(arguments: accepted)
+    func quickReaderAgreesWithArgumentParser(_ arguments: [String]) throws {
+        let quick = try #require(RunRequest(quickly: arguments[...]), "the quick reader should take \(arguments)")
+        let quickValidates = (try? quick.validate()) != nil
+        do {
+            let full = try Run.parse(arguments)
+            #expect(quickValidates, "ArgumentParser accepted \(arguments), the quick reader's validation did not")
+            #expect(full.request == quick)
+        } catch {
+            #expect(!quickValidates, "ArgumentParser refused \(arguments): \(Run.message(for: error))")
+        }
+    }
+
+    @Test(arguments: deferred)
+    func otherFormsGoToArgumentParser(_ arguments: [String]) {
+        #expect(RunRequest(quickly: arguments[...]) == nil)
+    }
+
+    @Test func quickReaderKeepsEverythingAfterTheLockFile() throws {
+        let request = try #require(RunRequest(quickly: ["-n", "-w", "3", "/x.lock", "--", "a", "-n", "--", "b"]))
+        #expect(request.lockFile == "/x.lock")
+        #expect(request.command == ["a", "-n", "--", "b"])
+        #expect(request.nonblock && request.timeout == 3 && !request.shared)
+    }
+}
