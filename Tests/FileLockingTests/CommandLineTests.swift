@@ -13,7 +13,7 @@ struct CommandLineTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }
 
-    static let tool = TestEnvironment.productsFolder + "/filelock"
+    static let tool = TestEnvironment.tool
 
     /// Runs `filelock ARGUMENTS` with stderr merged into stdout; returns (exit code, output).
     func filelock(_ arguments: String...) throws -> (Int32, String) {

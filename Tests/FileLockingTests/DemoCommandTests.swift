@@ -5,7 +5,7 @@ import Testing
 struct DemoCommandTests {
     @Test func demoShowsLostUpdatesWithoutALockAndNoneWithIt() throws {
         let demo = try ChildProcess(
-            TestEnvironment.productsFolder + "/filelock", ["demo", "--processes", "3", "--increments", "300"])
+            TestEnvironment.tool, ["demo", "--processes", "3", "--increments", "300"])
         let output = try demo.readRemainingOutput(timeout: 120)
         #expect(try demo.waitForExit() == 0)
         let rows = output.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
@@ -19,7 +19,7 @@ struct DemoCommandTests {
     @Test(arguments: [("soft", "SoftFileLock"), ("range", "ByteRangeLock")])
     func demoForEveryLockKind(kind: String, name: String) throws {
         let demo = try ChildProcess(
-            TestEnvironment.productsFolder + "/filelock", ["demo", "--kind", kind, "--processes", "3", "--increments", "200"])
+            TestEnvironment.tool, ["demo", "--kind", kind, "--processes", "3", "--increments", "200"])
         let output = try demo.readRemainingOutput(timeout: 120)
         #expect(try demo.waitForExit() == 0)
         let rows = output.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
@@ -28,7 +28,7 @@ struct DemoCommandTests {
     }
 
     @Test func demoRejectsBadCounts() throws {
-        let demo = try ChildProcess(TestEnvironment.productsFolder + "/filelock", ["demo", "--processes", "0"])
+        let demo = try ChildProcess(TestEnvironment.tool, ["demo", "--processes", "0"])
         #expect(try demo.waitForExit() != 0)
     }
 }

@@ -27,6 +27,10 @@ enum TestEnvironment {
 
     static var probe: String { productsFolder + "/lock-probe" }
 
+    /// The `filelock` executable under test: `FILELOCK_TOOL` (CI points it at the static release
+    /// build that users install), else the one `swift test` built.
+    static let tool: String = getenv("FILELOCK_TOOL").map { String(cString: $0) } ?? productsFolder + "/filelock"
+
     /// Whether this run is CI, where every tool must be present and nothing may be skipped.
     static let isCI: Bool = getenv("CI").map { String(cString: $0) } == "true"
 
