@@ -96,6 +96,8 @@ echo
 printf '%-52s %10s %10s\n' "wake-up after release (unlink), other process" "p50" "p99"
 "$out/baseline" soft-holder "$work/soft-wake.lock" 40 "$bench" soft-waiter "$work/soft-wake.lock" > "$work/soft-swift"
 printf '%-52s %10s %10s\n' "SoftFileLock acquire (folder watch)" "$(us "$(percentile 50 < "$work/soft-swift")")" "$(us "$(percentile 99 < "$work/soft-swift")")"
+"$out/baseline" soft-holder "$work/soft-wake.lock" 40 "$bench" soft-waiter "$work/soft-wake.lock" async > "$work/soft-async"
+printf '%-52s %10s %10s\n' "SoftFileLock async acquire(timeout: .seconds(60))" "$(us "$(percentile 50 < "$work/soft-async")")" "$(us "$(percentile 99 < "$work/soft-async")")"
 if [ -n "$PYTHON" ]; then
   "$out/baseline" soft-holder "$work/soft-wake.lock" 20 "$PYTHON" Benchmarks/waiter.py "$work/soft-wake.lock" --soft > "$work/soft-python"
   printf '%-52s %10s %10s\n' "Python filelock.SoftFileLock acquire" "$(us "$(percentile 50 < "$work/soft-python")")" "$(us "$(percentile 99 < "$work/soft-python")")"

@@ -168,6 +168,8 @@ final class ThreadResult: @unchecked Sendable {
 
     func set(_ value: String) { lock.run { self.value = value } }
 
+    func peek() -> String? { lock.run { value } }
+
     func wait(timeout: Double = 60) -> String? {
         let deadline = ChildProcess.now() + timeout
         while true {

@@ -293,6 +293,47 @@ struct SoftFileLockTests {
         try await lock.withLock(timeout: .seconds(10)) { #expect(lock.isHeldByUs) }
     }
 
+    /// A pause as long as an hour can only end early through the folder watch: the waiting task
+    /// must be woken by the marker's removal, not by the next tick (and must hold no thread).
+    @Test func aPausedTaskWakesWhenAMarkerGoesAndOnCancellation() async throws {
+        let path = folder.file("watched.lock")
+        let primitive = SoftPrimitive(
+            lockPath: try LockPath(path), filePermissions: nil, lifetime: nil, pollInterval: .seconds(3600))
+        let attempt = try primitive.begin(.exclusive)
+        // The first pause sets up the watch and returns at once, so the next try sees a release
+        // that happened meanwhile.
+        try await primitive.pause(attempt, upTo: .seconds(3600))
+        #expect(attempt.watch != nil, "inotify should be available here")
+
+        let woke = ThreadResult()
+        let sleeper = Task {
+            try await primitive.pause(attempt, upTo: .seconds(3600))
+            woke.set("woke")
+        }
+        writeFile(path, "1\nhost\n")
+        #expect(unlink(path) == 0)
+        if !(await eventually("the paused task woke after the marker went", timeout: 20) { woke.peek() != nil }) {
+            sleeper.cancel()
+        }
+        _ = try? await sleeper.value
+
+        let cancelled = Task { try await primitive.pause(attempt, upTo: .seconds(3600)) }
+        try await Task.sleep(for: .milliseconds(5))
+        cancelled.cancel()
+        // Should cancellation not end the pause, a folder change after 20 s does (and the
+        // expectation below fails rather than the test hanging for an hour).
+        let watchdogFired = ThreadResult()
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(20))
+            watchdogFired.set("fired")
+            writeFile(path, "1\nhost\n")
+            unlink(path)
+        }
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+        #expect(watchdogFired.peek() == nil, "the cancelled pause ended only when the watchdog changed the folder")
+        watchdog.cancel()
+    }
+
     @Test func selfDeadlockIsReported() throws {
         let path = folder.file("dead-self.lock")
         let first = try SoftFileLock(at: path)

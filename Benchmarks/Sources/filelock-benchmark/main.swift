@@ -6,7 +6,8 @@
 //                                               monotonic ns at wake-up, release. MODE: blocking |
 //                                               timeout (acquire(timeout: 60 s)) | async
 //   filelock-benchmark soft-cycle PATH N        ns per SoftFileLock acquire+release
-//   filelock-benchmark soft-waiter PATH         waiter (as above) with SoftFileLock.acquire(timeout: nil)
+//   filelock-benchmark soft-waiter PATH [MODE]  waiter (as above) with SoftFileLock; MODE blocking
+//                                               (acquire(timeout: nil), the default) | async
 //   filelock-benchmark range-cycle PATH N       ns per ByteRangeLock lock + unlock of bytes 100-199
 //   filelock-benchmark range-waiter PATH        waiter (as above) locking bytes 0-99 with ByteRangeLock
 
@@ -78,7 +79,7 @@ case "reacquire":
     say(String(Double(nowNanoseconds() - start) / Double(count)))
     lock.release()
 case "waiter", "soft-waiter":
-    let mode = arguments[1] == "soft-waiter" ? "blocking" : arguments[3]
+    let mode = arguments.count > 3 ? arguments[3] : "blocking"
     while readLine() != nil {
         switch mode {
         case "blocking": try lock.acquire(timeout: nil)

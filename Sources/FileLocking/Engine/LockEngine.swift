@@ -313,7 +313,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     // MARK: Acquire (async)
 
     /// Acquires for the current task without blocking a thread of the cooperative pool: a kernel
-    /// wait runs on a thread of its own; a polling wait sleeps with `Task.sleep`.
+    /// wait runs on a thread of its own; a polling wait suspends in the primitive's async `pause`
+    /// (a folder watch for marker files, else `Task.sleep`).
     func acquire(mode: LockMode, timeout: Duration?) async throws {
         if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
         try Task.checkCancellation()
@@ -378,7 +379,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             }
             var sleep = pause
             if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
-            try await Task.sleep(for: sleep)
+            try await primitive.pause(attempt, upTo: sleep)
             pause = min(pause * 2, maximum)
             switch try primitive.tryOnce(attempt, mode) {
             case .acquired(let hold):

@@ -49,6 +49,9 @@ protocol LockPrimitive: Sendable {
     /// Pauses a polling wait for at most `duration`; may return early when the lock may have
     /// become free (for example a folder watch saw the marker go).
     func pause(_ attempt: Attempt, upTo duration: Duration)
+    /// The async form of `pause`, for a waiting task: holds no thread while it waits, and
+    /// throws `CancellationError` as soon as the task is cancelled.
+    func pause(_ attempt: Attempt, upTo duration: Duration) async throws
     /// Gives up an attempt that did not acquire (closes what `begin` opened).
     func abandon(_ attempt: Attempt)
     /// Releases a hold. Must not fail: a release that cannot be done cleanly still frees
@@ -64,6 +67,10 @@ protocol LockPrimitive: Sendable {
 extension LockPrimitive {
     func pause(_ attempt: Attempt, upTo duration: Duration) {
         Threads.sleep(duration)
+    }
+
+    func pause(_ attempt: Attempt, upTo duration: Duration) async throws {
+        try await Task.sleep(for: duration)
     }
 
     func waitOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold> {

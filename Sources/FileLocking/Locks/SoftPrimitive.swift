@@ -20,7 +20,7 @@ struct SoftPrimitive: LockPrimitive {
 
     /// A wait's folder watch, made on its first pause.
     final class Attempt: @unchecked Sendable {
-        // Only the acquiring thread uses it.
+        // Only the acquiring thread or task uses it, one step at a time.
         var watch: FolderWatch?
         var isWatchSetUp = false
     }
@@ -69,18 +69,31 @@ struct SoftPrimitive: LockPrimitive {
     }
 
     func pause(_ attempt: Attempt, upTo duration: Duration) {
-        if !attempt.isWatchSetUp {
-            // Watch first, then try again at once: a release between our last try and the watch
-            // would otherwise go unseen until the pause ends.
-            attempt.isWatchSetUp = true
-            attempt.watch = FolderWatch(folder: lockPath.parent)
-            if attempt.watch != nil { return }
-        }
+        guard !setUpWatch(attempt) else { return }
         if let watch = attempt.watch {
             watch.wait(upTo: duration)
         } else {
             Threads.sleep(duration)
         }
+    }
+
+    func pause(_ attempt: Attempt, upTo duration: Duration) async throws {
+        guard !setUpWatch(attempt) else { return }
+        if let watch = attempt.watch {
+            try await watch.changed(within: duration)
+        } else {
+            try await Task.sleep(for: duration)
+        }
+    }
+
+    /// Makes the wait's folder watch on its first pause; `true` when it did and the pause should
+    /// end at once: watch first, then try again, or a release between our last try and the watch
+    /// would go unseen until the pause ends.
+    private func setUpWatch(_ attempt: Attempt) -> Bool {
+        guard !attempt.isWatchSetUp else { return false }
+        attempt.isWatchSetUp = true
+        attempt.watch = FolderWatch(folder: lockPath.parent)
+        return attempt.watch != nil
     }
 
     func abandon(_ attempt: Attempt) {}

@@ -3,13 +3,32 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
+import Dispatch
+import Synchronization
 
 /// Wakes a marker-file waiter when a name in the lock's folder is removed or renamed (Linux
 /// inotify). Local filesystems only: on NFS another host's changes raise no event, so waiters
 /// still poll, with the watch only shortening the wait.
+///
+/// A thread waits with `wait(upTo:)` (a `poll` on the inotify descriptor); a task waits with
+/// `changed(within:)`, which holds no thread: a dispatch read source on the descriptor resumes it.
 final class FolderWatch: @unchecked Sendable {
-    // Used by one waiting thread at a time (the acquisition that created it).
+    // Used by one waiter at a time (the acquisition that created it); `asyncState` is shared
+    // with the dispatch handlers.
     private let descriptor: Int32
+    private let asyncState = Mutex(AsyncState())
+
+    private struct AsyncState {
+        /// Created by the first async wait; from then on it owns (and closes) the descriptor.
+        var source: (any DispatchSourceRead)?
+        /// The waiting task's wake-up, while one waits.
+        var waiter: Wakeup?
+        /// A change seen while no task waited: the next wait returns at once.
+        var isChangePending = false
+    }
+
+    /// Serialises the read sources' handlers; they only drain the descriptor and wake a task.
+    private static let queue = DispatchQueue(label: "FileLocking.FolderWatch")
 
     /// `nil` where inotify is unavailable (macOS, exhausted watches); callers then just sleep.
     init?(folder: String) {
@@ -26,15 +45,106 @@ final class FolderWatch: @unchecked Sendable {
         #endif
     }
 
-    deinit { System.close(descriptor) }
+    deinit {
+        // A read source must be cancelled before its descriptor is closed: its cancel handler
+        // closes it.
+        if let source = asyncState.withLock({ $0.source }) {
+            source.cancel()
+        } else {
+            System.close(descriptor)
+        }
+    }
 
     /// Sleeps until a change in the folder or `duration`, whichever comes first.
     func wait(upTo duration: Duration) {
         let milliseconds = Int32(clamping: (duration.totalNanoseconds + 999_999) / 1_000_000)
         var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-        if poll(&poller, 1, milliseconds) > 0 {
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while read(descriptor, &buffer, buffer.count) > 0 {}
+        if poll(&poller, 1, milliseconds) > 0 { drain() }
+    }
+
+    /// Suspends the task until a change in the folder or `duration`, whichever comes first,
+    /// without occupying a thread.
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled (at once, not at the end).
+    func changed(within duration: Duration) async throws {
+        let wakeup = Wakeup()
+        let isPending = asyncState.withLock { state -> Bool in
+            if state.isChangePending {
+                state.isChangePending = false
+                return true
+            }
+            state.waiter = wakeup
+            if state.source == nil {
+                let source = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: Self.queue)
+                let descriptor = descriptor
+                source.setEventHandler { [weak self] in self?.sourceFired() }
+                source.setCancelHandler { System.close(descriptor) }
+                source.resume()
+                state.source = source
+            }
+            return false
         }
+        if isPending { return }
+        let nanoseconds = Int(clamping: duration.totalNanoseconds)
+        Self.queue.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { wakeup.fire() }
+        await withTaskCancellationHandler {
+            await wakeup.wait()
+        } onCancel: {
+            wakeup.fire()
+        }
+        asyncState.withLock { state in
+            if state.waiter === wakeup { state.waiter = nil }
+        }
+        try Task.checkCancellation()
+    }
+
+    private func sourceFired() {
+        drain()
+        let waiter = asyncState.withLock { state -> Wakeup? in
+            guard let waiter = state.waiter else {
+                state.isChangePending = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.fire()
+    }
+
+    private func drain() {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while read(descriptor, &buffer, buffer.count) > 0 {}
+    }
+}
+
+/// A one-time wake-up of one task, from whichever comes first: a folder change, the end of the
+/// pause, or cancellation. Firing before the task suspends makes it not suspend at all.
+private final class Wakeup: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Void, Never>?
+        var isFired = false
+    }
+
+    private let state = Mutex(State())
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let resumeNow = state.withLock { state -> Bool in
+                if state.isFired { return true }
+                state.continuation = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    func fire() {
+        let continuation = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.isFired else { return nil }
+            state.isFired = true
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume()
     }
 }
