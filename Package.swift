@@ -27,7 +27,12 @@ let package = Package(
             // A release build on Linux is one static executable: loading and relocating the
             // shared Swift runtime, libstdc++ and Foundation takes longer than `flock(1)`'s whole
             // run, and `filelock run` is meant to be as cheap to put in front of a command.
-            // lld links it without gold's warnings about glibc's dlopen in static programs.
+            // - lld (shipped with the Swift toolchain): gold warns that glibc's dlopen and user
+            //   and group lookups (linked in by the Swift runtime and FoundationEssentials) need the
+            //   same glibc at run time in a static program. lld does not print those warnings;
+            //   the tool calls none of these functions (checked with strace).
+            // - The two `-l`: FoundationEssentials' own static libraries, which SwiftPM's autolink
+            //   data leaves out when only the link step is static (Swift 6.3).
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld", "-l_FoundationCollections", "-l_FoundationCShims"], .when(platforms: [.linux], configuration: .release))]
         ),
         // "Another process" for the tests: takes a lock and reports over stdout.

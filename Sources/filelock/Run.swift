@@ -202,8 +202,8 @@ struct RunRequest: Equatable {
         if shared && exclusive { throw fail("Choose --shared or --exclusive, not both.") }
         if shared && kind == .soft { throw fail("A soft lock is exclusive only; drop --shared.") }
         if range != nil && kind == .soft { throw fail("--range needs a kernel lock; drop --kind soft.") }
-        if let timeout, !(timeout.isFinite && timeout >= 0) {
-            throw fail("--timeout must be a number of seconds, 0 or more (got \(timeout)).")
+        if let timeout, !(timeout.isFinite && timeout >= 0 && timeout < 1e12) {
+            throw fail("--timeout must be a number of seconds, 0 or more; leave it out to wait for ever (got \(timeout)).")
         }
         if let range, parsedRange(range) == nil {
             throw fail("--range must be START:LENGTH with whole numbers, LENGTH 0 for to the end (got \(range)).")

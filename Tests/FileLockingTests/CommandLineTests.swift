@@ -31,6 +31,18 @@ struct CommandLineTests {
         // Forms only ArgumentParser reads (the quick reader passes them on) run the same way.
         #expect(try filelock("run", "--", path, "sh", "-c", "exit 5").0 == 5)
         #expect(try filelock("run", "-w", "9", "-w", "10", path, "sh", "-c", "exit 4").0 == 4)
+        #expect(try filelock("run", "--range=", "0:10", path, "sh", "-c", "exit 6").0 == 6, "quick reading fails validation")
+    }
+
+    @Test func aCommandThatCannotStartExits127AndReleases() throws {
+        for kind in ["kernel", "soft"] {
+            let path = folder.file("missing-\(kind).lock")
+            let (code, message) = try filelock("run", "--kind", kind, path, "--", "/nonexistent/command")
+            #expect(code == 127)
+            #expect(message.contains("/nonexistent/command"), "\(message)")
+            #expect(try filelock("run", "-n", "--kind", kind, path, "--", "true").0 == 0, "\(kind) lock released")
+        }
+        #expect(access(folder.file("missing-soft.lock"), F_OK) != 0, "the soft marker is gone")
     }
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))
@@ -171,6 +183,7 @@ struct CommandLineTests {
         #expect(try filelock("run", folder.file("x.lock")).0 == 2, "no command")
         #expect(try filelock("run", "--range", "a:b", folder.file("x.lock"), "true").0 == 2)
         #expect(try filelock("run", "-w", "-1", folder.file("x.lock"), "true").0 == 2)
+        #expect(try filelock("run", "-w", "1e12", folder.file("x.lock"), "true").0 == 2)
         #expect(try filelock("nonsense").0 == 2)
         let (code, message) = try filelock("run", folder.path, "--", "true")
         #expect(code == 2)

@@ -334,6 +334,27 @@ struct SoftFileLockTests {
         watchdog.cancel()
     }
 
+    /// Watches are closed off the waiter's path (an inotify close waits for a kernel grace
+    /// period), but closed: none of those on this test's folder stays open.
+    @Test func folderWatchesAreClosedAfterUse() async throws {
+        let inode = try System.lstat(folder.path).get().inode
+        func openWatches() -> Int {
+            System.folderEntries("/proc/self/fdinfo").filter { entry in
+                guard case .success(let bytes) = System.readWholeFile("/proc/self/fdinfo/" + entry) else { return false }
+                return String(decoding: bytes, as: UTF8.self).contains("inotify wd:1 ino:\(String(inode, radix: 16)) ")
+            }.count
+        }
+        var watches: [FolderWatch] = []
+        for index in 0..<20 {
+            let watch = try #require(FolderWatch(folder: folder.path))
+            if index.isMultiple(of: 2) { try await watch.changed(within: .milliseconds(1)) } else { watch.wait(upTo: .milliseconds(1)) }
+            watches.append(watch)
+        }
+        #expect(openWatches() == 20)
+        watches.removeAll()
+        #expect(await eventually("every watch on the folder was closed") { openWatches() == 0 })
+    }
+
     @Test func selfDeadlockIsReported() throws {
         let path = folder.file("dead-self.lock")
         let first = try SoftFileLock(at: path)

@@ -47,11 +47,13 @@ final class FolderWatch: @unchecked Sendable {
 
     deinit {
         // A read source must be cancelled before its descriptor is closed: its cancel handler
-        // closes it.
+        // closes it. Either way the close happens on another thread: closing an inotify
+        // instance waits for a kernel grace period, milliseconds the new lock holder should not
+        // spend.
         if let source = asyncState.withLock({ $0.source }) {
             source.cancel()
         } else {
-            System.close(descriptor)
+            DeferredCloser.shared.close(descriptor)
         }
     }
 
@@ -78,7 +80,7 @@ final class FolderWatch: @unchecked Sendable {
                 let source = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: Self.queue)
                 let descriptor = descriptor
                 source.setEventHandler { [weak self] in self?.sourceFired() }
-                source.setCancelHandler { System.close(descriptor) }
+                source.setCancelHandler { DeferredCloser.shared.close(descriptor) }
                 source.resume()
                 state.source = source
             }

@@ -389,7 +389,7 @@ enum System {
         }
         defer { close(descriptor) }
         var contents: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
+        var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
             let result = chunk.withUnsafeMutableBytes { buffer in
                 retryingInterrupts { Glibc_read(descriptor, buffer.baseAddress!, buffer.count) }
