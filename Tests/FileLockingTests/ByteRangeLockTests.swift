@@ -24,6 +24,34 @@ struct ByteRangeLockTests {
         try ChildProcess(TestEnvironment.probe, arguments)
     }
 
+    /// As with `lockf`: a child forked without exec holds none of its parent's ranges (though it
+    /// inherits the open file those locks belong to), conflicts with them, and cannot unlock them.
+    @Test func aForkedChildHoldsNoneOfItsParentsRangesAndConflictsWithThem() throws {
+        let path = folder.file("fork.bin")
+        let lock = try ByteRangeLock(at: path)
+        try lock.lock(ByteRange(start: 0, length: 10))
+        try lock.seek(to: 7)
+        let child = fork()
+        if child == 0 {
+            var failures: Int32 = 0
+            if (try? lock.tryLock(ByteRange(start: 0, length: 10))) != false { failures |= 1 }
+            try? lock.unlock(ByteRange(start: 0, length: 10))
+            if (try? lock.tryLock(ByteRange(start: 20, length: 5))) != true { failures |= 2 }
+            if (try? lock.offset) != 7 { failures |= 4 }
+            _exit(failures)  // the child's own range goes with its open file
+        }
+        let failures = waitForChild(child)
+        #expect(failures & 1 == 0, "the child got a range its parent holds")
+        #expect(failures & 2 == 0, "the child could not lock a free range")
+        #expect(failures & 4 == 0, "the child's file offset differs from the inherited one")
+        #expect(failures & ~7 == 0, "child ended with \(failures)")
+        let other = try ByteRangeLock(at: path)
+        #expect(try !other.tryLock(ByteRange(start: 0, length: 10)), "the child's unlock freed the parent's range")
+        #expect(try other.tryLock(ByteRange(start: 20, length: 5)), "the child's range outlived it")
+        try lock.unlock(ByteRange(start: 0, length: 10))
+        #expect(try other.tryLock(ByteRange(start: 0, length: 10)))
+    }
+
     @Test func wholeFileLockExcludesAnotherProcess() throws {
         let path = folder.file("data.txt")
         let holder = try probe("range-hold", path, "0", "0")

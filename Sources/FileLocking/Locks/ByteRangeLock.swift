@@ -64,7 +64,9 @@ public enum LockfCommand: Sendable {
 /// description locks, `F_OFD_SETLK`): closing some other descriptor of the same file does not
 /// drop them (the classic POSIX `fcntl` trap), and two `ByteRangeLock` objects on one file exclude
 /// each other even in one process, so threads should each use their own. They conflict with
-/// `lockf`/`fcntl` locks of other processes on the same file, and not with `flock`.
+/// `lockf`/`fcntl` locks of other processes on the same file, and not with `flock`. As with
+/// `lockf`, a child forked without exec holds none of its parent's ranges: an inherited object
+/// locks through a new open file of its own, so parent and child exclude each other.
 ///
 /// Unlocking part of a locked range splits it, as the kernel does; locking a range that overlaps
 /// one we hold converts and merges it. Locks are not counted: one unlock frees the range.
@@ -84,8 +86,7 @@ public enum LockfCommand: Sendable {
 public final class ByteRangeLock: Sendable {
     /// The file's path as given.
     public let path: String
-    let descriptor: Int32
-    private let ownsDescriptor: Bool
+    let file: RangeFile
     let engine: LockEngine<RangePrimitive>
     /// Ranges held by running `withLock` bodies: locks are not counted, so a nested overlapping
     /// `withLock` would unlock (or downgrade) part of the outer range when it ends.
@@ -111,42 +112,30 @@ public final class ByteRangeLock: Sendable {
         case .failure(let error): throw FileLockError.system(error, path: path, operation: "open")
         }
         self.path = path
-        descriptor = opened
-        ownsDescriptor = true
-        do {
-            engine = try ByteRangeLock.makeEngine(
-                descriptor: descriptor, lockPath: lockPath, pollInterval: pollInterval)
-        } catch {
-            System.close(descriptor)
-            throw error
-        }
+        file = RangeFile(descriptor: opened, path: path, isOwned: true)
+        engine = try ByteRangeLock.makeEngine(file: file, lockPath: lockPath, pollInterval: pollInterval)
     }
 
     /// Locks ranges of a file the caller opened; the caller keeps the descriptor and closes it
-    /// (which drops the locks).
+    /// (which drops the locks). In a child forked without exec the object locks through a new
+    /// open file of its own instead (see the type's notes on `fork`).
     public init(descriptor: Int32, path: String, pollInterval: Duration = .milliseconds(50)) throws {
         self.path = path
-        self.descriptor = descriptor
-        ownsDescriptor = false
-        engine = try ByteRangeLock.makeEngine(
-            descriptor: descriptor, lockPath: try LockPath(path), pollInterval: pollInterval)
+        file = RangeFile(descriptor: descriptor, path: path, isOwned: false)
+        engine = try ByteRangeLock.makeEngine(file: file, lockPath: try LockPath(path), pollInterval: pollInterval)
     }
 
     private static func makeEngine(
-        descriptor: Int32, lockPath: LockPath, pollInterval: Duration
+        file: RangeFile, lockPath: LockPath, pollInterval: Duration
     ) throws -> LockEngine<RangePrimitive> {
         let configuration = try LockConfiguration(
             defaultTimeout: nil, isBlocking: true, pollInterval: pollInterval, filePermissions: nil
         ).validated(path: lockPath.given)
         return LockEngine(
-            primitive: RangePrimitive(descriptor: descriptor, path: lockPath.given), configuration: configuration,
+            primitive: RangePrimitive(file: file, path: lockPath.given), configuration: configuration,
             node: PathRegistry.node(for: lockPath.absolute))
     }
 
-    deinit {
-        // Closing the open file releases every lock it holds.
-        if ownsDescriptor { System.close(descriptor) }
-    }
 
     // MARK: Locking
 
@@ -204,7 +193,7 @@ public final class ByteRangeLock: Sendable {
     public func unlock(_ range: ByteRange = .wholeFile) throws {
         let request = try validated(range, .shared)
         if case .failure(let error) = System.setRangeLock(
-            descriptor, RangeLockRequest(kind: .unlock, start: request.range.start, length: request.range.length))
+            try file.descriptor(), RangeLockRequest(kind: .unlock, start: request.range.start, length: request.range.length))
         {
             throw engine.primitive.error(error, operation: "unlock \(range) of")
         }
@@ -225,7 +214,7 @@ public final class ByteRangeLock: Sendable {
         let request = try validated(range, mode)
         let kind: RangeLockRequest.Kind = mode == .exclusive ? .write : .read
         switch System.conflictingRangeLock(
-            descriptor, RangeLockRequest(kind: kind, start: request.range.start, length: request.range.length))
+            try file.descriptor(), RangeLockRequest(kind: kind, start: request.range.start, length: request.range.length))
         {
         case .success(nil): return nil
         case .success(let found?):
@@ -322,7 +311,7 @@ public final class ByteRangeLock: Sendable {
     /// The current file offset (where `lockf` ranges start).
     public var offset: Int64 {
         get throws {
-            try System.seek(descriptor, to: 0, relativeToCurrent: true).mapError {
+            try System.seek(try file.descriptor(), to: 0, relativeToCurrent: true).mapError {
                 engine.primitive.error($0, operation: "read the offset of")
             }.get()
         }
@@ -330,18 +319,18 @@ public final class ByteRangeLock: Sendable {
 
     /// Moves the current file offset.
     public func seek(to offset: Int64) throws {
-        _ = try System.seek(descriptor, to: offset).mapError { engine.primitive.error($0, operation: "seek in") }.get()
+        _ = try System.seek(try file.descriptor(), to: offset).mapError { engine.primitive.error($0, operation: "seek in") }.get()
     }
 
     /// Reads up to `count` bytes at `offset` (fewer at the end of the file).
     public func read(count: Int, at offset: Int64) throws -> [UInt8] {
-        try System.read(descriptor, count: count, at: offset).mapError { engine.primitive.error($0, operation: "read") }
+        try System.read(try file.descriptor(), count: count, at: offset).mapError { engine.primitive.error($0, operation: "read") }
             .get()
     }
 
     /// Writes all of `bytes` at `offset`.
     public func write(_ bytes: [UInt8], at offset: Int64) throws {
-        try System.write(descriptor, bytes, at: offset).mapError { engine.primitive.error($0, operation: "write") }.get()
+        try System.write(try file.descriptor(), bytes, at: offset).mapError { engine.primitive.error($0, operation: "write") }.get()
     }
 
     // MARK: Helpers
@@ -369,7 +358,9 @@ public final class ByteRangeLock: Sendable {
     /// holder (pid -1) is found through `/proc/PID/fdinfo`.
     private func holder(pid: Int32, range: ByteRange) -> LockHolder? {
         if pid > 0 { return LockHolder(pid: pid, host: System.hostName()) }
-        guard case .success(let status) = System.fstat(descriptor) else { return nil }
+        guard let descriptor = try? file.descriptor(), case .success(let status) = System.fstat(descriptor) else {
+            return nil
+        }
         let end = range.length == 0 ? nil : UInt64(range.start + range.length - 1)
         let own = System.processID
         let holders = ProcLocks.processesHoldingRecordLock(on: status, start: UInt64(range.start), end: end)
@@ -386,7 +377,7 @@ struct RangePrimitive: LockPrimitive {
         var mode: LockMode
     }
 
-    let descriptor: Int32
+    let file: RangeFile
     let path: String
     var waitStyle: WaitStyle { .kernel }
 
@@ -398,7 +389,7 @@ struct RangePrimitive: LockPrimitive {
     }
 
     func tryOnce(_ request: Request, _ mode: LockMode) throws -> AttemptOutcome<Request> {
-        switch System.setRangeLock(descriptor, raw(request)) {
+        switch System.setRangeLock(try file.descriptor(), raw(request)) {
         case .success(true): return .acquired(request)
         case .success(false): return .busy
         case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
@@ -406,7 +397,7 @@ struct RangePrimitive: LockPrimitive {
     }
 
     func waitOnce(_ request: Request, _ mode: LockMode) throws -> AttemptOutcome<Request> {
-        switch System.setRangeLockWaitingOnce(descriptor, raw(request)) {
+        switch System.setRangeLockWaitingOnce(try file.descriptor(), raw(request)) {
         case .success: return .acquired(request)
         case .failure(.interrupted): return .busy
         case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
@@ -416,6 +407,7 @@ struct RangePrimitive: LockPrimitive {
     func abandon(_ request: Request) {}
 
     func release(_ request: Request) {
+        guard let descriptor = try? file.descriptor() else { return }
         _ = System.setRangeLock(
             descriptor, RangeLockRequest(kind: .unlock, start: request.range.start, length: request.range.length))
     }
@@ -446,6 +438,58 @@ struct RangePrimitive: LockPrimitive {
         default:
             return FileLockError.system(error, path: path, operation: operation)
         }
+    }
+}
+
+/// The open file a `ByteRangeLock`'s locks belong to.
+///
+/// Linux open-file-description locks belong to the open file, which a child forked without exec
+/// shares: through it the child would "get" ranges its parent holds and could unlock them. As with
+/// POSIX `lockf`, whose locks a child does not inherit, a child opens the file afresh (same file,
+/// access mode and offset) on first use, so it holds none of its parent's locks and conflicts
+/// with them. (macOS uses per-process POSIX locks, which children do not inherit anyway.)
+final class RangeFile: Sendable {
+    private struct OpenFile {
+        var descriptor: Int32
+        var generation: Int
+        var isOwned: Bool
+    }
+
+    private let state: Mutex<OpenFile>
+    private let path: String
+
+    init(descriptor: Int32, path: String, isOwned: Bool) {
+        state = Mutex(OpenFile(descriptor: descriptor, generation: ForkGeneration.current, isOwned: isOwned))
+        self.path = path
+    }
+
+    deinit {
+        // Closing the open file releases every lock it holds.
+        let file = state.withLock { $0 }
+        if file.isOwned { System.close(file.descriptor) }
+    }
+
+    /// The descriptor to lock, read and write through in this process.
+    func descriptor() throws -> Int32 {
+        #if os(Linux)
+            let generation = ForkGeneration.current
+            return try state.withLock { file in
+                guard file.generation != generation else { return file.descriptor }
+                let fresh: Int32
+                switch System.reopen(file.descriptor) {
+                case .success(let opened): fresh = opened
+                case .failure(let error):
+                    throw FileLockError.system(error, path: path, operation: "open again after fork (for locks of its own)")
+                }
+                // The inherited copy, if ours, is only closed: the parent's open file and its
+                // locks stay.
+                if file.isOwned { System.close(file.descriptor) }
+                file = OpenFile(descriptor: fresh, generation: generation, isOwned: true)
+                return fresh
+            }
+        #else
+            return state.withLock { $0.descriptor }
+        #endif
     }
 }
 
