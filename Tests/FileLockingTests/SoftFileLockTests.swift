@@ -318,7 +318,8 @@ struct SoftFileLockTests {
         _ = try? await sleeper.value
 
         let cancelled = Task { try await primitive.pause(attempt, upTo: .seconds(3600)) }
-        try await Task.sleep(for: .milliseconds(5))
+        let watch = try #require(attempt.watch)
+        _ = await eventually("the task is suspended in its pause", timeout: 20) { watch.hasWaitingTask }
         cancelled.cancel()
         // Should cancellation not end the pause, a folder change after 20 s does (and the
         // expectation below fails rather than the test hanging for an hour).
@@ -353,6 +354,35 @@ struct SoftFileLockTests {
         #expect(openWatches() == 20)
         watches.removeAll()
         #expect(await eventually("every watch on the folder was closed") { openWatches() == 0 })
+    }
+
+    /// The helper threads (deferred closes, wait interrupts) sleep on condition variables; a child
+    /// forked without exec must not inherit them as phantom waiters (it hung on its second wait).
+    @Test func aForkedChildCanWaitAgainAfterItsParentsHelpersRan() throws {
+        let softPath = folder.file("fork-soft.lock")
+        let kernelPath = folder.file("fork-kernel.lock")
+        let softHolder = try probe("hold", softPath)
+        try softHolder.expectLine(startingWith: "acquired")
+        let kernelHolder = try ChildProcess(TestEnvironment.probe, ["hold", kernelPath])
+        try kernelHolder.expectLine(startingWith: "acquired")
+        func waitBriefly() {
+            #expect(throws: FileLockError.self) { try SoftFileLock(at: softPath).acquire(timeout: .milliseconds(20)) }
+            #expect(throws: FileLockError.self) { try FileLock(at: kernelPath).acquire(timeout: .milliseconds(20)) }
+        }
+        for _ in 0..<3 {
+            waitBriefly()
+            let child = fork()
+            if child == 0 {
+                for _ in 0..<3 {
+                    _ = try? SoftFileLock(at: softPath).acquire(timeout: .milliseconds(20))
+                    _ = try? FileLock(at: kernelPath).acquire(timeout: .milliseconds(20))
+                }
+                _exit(0)
+            }
+            #expect(waitForChild(child) == 0, "the forked child hung (killed after 30 s) or failed")
+        }
+        softHolder.send("release")
+        kernelHolder.send("release")
     }
 
     @Test func selfDeadlockIsReported() throws {

@@ -372,6 +372,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         defer { if isAttemptOpen { primitive.abandon(attempt) } }
         var pause = initial
         while true {
+            // A pause may end without suspending (a change already seen): still honour a cancel.
+            try Task.checkCancellation()
             let now = MonotonicInstant.now
             if let deadline, now >= deadline {
                 throw FileLockError.timedOut(

@@ -29,7 +29,7 @@ final class WaitInterrupter: @unchecked Sendable {
     private func resetInChild() {
         entries = [:]
         isRunning = false
-        lock.unlock()
+        lock.reinitializeInChild()
     }
 
     // Guarded by `lock`.

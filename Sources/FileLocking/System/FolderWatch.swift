@@ -12,22 +12,23 @@ import Synchronization
 ///
 /// A thread waits with `wait(upTo:)` (a `poll` on the inotify descriptor); a task waits with
 /// `changed(within:)`, which holds no thread: a dispatch read source on the descriptor resumes it.
-final class FolderWatch: @unchecked Sendable {
+final class FolderWatch: Sendable {
     // Used by one waiter at a time (the acquisition that created it); `asyncState` is shared
     // with the dispatch handlers.
     private let descriptor: Int32
     private let asyncState = Mutex(AsyncState())
 
     private struct AsyncState {
-        /// Created by the first async wait; from then on it owns (and closes) the descriptor.
-        var source: (any DispatchSourceRead)?
+        /// Made by the first async wait; from then on the read source owns (and closes) the
+        /// descriptor.
+        var sources: (read: any DispatchSourceRead, timer: any DispatchSourceTimer)?
         /// The waiting task's wake-up, while one waits.
         var waiter: Wakeup?
         /// A change seen while no task waited: the next wait returns at once.
         var isChangePending = false
     }
 
-    /// Serialises the read sources' handlers; they only drain the descriptor and wake a task.
+    /// Serialises the sources' handlers; they only drain the descriptor and wake a task.
     private static let queue = DispatchQueue(label: "FileLocking.FolderWatch")
 
     /// `nil` where inotify is unavailable (macOS, exhausted watches); callers then just sleep.
@@ -50,8 +51,9 @@ final class FolderWatch: @unchecked Sendable {
         // closes it. Either way the close happens on another thread: closing an inotify
         // instance waits for a kernel grace period, milliseconds the new lock holder should not
         // spend.
-        if let source = asyncState.withLock({ $0.source }) {
-            source.cancel()
+        if let sources = asyncState.withLock({ $0.sources }) {
+            sources.timer.cancel()
+            sources.read.cancel()
         } else {
             DeferredCloser.shared.close(descriptor)
         }
@@ -69,26 +71,34 @@ final class FolderWatch: @unchecked Sendable {
     ///
     /// - Throws: `CancellationError` when the task is cancelled (at once, not at the end).
     func changed(within duration: Duration) async throws {
+        try Task.checkCancellation()
         let wakeup = Wakeup()
+        let nanoseconds = Int(clamping: duration.totalNanoseconds)
         let isPending = asyncState.withLock { state -> Bool in
             if state.isChangePending {
                 state.isChangePending = false
                 return true
             }
             state.waiter = wakeup
-            if state.source == nil {
-                let source = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: Self.queue)
+            if state.sources == nil {
+                let read = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: Self.queue)
                 let descriptor = descriptor
-                source.setEventHandler { [weak self] in self?.sourceFired() }
-                source.setCancelHandler { DeferredCloser.shared.close(descriptor) }
-                source.resume()
-                state.source = source
+                read.setEventHandler { [weak self] in self?.wake(becauseOfChange: true) }
+                read.setCancelHandler { DeferredCloser.shared.close(descriptor) }
+                let timer = DispatchSource.makeTimerSource(queue: Self.queue)
+                timer.setEventHandler { [weak self] in self?.wake(becauseOfChange: false) }
+                timer.schedule(deadline: .now() + .nanoseconds(nanoseconds))
+                read.resume()
+                timer.resume()
+                state.sources = (read, timer)
+            } else {
+                // One timer per watch, moved to this pause's end: a pause that ends early
+                // leaves nothing behind.
+                state.sources?.timer.schedule(deadline: .now() + .nanoseconds(nanoseconds))
             }
             return false
         }
         if isPending { return }
-        let nanoseconds = Int(clamping: duration.totalNanoseconds)
-        Self.queue.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { wakeup.fire() }
         await withTaskCancellationHandler {
             await wakeup.wait()
         } onCancel: {
@@ -100,11 +110,16 @@ final class FolderWatch: @unchecked Sendable {
         try Task.checkCancellation()
     }
 
-    private func sourceFired() {
-        drain()
+    /// Whether a task is suspended in `changed(within:)` now (for tests).
+    var hasWaitingTask: Bool { asyncState.withLock { $0.waiter != nil } }
+
+    /// A change wakes the waiting task, or is remembered for the next wait; the timer only wakes
+    /// the waiting task (a late tick at worst ends the next pause early: one extra try).
+    private func wake(becauseOfChange: Bool) {
+        if becauseOfChange { drain() }
         let waiter = asyncState.withLock { state -> Wakeup? in
             guard let waiter = state.waiter else {
-                state.isChangePending = true
+                if becauseOfChange { state.isChangePending = true }
                 return nil
             }
             state.waiter = nil

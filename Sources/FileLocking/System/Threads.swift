@@ -82,6 +82,14 @@ enum Threads {
         pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
         // Waiting threads need little stack; 256 KiB keeps many waiters cheap.
         pthread_attr_setstacksize(&attributes, 256 * 1024)
+        // The thread starts with every signal blocked, so that signals meant for the process
+        // (SIGINT, SIGTERM, ...) go to the host's threads, not to a helper of ours; a waiter
+        // unblocks the interrupt signal itself for the length of its wait.
+        var all = sigset_t()
+        var previous = sigset_t()
+        sigfillset(&all)
+        pthread_sigmask(SIG_SETMASK, &all, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
         #if canImport(Darwin)
             var thread: pthread_t?
         #else
@@ -140,7 +148,14 @@ final class ConditionLock: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-    init() {
+    init() { initialize() }
+
+    /// In a child forked without exec: the parent's helper may have been waiting on `condition`;
+    /// its copy is unusable (a phantom waiter), so start both afresh. The mutex is taken by the
+    /// fork's prepare handler.
+    func reinitializeInChild() { initialize() }
+
+    private func initialize() {
         pthread_mutex_init(mutex, nil)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
@@ -294,12 +309,18 @@ final class DeferredCloser: @unchecked Sendable {
         for descriptor in pending { System.close(descriptor) }
         pending = []
         isRunning = false
-        lock.unlock()
+        lock.reinitializeInChild()
     }
 
-    /// Closes `descriptor` soon, on the helper thread (at once, here, if it cannot be started).
+    /// At most this many closes wait; beyond, the caller closes (so that a burst of watches does
+    /// not hold the user's few inotify instances).
+    private static let maximumPending = 8
+
+    /// Closes `descriptor` soon, on the helper thread (at once, here, if it cannot be started or
+    /// is behind).
     func close(_ descriptor: Int32) {
         let isQueued = lock.withLock { () -> Bool in
+            guard pending.count < Self.maximumPending else { return false }
             if !isRunning {
                 guard case .success = Threads.spawnDetached({ [self] in run() }) else { return false }
                 isRunning = true
