@@ -137,12 +137,14 @@ struct MultiProcessTests {
         let holder = try probe("hold", path)
         try holder.expectLine(startingWith: "acquired")
         let lock = try FileLock(at: path)
-        let waiter = Task { try await lock.acquire(timeout: .seconds(600)) }
+        let waiter = Task { try await lock.acquire(timeout: .seconds(120)) }
         guard await eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
         let started = ChildProcess.now()
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
-        #expect(ChildProcess.now() - started < 5, "cancellation ends the wait, not the 600 s timeout")
+        // Only "not the timeout": the task resumes on the cooperative pool, which other tests
+        // running in parallel may keep busy for seconds.
+        #expect(ChildProcess.now() - started < 60, "cancellation ends the wait, not the 120 s timeout")
         #expect(!lock.isLocked)
         holder.send("release")
         try holder.expectLine(startingWith: "released")
