@@ -27,7 +27,8 @@ struct Run: ParsableCommand {
             passed on to the command; if filelock itself is killed, a kernel lock is freed by the \
             kernel and a soft lock is left stale, so the next taker breaks it.
 
-            The short options match flock(1): -s -x -n -w -E.
+            The short options match flock(1): -s -x -n -w -E, and as in flock(1) `-c 'COMMAND'` \
+            after the lock file runs one shell command line with $SHELL (or /bin/sh).
 
             Examples:
               filelock run /tmp/backup.lock -- rsync -a /data /backup      # one backup at a time
@@ -35,6 +36,7 @@ struct Run: ParsableCommand {
               filelock run -w 30 -E 75 /var/tmp/cache.lock -- make cache    # wait 30 s, then exit 75
               filelock run --kind soft /nfs/jobs/queue.lock -- ./drain      # on NFS
               filelock run --range 0:100 /var/db/records.bin -- ./fix-first-record
+              filelock run -w5 /tmp/deploy.lock -c 'git pull && make install'   # flock(1) style
             """
     )
 
@@ -47,11 +49,11 @@ struct Run: ParsableCommand {
     @Flag(name: [.customShort("n"), .customLong("nonblock"), .customLong("nb")], help: "Fail at once if the lock is held.")
     var nonblock = false
 
-    @Option(name: [.customShort("w"), .long], help: "Give up after SECONDS of waiting.")
+    @Option(name: [.customShort("w", allowingJoined: true), .long], help: "Give up after SECONDS of waiting.")
     var timeout: Double?
 
     @Option(
-        name: [.customShort("E"), .customLong("conflict-exit-code")],
+        name: [.customShort("E", allowingJoined: true), .customLong("conflict-exit-code")],
         help: "Exit code when the lock is held (-n) or the timeout passes.")
     var conflictExitCode: Int32 = 1
 
@@ -156,6 +158,18 @@ struct RunRequest: Equatable {
                 canonical = "range"
                 guard let text = value() else { return nil }
                 range = text
+            case _ where (argument.hasPrefix("-w") || argument.hasPrefix("-E")) && argument.count > 2:
+                // A joined value, as `-w5` or `-E75`.
+                let text = String(argument.dropFirst(2))
+                if argument.hasPrefix("-w") {
+                    canonical = "w"
+                    guard let seconds = Double(text) else { return nil }
+                    timeout = seconds
+                } else {
+                    canonical = "E"
+                    guard let code = Int32(text) else { return nil }
+                    conflictExitCode = code
+                }
             default:
                 // Bundled short flags such as -xn.
                 let letters = argument.dropFirst()
@@ -196,9 +210,22 @@ struct RunRequest: Equatable {
         self.command = command
     }
 
+    /// Whether the command is flock(1)'s `-c 'SHELL COMMAND'`.
+    private var isShellCommand: Bool { command.first == "-c" || command.first == "--command" }
+
+    /// What to start: the command, or for `-c 'COMMAND'` the user's shell running it (as flock(1)).
+    var program: [String] {
+        guard isShellCommand, command.count == 2 else { return command }
+        let shell = getenv("SHELL").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/bin/sh"
+        return [shell, "-c", command[1]]
+    }
+
     func validate() throws(UsageError) {
         func fail(_ message: String) -> UsageError { UsageError(message: message) }
         guard !command.isEmpty else { throw fail("Missing the command to run after the lock file.") }
+        if isShellCommand && command.count != 2 {
+            throw fail("-c takes exactly one shell command line, quoted: filelock run FILE -c 'make && make install'.")
+        }
         if shared && exclusive { throw fail("Choose --shared or --exclusive, not both.") }
         if shared && kind == .soft { throw fail("A soft lock is exclusive only; drop --shared.") }
         if range != nil && kind == .soft { throw fail("--range needs a kernel lock; drop --kind soft.") }
@@ -236,15 +263,15 @@ struct RunRequest: Equatable {
                 release = { lock.release() }
             }
             progress.finish()
-            if verbose { note("got the lock on \(lockFile); running \(command.joined(separator: " "))") }
+            if verbose { note("got the lock on \(lockFile); running \(program.joined(separator: " "))") }
             defer { release() }
             do {
-                return try ForegroundCommand.run(command)
+                return try ForegroundCommand.run(program)
             } catch let error as ChildProcessError {
                 note(error.description)
                 return 127
             } catch {
-                note("cannot run \(command[0]): \(error)")
+                note("cannot run \(program[0]): \(error)")
                 return 127
             }
         } catch let error as FileLockError where error.code == .timedOut {

@@ -34,6 +34,14 @@ struct CommandLineTests {
         #expect(try filelock("run", "--range=", "0:10", path, "sh", "-c", "exit 6").0 == 6, "quick reading fails validation")
     }
 
+    @Test func flockStyleJoinedValuesAndShellCommands() throws {
+        let path = folder.file("flock-style.lock")
+        let (code, output) = try filelock("run", "-w5", "-E75", path, "-c", "echo \"$0\" ran; exit 9")
+        #expect(code == 9)
+        #expect(output.contains("ran"), "\(output)")
+        #expect(try filelock("run", path, "-c", "echo", "two").0 == 2, "-c takes one command line")
+    }
+
     @Test func aCommandThatCannotStartExits127AndReleases() throws {
         for kind in ["kernel", "soft"] {
             let path = folder.file("missing-\(kind).lock")
