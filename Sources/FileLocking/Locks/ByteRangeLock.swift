@@ -136,7 +136,6 @@ public final class ByteRangeLock: Sendable {
             node: PathRegistry.node(for: lockPath.absolute))
     }
 
-
     // MARK: Locking
 
     /// Locks `range`, waiting at most `timeout` for other holders to free it.
