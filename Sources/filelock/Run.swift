@@ -76,7 +76,7 @@ struct Run: ParsableCommand {
         RunRequest(
             shared: shared, exclusive: exclusive, nonblock: nonblock, timeout: timeout,
             conflictExitCode: conflictExitCode, kind: kind, range: range, verbose: verbose,
-            lockFile: lockFile, command: command.first == "--" ? Array(command.dropFirst()) : command)
+            lockFile: lockFile, words: command)
     }
 
     func validate() throws {
@@ -104,8 +104,8 @@ struct RunRequest: Equatable {
     var range: String?
     var verbose = false
     var lockFile: String
-    /// Without the `--` that separates it from the options.
-    var command: [String]
+    /// What follows the lock file, as given.
+    var words: [String]
 
     /// Reads the common forms of `filelock run`'s arguments (those after `run`) without
     /// ArgumentParser, whose reflection-driven setup costs about 3 ms of the few a short
@@ -191,12 +191,12 @@ struct RunRequest: Equatable {
         }
         guard let lockFile else { return nil }
         self.lockFile = lockFile
-        command = rest.first == "--" ? Array(rest.dropFirst()) : Array(rest)
+        words = Array(rest)
     }
 
     init(
         shared: Bool, exclusive: Bool, nonblock: Bool, timeout: Double?, conflictExitCode: Int32,
-        kind: LockKind, range: String?, verbose: Bool, lockFile: String, command: [String]
+        kind: LockKind, range: String?, verbose: Bool, lockFile: String, words: [String]
     ) {
         self.shared = shared
         self.exclusive = exclusive
@@ -207,11 +207,15 @@ struct RunRequest: Equatable {
         self.range = range
         self.verbose = verbose
         self.lockFile = lockFile
-        self.command = command
+        self.words = words
     }
 
-    /// Whether the command is flock(1)'s `-c 'SHELL COMMAND'`.
-    private var isShellCommand: Bool { command.first == "-c" || command.first == "--command" }
+    /// The command and its arguments, without the `--` that may separate them from the lock file.
+    var command: [String] { words.first == "--" ? Array(words.dropFirst()) : words }
+
+    /// Whether the command is flock(1)'s `-c 'SHELL COMMAND'` (right after the lock file; after
+    /// `--` a `-c` is a program's name like any other).
+    private var isShellCommand: Bool { words.first == "-c" || words.first == "--command" }
 
     /// What to start: the command, or for `-c 'COMMAND'` the user's shell running it (as flock(1)).
     var program: [String] {

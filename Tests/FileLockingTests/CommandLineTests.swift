@@ -40,6 +40,7 @@ struct CommandLineTests {
         #expect(code == 9)
         #expect(output.contains("ran"), "\(output)")
         #expect(try filelock("run", path, "-c", "echo", "two").0 == 2, "-c takes one command line")
+        #expect(try filelock("run", path, "--", "-c", "exit 3").0 == 127, "after --, -c is a program name")
     }
 
     @Test func aCommandThatCannotStartExits127AndReleases() throws {

@@ -31,6 +31,7 @@ import Testing
         ["-n", "-E3", "X", "true"],
         ["X", "-c", "echo hi && exit 3"],
         ["X", "--command", "true"],
+        ["X", "--", "-c", "echo", "hi"],
         ["--timeout", "1e3", "X", "true"],
         ["--timeout=2.5", "X", "true"],
         ["-E", "75", "X", "true"],

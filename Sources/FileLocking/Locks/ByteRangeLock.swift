@@ -64,9 +64,10 @@ public enum LockfCommand: Sendable {
 /// description locks, `F_OFD_SETLK`): closing some other descriptor of the same file does not
 /// drop them (the classic POSIX `fcntl` trap), and two `ByteRangeLock` objects on one file exclude
 /// each other even in one process, so threads should each use their own. They conflict with
-/// `lockf`/`fcntl` locks of other processes on the same file, and not with `flock`. As with
-/// `lockf`, a child forked without exec holds none of its parent's ranges: an inherited object
-/// locks through a new open file of its own, so parent and child exclude each other.
+/// `lockf`/`fcntl` locks of other processes on the same file, and not with `flock`. A child forked
+/// without exec shares the object's open file, and so would share its parent's locks: there the
+/// object's locking calls throw `.invalidConfiguration`; create a new `ByteRangeLock` in the child
+/// (which then excludes the parent and is excluded by it, as with `lockf`).
 ///
 /// Unlocking part of a locked range splits it, as the kernel does; locking a range that overlaps
 /// one we hold converts and merges it. Locks are not counted: one unlock frees the range.
@@ -117,8 +118,7 @@ public final class ByteRangeLock: Sendable {
     }
 
     /// Locks ranges of a file the caller opened; the caller keeps the descriptor and closes it
-    /// (which drops the locks). In a child forked without exec the object locks through a new
-    /// open file of its own instead (see the type's notes on `fork`).
+    /// (which drops the locks).
     public init(descriptor: Int32, path: String, pollInterval: Duration = .milliseconds(50)) throws {
         self.path = path
         file = RangeFile(descriptor: descriptor, path: path, isOwned: false)
@@ -192,7 +192,7 @@ public final class ByteRangeLock: Sendable {
     public func unlock(_ range: ByteRange = .wholeFile) throws {
         let request = try validated(range, .shared)
         if case .failure(let error) = System.setRangeLock(
-            try file.descriptor(), RangeLockRequest(kind: .unlock, start: request.range.start, length: request.range.length))
+            try file.lockingDescriptor(), RangeLockRequest(kind: .unlock, start: request.range.start, length: request.range.length))
         {
             throw engine.primitive.error(error, operation: "unlock \(range) of")
         }
@@ -213,7 +213,7 @@ public final class ByteRangeLock: Sendable {
         let request = try validated(range, mode)
         let kind: RangeLockRequest.Kind = mode == .exclusive ? .write : .read
         switch System.conflictingRangeLock(
-            try file.descriptor(), RangeLockRequest(kind: kind, start: request.range.start, length: request.range.length))
+            try file.lockingDescriptor(), RangeLockRequest(kind: kind, start: request.range.start, length: request.range.length))
         {
         case .success(nil): return nil
         case .success(let found?):
@@ -310,7 +310,7 @@ public final class ByteRangeLock: Sendable {
     /// The current file offset (where `lockf` ranges start).
     public var offset: Int64 {
         get throws {
-            try System.seek(try file.descriptor(), to: 0, relativeToCurrent: true).mapError {
+            try System.seek(file.descriptor, to: 0, relativeToCurrent: true).mapError {
                 engine.primitive.error($0, operation: "read the offset of")
             }.get()
         }
@@ -318,18 +318,18 @@ public final class ByteRangeLock: Sendable {
 
     /// Moves the current file offset.
     public func seek(to offset: Int64) throws {
-        _ = try System.seek(try file.descriptor(), to: offset).mapError { engine.primitive.error($0, operation: "seek in") }.get()
+        _ = try System.seek(file.descriptor, to: offset).mapError { engine.primitive.error($0, operation: "seek in") }.get()
     }
 
     /// Reads up to `count` bytes at `offset` (fewer at the end of the file).
     public func read(count: Int, at offset: Int64) throws -> [UInt8] {
-        try System.read(try file.descriptor(), count: count, at: offset).mapError { engine.primitive.error($0, operation: "read") }
+        try System.read(file.descriptor, count: count, at: offset).mapError { engine.primitive.error($0, operation: "read") }
             .get()
     }
 
     /// Writes all of `bytes` at `offset`.
     public func write(_ bytes: [UInt8], at offset: Int64) throws {
-        try System.write(try file.descriptor(), bytes, at: offset).mapError { engine.primitive.error($0, operation: "write") }.get()
+        try System.write(file.descriptor, bytes, at: offset).mapError { engine.primitive.error($0, operation: "write") }.get()
     }
 
     // MARK: Helpers
@@ -357,9 +357,7 @@ public final class ByteRangeLock: Sendable {
     /// holder (pid -1) is found through `/proc/PID/fdinfo`.
     private func holder(pid: Int32, range: ByteRange) -> LockHolder? {
         if pid > 0 { return LockHolder(pid: pid, host: System.hostName()) }
-        guard let descriptor = try? file.descriptor(), case .success(let status) = System.fstat(descriptor) else {
-            return nil
-        }
+        guard case .success(let status) = System.fstat(file.descriptor) else { return nil }
         let end = range.length == 0 ? nil : UInt64(range.start + range.length - 1)
         let own = System.processID
         let holders = ProcLocks.processesHoldingRecordLock(on: status, start: UInt64(range.start), end: end)
@@ -388,7 +386,7 @@ struct RangePrimitive: LockPrimitive {
     }
 
     func tryOnce(_ request: Request, _ mode: LockMode) throws -> AttemptOutcome<Request> {
-        switch System.setRangeLock(try file.descriptor(), raw(request)) {
+        switch System.setRangeLock(try file.lockingDescriptor(), raw(request)) {
         case .success(true): return .acquired(request)
         case .success(false): return .busy
         case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
@@ -396,7 +394,7 @@ struct RangePrimitive: LockPrimitive {
     }
 
     func waitOnce(_ request: Request, _ mode: LockMode) throws -> AttemptOutcome<Request> {
-        switch System.setRangeLockWaitingOnce(try file.descriptor(), raw(request)) {
+        switch System.setRangeLockWaitingOnce(try file.lockingDescriptor(), raw(request)) {
         case .success: return .acquired(request)
         case .failure(.interrupted): return .busy
         case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
@@ -406,7 +404,7 @@ struct RangePrimitive: LockPrimitive {
     func abandon(_ request: Request) {}
 
     func release(_ request: Request) {
-        guard let descriptor = try? file.descriptor() else { return }
+        guard let descriptor = try? file.lockingDescriptor() else { return }
         _ = System.setRangeLock(
             descriptor, RangeLockRequest(kind: .unlock, start: request.range.start, length: request.range.length))
     }
@@ -443,52 +441,40 @@ struct RangePrimitive: LockPrimitive {
 /// The open file a `ByteRangeLock`'s locks belong to.
 ///
 /// Linux open-file-description locks belong to the open file, which a child forked without exec
-/// shares: through it the child would "get" ranges its parent holds and could unlock them. As with
-/// POSIX `lockf`, whose locks a child does not inherit, a child opens the file afresh (same file,
-/// access mode and offset) on first use, so it holds none of its parent's locks and conflicts
-/// with them. (macOS uses per-process POSIX locks, which children do not inherit anyway.)
+/// shares: through it the child would "get" ranges its parent holds, and could unlock them. `lockf`
+/// locks are not inherited at all. Rather than let parent and child silently share locks, the
+/// locking calls of an inherited object throw in the child (reading, writing and seeking still
+/// work); the child opens a `ByteRangeLock` of its own. (Reopening the file for the child was
+/// tried and dropped: it can fail where the inherited descriptor works, as after a privilege drop,
+/// without /proc, or for a caller's descriptor whose offset the caller keeps moving.)
 final class RangeFile: Sendable {
-    private struct OpenFile {
-        var descriptor: Int32
-        var generation: Int
-        var isOwned: Bool
-    }
-
-    private let state: Mutex<OpenFile>
+    let descriptor: Int32
+    private let generation = ForkGeneration.current
+    private let isOwned: Bool
     private let path: String
 
     init(descriptor: Int32, path: String, isOwned: Bool) {
-        state = Mutex(OpenFile(descriptor: descriptor, generation: ForkGeneration.current, isOwned: isOwned))
+        self.descriptor = descriptor
         self.path = path
+        self.isOwned = isOwned
     }
 
     deinit {
-        // Closing the open file releases every lock it holds.
-        let file = state.withLock { $0 }
-        if file.isOwned { System.close(file.descriptor) }
+        // Closing the open file releases every lock it holds (in a forked child it only drops the
+        // child's reference; the parent's locks stay).
+        if isOwned { System.close(descriptor) }
     }
 
-    /// The descriptor to lock, read and write through in this process.
-    func descriptor() throws -> Int32 {
-        #if os(Linux)
-            let generation = ForkGeneration.current
-            return try state.withLock { file in
-                guard file.generation != generation else { return file.descriptor }
-                let fresh: Int32
-                switch System.reopen(file.descriptor) {
-                case .success(let opened): fresh = opened
-                case .failure(let error):
-                    throw FileLockError.system(error, path: path, operation: "open again after fork (for locks of its own)")
-                }
-                // The inherited copy, if ours, is only closed: the parent's open file and its
-                // locks stay.
-                if file.isOwned { System.close(file.descriptor) }
-                file = OpenFile(descriptor: fresh, generation: generation, isOwned: true)
-                return fresh
-            }
-        #else
-            return state.withLock { $0.descriptor }
-        #endif
+    /// The descriptor to lock and unlock through; throws in a child forked without exec.
+    func lockingDescriptor() throws -> Int32 {
+        guard generation == ForkGeneration.current else {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "this ByteRangeLock of '\(path)' was opened before fork(), so its open file and the locks on "
+                    + "it are shared with the parent process; locking or unlocking through it would take or free the "
+                    + "parent's ranges: create a new ByteRangeLock in the child")
+        }
+        return descriptor
     }
 }
 

@@ -232,19 +232,6 @@ enum System {
         }
     }
 
-    /// Opens the file behind `descriptor` again, as a new open file (Linux `/proc/self/fd`), with
-    /// the same access mode and file offset. Unlike `dup`, the new open file shares no locks.
-    static func reopen(_ descriptor: Int32) -> Result<Int32, Errno> {
-        let flags = Glibc_fcntl(descriptor, F_GETFL)
-        guard flags >= 0 else { return .failure(Errno(rawValue: errno)) }
-        let opened = retryingInterrupts {
-            Glibc_open("/proc/self/fd/\(descriptor)", (flags & O_ACCMODE) | O_CLOEXEC | O_NOCTTY, 0)
-        }
-        guard case .success(let fresh) = opened else { return opened }
-        if case .success(let offset) = seek(descriptor, to: 0, relativeToCurrent: true) { _ = seek(fresh, to: offset) }
-        return .success(fresh)
-    }
-
     /// `close(2)`. `EINTR` is not retried: on Linux and Darwin the descriptor is gone either way.
     static func close(_ descriptor: Int32) {
         _ = Glibc_close(descriptor)
@@ -497,7 +484,6 @@ typealias CFlock = flock
 @inline(__always) private func Glibc_fcntl(_ fd: Int32, _ command: Int32, _ lock: UnsafeMutablePointer<CFlock>) -> Int32 {
     fcntl(fd, command, lock)
 }
-@inline(__always) private func Glibc_fcntl(_ fd: Int32, _ command: Int32) -> Int32 { fcntl(fd, command) }
 @inline(__always) private func Glibc_lseek(_ fd: Int32, _ offset: off_t, _ whence: Int32) -> off_t {
     lseek(fd, offset, whence)
 }
