@@ -107,6 +107,91 @@ struct RunRequest: Equatable {
     /// What follows the lock file, as given.
     var words: [String]
 
+    /// The command and its arguments, without the `--` that may separate them from the lock file.
+    var command: [String] { words.first == "--" ? Array(words.dropFirst()) : words }
+
+    /// Whether the command is flock(1)'s `-c 'SHELL COMMAND'` (right after the lock file; after
+    /// `--` a `-c` is a program's name like any other).
+    private var isShellCommand: Bool { words.first == "-c" || words.first == "--command" }
+
+    /// What to start: the command, or for `-c 'COMMAND'` the user's shell running it (as flock(1)).
+    var program: [String] {
+        guard isShellCommand, command.count == 2 else { return command }
+        let shell = getenv("SHELL").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/bin/sh"
+        return [shell, "-c", command[1]]
+    }
+
+    func validate() throws(UsageError) {
+        func fail(_ message: String) -> UsageError { UsageError(message: message) }
+        guard !command.isEmpty else { throw fail("Missing the command to run after the lock file.") }
+        if isShellCommand && command.count != 2 {
+            throw fail("-c takes exactly one shell command line, quoted: filelock run FILE -c 'make && make install'.")
+        }
+        if shared && exclusive { throw fail("Choose --shared or --exclusive, not both.") }
+        if shared && kind == .soft { throw fail("A soft lock is exclusive only; drop --shared.") }
+        if range != nil && kind == .soft { throw fail("--range needs a kernel lock; drop --kind soft.") }
+        if let timeout, !(timeout.isFinite && timeout >= 0 && timeout < 1e12) {
+            throw fail("--timeout must be a number of seconds, 0 or more; leave it out to wait for ever (got \(timeout)).")
+        }
+        if let range, parsedRange(range) == nil {
+            throw fail("--range must be START:LENGTH with whole numbers, LENGTH 0 for to the end (got \(range)).")
+        }
+        guard (0...255).contains(conflictExitCode) else { throw fail("--conflict-exit-code must be 0...255.") }
+    }
+
+    /// Takes the lock, runs the command and returns the exit status for `filelock`: the
+    /// command's, `conflictExitCode` when the lock stayed held, 2 for a bad lock path, 127 when
+    /// the command cannot be started.
+    func run() -> Int32 {
+        let progress = WaitReporter(path: lockFile, verbose: verbose)
+        do {
+            let wait: Duration? = try nonblock ? .zero : timeout.map { try FileLock.timeout(seconds: $0, path: lockFile) }
+            let release: () -> Void
+            switch (kind, range.flatMap(parsedRange)) {
+            case (_, let bytes?):
+                let file = try ByteRangeLock(at: lockFile)
+                try file.lock(bytes, mode: shared ? .shared : .exclusive, timeout: wait) {
+                    progress.report { (try? file.conflict(for: bytes))??.holder }
+                }
+                release = { try? file.unlock(bytes) }
+            case (.kernel, nil):
+                let lock = try FileLock(at: lockFile)
+                try lock.acquire(mode: shared ? .shared : .exclusive, timeout: wait) { progress.report { lock.holder } }
+                release = { lock.release() }
+            case (.soft, nil):
+                let lock = try SoftFileLock(at: lockFile)
+                try lock.acquire(timeout: wait) { progress.report { lock.holder } }
+                release = { lock.release() }
+            }
+            progress.finish()
+            if verbose { note("got the lock on \(lockFile); running \(program.joined(separator: " "))") }
+            defer { release() }
+            do {
+                return try ForegroundCommand.run(program)
+            } catch let error as ChildProcessError {
+                note(error.description)
+                return 127
+            } catch {
+                note("cannot run \(program[0]): \(error)")
+                return 127
+            }
+        } catch let error as FileLockError where error.code == .timedOut {
+            progress.finish()
+            if verbose { note(error.message) }
+            return conflictExitCode
+        } catch let error as FileLockError {
+            progress.finish()
+            note(error.message)
+            return 2
+        } catch {
+            progress.finish()
+            note("\(error)")
+            return 2
+        }
+    }
+}
+
+extension RunRequest {
     /// Reads the common forms of `filelock run`'s arguments (those after `run`) without
     /// ArgumentParser, whose reflection-driven setup costs about 3 ms of the few a short
     /// `filelock run` takes. Returns nil for anything else (help, repeated or unknown options,
@@ -192,105 +277,6 @@ struct RunRequest: Equatable {
         guard let lockFile else { return nil }
         self.lockFile = lockFile
         words = Array(rest)
-    }
-
-    init(
-        shared: Bool, exclusive: Bool, nonblock: Bool, timeout: Double?, conflictExitCode: Int32,
-        kind: LockKind, range: String?, verbose: Bool, lockFile: String, words: [String]
-    ) {
-        self.shared = shared
-        self.exclusive = exclusive
-        self.nonblock = nonblock
-        self.timeout = timeout
-        self.conflictExitCode = conflictExitCode
-        self.kind = kind
-        self.range = range
-        self.verbose = verbose
-        self.lockFile = lockFile
-        self.words = words
-    }
-
-    /// The command and its arguments, without the `--` that may separate them from the lock file.
-    var command: [String] { words.first == "--" ? Array(words.dropFirst()) : words }
-
-    /// Whether the command is flock(1)'s `-c 'SHELL COMMAND'` (right after the lock file; after
-    /// `--` a `-c` is a program's name like any other).
-    private var isShellCommand: Bool { words.first == "-c" || words.first == "--command" }
-
-    /// What to start: the command, or for `-c 'COMMAND'` the user's shell running it (as flock(1)).
-    var program: [String] {
-        guard isShellCommand, command.count == 2 else { return command }
-        let shell = getenv("SHELL").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/bin/sh"
-        return [shell, "-c", command[1]]
-    }
-
-    func validate() throws(UsageError) {
-        func fail(_ message: String) -> UsageError { UsageError(message: message) }
-        guard !command.isEmpty else { throw fail("Missing the command to run after the lock file.") }
-        if isShellCommand && command.count != 2 {
-            throw fail("-c takes exactly one shell command line, quoted: filelock run FILE -c 'make && make install'.")
-        }
-        if shared && exclusive { throw fail("Choose --shared or --exclusive, not both.") }
-        if shared && kind == .soft { throw fail("A soft lock is exclusive only; drop --shared.") }
-        if range != nil && kind == .soft { throw fail("--range needs a kernel lock; drop --kind soft.") }
-        if let timeout, !(timeout.isFinite && timeout >= 0 && timeout < 1e12) {
-            throw fail("--timeout must be a number of seconds, 0 or more; leave it out to wait for ever (got \(timeout)).")
-        }
-        if let range, parsedRange(range) == nil {
-            throw fail("--range must be START:LENGTH with whole numbers, LENGTH 0 for to the end (got \(range)).")
-        }
-        guard (0...255).contains(conflictExitCode) else { throw fail("--conflict-exit-code must be 0...255.") }
-    }
-
-    /// Takes the lock, runs the command and returns the exit status for `filelock`: the
-    /// command's, `conflictExitCode` when the lock stayed held, 2 for a bad lock path, 127 when
-    /// the command cannot be started.
-    func run() -> Int32 {
-        let progress = WaitReporter(path: lockFile, verbose: verbose)
-        do {
-            let wait: Duration? = try nonblock ? .zero : timeout.map { try FileLock.timeout(seconds: $0, path: lockFile) }
-            let release: () -> Void
-            switch (kind, range.flatMap(parsedRange)) {
-            case (_, let bytes?):
-                let file = try ByteRangeLock(at: lockFile)
-                try file.lock(bytes, mode: shared ? .shared : .exclusive, timeout: wait) {
-                    progress.report { (try? file.conflict(for: bytes))??.holder }
-                }
-                release = { try? file.unlock(bytes) }
-            case (.kernel, nil):
-                let lock = try FileLock(at: lockFile)
-                try lock.acquire(mode: shared ? .shared : .exclusive, timeout: wait) { progress.report { lock.holder } }
-                release = { lock.release() }
-            case (.soft, nil):
-                let lock = try SoftFileLock(at: lockFile)
-                try lock.acquire(timeout: wait) { progress.report { lock.holder } }
-                release = { lock.release() }
-            }
-            progress.finish()
-            if verbose { note("got the lock on \(lockFile); running \(program.joined(separator: " "))") }
-            defer { release() }
-            do {
-                return try ForegroundCommand.run(program)
-            } catch let error as ChildProcessError {
-                note(error.description)
-                return 127
-            } catch {
-                note("cannot run \(program[0]): \(error)")
-                return 127
-            }
-        } catch let error as FileLockError where error.code == .timedOut {
-            progress.finish()
-            if verbose { note(error.message) }
-            return conflictExitCode
-        } catch let error as FileLockError {
-            progress.finish()
-            note(error.message)
-            return 2
-        } catch {
-            progress.finish()
-            note("\(error)")
-            return 2
-        }
     }
 }
 

@@ -134,12 +134,7 @@ struct BadInputTests {
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root for a private read-only mount"))
     func readOnlyFilesystem() throws {
-        let mountPoint = folder.file("ro")
-        mkdir(mountPoint, 0o755)
-        let path = mountPoint + "/x.lock"
-        // A private mount namespace: the read-only tmpfs exists only for this child.
-        let child = try ChildProcess(
-            "unshare", ["-m", "sh", "-c", "mount -t tmpfs -o ro tmpfs '\(mountPoint)' && exec '\(TestEnvironment.probe)' hold '\(path)'"])
+        let (child, path) = try folder.probeOnReadOnlyMount(["hold", "LOCK"])
         let line = try child.expectLine(startingWith: "error")
         #expect(line.hasPrefix("error readOnlyFilesystem"), "\(line)")
         #expect(line.contains(path))

@@ -24,6 +24,14 @@ struct ByteRangeLockTests {
         try ChildProcess(TestEnvironment.probe, arguments)
     }
 
+    /// Another process takes bytes `start` to `start + length` now, and gives them back.
+    func expectFreeForAnotherProcess(_ path: String, _ start: String, _ length: String) throws {
+        let other = try probe("range-try", path, start, length)
+        try other.expectLine(startingWith: "acquired")
+        other.send("release")
+        try other.expectLine(startingWith: "released")
+    }
+
     /// A child forked without exec shares the object's open file and so its locks: the inherited
     /// object refuses to lock or unlock there (it would take or free the parent's ranges), still
     /// reads, and a new object in the child excludes the parent, as with `lockf`.
@@ -168,10 +176,7 @@ struct ByteRangeLockTests {
         try file.seek(to: 50)
         try file.lockf(.lock, length: 0)
         try file.write(Array("Second locked section".utf8), at: 50)
-        let first = try probe("range-try", path, "0", "50")
-        try first.expectLine(startingWith: "acquired")
-        first.send("release")
-        try first.expectLine(startingWith: "released")
+        try expectFreeForAnotherProcess(path, "0", "50")
         try probe("range-try", path, "50", "10").expectLine(startingWith: "busy")
         try probe("range-try", path, "100000", "1").expectLine(startingWith: "busy")
     }
@@ -182,9 +187,7 @@ struct ByteRangeLockTests {
         try file.seek(to: 200)
         try file.lockf(.lock, length: -100)
         try probe("range-try", path, "100", "100").expectLine(startingWith: "busy")
-        let after = try probe("range-try", path, "200", "10")
-        try after.expectLine(startingWith: "acquired")
-        after.send("release")
+        try expectFreeForAnotherProcess(path, "200", "10")
         let error = #expect(throws: FileLockError.self) { try file.lockf(.lock, length: -500) }
         #expect(error?.message.contains(path) == true)
     }
@@ -194,10 +197,7 @@ struct ByteRangeLockTests {
         let file = try ByteRangeLock(at: path)
         try file.lock(ByteRange(start: 0, length: 300))
         try file.unlock(ByteRange(start: 100, length: 100))
-        let middle = try probe("range-try", path, "100", "100")
-        try middle.expectLine(startingWith: "acquired")
-        middle.send("release")
-        try middle.expectLine(startingWith: "released")
+        try expectFreeForAnotherProcess(path, "100", "100")
         try probe("range-try", path, "0", "100").expectLine(startingWith: "busy")
         try probe("range-try", path, "200", "100").expectLine(startingWith: "busy")
     }

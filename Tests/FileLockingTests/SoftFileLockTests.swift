@@ -426,12 +426,7 @@ struct SoftFileLockTests {
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root for a private read-only mount"))
     func readOnlyFilesystemIsReported() throws {
-        let mountPoint = folder.file("ro")
-        mkdir(mountPoint, 0o755)
-        let path = mountPoint + "/x.lock"
-        let child = try ChildProcess(
-            "unshare",
-            ["-m", "sh", "-c", "mount -t tmpfs -o ro tmpfs '\(mountPoint)' && exec '\(TestEnvironment.probe)' hold '\(path)' --kind soft"])
+        let (child, _) = try folder.probeOnReadOnlyMount(["hold", "LOCK", "--kind", "soft"])
         let line = try child.expectLine(startingWith: "error")
         #expect(line.hasPrefix("error readOnlyFilesystem"), "\(line)")
     }

@@ -152,4 +152,17 @@ extension TemporaryFolder {
         }
         return try ChildProcess("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", copy] + arguments)
     }
+
+    /// Starts lock-probe with `arguments` and `<folder>/ro/x.lock` as its lock path, in a private
+    /// mount namespace where `<folder>/ro` is a read-only tmpfs (needs root). Returns the probe
+    /// and the lock path.
+    func probeOnReadOnlyMount(_ arguments: [String]) throws -> (ChildProcess, path: String) {
+        let mountPoint = file("ro")
+        mkdir(mountPoint, 0o755)
+        let path = mountPoint + "/x.lock"
+        let command = ([TestEnvironment.probe] + arguments.map { $0 == "LOCK" ? path : $0 }).map { "'\($0)'" }
+        let child = try ChildProcess(
+            "unshare", ["-m", "sh", "-c", "mount -t tmpfs -o ro tmpfs '\(mountPoint)' && exec " + command.joined(separator: " ")])
+        return (child, path)
+    }
 }
