@@ -12,6 +12,8 @@ struct LockConfiguration: Sendable, Equatable {
     var filePermissions: UInt32?
     /// Marker locks: the age after which a marker may be broken although its holder lives.
     var lifetime: Duration? = nil
+    /// Whether holds belong to the acquiring thread or task, or to the lock object.
+    var ownership: LockOwnership = .caller
 
     func validated(path: String) throws -> LockConfiguration {
         if let defaultTimeout { try LockEngineSupport.validate(timeout: defaultTimeout, path: path) }
@@ -36,6 +38,8 @@ extension LockConfiguration {
         var parts = ["timeout: \(defaultTimeout.map { "\($0)" } ?? "nil")", "isBlocking: \(isBlocking)"]
         parts.append("pollInterval: \(pollInterval)")
         parts.append("filePermissions: \(filePermissions.map { "0o" + String($0, radix: 8) } ?? "nil")")
+        parts.append("lifetime: \(lifetime.map { "\($0)" } ?? "nil")")
+        parts.append("ownership: .\(ownership)")
         return parts.joined(separator: ", ")
     }
 }
@@ -140,27 +144,50 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     // MARK: State
 
-    var isLocked: Bool { holds.withLock { !$0.isEmpty } }
+    // Holds taken before a fork belong to the parent: in a forked child they count for nothing
+    // (the child's thread has its parent's identity, so matching the owner alone would let the
+    // child run the critical section together with its parent).
 
-    var holdCount: Int { holds.withLock { $0.reduce(0) { $0 + $1.count } } }
-
-    var isHeldByCurrentOwner: Bool {
-        let owner = Owner.current
-        return holds.withLock { $0.contains { $0.owner == owner } }
+    var isLocked: Bool {
+        let generation = ForkGeneration.current
+        return holds.withLock { $0.contains { $0.generation == generation } }
     }
 
-    /// Counts up when `owner` already holds the lock.
+    var holdCount: Int {
+        let generation = ForkGeneration.current
+        return holds.withLock { $0.reduce(0) { $0 + ($1.generation == generation ? $1.count : 0) } }
+    }
+
+    var isHeldByCurrentOwner: Bool {
+        let owner = currentOwner
+        let generation = ForkGeneration.current
+        return holds.withLock { $0.contains { $0.owner == owner && $0.generation == generation } }
+    }
+
+    /// Who acquires or releases now: the calling thread or task, or with `.lockObject` ownership
+    /// this lock object whoever calls.
+    private var currentOwner: Owner {
+        guard configuration.ownership == .caller else {
+            return Owner(kind: .lockObject, identifier: UInt(bitPattern: ObjectIdentifier(self)))
+        }
+        return Owner.current
+    }
+
+    /// Counts up when `owner` already holds the lock (in this process, not a parent before fork).
     private func reenter(_ owner: Owner) -> Bool {
-        holds.withLock { records in
-            guard let index = records.firstIndex(where: { $0.owner == owner }) else { return false }
+        let generation = ForkGeneration.current
+        return holds.withLock { records in
+            guard let index = records.firstIndex(where: { $0.owner == owner && $0.generation == generation }) else {
+                return false
+            }
             records[index].count += 1
             return true
         }
     }
 
     private func record(_ hold: Primitive.Hold, owner: Owner, mode: LockMode) {
-        node.recordHolding(owner: owner, lockObject: ObjectIdentifier(self))
         let generation = ForkGeneration.current
+        node.recordHolding(owner: owner, lockObject: ObjectIdentifier(self), generation: generation)
         holds.withLock { $0.append(HoldRecord(owner: owner, hold: hold, count: 1, mode: mode, generation: generation)) }
     }
 
@@ -169,7 +196,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     /// Acquires for the calling thread (or task), waiting at most `timeout` (`nil` forever).
     func acquire(mode: LockMode, timeout: Duration?, cancelCheck: (() -> Bool)?) throws {
         if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
-        let owner = Owner.current
+        let owner = currentOwner
         if reenter(owner) { return }
         let start = MonotonicInstant.now
         let (attempt, hold) = try tryAcquiring(mode)
@@ -186,7 +213,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     /// Tries once for the calling thread (or task); `false` when held elsewhere.
     func tryAcquire(mode: LockMode) throws -> Bool {
-        let owner = Owner.current
+        let owner = currentOwner
         if reenter(owner) { return true }
         let (attempt, hold) = try tryAcquiring(mode)
         if let hold {
@@ -318,7 +345,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     func acquire(mode: LockMode, timeout: Duration?) async throws {
         if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
         try Task.checkCancellation()
-        let owner = Owner.current
+        let owner = currentOwner
         if reenter(owner) { return }
         let start = MonotonicInstant.now
         let (attempt, hold) = try tryAcquiring(mode)
@@ -401,28 +428,35 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     // MARK: Release
 
     /// Releases one hold of the calling owner; a caller that holds nothing releases nothing (it
-    /// must not drop another thread's lock). `force` drops every hold of every owner.
-    func release(force: Bool) {
+    /// must not drop another thread's lock) and gets `false`. `force` drops every hold of every
+    /// owner (holds inherited across fork are let go without touching the parent's lock).
+    @discardableResult
+    func release(force: Bool) -> Bool {
         if force {
             let released = holds.withLock { records in
                 defer { records.removeAll() }
                 return records
             }
             for record in released { finishRelease(record) }
-            return
+            let generation = ForkGeneration.current
+            return released.contains { $0.generation == generation }
         }
-        let owner = Owner.current
-        let released: HoldRecord? = holds.withLock { records in
-            guard let index = records.firstIndex(where: { $0.owner == owner }) else { return nil }
+        let owner = currentOwner
+        let generation = ForkGeneration.current
+        let (found, released): (Bool, HoldRecord?) = holds.withLock { records in
+            guard let index = records.firstIndex(where: { $0.owner == owner && $0.generation == generation }) else {
+                return (false, nil)
+            }
             records[index].count -= 1
-            guard records[index].count == 0 else { return nil }
-            return records.remove(at: index)
+            guard records[index].count == 0 else { return (true, nil) }
+            return (true, records.remove(at: index))
         }
         if let released { finishRelease(released) }
+        return found
     }
 
     private func finishRelease(_ record: HoldRecord) {
-        node.removeHolding(owner: record.owner, lockObject: ObjectIdentifier(self))
+        node.removeHolding(owner: record.owner, lockObject: ObjectIdentifier(self), generation: record.generation)
         if record.generation == ForkGeneration.current {
             primitive.release(record.hold)
         } else {

@@ -6,6 +6,9 @@ final class PathNode: Sendable {
     struct Holding: Sendable {
         var owner: Owner
         var lockObject: ObjectIdentifier
+        /// The fork generation that took it: a forked child's thread has its parent's identity
+        /// but holds nothing.
+        var generation: Int
     }
 
     struct State: ~Copyable {
@@ -18,13 +21,15 @@ final class PathNode: Sendable {
 
     init(path: String) { self.path = path }
 
-    func recordHolding(owner: Owner, lockObject: ObjectIdentifier) {
-        state.withLock { $0.holdings.append(Holding(owner: owner, lockObject: lockObject)) }
+    func recordHolding(owner: Owner, lockObject: ObjectIdentifier, generation: Int) {
+        state.withLock { $0.holdings.append(Holding(owner: owner, lockObject: lockObject, generation: generation)) }
     }
 
-    func removeHolding(owner: Owner, lockObject: ObjectIdentifier) {
+    func removeHolding(owner: Owner, lockObject: ObjectIdentifier, generation: Int) {
         state.withLock { state in
-            if let index = state.holdings.firstIndex(where: { $0.owner == owner && $0.lockObject == lockObject }) {
+            if let index = state.holdings.firstIndex(where: {
+                $0.owner == owner && $0.lockObject == lockObject && $0.generation == generation
+            }) {
                 state.holdings.remove(at: index)
             }
         }
@@ -33,8 +38,9 @@ final class PathNode: Sendable {
     /// Whether `owner` already holds this path through a lock object other than `lockObject`:
     /// waiting for `lockObject` without a timeout would then never end.
     func ownerHoldsThroughAnotherObject(_ owner: Owner, lockObject: ObjectIdentifier) -> Bool {
-        state.withLock { state in
-            state.holdings.contains { $0.owner == owner && $0.lockObject != lockObject }
+        let generation = ForkGeneration.current
+        return state.withLock { state in
+            state.holdings.contains { $0.owner == owner && $0.lockObject != lockObject && $0.generation == generation }
         }
     }
 }

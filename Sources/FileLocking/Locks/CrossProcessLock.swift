@@ -4,7 +4,8 @@
 ///
 /// A lock is held by the thread that acquired it (or, in `async` code, by the task). The same
 /// lock object acquired again by its holder counts up; another thread or task waits like any
-/// other process.
+/// other process. Locks made with `ownership: .lockObject` belong to the object instead (see
+/// ``LockOwnership``).
 public protocol CrossProcessLock: Sendable {
     /// The lock file's path as given at construction.
     var path: String { get }
@@ -41,12 +42,15 @@ public protocol CrossProcessLock: Sendable {
 
     /// Gives up one hold of the caller; the lock is free for others when the last hold goes.
     ///
-    /// Only the thread (or task) that acquired can release: a caller that holds nothing releases
-    /// nothing, so a stray `release()` never drops another thread's lock. To end a hold from
-    /// another thread, use `release(force: true)`.
+    /// With the default ``LockOwnership/caller`` ownership only the thread (or task) that acquired
+    /// can release: a caller that holds nothing releases nothing and gets `false`, so a stray
+    /// `release()` never drops another thread's lock. To end a hold from another thread, use
+    /// `release(force: true)`, or create the lock with `ownership: .lockObject`.
     ///
     /// - Parameter force: Drop every hold of this object at once, whoever took them.
-    func release(force: Bool)
+    /// - Returns: `false` when the caller held nothing here (nothing was released).
+    @discardableResult
+    func release(force: Bool) -> Bool
 
     /// Whether this lock object holds the lock (for any of its threads or tasks).
     var isLocked: Bool { get }
@@ -86,7 +90,10 @@ extension CrossProcessLock {
     }
 
     /// Gives up one hold of the caller.
-    public func release() {
+    ///
+    /// - Returns: `false` when the caller held nothing here (see `release(force:)`).
+    @discardableResult
+    public func release() -> Bool {
         release(force: false)
     }
 

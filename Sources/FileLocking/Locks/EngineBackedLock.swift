@@ -27,9 +27,13 @@ extension EngineBackedLock {
         try engine.tryAcquire(mode: .exclusive)
     }
 
-    public func release(force: Bool) {
+    @discardableResult
+    public func release(force: Bool) -> Bool {
         engine.release(force: force)
     }
+
+    /// Whether holds belong to the acquiring thread or task, or to this lock object.
+    public var ownership: LockOwnership { engine.configuration.ownership }
 
     public var isLocked: Bool { engine.isLocked }
 

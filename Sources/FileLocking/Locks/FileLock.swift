@@ -35,6 +35,9 @@ public struct FileLock: EngineBackedLock {
     ///   - isBlocking: `false` makes `acquire()` try exactly once.
     ///   - filePermissions: Permission bits for the lock file (for example `0o666` so that every
     ///     user can share it); `nil` lets the umask decide, as `open(2)` does.
+    ///   - ownership: Whether holds belong to the acquiring thread or task (`.caller`, the
+    ///     default) or to this lock object, so that any thread or task may release (`.lockObject`,
+    ///     Python's `thread_local=False`); see ``LockOwnership``.
     ///   - isSingleton: Share one lock object per canonical path in this process, so that
     ///     reentrancy works without passing the object around. All singletons of one path must be
     ///     created with the same settings.
@@ -44,11 +47,12 @@ public struct FileLock: EngineBackedLock {
     ///   for this path exists with other settings.
     public init(
         at path: String, timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
-        isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
+        ownership: LockOwnership = .caller, isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
     ) throws {
         let lockPath = try LockPath(path)
         let configuration = try LockConfiguration(
-            defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: filePermissions
+            defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: filePermissions,
+            ownership: ownership
         ).validated(path: path)
         let primitive = FlockPrimitive(lockPath: lockPath, filePermissions: filePermissions)
         engine = try LockEngine.make(

@@ -43,13 +43,17 @@ public struct SoftFileLock: EngineBackedLock {
     ///     Other users need read access (for example `0o644`) to see the holder and judge staleness.
     ///   - lifetime: A marker older than this may be broken even if its holder lives (gives up
     ///     strict exclusion, as in Python `filelock`); `nil` never expires markers.
+    ///   - ownership: Whether holds belong to the acquiring thread or task (`.caller`, the
+    ///     default) or to this lock object, so that any thread or task may release (`.lockObject`,
+    ///     Python's `thread_local=False`); see ``LockOwnership``.
     ///   - isSingleton: Share one lock object per canonical path in this process.
     ///   - pollInterval: The longest pause between tries while waiting.
     /// - Throws: `FileLockError` for an empty or folder-like path, a negative timeout or lifetime,
     ///   or a singleton with other settings.
     public init(
         at path: String, timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
-        lifetime: Duration? = nil, isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
+        lifetime: Duration? = nil, ownership: LockOwnership = .caller, isSingleton: Bool = false,
+        pollInterval: Duration = .milliseconds(50)
     ) throws {
         let lockPath = try LockPath(path)
         if let lifetime, lifetime <= .zero {
@@ -57,10 +61,10 @@ public struct SoftFileLock: EngineBackedLock {
                 .invalidConfiguration, path: path,
                 message: "lifetime \(lifetime) for lock '\(path)' must be positive, or nil to never expire markers")
         }
-        var configuration = try LockConfiguration(
-            defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: filePermissions
+        let configuration = try LockConfiguration(
+            defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: filePermissions,
+            lifetime: lifetime, ownership: ownership
         ).validated(path: path)
-        configuration.lifetime = lifetime
         let primitive = SoftPrimitive(
             lockPath: lockPath, filePermissions: filePermissions, lifetime: lifetime, pollInterval: pollInterval)
         engine = try LockEngine.make(

@@ -1,0 +1,147 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+import Synchronization
+import Testing
+
+/// The whole-file lock kinds, for scenarios that every kind must pass.
+enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case kernel
+    case soft
+
+    func make(_ path: String, ownership: LockOwnership = .caller) throws -> any CrossProcessLock {
+        switch self {
+        case .kernel: try FileLock(at: path, ownership: ownership)
+        case .soft: try SoftFileLock(at: path, ownership: ownership)
+        }
+    }
+
+    var testDescription: String { rawValue }
+}
+
+/// Runs `body` on a new kernel thread and returns its result.
+func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () -> Result) -> Result {
+    let result = Mutex<Result?>(nil)
+    startThread { result.withLock { $0 = body() } }
+    while true {
+        if let value = result.withLock({ $0 }) { return value }
+        usleep(200)
+    }
+}
+
+@Suite("Who holds a lock: threads, tasks, lock objects and forked children")
+struct OwnershipTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    /// A child forked without exec has its parent's thread identity; it must not count up the
+    /// parent's hold and run the critical section beside it.
+    @Test(arguments: WholeFileKind.allCases)
+    func aForkedChildDoesNotReenterItsParentsHold(kind: WholeFileKind) throws {
+        let path = folder.file("fork-reenter.lock")
+        let lock = try kind.make(path)
+        try lock.acquire()
+        let child = fork()
+        if child == 0 {
+            var failures: Int32 = 0
+            if lock.isLocked || lock.holdCount != 0 || lock.isHeldByCaller { failures |= 1 }
+            if (try? lock.tryAcquire()) != false { failures |= 2 }
+            do {
+                try lock.acquire(timeout: .milliseconds(30))
+                failures |= 4
+            } catch let error as FileLockError where error.code == .timedOut {
+            } catch {
+                failures |= 8
+            }
+            if lock.release() { failures |= 16 }
+            _exit(failures)
+        }
+        let failures = waitForChild(child)
+        #expect(failures == 0, "child: 1 inherited state, 2 tryAcquire re-entered, 4 acquire re-entered, 8 other error, 16 released")
+        #expect(lock.holdCount == 1)
+        #expect(try !kind.make(path).tryAcquire(), "the parent still holds the lock")
+        lock.release()
+    }
+
+    /// With the parent's hold gone, a forked child acquires through the inherited object like any
+    /// other process and releases what it took.
+    @Test(arguments: WholeFileKind.allCases)
+    func aForkedChildAcquiresAfresh(kind: WholeFileKind) throws {
+        let path = folder.file("fork-fresh.lock")
+        let lock = try kind.make(path)
+        try lock.acquire()
+        let child = fork()
+        if child == 0 {
+            // Waits for the parent's release, then holds the lock on its own.
+            guard (try? lock.acquire(timeout: .seconds(20))) != nil, lock.holdCount == 1 else { _exit(1) }
+            guard lock.release(), !lock.isLocked else { _exit(2) }
+            _exit(0)
+        }
+        #expect(lock.release())
+        #expect(waitForChild(child) == 0)
+        let other = try kind.make(path)
+        #expect(try other.tryAcquire(), "the child's hold was released")
+        other.release()
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func releaseByAThreadThatHoldsNothingSaysSo(kind: WholeFileKind) throws {
+        let lock = try kind.make(folder.file("stray.lock"))
+        try lock.acquire()
+        let released = onAnotherThread { lock.release() }
+        #expect(!released, "a thread that holds nothing released something")
+        #expect(lock.isLocked)
+        #expect(lock.release())
+        #expect(!lock.release(), "nothing left to release")
+    }
+
+    /// `ownership: .lockObject` (Python's `thread_local=False`): a hold taken on one thread is
+    /// given back on another, and the lock is then free for other processes and objects.
+    @Test(arguments: WholeFileKind.allCases)
+    func lockObjectOwnershipLetsAnotherThreadRelease(kind: WholeFileKind) throws {
+        let path = folder.file("object.lock")
+        let lock = try kind.make(path, ownership: .lockObject)
+        onAnotherThread { try? lock.acquire(timeout: .seconds(5)) }
+        #expect(lock.isLocked)
+        #expect(lock.isHeldByCaller, "the object's hold is every caller's")
+        #expect(try !kind.make(path).tryAcquire(), "other objects are excluded")
+        #expect(try lock.tryAcquire(), "acquiring again from another thread counts up")
+        #expect(lock.holdCount == 2)
+        #expect(onAnotherThread { lock.release() })
+        #expect(lock.release())
+        #expect(!lock.isLocked)
+        let other = try kind.make(path)
+        #expect(try other.tryAcquire(), "released from another thread, the lock is free")
+        other.release()
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func lockObjectOwnershipLetsAnotherTaskRelease(kind: WholeFileKind) async throws {
+        let path = folder.file("object-task.lock")
+        let lock = try kind.make(path, ownership: .lockObject)
+        try await Task.detached { try await lock.acquire(timeout: .seconds(5)) }.value
+        let released = await Task.detached { lock.release() }.value
+        #expect(released)
+        #expect(!lock.isLocked)
+    }
+
+    @Test func aSingletonMismatchNamesTheSettingThatDiffers() throws {
+        let path = folder.file("singleton.lock")
+        let first = try SoftFileLock(at: path, lifetime: .seconds(5), isSingleton: true)
+        let error = #expect(throws: FileLockError.self) {
+            _ = try SoftFileLock(at: path, isSingleton: true)
+        }
+        #expect(error?.code == .invalidConfiguration)
+        let message = error?.message ?? ""
+        #expect(message.contains("lifetime: 5.0 seconds"), "\(message)")
+        #expect(message.contains("lifetime: nil"), "\(message)")
+        let ownershipError = #expect(throws: FileLockError.self) {
+            _ = try SoftFileLock(at: path, lifetime: .seconds(5), ownership: .lockObject, isSingleton: true)
+        }
+        #expect(ownershipError?.message.contains("ownership: .lockObject") == true)
+        _ = first
+    }
+}
