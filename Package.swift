@@ -9,10 +9,15 @@ let package = Package(
         .executable(name: "filelock", targets: ["filelock"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // FilePath: lock paths are bytes (not always UTF-8), as the kernel sees them.
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
-        .target(name: "FileLocking", dependencies: ["CFileLockShims"]),
+        .target(
+            name: "FileLocking",
+            dependencies: ["CFileLockShims", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // The few C calls Swift cannot import (renameat2 is a raw system call).
         .target(name: "CFileLockShims"),
         // Starting and talking to child processes: the demo's workers and the tests' probes.
@@ -23,6 +28,7 @@ let package = Package(
                 "FileLocking",
                 "Subprocesses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             // A release build on Linux is one static executable: loading and relocating the
             // shared Swift runtime, libstdc++ and Foundation takes longer than `flock(1)`'s whole
@@ -49,6 +55,7 @@ let package = Package(
             dependencies: [
                 "FileLocking", "Subprocesses", "lock-probe", "filelock",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             exclude: ["Support/python_probe.py"]
         ),

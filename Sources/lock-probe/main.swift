@@ -5,6 +5,7 @@
 //                                            "acquired PID", then on stdin "release" release it,
 //                                            print "released" and exit. EOF on stdin also releases.
 //   lock-probe try PATH                      tryAcquire: "acquired PID" (then as hold) or "busy"
+//   lock-probe holder PATH                   prints "holder PID" (the lock's holder) or "holder none"
 //   lock-probe increment PATH COUNTER N [--no-lock]
 //                                            N times: lock, read the number in COUNTER, write it + 1,
 //                                            unlock; prints "ready", waits for "go", prints "done"
@@ -141,6 +142,8 @@ do {
         try lock.acquire(timeout: timeout)
         say("acquired \(getpid())")
         waitForRelease(lock)
+    case "holder":
+        say("holder \(lock.holder.map { String($0.pid) } ?? "none")")
     case "try":
         if try lock.tryAcquire() {
             say("acquired \(getpid())")

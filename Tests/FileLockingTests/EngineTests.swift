@@ -36,7 +36,7 @@ import Testing
             defaultTimeout: nil, isBlocking: true, pollInterval: .seconds(3600), filePermissions: nil
         ).validated(path: path)
         return LockEngine(
-            primitive: CountingPrimitive(path: path), configuration: configuration, node: PathRegistry.node(for: path))
+            primitive: CountingPrimitive(path: path), configuration: configuration, node: PathRegistry.node(for: CPath(path)))
     }
 
     @Test func aWaitingTaskPausesThroughThePrimitive() async throws {

@@ -40,7 +40,10 @@ struct SoftFileLockTests {
         #expect(contents.hasSuffix("\n"))
         var status = stat()
         stat(path, &status)
-        #expect(status.st_mode & 0o777 == 0o600)
+        // As Python filelock: 0o644 less the umask, so other users can read who holds it.
+        let mask = umask(0o022)
+        umask(mask)
+        #expect(status.st_mode & 0o777 == 0o644 & ~mask)
         #expect(lock.isHeldByUs)
         #expect(lock.holder?.pid == getpid())
         #expect(lock.holder?.looksStale == false)
@@ -190,10 +193,22 @@ struct SoftFileLockTests {
         try SoftFileLock(at: path).acquire(timeout: .seconds(20))
     }
 
+    /// Markers are created 0o644 less the umask by default, as Python's: another user's process
+    /// can read who holds the lock.
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func anotherUserSeesWhoHoldsADefaultMarker() throws {
+        let path = folder.file("shared-view.lock")
+        let lock = try SoftFileLock(at: path)
+        try lock.acquire()
+        defer { lock.release() }
+        let child = try folder.probeAsNobody(["holder", path, "--kind", "soft"])
+        #expect(try child.readLine() == "holder \(getpid())")
+    }
+
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
     func anotherUsersUnreadableMarkerMeansWaitNotFail() throws {
         let path = folder.file("private.lock")
-        let lock = try SoftFileLock(at: path)
+        let lock = try SoftFileLock(at: path, filePermissions: 0o600)
         try lock.acquire()
         defer { lock.release() }
         let child = try folder.probeAsNobody(["hold", path, "--kind", "soft", "--timeout", "1"])
@@ -338,7 +353,7 @@ struct SoftFileLockTests {
     /// Watches are closed off the waiter's path (an inotify close waits for a kernel grace
     /// period), but closed: none of those on this test's folder stays open.
     @Test func folderWatchesAreClosedAfterUse() async throws {
-        let inode = try System.lstat(folder.path).get().inode
+        let inode = try System.lstat(CPath(folder.path)).get().inode
         func openWatches() -> Int {
             System.folderEntries("/proc/self/fdinfo").filter { entry in
                 guard case .success(let bytes) = System.readWholeFile("/proc/self/fdinfo/" + entry) else { return false }
@@ -347,7 +362,7 @@ struct SoftFileLockTests {
         }
         var watches: [FolderWatch] = []
         for index in 0..<20 {
-            let watch = try #require(FolderWatch(folder: folder.path))
+            let watch = try #require(FolderWatch(folder: CPath(folder.path)))
             if index.isMultiple(of: 2) { try await watch.changed(within: .milliseconds(1)) } else { watch.wait(upTo: .milliseconds(1)) }
             watches.append(watch)
         }

@@ -120,7 +120,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     /// A new engine, or with `isSingleton` the one engine of this kind for `canonicalPath`.
     static func make(
-        primitive: Primitive, configuration: LockConfiguration, canonicalPath: String, isSingleton: Bool
+        primitive: Primitive, configuration: LockConfiguration, canonicalPath: CPath, isSingleton: Bool
     ) throws -> LockEngine {
         let node = PathRegistry.node(for: canonicalPath)
         guard isSingleton else { return LockEngine(primitive: primitive, configuration: configuration, node: node) }

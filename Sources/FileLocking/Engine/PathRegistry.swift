@@ -16,10 +16,10 @@ final class PathNode: Sendable {
         var singletons: [ObjectIdentifier: WeakReference] = [:]
     }
 
-    let path: String
+    let path: CPath
     let state = Mutex(State())
 
-    init(path: String) { self.path = path }
+    init(path: CPath) { self.path = path }
 
     func recordHolding(owner: Owner, lockObject: ObjectIdentifier, generation: Int) {
         state.withLock { $0.holdings.append(Holding(owner: owner, lockObject: lockObject, generation: generation)) }
@@ -52,7 +52,7 @@ struct WeakReference: @unchecked Sendable {
 /// Canonical path → `PathNode`, kept while some lock object uses the path.
 enum PathRegistry {
     private struct Nodes: ~Copyable {
-        var byPath: [String: WeakNode] = [:]
+        var byPath: [CPath: WeakNode] = [:]
         /// Prune dead entries when the table doubles, so creation stays amortised O(1).
         var pruneAt = 64
     }
@@ -63,7 +63,7 @@ enum PathRegistry {
         weak var node: PathNode?
     }
 
-    static func node(for canonicalPath: String) -> PathNode {
+    static func node(for canonicalPath: CPath) -> PathNode {
         nodes.withLock { nodes in
             if let existing = nodes.byPath[canonicalPath]?.node { return existing }
             if nodes.byPath.count >= nodes.pruneAt {

@@ -1,5 +1,4 @@
 import Synchronization
-
 /// A byte range of a file: `length` bytes from `start`; a length of 0 reaches to the end of the
 /// file, however far it grows.
 public struct ByteRange: Sendable, Hashable, CustomStringConvertible {
@@ -101,11 +100,17 @@ public final class ByteRangeLock: Sendable {
     ///   - filePermissions: Permission bits when the file is created; `nil` leaves them to the umask.
     ///   - pollInterval: How often a cancel check is asked while waiting.
     /// - Throws: `FileLockError` for a bad path, a symbolic link, no permission.
-    public init(
+    public convenience init(
         at path: String, readOnly: Bool = false, filePermissions: UInt32? = nil,
         pollInterval: Duration = .milliseconds(50)
     ) throws {
-        let lockPath = try LockPath(path)
+        try self.init(
+            lockPath: LockPath(path), readOnly: readOnly, filePermissions: filePermissions, pollInterval: pollInterval)
+    }
+
+
+    init(lockPath: LockPath, readOnly: Bool, filePermissions: UInt32?, pollInterval: Duration) throws {
+        let path = lockPath.given
         let flags = readOnly ? OpenFlags.readOnly : OpenFlags.readWriteCreate
         let opened: Int32
         switch try lockPath.open(flags: flags, mode: filePermissions ?? 0o666, creatingFolders: !readOnly) {

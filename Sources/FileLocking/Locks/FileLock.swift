@@ -49,11 +49,20 @@ public struct FileLock: EngineBackedLock {
         at path: String, timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
         ownership: LockOwnership = .caller, isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
     ) throws {
-        let lockPath = try LockPath(path)
+        try self.init(
+            lockPath: LockPath(path), timeout: timeout, isBlocking: isBlocking, filePermissions: filePermissions,
+            ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval)
+    }
+
+
+    init(
+        lockPath: LockPath, timeout: Duration?, isBlocking: Bool, filePermissions: UInt32?, ownership: LockOwnership,
+        isSingleton: Bool, pollInterval: Duration
+    ) throws {
         let configuration = try LockConfiguration(
             defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: filePermissions,
             ownership: ownership
-        ).validated(path: path)
+        ).validated(path: lockPath.given)
         let primitive = FlockPrimitive(lockPath: lockPath, filePermissions: filePermissions)
         engine = try LockEngine.make(
             primitive: primitive, configuration: configuration, canonicalPath: lockPath.absolute,
@@ -61,7 +70,7 @@ public struct FileLock: EngineBackedLock {
     }
 
     /// The absolute path that is opened: the key for singletons and deadlock detection.
-    public var canonicalPath: String { engine.primitive.lockPath.absolute }
+    public var canonicalPath: String { engine.primitive.lockPath.absolute.description }
 
     /// The process holding the lock, from the kernel's lock table (`/proc/locks` on Linux);
     /// `nil` when free or when the table is not available (macOS).

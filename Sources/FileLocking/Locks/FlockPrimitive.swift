@@ -17,7 +17,7 @@ struct FlockPrimitive: LockPrimitive {
             case .failure(let error) where error == .accessDenied || error == .readOnlyFilesystem:
                 // flock needs no write access: an existing lock file we may only read still works
                 // (a shared /var/lock file owned by another user, a read-only mount).
-                if case .success(let descriptor) = System.open(lockPath.cAbsolute, flags: OpenFlags.readOnly, mode: 0) {
+                if case .success(let descriptor) = System.open(lockPath.absolute, flags: OpenFlags.readOnly, mode: 0) {
                     return descriptor
                 }
                 throw FileLockError.system(error, path: path, operation: "open")

@@ -1,13 +1,17 @@
 /// A lock file path, checked and made absolute once at construction.
+///
+/// Paths are bytes, as the kernel sees them: a name that is not valid UTF-8 locks exactly the
+/// file it names (turning it into a `String` would replace the odd bytes with U+FFFD and lock
+/// another file). Messages show such bytes escaped as `\xNN`.
 struct LockPath: Sendable, Hashable {
-    /// The path as the caller gave it, for messages.
+    /// The path as the caller gave it, for messages (odd bytes escaped).
     let given: String
     /// Absolute, with `.`, `..` and symbolic links in its folders resolved where the folders
     /// exist; the key for singletons and self-deadlock detection, and the path opened.
-    let absolute: String
-    /// `absolute` as a C string, made once: every acquisition opens it.
-    let cAbsolute: CPath
+    let absolute: CPath
 
+    /// A path given as a `String`: a trailing `/` (or a last component `.` or `..`) names a
+    /// folder, which is refused here because `FilePath` would silently drop it.
     init(_ given: String) throws {
         guard !given.isEmpty else {
             throw FileLockError(
@@ -17,21 +21,42 @@ struct LockPath: Sendable, Hashable {
             throw FileLockError(
                 .invalidPath, path: given, message: "the lock file path '\(given)' contains a NUL byte; remove it")
         }
-        let name = LockPath.lastComponent(of: given)
-        if given.hasSuffix("/") || name == "." || name == ".." {
-            var folder = Substring(given)
-            while folder.count > 1 && folder.hasSuffix("/") { folder = folder.dropLast() }
-            throw FileLockError(
-                .isDirectory, path: given,
-                message: "'\(given)' names a directory, not a lock file: pass a file path such as '\(folder)/.lock'")
+        if given.hasSuffix("/") {
+            throw LockPath.namesFolder(given, folder: Array(given.utf8))
         }
-        self.given = given
-        var absolute = given
-        if !given.hasPrefix("/"), case .success(let directory) = System.currentDirectory() {
-            absolute = directory + "/" + given
+        try self.init(bytes: Array(given.utf8))
+    }
+
+    init(bytes: [UInt8]) throws {
+        let display = CPath.display(bytes)
+        let name = CPath.lastComponent(of: bytes)
+        if name == [0x2E] || name == [0x2E, 0x2E] {
+            throw LockPath.namesFolder(display, folder: bytes)
         }
-        self.absolute = LockPath.resolved(absolute)
-        cAbsolute = CPath(self.absolute)
+        given = display
+        var absolute = bytes
+        if bytes.first != CPath.slash {
+            switch System.currentDirectory() {
+            case .success(let directory):
+                absolute = directory + [CPath.slash] + bytes
+            case .failure(let error):
+                // A daemon whose deploy folder was removed: nothing to resolve against.
+                throw FileLockError(
+                    .invalidPath, path: display,
+                    message: "cannot resolve the relative lock file path '\(display)': the current folder is not "
+                        + "available (\(error); was it deleted?); pass an absolute path", errno: error.rawValue)
+            }
+        }
+        self.absolute = CPath(bytes: LockPath.resolved(absolute))
+    }
+
+    private static func namesFolder(_ display: String, folder: [UInt8]) -> FileLockError {
+        var trimmed = folder[...]
+        while trimmed.count > 1 && trimmed.last == CPath.slash { trimmed = trimmed.dropLast() }
+        let shown = CPath.display(trimmed)
+        return FileLockError(
+            .isDirectory, path: display,
+            message: "'\(display)' names a directory, not a lock file: pass a file path such as '\(shown)/.lock'")
     }
 
     /// Opens the lock file; when its folder is missing and `creatingFolders`, creates the folders
@@ -39,87 +64,124 @@ struct LockPath: Sendable, Hashable {
     ///
     /// - Throws: `FileLockError` when a missing folder cannot be created.
     func open(flags: Int32, mode: UInt32, creatingFolders: Bool = true) throws -> Result<Int32, Errno> {
-        let first = System.open(cAbsolute, flags: flags, mode: mode)
+        let first = System.open(absolute, flags: flags, mode: mode)
         guard creatingFolders, case .failure(.noSuchFile) = first else { return first }
         try createParentFolders()
-        return System.open(cAbsolute, flags: flags, mode: mode)
+        return System.open(absolute, flags: flags, mode: mode)
     }
 
     /// Resolves symbolic links and `..` in the longest existing folder prefix, so that one lock
     /// file gets one key even before its folders exist (`/tmp` is a link on macOS); the missing
-    /// rest is normalised without touching the disk.
-    static func resolved(_ absolute: String) -> String {
-        var existing = parent(of: absolute)
-        var missing: [String] = [lastComponent(of: absolute)]
+    /// rest is normalised without touching the disk. `absolute` starts with `/`.
+    static func resolved(_ absolute: [UInt8]) -> [UInt8] {
+        var existing = CPath.parent(of: absolute)
+        var missing: [[UInt8]] = [CPath.lastComponent(of: absolute)]
         while true {
-            if case .success(let real) = System.realPath(existing) {
-                let rest = missing.reversed().joined(separator: "/")
-                return normalized((real == "/" ? "" : real) + "/" + rest)
+            if case .success(let real) = System.realPath(CPath(bytes: existing)) {
+                var joined = real == [CPath.slash] ? [] : real
+                for component in missing.reversed() { joined += [CPath.slash] + component }
+                return CPath.normalized(joined)
             }
-            if existing == "/" || existing.isEmpty { return normalized(absolute) }
-            missing.append(lastComponent(of: existing))
-            existing = parent(of: existing)
+            // The loop ends: every step removes a component, and the parent of "/" is "/".
+            if existing.count <= 1 { return CPath.normalized(absolute) }
+            missing.append(CPath.lastComponent(of: existing))
+            existing = CPath.parent(of: existing)
         }
     }
 
     /// The folder that holds the lock file.
-    var parent: String { LockPath.parent(of: absolute) }
+    var parent: CPath { CPath(bytes: CPath.parent(of: absolute.pathBytes)) }
 
     /// Creates the missing folders above the lock file (as `mkdir -p`, mode 0777 less the umask).
     func createParentFolders() throws {
-        var missing: [String] = []
-        var folder = parent
-        while folder != "/" && !folder.isEmpty {
-            switch System.mkdir(folder, mode: 0o777) {
+        var missing: [[UInt8]] = []
+        var folder = CPath.parent(of: absolute.pathBytes)
+        while folder.count > 1 {
+            switch System.mkdir(CPath(bytes: folder), mode: 0o777) {
             case .success, .failure(.fileExists):
-                folder = "/"
+                folder = [CPath.slash]
                 continue
             case .failure(.noSuchFile):
                 missing.append(folder)
-                folder = LockPath.parent(of: folder)
+                folder = CPath.parent(of: folder)
             case .failure(let error):
                 throw folderError(error, folder: folder)
             }
         }
         for folder in missing.reversed() {
-            switch System.mkdir(folder, mode: 0o777) {
+            switch System.mkdir(CPath(bytes: folder), mode: 0o777) {
             case .success, .failure(.fileExists): continue
             case .failure(let error): throw folderError(error, folder: folder)
             }
         }
     }
 
-    private func folderError(_ error: Errno, folder: String) -> FileLockError {
-        var failure = FileLockError.system(error, path: given, operation: "create the folder '\(folder)' for")
+    private func folderError(_ error: Errno, folder: [UInt8]) -> FileLockError {
+        let shown = CPath.display(folder)
+        var failure = FileLockError.system(error, path: given, operation: "create the folder '\(shown)' for")
         if error == .notDirectory || error == .fileExists {
-            failure.message = "cannot create the folder '\(folder)' for lock file '\(given)': a file stands there"
+            failure.message = "cannot create the folder '\(shown)' for lock file '\(given)': a file stands there"
         }
         return failure
     }
+}
 
-    static func lastComponent(of path: String) -> String {
-        var trimmed = Substring(path)
-        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
-        guard let slash = trimmed.lastIndex(of: "/") else { return String(trimmed) }
-        return String(trimmed[trimmed.index(after: slash)...])
+extension CPath {
+    static let slash = UInt8(ascii: "/")
+
+    /// The last component, without trailing slashes.
+    static func lastComponent(of path: [UInt8]) -> [UInt8] {
+        var trimmed = path[...]
+        while trimmed.count > 1 && trimmed.last == slash { trimmed = trimmed.dropLast() }
+        guard let index = trimmed.lastIndex(of: slash) else { return Array(trimmed) }
+        return Array(trimmed[(index + 1)...])
     }
 
-    static func parent(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        if slash == path.startIndex { return "/" }
-        return String(path[..<slash])
+    /// Everything before the last `/`: `"/"` for a top-level name, `"."` for a bare name.
+    static func parent(of path: [UInt8]) -> [UInt8] {
+        guard let index = path.lastIndex(of: slash) else { return [UInt8(ascii: ".")] }
+        if index == path.startIndex { return [slash] }
+        return Array(path[..<index])
     }
 
     /// Removes `.`, `..` and repeated slashes from an absolute path without touching the disk.
-    static func normalized(_ path: String) -> String {
-        var parts: [Substring] = []
-        for part in path.split(separator: "/") {
-            switch part {
-            case ".": continue
-            case "..": if !parts.isEmpty { parts.removeLast() }
-            default: parts.append(part)
+    static func normalized(_ path: [UInt8]) -> [UInt8] {
+        var parts: [ArraySlice<UInt8>] = []
+        for part in path.split(separator: slash) {
+            if part.elementsEqual([UInt8(ascii: ".")]) { continue }
+            if part.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) {
+                if !parts.isEmpty { parts.removeLast() }
+                continue
+            }
+            parts.append(part)
+        }
+        var result: [UInt8] = []
+        for part in parts { result += [slash] + part }
+        return result.isEmpty ? [slash] : result
+    }
+
+    /// The bytes as text for messages: valid UTF-8 as it is, every other byte as `\xNN`.
+    static func display(_ bytes: some Collection<UInt8>) -> String {
+        let bytes = Array(bytes)
+        if let text = String(validating: bytes, as: UTF8.self) { return text }
+        var result = ""
+        var iterator = bytes.makeIterator()
+        var parser = Unicode.UTF8.ForwardParser()
+        var position = 0
+        while true {
+            switch parser.parseScalar(from: &iterator) {
+            case .valid(let encoded):
+                result.unicodeScalars.append(Unicode.UTF8.decode(encoded))
+                position += encoded.count
+            case .error(let length):
+                for byte in bytes[position..<(position + length)] {
+                    let digits = String(byte, radix: 16, uppercase: false)
+                    result += "\\x" + (digits.count == 1 ? "0" : "") + digits
+                }
+                position += length
+            case .emptyInput:
+                return result
             }
         }
-        return "/" + parts.joined(separator: "/")
     }
 }

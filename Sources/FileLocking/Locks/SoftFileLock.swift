@@ -39,8 +39,9 @@ public struct SoftFileLock: EngineBackedLock {
     ///   - path: The marker file. Relative paths are resolved against the current folder now.
     ///   - timeout: The default for `acquire()` and `withLock { }`; `nil` waits forever.
     ///   - isBlocking: `false` makes `acquire()` try exactly once.
-    ///   - filePermissions: Permission bits for the marker; `nil` means `0o600` (owner only).
-    ///     Other users need read access (for example `0o644`) to see the holder and judge staleness.
+    ///   - filePermissions: Permission bits for the marker; `nil` means `0o644` less the umask, as
+    ///     Python `filelock` creates them, so that other users can read who holds the lock (and
+    ///     judge whether it is stale). Pass `0o600` to hide the holder from other users.
     ///   - lifetime: A marker older than this may be broken even if its holder lives (gives up
     ///     strict exclusion, as in Python `filelock`); `nil` never expires markers.
     ///   - ownership: Whether holds belong to the acquiring thread or task (`.caller`, the
@@ -55,7 +56,17 @@ public struct SoftFileLock: EngineBackedLock {
         lifetime: Duration? = nil, ownership: LockOwnership = .caller, isSingleton: Bool = false,
         pollInterval: Duration = .milliseconds(50)
     ) throws {
-        let lockPath = try LockPath(path)
+        try self.init(
+            lockPath: LockPath(path), timeout: timeout, isBlocking: isBlocking, filePermissions: filePermissions,
+            lifetime: lifetime, ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval)
+    }
+
+
+    init(
+        lockPath: LockPath, timeout: Duration?, isBlocking: Bool, filePermissions: UInt32?, lifetime: Duration?,
+        ownership: LockOwnership, isSingleton: Bool, pollInterval: Duration
+    ) throws {
+        let path = lockPath.given
         if let lifetime, lifetime <= .zero {
             throw FileLockError(
                 .invalidConfiguration, path: path,
@@ -73,7 +84,7 @@ public struct SoftFileLock: EngineBackedLock {
     }
 
     /// The absolute path of the marker: the key for singletons and deadlock detection.
-    public var canonicalPath: String { engine.primitive.lockPath.absolute }
+    public var canonicalPath: String { engine.primitive.lockPath.absolute.description }
 
     /// The age after which a marker may be broken even if its holder lives; `nil`: never.
     public var lifetime: Duration? { engine.primitive.lifetime }

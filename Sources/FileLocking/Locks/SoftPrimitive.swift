@@ -9,6 +9,9 @@ struct SoftPrimitive: LockPrimitive {
     /// How long a malformed marker (for example one whose writer is between create and write)
     /// is left alone.
     static let malformedGrace = Duration.seconds(2)
+    /// As Python `filelock`: readable by everyone (less the umask), so that other users see the
+    /// holder and can judge staleness.
+    static let defaultPermissions: UInt32 = 0o644
 
     let lockPath: LockPath
     let filePermissions: UInt32?
@@ -158,7 +161,7 @@ struct SoftPrimitive: LockPrimitive {
 
     /// Creates and fills our marker; `nil` when one exists.
     private func create() throws -> Hold? {
-        switch try lockPath.open(flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? 0o600) {
+        switch try lockPath.open(flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? SoftPrimitive.defaultPermissions) {
         case .success(let descriptor):
             return try fill(descriptor, at: lockPath.absolute)
         case .failure(.fileExists):
@@ -169,7 +172,7 @@ struct SoftPrimitive: LockPrimitive {
     }
 
     /// Writes our record into a marker we just created; on failure removes it again.
-    private func fill(_ descriptor: Int32, at name: String) throws -> Hold {
+    private func fill(_ descriptor: Int32, at name: CPath) throws -> Hold {
         let identity: FileIdentity
         do {
             if let filePermissions {
@@ -193,7 +196,7 @@ struct SoftPrimitive: LockPrimitive {
     /// Reads the marker at the path; `nil` when there is none.
     private func inspect() throws -> Observed? {
         let descriptor: Int32
-        switch System.open(lockPath.cAbsolute, flags: OpenFlags.readOnlyNonBlocking, mode: 0) {
+        switch System.open(lockPath.absolute, flags: OpenFlags.readOnlyNonBlocking, mode: 0) {
         case .success(let opened): descriptor = opened
         case .failure(.noSuchFile): return nil
         case .failure(.accessDenied):
@@ -251,9 +254,9 @@ struct SoftPrimitive: LockPrimitive {
     /// Replaces the stale marker `observed` with ours in one atomic exchange, so the path is
     /// never empty and of two breakers only the first wins.
     private func takeOver(_ observed: Observed) throws -> TakeOver {
-        let aside = lockPath.absolute + ".break.\(System.processID).\(randomHex())"
+        let aside = lockPath.absolute.appending(".break.\(System.processID).\(randomHex())")
         let descriptor: Int32
-        switch System.open(CPath(aside), flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? 0o600) {
+        switch System.open(aside, flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? SoftPrimitive.defaultPermissions) {
         case .success(let opened): descriptor = opened
         case .failure(let error): throw FileLockError.system(error, path: path, operation: "break a stale")
         }
@@ -288,18 +291,18 @@ struct SoftPrimitive: LockPrimitive {
 
     /// Gives up our would-be marker: marked released first, so that wherever it ended up it reads
     /// as malformed (breakable) rather than as a live holder.
-    private func discard(_ ours: Hold, at aside: String) {
+    private func discard(_ ours: Hold, at aside: CPath) {
         markReleased(ours.descriptor)
         if isOurs(ours, at: aside) { _ = System.unlink(aside) }
         System.close(ours.descriptor)
     }
 
-    private func isOurs(_ ours: Hold, at name: String) -> Bool {
+    private func isOurs(_ ours: Hold, at name: CPath) -> Bool {
         guard case .success(let status) = System.lstat(name) else { return false }
         return FileIdentity(status) == ours.identity
     }
 
-    private func stillThere(_ observed: Observed, at name: String) -> Bool {
+    private func stillThere(_ observed: Observed, at name: CPath) -> Bool {
         guard case .success(let status) = System.lstat(name) else { return false }
         return FileIdentity(status) == observed.identity && status.modificationSeconds == observed.modified.seconds
             && status.modificationNanoseconds == observed.modified.nanoseconds

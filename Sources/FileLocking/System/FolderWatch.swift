@@ -32,11 +32,11 @@ final class FolderWatch: Sendable {
     private static let queue = DispatchQueue(label: "FileLocking.FolderWatch")
 
     /// `nil` where inotify is unavailable (macOS, exhausted watches); callers then just sleep.
-    init?(folder: String) {
+    init?(folder: CPath) {
         #if os(Linux)
             let descriptor = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
             guard descriptor >= 0 else { return nil }
-            guard inotify_add_watch(descriptor, folder, UInt32(IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)) >= 0 else {
+            guard folder.withPointer({ inotify_add_watch(descriptor, $0, UInt32(IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)) }) >= 0 else {
                 System.close(descriptor)
                 return nil
             }

@@ -71,10 +71,24 @@ private func once<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, Errno> {
     return result == -1 ? .failure(.current) : .success(result)
 }
 
-/// A path as a NUL-terminated C string, converted once.
-struct CPath: Sendable, Hashable {
+/// A path as a NUL-terminated C string of bytes (not necessarily UTF-8), converted once.
+struct CPath: Sendable, Hashable, CustomStringConvertible {
     let bytes: [CChar]
     init(_ path: String) { bytes = Array(path.utf8CString) }
+    init(bytes path: [UInt8]) { bytes = path.map { CChar(bitPattern: $0) } + [0] }
+
+    /// The path's bytes without the terminating NUL.
+    var pathBytes: [UInt8] { bytes.dropLast().map { UInt8(bitPattern: $0) } }
+
+    /// This path with `suffix` added to its last component.
+    func appending(_ suffix: String) -> CPath { CPath(bytes: pathBytes + Array(suffix.utf8)) }
+
+    /// The path for messages (bytes that are not UTF-8 escaped as `\xNN`).
+    var description: String { CPath.display(pathBytes) }
+
+    func withPointer<T>(_ body: (UnsafePointer<CChar>) -> T) -> T {
+        bytes.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
 }
 
 /// File identity and the few attributes the locks look at.
@@ -266,9 +280,9 @@ enum System {
         return retryingInterrupts { Glibc_stat(path, &raw) }.map { _ in FileStatus(raw) }
     }
 
-    static func lstat(_ path: String) -> Result<FileStatus, Errno> {
+    static func lstat(_ path: CPath) -> Result<FileStatus, Errno> {
         var raw = CStat()
-        return retryingInterrupts { Glibc_lstat(path, &raw) }.map { _ in FileStatus(raw) }
+        return path.withPointer { path in retryingInterrupts { Glibc_lstat(path, &raw) } }.map { _ in FileStatus(raw) }
     }
 
     /// Sets or clears a record lock without waiting: `.success(false)` when another open file
@@ -323,32 +337,34 @@ enum System {
         retryingInterrupts { Glibc_fchmod(descriptor, mode_t(mode)) }.map { _ in () }
     }
 
-    static func mkdir(_ path: String, mode: UInt32) -> Result<Void, Errno> {
-        retryingInterrupts { Glibc_mkdir(path, mode_t(mode)) }.map { _ in () }
+    static func mkdir(_ path: CPath, mode: UInt32) -> Result<Void, Errno> {
+        path.withPointer { path in retryingInterrupts { Glibc_mkdir(path, mode_t(mode)) } }.map { _ in () }
     }
 
     /// `rename(2)`: atomically replaces `destination` if it exists.
-    static func rename(_ source: String, to destination: String) -> Result<Void, Errno> {
-        retryingInterrupts { Glibc_rename(source, destination) }.map { _ in () }
+    static func rename(_ source: CPath, to destination: CPath) -> Result<Void, Errno> {
+        source.withPointer { source in
+            destination.withPointer { destination in retryingInterrupts { Glibc_rename(source, destination) } }
+        }.map { _ in () }
     }
 
     /// `link(2)`: fails with `EEXIST` rather than replace `destination`.
-    static func link(_ source: String, to destination: String) -> Result<Void, Errno> {
-        retryingInterrupts { Glibc_link(source, destination) }.map { _ in () }
+    static func link(_ source: CPath, to destination: CPath) -> Result<Void, Errno> {
+        source.withPointer { source in
+            destination.withPointer { destination in retryingInterrupts { Glibc_link(source, destination) } }
+        }.map { _ in () }
     }
 
     /// Atomically swaps two existing names (Linux `renameat2(RENAME_EXCHANGE)`, macOS
     /// `renamex_np(RENAME_SWAP)`).
-    static func exchange(_ first: String, _ second: String) -> Result<Void, Errno> {
-        retryingInterrupts { filelock_exchange_names(first, second) }.map { _ in () }
+    static func exchange(_ first: CPath, _ second: CPath) -> Result<Void, Errno> {
+        first.withPointer { first in
+            second.withPointer { second in retryingInterrupts { filelock_exchange_names(first, second) } }
+        }.map { _ in () }
     }
 
-    static func fsync(_ descriptor: Int32) -> Result<Void, Errno> {
-        retryingInterrupts { Glibc_fsync(descriptor) }.map { _ in () }
-    }
-
-    static func unlink(_ path: String) -> Result<Void, Errno> {
-        retryingInterrupts { Glibc_unlink(path) }.map { _ in () }
+    static func unlink(_ path: CPath) -> Result<Void, Errno> {
+        path.withPointer { path in retryingInterrupts { Glibc_unlink(path) } }.map { _ in () }
     }
 
     /// `write(2)` of the whole buffer.
@@ -416,17 +432,31 @@ enum System {
         return names
     }
 
-    /// `realpath(3)`.
-    static func realPath(_ path: String) -> Result<String, Errno> {
-        guard let resolved = Glibc_realpath(path, nil) else { return .failure(.current) }
+    /// `realpath(3)`, as bytes.
+    static func realPath(_ path: CPath) -> Result<[UInt8], Errno> {
+        guard let resolved = path.withPointer({ Glibc_realpath($0, nil) }) else { return .failure(.current) }
         defer { free(resolved) }
-        return .success(String(cString: resolved))
+        return .success(bytes(ofCString: resolved))
     }
 
-    static func currentDirectory() -> Result<String, Errno> {
+    /// `getcwd(3)`, as bytes. Fails (`ENOENT`) when the current folder was deleted; Linux then
+    /// returns "(unreachable)/..." paths from the raw system call, which glibc turns into ENOENT.
+    static func currentDirectory() -> Result<[UInt8], Errno> {
         guard let buffer = getcwd(nil, 0) else { return .failure(.current) }
         defer { free(buffer) }
-        return .success(String(cString: buffer))
+        let path = bytes(ofCString: buffer)
+        guard path.first == CPath.slash else { return .failure(.noSuchFile) }
+        return .success(path)
+    }
+
+    private static func bytes(ofCString pointer: UnsafePointer<CChar>) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var cursor = pointer
+        while cursor.pointee != 0 {
+            bytes.append(UInt8(bitPattern: cursor.pointee))
+            cursor += 1
+        }
+        return bytes
     }
 
     static var processID: Int32 { Int32(getpid()) }
@@ -450,31 +480,6 @@ enum System {
         var buffer = [CChar](repeating: 0, count: 256)
         guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    static func currentUMask() -> UInt32 {
-        // umask can only be read by setting it; Linux exposes it race-free in /proc.
-        #if os(Linux)
-            if case .success(let bytes) = readWholeFile("/proc/self/status"),
-                let line = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
-                    .first(where: { $0.hasPrefix("Umask:") }),
-                let value = UInt32(line.dropFirst(6).trimmingCharacters(), radix: 8)
-            {
-                return value
-            }
-        #endif
-        let old = umask(0o022)
-        umask(old)
-        return UInt32(old)
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters() -> Substring {
-        var result = self
-        while let first = result.first, first == " " || first == "\t" { result = result.dropFirst() }
-        while let last = result.last, last == " " || last == "\t" { result = result.dropLast() }
-        return result
     }
 }
 
@@ -512,7 +517,6 @@ typealias CFlock = flock
 @inline(__always) private func Glibc_link(_ from: UnsafePointer<CChar>, _ to: UnsafePointer<CChar>) -> Int32 {
     link(from, to)
 }
-@inline(__always) private func Glibc_fsync(_ fd: Int32) -> Int32 { fsync(fd) }
 @inline(__always) private func Glibc_unlink(_ path: UnsafePointer<CChar>) -> Int32 { unlink(path) }
 @inline(__always) private func Glibc_write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
     write(fd, buffer, count)

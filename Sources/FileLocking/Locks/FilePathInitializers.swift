@@ -1,0 +1,63 @@
+import SystemPackage
+
+// The `FilePath` forms of the lock initializers: paths of any bytes, as the kernel sees them.
+// (Kept apart because SystemPackage's `Errno` would shadow the module's own in files that use it.)
+
+extension LockPath {
+    /// A path given as a `FilePath`, any bytes but NUL.
+    init(_ given: FilePath) throws {
+        let bytes = given.withPlatformString { pointer in
+            var bytes: [UInt8] = []
+            var cursor = pointer
+            while cursor.pointee != 0 {
+                bytes.append(UInt8(bitPattern: cursor.pointee))
+                cursor += 1
+            }
+            return bytes
+        }
+        guard !bytes.isEmpty else {
+            throw FileLockError(
+                .invalidPath, path: "", message: "the lock file path is empty: pass a file path such as '/tmp/app.lock'")
+        }
+        try self.init(bytes: bytes)
+    }
+}
+
+extension FileLock {
+    /// Creates a lock object for the lock file at `path`, a path of any bytes: a name that is not
+    /// valid UTF-8 locks exactly the file it names. The other parameters are as for the `String` form.
+    public init(
+        at path: FilePath, timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
+        ownership: LockOwnership = .caller, isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
+    ) throws {
+        try self.init(
+            lockPath: LockPath(path), timeout: timeout, isBlocking: isBlocking, filePermissions: filePermissions,
+            ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval)
+    }
+}
+
+extension SoftFileLock {
+    /// Creates a lock object for the marker file at `path`, a path of any bytes: a name that is
+    /// not valid UTF-8 names exactly that marker. The other parameters are as for the `String` form.
+    public init(
+        at path: FilePath, timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
+        lifetime: Duration? = nil, ownership: LockOwnership = .caller, isSingleton: Bool = false,
+        pollInterval: Duration = .milliseconds(50)
+    ) throws {
+        try self.init(
+            lockPath: LockPath(path), timeout: timeout, isBlocking: isBlocking, filePermissions: filePermissions,
+            lifetime: lifetime, ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval)
+    }
+}
+
+extension ByteRangeLock {
+    /// Opens the file at `path`, a path of any bytes (a name that is not valid UTF-8 opens exactly
+    /// the file it names); the other parameters are as for the `String` form.
+    public convenience init(
+        at path: FilePath, readOnly: Bool = false, filePermissions: UInt32? = nil,
+        pollInterval: Duration = .milliseconds(50)
+    ) throws {
+        try self.init(
+            lockPath: LockPath(path), readOnly: readOnly, filePermissions: filePermissions, pollInterval: pollInterval)
+    }
+}
