@@ -126,8 +126,8 @@ extension FileLockError {
         case _ where error.isNotSupported:
             return FileLockError(
                 .notSupportedByFilesystem, path: path,
-                message: "the filesystem of '\(path)' does not support flock (\(error)); use SoftFileLock, which "
-                    + "works on any filesystem including NFS", errno: number)
+                message: "cannot \(operation) lock file '\(path)': its filesystem does not support this (\(error)); "
+                    + "put the lock file on another filesystem", errno: number)
         case .tooManyOpenFiles, .systemFileTableFull:
             return FileLockError(
                 .io, path: path,

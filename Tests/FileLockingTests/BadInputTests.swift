@@ -3,7 +3,7 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import FileLocking
+@testable import FileLocking
 import Subprocesses
 import Testing
 
@@ -197,5 +197,76 @@ struct NoFlockTests {
         #expect(line.contains(path))
         #expect(line.contains("SoftFileLock"))
         #expect(try probe.waitForExit() == 3)
+    }
+
+    /// Builds a preload shim from C `source` in `folder`.
+    static func shim(_ source: String, in folder: TemporaryFolder, name: String) throws -> String {
+        let sourcePath = folder.file(name + ".c")
+        writeFile(sourcePath, source)
+        let shim = folder.file(name + ".so")
+        guard runShell("'\(compiler ?? "cc")' -shared -fPIC -o '\(shim)' '\(sourcePath)' -ldl") == 0 else {
+            throw ChildProcessError(description: "cannot build the \(name) shim")
+        }
+        return shim
+    }
+
+    /// On NFS, `flock` is a POSIX record lock whose exclusive form needs write access: after the
+    /// read-only fallback it fails with `EBADF`, which must say what to do.
+    @Test(.enabled(if: TestEnvironment.requires(compiler != nil), "needs Linux and a C compiler for the LD_PRELOAD shim"))
+    func readOnlyExclusiveFlockOnNFSSaysWhatToDo() throws {
+        let folder = try TemporaryFolder()
+        let shim = try Self.shim(
+            """
+            #include <errno.h>
+            int flock(int fd, int operation) { (void)fd; (void)operation; errno = EBADF; return -1; }
+            """, in: folder, name: "ebadf")
+        let path = folder.file("nfs.lock")
+        let probe = try ChildProcess(TestEnvironment.probe, ["hold", path], environment: ["LD_PRELOAD": shim])
+        let line = try probe.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error permissionDenied"), "\(line)")
+        #expect(line.contains(path) && line.contains("write access"), "\(line)")
+        #expect(!line.contains("Bad file descriptor"), "\(line)")
+    }
+
+    /// A lock file whose `fstat` fails after locking (an NFS handle gone stale) cannot be checked
+    /// for deletion: never report it acquired; start over, and give up with an error when it
+    /// never works.
+    @Test(.enabled(if: TestEnvironment.requires(compiler != nil), "needs Linux and a C compiler for the LD_PRELOAD shim"))
+    func aLockFileThatCannotBeCheckedIsNeverReportedAcquired() throws {
+        let folder = try TemporaryFolder()
+        let shim = try Self.shim(
+            """
+            #define _GNU_SOURCE
+            #include <dlfcn.h>
+            #include <errno.h>
+            #include <stdio.h>
+            #include <string.h>
+            #include <unistd.h>
+            #include <sys/stat.h>
+            int fstat(int fd, struct stat *buffer) {
+                static int (*real)(int, struct stat *);
+                if (!real) real = (int (*)(int, struct stat *))dlsym(RTLD_NEXT, "fstat");
+                char link[64], target[4096];
+                snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+                ssize_t count = readlink(link, target, sizeof target - 1);
+                if (count > 0) {
+                    target[count] = 0;
+                    if (strstr(target, "stale.lock")) { errno = ESTALE; return -1; }
+                }
+                return real(fd, buffer);
+            }
+            """, in: folder, name: "estale")
+        let path = folder.file("stale.lock")
+        let probe = try ChildProcess(TestEnvironment.probe, ["hold", path], environment: ["LD_PRELOAD": shim])
+        let line = try probe.readLine()
+        #expect(line.hasPrefix("error io"), "\(line)")
+        #expect(line.contains("gave up"), "\(line)")
+    }
+
+    @Test func anUnsupportedOperationOfAnotherKindDoesNotBlameFlock() {
+        let error = FileLockError.system(.notSupported, path: "/x/m.lock", operation: "create")
+        #expect(error.code == .notSupportedByFilesystem)
+        #expect(error.message.contains("/x/m.lock"))
+        #expect(!error.message.contains("flock") && !error.message.contains("SoftFileLock"), "\(error.message)")
     }
 }

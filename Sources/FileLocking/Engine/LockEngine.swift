@@ -45,6 +45,9 @@ extension LockConfiguration {
 }
 
 enum LockEngineSupport {
+    /// How often in a row a primitive may ask to start over before the engine gives up.
+    static let maximumRestarts = 100
+
     static func validate(timeout: Duration, path: String) throws {
         if timeout < .zero { throw FileLockError.invalidTimeout(path: path, "\(timeout)") }
     }
@@ -227,7 +230,9 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     /// Begins and tries once, restarting while the primitive asks to. Returns the attempt and
     /// its hold when acquired, or the attempt alone when busy.
     private func tryAcquiring(_ mode: LockMode) throws -> (Primitive.Attempt, Primitive.Hold?) {
+        var restarts = 0
         while true {
+            try checkRestarts(&restarts)
             let attempt = try primitive.begin(mode)
             let outcome: AttemptOutcome<Primitive.Hold>
             do {
@@ -242,6 +247,18 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             case .restart: primitive.abandon(attempt)
             }
         }
+    }
+
+    /// A primitive asks to start over when the lock file was replaced under it; one that asks
+    /// without end (a file that keeps vanishing, an NFS handle that stays stale) is an error,
+    /// not a busy loop.
+    private func checkRestarts(_ restarts: inout Int) throws {
+        restarts += 1
+        guard restarts > LockEngineSupport.maximumRestarts else { return }
+        throw FileLockError(
+            .io, path: path,
+            message: "gave up on lock file '\(path)' after \(LockEngineSupport.maximumRestarts) tries: it kept being "
+                + "deleted or replaced (or could not be checked) right after each lock; find the program that removes it")
     }
 
     /// The checks between a failed try and a wait: zero timeout, self-deadlock (only for a wait
@@ -274,6 +291,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         var usesKernelWait: Bool
         var pause = Duration.milliseconds(1)
         var maximumPause = configuration.pollInterval
+        var restarts = 0
         switch primitive.waitStyle {
         case .kernel:
             usesKernelWait = !needsInterrupts || InterruptSignal.isAvailable
@@ -327,10 +345,11 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
                 isAttemptOpen = false
                 return hold
             case .busy:
-                continue
+                restarts = 0
             case .restart:
                 primitive.abandon(attempt)
                 isAttemptOpen = false
+                try checkRestarts(&restarts)
                 attempt = try primitive.begin(mode)
                 isAttemptOpen = true
             }
@@ -398,6 +417,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         var isAttemptOpen = true
         defer { if isAttemptOpen { primitive.abandon(attempt) } }
         var pause = initial
+        var restarts = 0
         while true {
             // A pause may end without suspending (a change already seen): still honour a cancel.
             try Task.checkCancellation()
@@ -415,10 +435,11 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
                 isAttemptOpen = false
                 return hold
             case .busy:
-                continue
+                restarts = 0
             case .restart:
                 primitive.abandon(attempt)
                 isAttemptOpen = false
+                try checkRestarts(&restarts)
                 attempt = try primitive.begin(mode)
                 isAttemptOpen = true
             }

@@ -41,25 +41,45 @@ struct FlockPrimitive: LockPrimitive {
 
     func tryOnce(_ descriptor: Int32, _ mode: LockMode) throws -> AttemptOutcome<Int32> {
         switch System.flockNonBlocking(descriptor, mode.flockOperation) {
-        case .success(true): return try verify(descriptor)
+        case .success(true): return verify(descriptor)
         case .success(false): return .busy
-        case .failure(let error): throw FileLockError.system(error, path: path, operation: "lock")
+        case .failure(let error): throw lockError(error, mode)
         }
     }
 
     func waitOnce(_ descriptor: Int32, _ mode: LockMode) throws -> AttemptOutcome<Int32> {
         switch System.flockBlockingOnce(descriptor, mode.flockOperation) {
-        case .success: return try verify(descriptor)
+        case .success: return verify(descriptor)
         case .failure(.interrupted): return .busy
-        case .failure(let error): throw FileLockError.system(error, path: path, operation: "lock")
+        case .failure(let error): throw lockError(error, mode)
+        }
+    }
+
+    private func lockError(_ error: Errno, _ mode: LockMode) -> FileLockError {
+        switch error {
+        case .badFileDescriptor:
+            // flock on NFS is a POSIX record lock, whose exclusive form needs the file open for
+            // writing; we could open it read-only only (no write permission, read-only mount).
+            return FileLockError(
+                .permissionDenied, path: path,
+                message: "cannot lock '\(path)' \(mode == .exclusive ? "exclusively" : "shared"): the lock file could "
+                    + "only be opened read-only, and on this filesystem (NFS?) such a lock needs write access; give "
+                    + "this user write access to the lock file, or use SoftFileLock", errno: error.rawValue)
+        case _ where error.isNotSupported:
+            return FileLockError(
+                .notSupportedByFilesystem, path: path,
+                message: "the filesystem of '\(path)' does not support flock (\(error)); use SoftFileLock, which "
+                    + "works on any filesystem including NFS", errno: error.rawValue)
+        default:
+            return FileLockError.system(error, path: path, operation: "lock")
         }
     }
 
     /// A lock on a file that was deleted while we waited guards nothing: another process may
-    /// already have created and locked a new file at the path. Start again on the new file.
-    private func verify(_ descriptor: Int32) throws -> AttemptOutcome<Int32> {
-        guard case .success(let status) = System.fstat(descriptor) else { return .acquired(descriptor) }
-        if status.linkCount == 0 {
+    /// already have created and locked a new file at the path. Start again on the new file. A
+    /// file we cannot even `fstat` (an NFS handle gone stale: `ESTALE`) is treated the same way.
+    private func verify(_ descriptor: Int32) -> AttemptOutcome<Int32> {
+        guard case .success(let status) = System.fstat(descriptor), status.linkCount > 0 else {
             System.unlock(descriptor)
             return .restart
         }
