@@ -259,23 +259,95 @@ struct SoftFileLockTests {
         #expect(readFile(path) == "1\nsuccessor-host\n")
     }
 
-    @Test func eightBreakersRacingOnAStaleMarkerHoldOneAtATime() throws {
+    /// A breaker may swap its marker in between the holder's look at the path and its removal
+    /// (with a `lifetime`, a working holder can be broken). The release must not delete the
+    /// breaker's marker. A shim makes the swap happen at exactly that moment: the first `unlink`
+    /// or `rename` of the lock path first renames the successor's marker over it.
+    @Test(.enabled(if: TestEnvironment.requires(NoFlockTests.compiler != nil), "needs Linux and a C compiler for the shim"))
+    func releaseNeverRemovesASuccessorsMarker() throws {
+        let path = folder.file("succ.lock")
+        let successor = folder.file("successor-marker")
+        writeMarker(successor, "1\nsuccessor-host\n")
+        let shim = try NoFlockTests.shim(
+            """
+            #define _GNU_SOURCE
+            #include <dlfcn.h>
+            #include <stdio.h>
+            #include <stdlib.h>
+            #include <string.h>
+            static int swapped;
+            static void swapInSuccessor(const char *path) {
+                const char *target = getenv("SHIM_TARGET");
+                if (swapped || !target || strcmp(path, target) != 0) return;
+                swapped = 1;
+                int (*real)(const char *, const char *) = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+                real(getenv("SHIM_SUCCESSOR"), target);
+            }
+            int unlink(const char *path) {
+                swapInSuccessor(path);
+                return ((int (*)(const char *))dlsym(RTLD_NEXT, "unlink"))(path);
+            }
+            int rename(const char *from, const char *to) {
+                swapInSuccessor(from);
+                return ((int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename"))(from, to);
+            }
+            """, in: folder, name: "swap")
+        let holder = try ChildProcess(
+            TestEnvironment.probe, ["hold", path, "--kind", "soft"],
+            environment: ["LD_PRELOAD": shim, "SHIM_TARGET": path, "SHIM_SUCCESSOR": successor])
+        try holder.expectLine(startingWith: "acquired")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(readFile(path) == "1\nsuccessor-host\n", "the release removed the successor's marker")
+        let leftovers = try ChildProcess("/bin/sh", ["-c", "ls -a '\(folder.path)' | grep -c release || true"])
+        #expect(try leftovers.readLine() == "0", "no .release files left behind")
+    }
+
+    /// The environment of breakers on a filesystem without `renameat2(RENAME_EXCHANGE)` (NFS,
+    /// CIFS and FUSE answer `EINVAL`): a preloaded shim refuses the exchange.
+    func breakerEnvironment(exchange: Bool) throws -> [String: String] {
+        guard !exchange else { return [:] }
+        let shim = try NoFlockTests.shim(
+            """
+            #define _GNU_SOURCE
+            #include <errno.h>
+            #include <stdio.h>
+            int renameat2(int from, const char *old, int to, const char *new, unsigned int flags) {
+                (void)from; (void)old; (void)to; (void)new; (void)flags;
+                errno = EINVAL;
+                return -1;
+            }
+            """, in: folder, name: "noexchange")
+        return ["LD_PRELOAD": shim]
+    }
+
+    static let exchangeCases: [Bool] = NoFlockTests.compiler != nil || TestEnvironment.isCI ? [true, false] : [true]
+
+    @Test(arguments: exchangeCases)
+    func eightBreakersRacingOnAStaleMarkerHoldOneAtATime(exchange: Bool) throws {
         let path = folder.file("race.lock")
         let witness = folder.file("witness")
         writeMarker(path, "\(try deadPID())\n\(ProcessIdentity.hostName)\n")
-        let racers = try (0..<8).map { _ in try probe("witness", path, witness, "25") }
+        let environment = try breakerEnvironment(exchange: exchange)
+        let racers = try (0..<8).map { _ in
+            try ChildProcess(TestEnvironment.probe, ["witness", path, witness, "25", "--kind", "soft"], environment: environment)
+        }
         for racer in racers { try racer.expectLine(startingWith: "ready") }
         for racer in racers { racer.send("go") }
         for racer in racers { #expect(try racer.readLine(timeout: 300) == "done") }
         #expect(access(path, F_OK) != 0)
         #expect(access(witness, F_OK) != 0)
-        let leftovers = try ChildProcess("/bin/sh", ["-c", "ls -a '\(folder.path)' | grep -c break || true"])
+        let leftovers = try ChildProcess("/bin/sh", ["-c", "ls -a '\(folder.path)' | grep -cE 'break|release' || true"])
         #expect(try leftovers.readLine() == "0", "no .break files left behind")
     }
 
-    @Test func eightBreakersOnAFreshStaleMarkerEveryRoundExactlyOneWins() throws {
+    @Test(arguments: exchangeCases)
+    func eightBreakersOnAFreshStaleMarkerEveryRoundExactlyOneWins(exchange: Bool) throws {
         let path = folder.file("rounds.lock")
-        let racers = try (0..<8).map { _ in try probe("race", path) }
+        let environment = try breakerEnvironment(exchange: exchange)
+        let racers = try (0..<8).map { _ in
+            try ChildProcess(TestEnvironment.probe, ["race", path, "--kind", "soft"], environment: environment)
+        }
         let dead = try deadPID()
         for round in 0..<30 {
             writeMarker(path, "\(dead)\n\(ProcessIdentity.hostName)\n")
@@ -286,7 +358,7 @@ struct SoftFileLockTests {
             if let winner = winners.first {
                 #expect(readFile(path)?.hasPrefix(winner.split(separator: " ")[1] + "\n") == true, "round \(round)")
             }
-            let leftovers = try ChildProcess("/bin/sh", ["-c", "ls -a '\(folder.path)' | grep -c break || true"])
+            let leftovers = try ChildProcess("/bin/sh", ["-c", "ls -a '\(folder.path)' | grep -cE 'break|release' || true"])
             #expect(try leftovers.readLine() == "0", "round \(round): .break files left behind")
             for racer in racers { racer.send("release") }
             for racer in racers { try racer.expectLine(startingWith: "released") }

@@ -11,13 +11,17 @@
 /// Acquiring creates the marker atomically (`O_CREAT | O_EXCL`) and writes this process's id,
 /// host name and start time into it, in the format of Python `filelock.SoftFileLock`, so Swift
 /// and Python processes share markers: each sees the other's holder and breaks the other's
-/// stale marker. Releasing deletes the marker, but only while the path still names our file.
+/// stale marker. Releasing deletes the marker, only ours.
 ///
 /// **When the holder dies** without releasing, the marker stays. A marker counts as stale, and is
 /// broken by the next acquirer, only on proof: it comes from this host and its process is gone
 /// or its pid now belongs to a newer process (the start times differ); or it is malformed and
 /// older than two seconds. Breaking swaps in the breaker's own marker atomically, so two
-/// breakers never both win and a live holder is never removed. A marker from **another host is
+/// breakers never both win and a live holder is never removed: by exchanging the two names
+/// (`renameat2(RENAME_EXCHANGE)`) where the filesystem can, and on NFS and SMB, which cannot, by
+/// claiming the stale marker with a hard link (one claim at a time) and renaming the breaker's
+/// marker over it. Releasing moves the marker aside before deleting it, so a release never
+/// deletes a marker someone else swapped in. A marker from **another host is
 /// never broken by liveness** (its pid means nothing here): remove it by hand, or set a
 /// `lifetime`.
 ///
@@ -101,7 +105,8 @@ public struct SoftFileLock: EngineBackedLock {
         case holderAlive(LockHolder?)
         /// The marker was removed; its holder, when it could be read.
         case broken(LockHolder?)
-        /// The filesystem cannot swap names atomically, so the marker could not be broken safely.
+        /// The filesystem can neither swap names atomically nor make hard links, so the marker
+        /// could not be broken safely.
         case cannotBreak(LockHolder?)
     }
 

@@ -101,15 +101,32 @@ struct SoftPrimitive: LockPrimitive {
 
     func abandon(_ attempt: Attempt) {}
 
+    /// Removes our marker, and only ours. Looking (`lstat`) and then unlinking the path would
+    /// delete a breaker's marker swapped in between the two (with a `lifetime`, a holder may be
+    /// broken while it works) and let a third process in beside the breaker. Instead the marker
+    /// is moved to a private name in one step, checked there, and put back if it is not ours.
     func release(_ hold: Hold) {
         defer { System.close(hold.descriptor) }
-        if case .success(let status) = System.lstat(lockPath.absolute), FileIdentity(status) == hold.identity {
-            _ = System.unlink(lockPath.absolute)
+        guard case .success(let status) = System.lstat(lockPath.absolute), FileIdentity(status) == hold.identity else {
+            // Displaced (a lifetime expired, or a breaker's swap is in flight): leave the path
+            // alone, and make our own inode read as malformed so that, should it come back, it is
+            // breakable after the grace period instead of naming a live process that holds nothing.
+            markReleased(hold.descriptor)
             return
         }
-        // Our marker was displaced (a lifetime expired, or a breaker's swap is in flight): leave
-        // the path alone, and make our own inode read as malformed so that, should it come back,
-        // it is breakable after the grace period instead of naming a live process that holds nothing.
+        let aside = lockPath.absolute.appending(".release.\(System.processID).\(randomHex())")
+        guard case .success = System.rename(lockPath.absolute, to: aside) else {
+            markReleased(hold.descriptor)
+            return
+        }
+        if isOurs(hold, at: aside) {
+            _ = System.unlink(aside)
+            return
+        }
+        // A breaker's marker arrived between our look and our move: give it back (never
+        // replacing a marker that someone created meanwhile), and mark ours released.
+        _ = System.link(aside, to: lockPath.absolute)
+        _ = System.unlink(aside)
         markReleased(hold.descriptor)
     }
 
@@ -281,12 +298,74 @@ struct SoftPrimitive: LockPrimitive {
             return .lost
         case .failure(let error)
         where error == .invalidArgument || error.isNotSupported || error == .crossDevice:
-            discard(ours, at: aside)
-            return .cannotBreak
+            return try replaceWithoutExchange(observed, with: ours, at: aside)
         case .failure:
             discard(ours, at: aside)
             return .lost
         }
+    }
+
+    /// Breaking where names cannot be exchanged (NFS and CIFS refuse `renameat2` flags with
+    /// `EINVAL`), with what every such filesystem does atomically: hard links (no-replace) and
+    /// rename. A breaker first claims the stale marker by hard-linking it to `<lock>.break`: only
+    /// one claim exists at a time, and it names the very marker judged stale (a changed marker is
+    /// noticed and the claim dropped). The claimant then renames its own full marker over the
+    /// stale one, so the path is never empty: no creator gets in meanwhile, no second breaker
+    /// wins, and a live holder's marker (never judged stale without a `lifetime`) is not touched.
+    ///
+    /// Limits: a claim left by a breaker that died between claiming and renaming blocks breaking
+    /// until it has stood unchanged for `abandonedClaimGrace` (judged on this host's monotonic
+    /// clock), and a breaker stalled longer than that could then race a second one; with a
+    /// `lifetime`, a holder that releases at the very moment its marker is broken could let a
+    /// third process in (as without this protocol).
+    private func replaceWithoutExchange(_ observed: Observed, with ours: Hold, at aside: CPath) throws -> TakeOver {
+        let claim = lockPath.absolute.appending(".break")
+        switch System.link(lockPath.absolute, to: claim) {
+        case .success:
+            break
+        case .failure(.fileExists):
+            discard(ours, at: aside)
+            removeClaimIfAbandoned(claim)
+            return .lost
+        case .failure(.noSuchFile):
+            discard(ours, at: aside)
+            return .lost
+        case .failure(let error) where error == .notPermitted || error == .invalidArgument || error.isNotSupported:
+            // No hard links either (some FUSE and SMB mounts): no safe way to break.
+            discard(ours, at: aside)
+            return .cannotBreak
+        case .failure(let error):
+            discard(ours, at: aside)
+            throw FileLockError.system(error, path: path, operation: "break a stale")
+        }
+        defer { _ = System.unlink(claim) }
+        guard stillThere(observed, at: claim), stillThere(observed, at: lockPath.absolute) else {
+            discard(ours, at: aside)
+            return .lost
+        }
+        switch System.rename(aside, to: lockPath.absolute) {
+        case .success:
+            return .won(ours)
+        case .failure(let error):
+            discard(ours, at: aside)
+            throw FileLockError.system(error, path: path, operation: "break a stale")
+        }
+    }
+
+    /// How long a breaker's claim may stand unchanged before it counts as left by a breaker that died.
+    static let abandonedClaimGrace = Duration.seconds(5)
+
+    /// Removes a claim that has stood unchanged for `abandonedClaimGrace`: moved to a private
+    /// name first, and put back if what was moved is a newer claim.
+    private func removeClaimIfAbandoned(_ claim: CPath) {
+        guard case .success(let status) = System.lstat(claim) else { return }
+        let seen = Observed(status, record: nil)
+        guard malformedSince.unchangedDuration(of: seen.version) >= Self.abandonedClaimGrace else { return }
+        let gone = claim.appending(".gone.\(System.processID).\(randomHex())")
+        guard case .success = System.rename(claim, to: gone) else { return }
+        let moved = (try? System.lstat(gone).get()).map { Observed($0, record: nil).version }
+        if moved != seen.version { _ = System.link(gone, to: claim) }
+        _ = System.unlink(gone)
     }
 
     /// Gives up our would-be marker: marked released first, so that wherever it ended up it reads
