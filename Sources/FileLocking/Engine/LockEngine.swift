@@ -367,13 +367,15 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         let owner = currentOwner
         if reenter(owner) { return }
         let start = MonotonicInstant.now
-        let (attempt, hold) = try tryAcquiring(mode)
+        let (attempt, hold) = try await offThePool { [self] in try tryAcquiring(mode) }
         if let hold {
             record(hold, owner: owner, mode: mode)
             return
         }
         // A task can be cancelled, but nothing cancels it in a self-deadlock: still report it.
-        try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: false, start: start)
+        try await offThePool { [self] in
+            try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: false, start: start)
+        }
         let deadline = timeout.map { start.advanced(by: $0) }
         let acquired: Primitive.Hold
         switch primitive.waitStyle {
@@ -384,6 +386,14 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
                 attempt, mode: mode, start: start, deadline: deadline, initial: initial, maximum: maximum)
         }
         record(acquired, owner: owner, mode: mode)
+    }
+
+    /// Runs the blocking file-system calls of a polling primitive (marker files, often on NFS) on
+    /// the bounded helper threads, so that a stalled server never blocks the cooperative pool.
+    /// Kernel-lock primitives open a local file and try once without waiting: they run here.
+    private func offThePool<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) async throws -> Value {
+        guard case .polling = primitive.waitStyle else { return try body() }
+        return try await BlockingCallPool.shared.run(body)
     }
 
     func waitOnOwnThread(
@@ -423,14 +433,15 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             try Task.checkCancellation()
             let now = MonotonicInstant.now
             if let deadline, now >= deadline {
-                throw FileLockError.timedOut(
-                    path: path, waited: now.duration(since: start), holder: primitive.holders().first)
+                let holder = try await offThePool { [primitive] in primitive.holders().first }
+                throw FileLockError.timedOut(path: path, waited: now.duration(since: start), holder: holder)
             }
             var sleep = pause
             if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
             try await primitive.pause(attempt, upTo: sleep)
             pause = min(pause * 2, maximum)
-            switch try primitive.tryOnce(attempt, mode) {
+            let current = attempt
+            switch try await offThePool({ [primitive] in try primitive.tryOnce(current, mode) }) {
             case .acquired(let hold):
                 isAttemptOpen = false
                 return hold
@@ -440,7 +451,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
                 primitive.abandon(attempt)
                 isAttemptOpen = false
                 try checkRestarts(&restarts)
-                attempt = try primitive.begin(mode)
+                attempt = try await offThePool { [primitive] in try primitive.begin(mode) }
                 isAttemptOpen = true
             }
         }

@@ -17,7 +17,7 @@ enum WaitStyle: Sendable {
 }
 
 /// The result of one try.
-enum AttemptOutcome<Hold> {
+enum AttemptOutcome<Hold: Sendable>: Sendable {
     /// The lock is ours.
     case acquired(Hold)
     /// Someone else holds it (or a signal ended a kernel wait).
