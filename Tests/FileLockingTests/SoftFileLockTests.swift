@@ -117,6 +117,20 @@ struct SoftFileLockTests {
         lock.release()
     }
 
+    @Test func aMarkerWithoutAStartTokenNamingThisProcessIsHeldByUs() throws {
+        // As the stale check (ours, alive) and Python filelock judge it; a token that differs
+        // names an earlier process with our pid.
+        let path = folder.file("no-token.lock")
+        writeMarker(path, "\(getpid())\n\(ProcessIdentity.hostName)\n")
+        let lock = try SoftFileLock(at: path)
+        #expect(lock.holder?.looksStale == false)
+        #expect(lock.isHeldByUs)
+        writeMarker(path, "\(getpid())\n\(ProcessIdentity.hostName)\n12345\n")
+        #expect(!lock.isHeldByUs)
+        writeMarker(path, "\(getpid())\nsome-other-host\n")
+        #expect(!lock.isHeldByUs)
+    }
+
     @Test func aLiveHolderWithItsOwnTokenIsNotBroken() throws {
         let path = folder.file("live.lock")
         let token = try #require(ProcessIdentity.ownStartToken)

@@ -148,10 +148,14 @@ struct SoftPrimitive: LockPrimitive {
         return .holderAlive(nil)
     }
 
-    /// Whether the marker now names this process.
+    /// Whether the marker now names this process: its pid and host, and its start token when
+    /// both the marker and this process have one (as the stale check and Python filelock judge).
     func isHeldByThisProcess() -> Bool {
         guard let observed = try? inspect(), let record = observed.record else { return false }
-        return record == MarkerRecord.current
+        let current = MarkerRecord.current
+        guard record.pid == current.pid, record.host == current.host else { return false }
+        guard let recorded = record.startToken, let own = current.startToken else { return true }
+        return own.isSameStart(as: recorded)
     }
 
     // MARK: Steps
