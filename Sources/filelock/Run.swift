@@ -134,7 +134,9 @@ struct RunRequest: Equatable {
             throw fail("--timeout must be a number of seconds, 0 or more; leave it out to wait for ever (got \(timeout)).")
         }
         if let range, parsedRange(range) == nil {
-            throw fail("--range must be START:LENGTH with whole numbers, LENGTH 0 for to the end (got \(range)).")
+            throw fail(
+                "--range must be START:LENGTH with whole numbers, LENGTH 0 for to the end, and START+LENGTH at "
+                    + "most \(Int64.max) (got \(range)).")
         }
         guard (0...255).contains(conflictExitCode) else { throw fail("--conflict-exit-code must be 0...255.") }
     }
@@ -280,12 +282,13 @@ extension RunRequest {
     }
 }
 
-/// `START:LENGTH` as a byte range.
+/// `START:LENGTH` as a byte range; `nil` unless the kernel can take it (checked here, before the
+/// lock file is created).
 func parsedRange(_ text: String) -> ByteRange? {
     let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-    guard parts.count == 2, let start = Int64(parts[0]), let length = Int64(parts[1]), start >= 0, length >= 0 else {
-        return nil
-    }
+    guard parts.count == 2, let start = Int64(parts[0]), let length = Int64(parts[1]), start >= 0, length >= 0,
+        !start.addingReportingOverflow(length).overflow
+    else { return nil }
     return ByteRange(start: start, length: length)
 }
 

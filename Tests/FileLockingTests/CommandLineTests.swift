@@ -205,6 +205,15 @@ struct CommandLineTests {
         }
     }
 
+    @Test func aRangeBeyondInt64IsRefusedBeforeTheFileIsCreated() throws {
+        let path = folder.file("overflow.bin")
+        let (code, message) = try filelock("run", "--range", "9223372036854775807:1", path, "--", "true")
+        #expect(code == 2)
+        #expect(message.contains("--range"), "\(message)")
+        #expect(access(path, F_OK) != 0, "the refused run created the file")
+        #expect(try filelock("run", "--range", "9223372036854775806:1", path, "--", "true").0 == 0, "the last byte")
+    }
+
     @Test func rangeLocksTheBytesOfTheFileItself() throws {
         let path = folder.file("records.bin")
         let run = try ChildProcess(Self.tool, ["run", "--range", "0:100", path, "--", "sh", "-c", "echo ready; read line"])

@@ -58,6 +58,7 @@ import Testing
         ["-E", "256", "X", "true"],
         ["--range", "1", "X", "true"],
         ["--range", "a:b", "X", "true"],
+        ["--range", "9223372036854775807:1", "X", "true"],
     ]
 
     /// Forms left to ArgumentParser: help, mistakes, repeats and spellings the quick reader skips.
