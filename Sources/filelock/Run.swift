@@ -151,7 +151,7 @@ struct RunRequest: Equatable {
             let release: () -> Void
             switch (kind, range.flatMap(parsedRange)) {
             case (_, let bytes?):
-                let file = try ByteRangeLock(at: lockFile)
+                let file = try rangeFile()
                 try file.lock(bytes, mode: shared ? .shared : .exclusive, timeout: wait) {
                     progress.report { (try? file.conflict(for: bytes))??.holder }
                 }
@@ -194,6 +194,18 @@ struct RunRequest: Equatable {
 }
 
 extension RunRequest {
+    /// The file whose bytes `--range` locks. A shared (read) lock needs only read access, so an
+    /// existing file is opened read-only for it (another user's read-only file, a read-only
+    /// mount); a missing file is created, as for an exclusive lock.
+    fileprivate func rangeFile() throws -> ByteRangeLock {
+        guard shared else { return try ByteRangeLock(at: lockFile) }
+        do {
+            return try ByteRangeLock(at: lockFile, readOnly: true)
+        } catch let error as FileLockError where error.errno == ENOENT {
+            return try ByteRangeLock(at: lockFile)
+        }
+    }
+
     /// Reads the common forms of `filelock run`'s arguments (those after `run`) without
     /// ArgumentParser, whose reflection-driven setup costs about 3 ms of the few a short
     /// `filelock run` takes. Returns nil for anything else (help, repeated or unknown options,

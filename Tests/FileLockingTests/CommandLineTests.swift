@@ -205,6 +205,23 @@ struct CommandLineTests {
         }
     }
 
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func aSharedRangeOfAnotherUsersReadOnlyFileNeedsOnlyReadAccess() throws {
+        let path = folder.file("readonly.bin")
+        writeFile(path, "records")
+        chmod(path, 0o444)
+        let (code, output) = try folder.toolAsNobody(["run", "-s", "--range", "0:10", path, "--", "echo", "ran"])
+        #expect(code == 0, "\(output)")
+        #expect(output.contains("ran"), "\(output)")
+        // An exclusive lock needs write access (OFD write locks need a file open for writing).
+        let (exclusiveCode, message) = try folder.toolAsNobody(["run", "--range", "0:10", path, "--", "true"])
+        #expect(exclusiveCode == 2)
+        #expect(message.contains("permission denied") && message.contains(path), "\(message)")
+        // A missing file is still created for a shared range.
+        #expect(try filelock("run", "-s", "--range", "0:10", folder.file("new.bin"), "--", "true").0 == 0)
+        #expect(access(folder.file("new.bin"), F_OK) == 0)
+    }
+
     @Test func aRangeBeyondInt64IsRefusedBeforeTheFileIsCreated() throws {
         let path = folder.file("overflow.bin")
         let (code, message) = try filelock("run", "--range", "9223372036854775807:1", path, "--", "true")
