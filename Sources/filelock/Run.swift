@@ -206,6 +206,33 @@ extension RunRequest {
         }
     }
 
+    /// flock(1) (util-linux getopt) reads a bundle of flags that ends in an option with a value,
+    /// `-nw5`, `-nE9` or `-xnw 5`, as the flags and then the option; ArgumentParser takes a joined
+    /// value only after a lone option (`-w5`). So before either reader sees `run`'s arguments,
+    /// such bundles before the lock file are split (`-nw5` into `-n -w5`); anything else, and
+    /// everything from the lock file on, is left as it is.
+    static func splittingBundledValues(_ arguments: ArraySlice<String>) -> [String] {
+        var result: [String] = []
+        var rest = arguments
+        while let argument = rest.popFirst() {
+            result.append(argument)
+            if argument == "--" || argument == "-" || !argument.hasPrefix("-") { break }  // the lock file
+            if ["-w", "-E", "--timeout", "--conflict-exit-code", "--kind", "--range"].contains(argument) {
+                if let value = rest.popFirst() { result.append(value) }
+                continue
+            }
+            let letters = Array(argument.dropFirst())
+            guard !argument.hasPrefix("--"), let option = letters.firstIndex(where: { $0 == "w" || $0 == "E" }),
+                option > 0, letters[..<option].allSatisfy({ "sxnv".contains($0) })
+            else { continue }
+            result.removeLast()
+            result += letters[..<option].map { "-\($0)" }
+            result.append("-" + String(letters[option...]))
+            if option == letters.count - 1, let value = rest.popFirst() { result.append(value) }
+        }
+        return result + rest
+    }
+
     /// Reads the common forms of `filelock run`'s arguments (those after `run`) without
     /// ArgumentParser, whose reflection-driven setup costs about 3 ms of the few a short
     /// `filelock run` takes. Returns nil for anything else (help, repeated or unknown options,

@@ -43,6 +43,24 @@ struct CommandLineTests {
         #expect(try filelock("run", path, "--", "-c", "exit 3").0 == 127, "after --, -c is a program name")
     }
 
+    @Test func flockStyleBundlesWithAValue() throws {
+        // As util-linux flock(1) reads them (scripts use them): `-nE9` is `-n -E 9`.
+        let path = folder.file("bundles.lock")
+        let holder = try ChildProcess(TestEnvironment.probe, ["hold", path])
+        try holder.expectLine(startingWith: "acquired")
+        let (code, output) = try filelock("run", "-nE9", path, "true")
+        #expect(code == 9, "\(output)")
+        #expect(try filelock("run", "-xnE", "8", path, "true").0 == 8)
+        #expect(try filelock("run", "-nw5", path, "true").0 == 1, "-n: no wait")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try filelock("run", "-sw1", path, "sh", "-c", "exit 4").0 == 4)
+        #expect(try filelock("run", "-xnw", "5", path, "sh", "-c", "exit 5").0 == 5)
+        let (refused, message) = try filelock("run", "-nwsoon", path, "true")
+        #expect(refused == 2)
+        #expect(message.contains("soon") && !message.contains("'\(path)' is invalid"), "\(message)")
+    }
+
     @Test func aCommandThatCannotStartExits127AndReleases() throws {
         for kind in ["kernel", "soft"] {
             let path = folder.file("missing-\(kind).lock")
