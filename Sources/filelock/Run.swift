@@ -145,7 +145,7 @@ struct RunRequest: Equatable {
     /// command's, `conflictExitCode` when the lock stayed held, 2 for a bad lock path, 127 when
     /// the command cannot be started.
     func run() -> Int32 {
-        let progress = WaitReporter(path: lockFile, verbose: verbose)
+        let progress = WaitReporter(path: lockFile, verbose: verbose, isMarker: kind == .soft && range == nil)
         do {
             let wait: Duration? = try nonblock ? .zero : timeout.map { try FileLock.timeout(seconds: $0, path: lockFile) }
             let release: () -> Void
@@ -331,8 +331,9 @@ func parsedRange(_ text: String) -> ByteRange? {
     return ByteRange(start: start, length: length)
 }
 
+/// Says `message` on stderr, control characters escaped (it may quote a marker or a path).
 func note(_ message: String) {
-    let bytes = Array("filelock: \(message)\n".utf8)
+    let bytes = Array("filelock: \(escapingControlCharacters(message))\n".utf8)
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
 }
 
@@ -346,9 +347,13 @@ final class WaitReporter {
     var shown = false
     var lastUpdate = 0.0
 
-    init(path: String, verbose: Bool) {
-        self.path = path
+    /// Whether the holder is read from a soft lock's marker (which may name another host).
+    let isMarker: Bool
+
+    init(path: String, verbose: Bool, isMarker: Bool) {
+        self.path = escapingControlCharacters(path)
         self.verbose = verbose
+        self.isMarker = isMarker
     }
 
     /// Called at every poll interval while waiting; never asks to stop.
@@ -359,8 +364,8 @@ final class WaitReporter {
             shown = true
             let holder = holder()
             var who = holder.map { "held by \(describe($0))" } ?? "held by another process"
-            if let pid = holder?.pid, let command = commandLine(of: pid) { who += ", running \(command)" }
-            let text = "waiting for \(path) (\(who))"
+            if let holder, let command = commandLine(of: holder, inMarker: isMarker) { who += ", running \(command)" }
+            let text = "waiting for \(path) (\(escapingControlCharacters(who)))"
             if isTerminal { write("filelock: \(text), waited 1 s") } else { note(text) }
             lastUpdate = waited
         } else if isTerminal && waited - lastUpdate >= 1 {
@@ -399,6 +404,31 @@ func formatted(_ time: UnixTime) -> String {
     func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
     return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
         + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+}
+
+/// What `holder` runs, where this host can tell: a holder recorded in a soft lock's marker
+/// (`inMarker`) only when it runs on this host and looks alive; elsewhere its pid names some
+/// other process here, or none.
+func commandLine(of holder: LockHolder, inMarker: Bool) -> String? {
+    guard !inMarker || (holder.host == SoftFileLock.hostName && !holder.looksStale) else { return nil }
+    return commandLine(of: holder.pid)
+}
+
+/// Text for a terminal: control characters (C0, DEL and C1) as `\x1b`, so that a marker, a path
+/// or a command line cannot move the cursor or recolour the terminal.
+func escapingControlCharacters(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7f...0x9f).contains($0.value) }) else {
+        return text
+    }
+    var result = ""
+    for scalar in text.unicodeScalars {
+        if scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value) {
+            result += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+        } else {
+            result.unicodeScalars.append(scalar)
+        }
+    }
+    return result
 }
 
 /// The command line of a local process from `/proc/PID/cmdline`, where readable.

@@ -17,6 +17,10 @@ struct CommandLineTests {
 
     /// Runs `filelock ARGUMENTS` with stderr merged into stdout; returns (exit code, output).
     func filelock(_ arguments: String...) throws -> (Int32, String) {
+        try filelock(arguments)
+    }
+
+    func filelock(_ arguments: [String]) throws -> (Int32, String) {
         let quoted = ([Self.tool] + arguments).map { "'" + $0.replacingSingleQuotes() + "'" }.joined(separator: " ")
         let shell = try ChildProcess("/bin/sh", ["-c", quoted + " 2>&1"])
         let output = try shell.readRemainingOutput(timeout: 60)
@@ -193,6 +197,126 @@ struct CommandLineTests {
         let (broken, brokenMessage) = try filelock("break", path)
         #expect(broken == 0, "\(brokenMessage)")
         #expect(access(path, F_OK) != 0)
+    }
+
+    @Test func statusBreakAndRunAgreeOnAnEmptyMarker() throws {
+        let path = folder.file("empty.lock")
+        writeFile(path, "")
+        runShell("touch -d '1 hour ago' '\(path)'")
+        let (code, text) = try filelock("status", "--kind", "soft", path)
+        #expect(code == 1, "\(text)")
+        #expect(text.contains("held") && text.contains("empty"), "\(text)")
+        let (_, json) = try filelock("status", "--json", "--kind", "soft", path)
+        #expect(json.contains("\"held\":true") && json.contains("\"marker\":\"empty\""), "\(json)")
+        #expect(try filelock("run", "-n", "--kind", "soft", path, "true").0 == 1, "run waits for it")
+        // Without --kind, an empty file is a free kernel lock file (what flock leaves), said with a note.
+        let (guessedCode, guessed) = try filelock("status", path)
+        #expect(guessedCode == 0)
+        #expect(guessed.contains("--kind soft"), "\(guessed)")
+        // An hour old by its mtime: abandoned, broken without --force, and said how it was judged.
+        let (broken, message) = try filelock("break", path)
+        #expect(broken == 0, "\(message)")
+        #expect(message.contains("broke the empty marker") && message.contains("this host's clock"), "\(message)")
+        #expect(access(path, F_OK) != 0)
+        // A fresh one may be between create and write: only --force breaks it.
+        writeFile(path, "")
+        #expect(try filelock("break", path).0 == 1)
+        #expect(access(path, F_OK) == 0)
+        let (forced, forcedMessage) = try filelock("break", "--force", path)
+        #expect(forced == 0, "\(forcedMessage)")
+        #expect(access(path, F_OK) != 0)
+    }
+
+    @Test func statusBreakAndRunAgreeOnAMalformedMarker() throws {
+        let path = folder.file("malformed.lock")
+        writeFile(path, "garbage")
+        runShell("touch -d '1 hour ago' '\(path)'")
+        let (code, text) = try filelock("status", path)
+        #expect(code == 1, "\(text)")
+        #expect(text.contains("held (soft lock") && text.contains("no holder record"), "\(text)")
+        let (_, json) = try filelock("status", "--json", path)
+        #expect(json.contains("\"held\":true") && json.contains("\"marker\":\"malformed\""), "\(json)")
+        #expect(try filelock("run", "-n", "--kind", "soft", path, "true").0 == 1)
+        // The grace does not restart in every new process: the marker's mtime says it is old.
+        let (broken, message) = try filelock("break", path)
+        #expect(broken == 0, "\(message)")
+        #expect(message.contains("broke the malformed marker") && message.contains("this host's clock"), "\(message)")
+        #expect(access(path, F_OK) != 0)
+        writeFile(path, "garbage")
+        let (refused, refusal) = try filelock("break", path)
+        #expect(refused == 1)
+        #expect(refusal.contains("malformed") && refusal.contains("--force"), "\(refusal)")
+        #expect(access(path, F_OK) == 0)
+    }
+
+    @Test func onlyAHolderOnThisHostIsShownWithACommandLine() throws {
+        // A live local pid recorded by another host names some unrelated process here.
+        let unrelated = try ChildProcess("/bin/cat", [])
+        defer { unrelated.closeInput() }
+        let path = folder.file("remote.lock")
+        writeFile(path, "\(unrelated.pid)\nbuildhost-07\n")
+        let (code, text) = try filelock("status", path)
+        #expect(code == 1)
+        #expect(text.contains("pid \(unrelated.pid) on buildhost-07") && !text.contains("running"), "\(text)")
+        let (_, json) = try filelock("status", "--json", path)
+        #expect(json.contains("\"command\":null"), "\(json)")
+        let (refused, refusal) = try filelock("break", path)
+        #expect(refused == 1)
+        #expect(refusal.contains("another host") && !refusal.contains("running"), "\(refusal)")
+        let (timedOut, waiting) = try filelock("run", "-v", "-w", "1.2", "--kind", "soft", path, "true")
+        #expect(timedOut == 1)
+        #expect(waiting.contains("waiting for \(path) (held by pid \(unrelated.pid)") && !waiting.contains("running"), "\(waiting)")
+        // The same pid recorded on this host is its holder: its command line is shown.
+        writeFile(path, "\(unrelated.pid)\n\(SoftFileLock.hostName)\n")
+        let (_, local) = try filelock("status", path)
+        #expect(local.contains("running /bin/cat"), "\(local)")
+    }
+
+    @Test func statusAndBreakRefuseWhatIsNoLockFileAsRunDoes() throws {
+        let target = folder.file("target")
+        writeFile(target, "precious")
+        mkdir(folder.file("dir.lock"), 0o755)
+        symlink(target, folder.file("link.lock"))
+        mkfifo(folder.file("fifo.lock"), 0o644)
+        for name in ["dir.lock", "link.lock", "fifo.lock"] {
+            let path = folder.file(name)
+            for command in [["status"], ["status", "--kind", "kernel"], ["status", "--json"], ["break"], ["break", "--force"]] {
+                let (code, message) = try filelock(command + [path])
+                #expect(code == 2, "\(command) \(name): \(message)")
+                #expect(message.contains("'\(path)'"), "\(command) \(name): \(message)")
+            }
+            // (A kernel `run` locks a FIFO, as flock(1) does; a soft lock refuses it.)
+            #expect(try filelock("run", "--kind", "soft", path, "true").0 == 2, "\(name)")
+        }
+        #expect(readFile(target) == "precious")
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func statusAsAnotherUserOfAnUnreadableMarkerSaysHeld() throws {
+        let path = folder.file("private.lock")
+        let lock = try SoftFileLock(at: path)
+        try lock.acquire()
+        defer { lock.release() }
+        let (code, text) = try folder.toolAsNobody(["status", path])
+        #expect(code == 1, "\(text)")
+        #expect(text.contains("held (soft lock") && text.contains("may not read"), "\(text)")
+        let (_, json) = try folder.toolAsNobody(["status", "--json", path])
+        #expect(json.contains("\"held\":true") && json.contains("\"marker\":\"unreadable\""), "\(json)")
+        #expect(try folder.toolAsNobody(["break", path]).0 == 1)
+        #expect(lock.isHeldByUs)
+    }
+
+    @Test func statusEscapesControlCharactersFromTheMarkerAndThePath() throws {
+        let path = folder.file("esc\u{1B}[2J.lock")
+        writeFile(path, "1\nev\u{1B}[31mil\u{7}\n")
+        let (code, text) = try filelock("status", path)
+        #expect(code == 1)
+        #expect(text.contains("ev\\x1b[31mil\\x07") && text.contains("esc\\x1b[2J.lock"), "\(text)")
+        #expect(!text.contains("\u{1B}") && !text.contains("\u{7}"), "\(text)")
+        let (_, refusal) = try filelock("break", path)
+        #expect(!refusal.contains("\u{1B}") && refusal.contains("ev\\x1b[31mil"), "\(refusal)")
+        let (_, json) = try filelock("status", "--json", path)
+        #expect(json.contains("ev\\u001b[31mil\\u0007"), "\(json)")
     }
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))
