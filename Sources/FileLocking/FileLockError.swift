@@ -104,10 +104,20 @@ extension FileLockError {
                 message: "cannot \(operation) lock file '\(path)': the filesystem is read-only; put the lock file on "
                     + "a writable filesystem (for example /tmp or /run/lock)", errno: number)
         case .nameTooLong:
+            let shown = "'\(shortened(path))' (\(path.utf8.count) bytes)"
+            let limit =
+                if let name = path.split(separator: "/").first(where: { $0.utf8.count > 255 }) {
+                    "its component '\(shortened(String(name)))' is \(name.utf8.count) bytes, more than the 255 a file "
+                        + "or folder name may have; use a shorter name"
+                } else if path.utf8.count >= 4096 {
+                    "the whole path is over PATH_MAX, 4096 bytes (its closing NUL included); use a shorter path, "
+                        + "for example in a folder nearer the root"
+                } else {
+                    "the name is too long for this filesystem (some allow fewer than 255 bytes per name, and a "
+                        + "relative path also counts its current folder against the 4096 of PATH_MAX); use a shorter path"
+                }
             return FileLockError(
-                .nameTooLong, path: path,
-                message: "cannot \(operation) lock file '\(path)': the name is too long for the filesystem; use a "
-                    + "shorter file name (at most 255 bytes per component)", errno: number)
+                .nameTooLong, path: path, message: "cannot \(operation) lock file \(shown): \(limit)", errno: number)
         case .isDirectory:
             return FileLockError(
                 .isDirectory, path: path,
@@ -143,6 +153,26 @@ extension FileLockError {
                 .io, path: path, message: "cannot \(operation) lock file '\(path)': \(error)", errno: number)
         }
     }
+}
+
+/// `text` if short, else its first and last `kept` bytes (whole characters) around an ellipsis:
+/// a message should name a 4 KB path without printing all of it.
+func shortened(_ text: String, keeping kept: Int = 40) -> String {
+    let scalars = text.unicodeScalars
+    guard text.utf8.count > 2 * kept + 3 else { return text }
+    var headEnd = scalars.startIndex
+    var used = 0
+    while headEnd < scalars.endIndex, used + UTF8.width(scalars[headEnd]) <= kept {
+        used += UTF8.width(scalars[headEnd])
+        headEnd = scalars.index(after: headEnd)
+    }
+    var tailStart = scalars.endIndex
+    used = 0
+    while tailStart > headEnd, used + UTF8.width(scalars[scalars.index(before: tailStart)]) <= kept {
+        tailStart = scalars.index(before: tailStart)
+        used += UTF8.width(scalars[tailStart])
+    }
+    return String(scalars[..<headEnd]) + "…" + String(scalars[tailStart...])
 }
 
 extension Duration {

@@ -11,17 +11,19 @@ struct FileLockCommand: ParsableCommand {
     )
 
     /// As ArgumentParser's, but usage mistakes exit with 2 (as flock(1) and most Unix tools do)
-    /// rather than 64, and the common forms of `filelock run` skip ArgumentParser: a short
-    /// locked command should cost little more than `flock(1)` does.
+    /// rather than 64, flock(1)'s bundles with a value (`-nw5`) are split for both readers of
+    /// `run`, and the common forms of `filelock run` skip ArgumentParser: a short locked command
+    /// should cost little more than `flock(1)` does.
     static func main() {
-        let arguments = CommandLine.arguments.dropFirst()
-        if arguments.first == "run", let request = RunRequest(quickly: arguments.dropFirst()),
-            (try? request.validate()) != nil
-        {
-            exitProcess(request.run())
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "run" {
+            arguments = ["run"] + RunRequest.splittingBundledValues(arguments.dropFirst())
+            if let request = RunRequest(quickly: arguments.dropFirst()), (try? request.validate()) != nil {
+                exitProcess(request.run())
+            }
         }
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(arguments)
             try command.run()
         } catch {
             let code = exitCode(for: error)

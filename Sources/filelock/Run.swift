@@ -134,7 +134,9 @@ struct RunRequest: Equatable {
             throw fail("--timeout must be a number of seconds, 0 or more; leave it out to wait for ever (got \(timeout)).")
         }
         if let range, parsedRange(range) == nil {
-            throw fail("--range must be START:LENGTH with whole numbers, LENGTH 0 for to the end (got \(range)).")
+            throw fail(
+                "--range must be START:LENGTH with whole numbers, LENGTH 0 for to the end, and START+LENGTH at "
+                    + "most \(Int64.max) (got \(range)).")
         }
         guard (0...255).contains(conflictExitCode) else { throw fail("--conflict-exit-code must be 0...255.") }
     }
@@ -143,13 +145,13 @@ struct RunRequest: Equatable {
     /// command's, `conflictExitCode` when the lock stayed held, 2 for a bad lock path, 127 when
     /// the command cannot be started.
     func run() -> Int32 {
-        let progress = WaitReporter(path: lockFile, verbose: verbose)
+        let progress = WaitReporter(path: lockFile, verbose: verbose, isMarker: kind == .soft && range == nil)
         do {
             let wait: Duration? = try nonblock ? .zero : timeout.map { try FileLock.timeout(seconds: $0, path: lockFile) }
             let release: () -> Void
             switch (kind, range.flatMap(parsedRange)) {
             case (_, let bytes?):
-                let file = try ByteRangeLock(at: lockFile)
+                let file = try rangeFile()
                 try file.lock(bytes, mode: shared ? .shared : .exclusive, timeout: wait) {
                     progress.report { (try? file.conflict(for: bytes))??.holder }
                 }
@@ -192,6 +194,45 @@ struct RunRequest: Equatable {
 }
 
 extension RunRequest {
+    /// The file whose bytes `--range` locks. A shared (read) lock needs only read access, so an
+    /// existing file is opened read-only for it (another user's read-only file, a read-only
+    /// mount); a missing file is created, as for an exclusive lock.
+    fileprivate func rangeFile() throws -> ByteRangeLock {
+        guard shared else { return try ByteRangeLock(at: lockFile) }
+        do {
+            return try ByteRangeLock(at: lockFile, readOnly: true)
+        } catch let error as FileLockError where error.errno == ENOENT {
+            return try ByteRangeLock(at: lockFile)
+        }
+    }
+
+    /// flock(1) (util-linux getopt) reads a bundle of flags that ends in an option with a value,
+    /// `-nw5`, `-nE9` or `-xnw 5`, as the flags and then the option; ArgumentParser takes a joined
+    /// value only after a lone option (`-w5`). So before either reader sees `run`'s arguments,
+    /// such bundles before the lock file are split (`-nw5` into `-n -w5`); anything else, and
+    /// everything from the lock file on, is left as it is.
+    static func splittingBundledValues(_ arguments: ArraySlice<String>) -> [String] {
+        var result: [String] = []
+        var rest = arguments
+        while let argument = rest.popFirst() {
+            result.append(argument)
+            if argument == "--" || argument == "-" || !argument.hasPrefix("-") { break }  // the lock file
+            if ["-w", "-E", "--timeout", "--conflict-exit-code", "--kind", "--range"].contains(argument) {
+                if let value = rest.popFirst() { result.append(value) }
+                continue
+            }
+            let letters = Array(argument.dropFirst())
+            guard !argument.hasPrefix("--"), let option = letters.firstIndex(where: { $0 == "w" || $0 == "E" }),
+                option > 0, letters[..<option].allSatisfy({ "sxnv".contains($0) })
+            else { continue }
+            result.removeLast()
+            result += letters[..<option].map { "-\($0)" }
+            result.append("-" + String(letters[option...]))
+            if option == letters.count - 1, let value = rest.popFirst() { result.append(value) }
+        }
+        return result + rest
+    }
+
     /// Reads the common forms of `filelock run`'s arguments (those after `run`) without
     /// ArgumentParser, whose reflection-driven setup costs about 3 ms of the few a short
     /// `filelock run` takes. Returns nil for anything else (help, repeated or unknown options,
@@ -280,17 +321,19 @@ extension RunRequest {
     }
 }
 
-/// `START:LENGTH` as a byte range.
+/// `START:LENGTH` as a byte range; `nil` unless the kernel can take it (checked here, before the
+/// lock file is created).
 func parsedRange(_ text: String) -> ByteRange? {
     let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-    guard parts.count == 2, let start = Int64(parts[0]), let length = Int64(parts[1]), start >= 0, length >= 0 else {
-        return nil
-    }
+    guard parts.count == 2, let start = Int64(parts[0]), let length = Int64(parts[1]), start >= 0, length >= 0,
+        !start.addingReportingOverflow(length).overflow
+    else { return nil }
     return ByteRange(start: start, length: length)
 }
 
+/// Says `message` on stderr, control characters escaped (it may quote a marker or a path).
 func note(_ message: String) {
-    let bytes = Array("filelock: \(message)\n".utf8)
+    let bytes = Array("filelock: \(escapingControlCharacters(message))\n".utf8)
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
 }
 
@@ -304,9 +347,13 @@ final class WaitReporter {
     var shown = false
     var lastUpdate = 0.0
 
-    init(path: String, verbose: Bool) {
-        self.path = path
+    /// Whether the holder is read from a soft lock's marker (which may name another host).
+    let isMarker: Bool
+
+    init(path: String, verbose: Bool, isMarker: Bool) {
+        self.path = escapingControlCharacters(path)
         self.verbose = verbose
+        self.isMarker = isMarker
     }
 
     /// Called at every poll interval while waiting; never asks to stop.
@@ -317,8 +364,8 @@ final class WaitReporter {
             shown = true
             let holder = holder()
             var who = holder.map { "held by \(describe($0))" } ?? "held by another process"
-            if let pid = holder?.pid, let command = commandLine(of: pid) { who += ", running \(command)" }
-            let text = "waiting for \(path) (\(who))"
+            if let holder, let command = commandLine(of: holder, inMarker: isMarker) { who += ", running \(command)" }
+            let text = "waiting for \(path) (\(escapingControlCharacters(who)))"
             if isTerminal { write("filelock: \(text), waited 1 s") } else { note(text) }
             lastUpdate = waited
         } else if isTerminal && waited - lastUpdate >= 1 {
@@ -357,6 +404,31 @@ func formatted(_ time: UnixTime) -> String {
     func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
     return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
         + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+}
+
+/// What `holder` runs, where this host can tell: a holder recorded in a soft lock's marker
+/// (`inMarker`) only when it runs on this host and looks alive; elsewhere its pid names some
+/// other process here, or none.
+func commandLine(of holder: LockHolder, inMarker: Bool) -> String? {
+    guard !inMarker || (holder.host == SoftFileLock.hostName && !holder.looksStale) else { return nil }
+    return commandLine(of: holder.pid)
+}
+
+/// Text for a terminal: control characters (C0, DEL and C1) as `\x1b`, so that a marker, a path
+/// or a command line cannot move the cursor or recolour the terminal.
+func escapingControlCharacters(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7f...0x9f).contains($0.value) }) else {
+        return text
+    }
+    var result = ""
+    for scalar in text.unicodeScalars {
+        if scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value) {
+            result += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+        } else {
+            result.unicodeScalars.append(scalar)
+        }
+    }
+    return result
 }
 
 /// The command line of a local process from `/proc/PID/cmdline`, where readable.

@@ -10,24 +10,48 @@ import FileLocking
 struct LockReport {
     var path: String
     var kind: LockKind
+    /// Whether `kind` was guessed from the file rather than given.
+    var isGuessed: Bool
+    /// The holders that can be named: a kernel lock's processes, or a soft marker's record.
     var holders: [LockHolder]
     var waiting: Int
+    /// What stands at the path, read as a soft lock's marker.
+    var marker: SoftFileLock.MarkerState
 
-    /// Looks at the path without creating anything: a marker record means a soft lock, anything
-    /// else a kernel lock file.
+    /// Looks at the path without creating anything. A holder record means a soft lock; so does
+    /// a malformed or unreadable non-empty file that no kernel lock holds; anything else (an
+    /// empty file above all, which is what `flock` leaves) is taken for a kernel lock file.
+    ///
+    /// - Throws: `FileLockError` when the path is no regular file (a directory, a symbolic link,
+    ///   which is never followed, a FIFO), as `run` refuses it.
     static func inspect(_ path: String, kind: LockKind?) throws -> LockReport {
-        let soft = try SoftFileLock(at: path)
-        let detected = kind ?? (soft.holder != nil || isNonEmptyMarker(path) ? .soft : .kernel)
+        let marker = try SoftFileLock(at: path).inspectMarker()
+        let kernel = try FileLock(at: path)
+        let kernelHolders = kind == .soft ? [] : kernel.holders
+        let detected: LockKind
+        if let kind {
+            detected = kind
+        } else {
+            switch marker {
+            case .record: detected = .soft
+            case .malformed, .unreadable(_, 1...): detected = kernelHolders.isEmpty ? .soft : .kernel
+            case .absent, .empty, .unreadable: detected = .kernel
+            }
+        }
         switch detected {
         case .soft:
-            return LockReport(path: path, kind: .soft, holders: soft.holder.map { [$0] } ?? [], waiting: 0)
+            let holders: [LockHolder] = if case .record(let holder) = marker { [holder] } else { [] }
+            return LockReport(
+                path: path, kind: .soft, isGuessed: kind == nil, holders: holders, waiting: 0, marker: marker)
         case .kernel:
-            let lock = try FileLock(at: path)
-            return LockReport(path: path, kind: .kernel, holders: lock.holders, waiting: lock.waiterCount)
+            return LockReport(
+                path: path, kind: .kernel, isGuessed: kind == nil, holders: kernelHolders,
+                waiting: kernel.waiterCount, marker: marker)
         }
     }
 
-    var isHeld: Bool { !holders.isEmpty }
+    /// A soft lock is held while its marker exists, whether or not it names its holder.
+    var isHeld: Bool { kind == .soft ? marker != .absent : !holders.isEmpty }
 
     var json: String {
         func quoted(_ text: String) -> String {
@@ -49,31 +73,88 @@ struct LockReport {
             fields.append("\"since\":" + (holder.since.map { quoted(formatted($0)) } ?? "null"))
             fields.append("\"shared\":\(holder.isShared)")
             fields.append("\"stale\":\(holder.looksStale)")
-            fields.append("\"command\":" + (commandLine(of: holder.pid).map(quoted) ?? "null"))
+            fields.append("\"command\":" + (commandLine(of: holder, inMarker: kind == .soft).map(quoted) ?? "null"))
             return "{" + fields.joined(separator: ",") + "}"
         }
+        var markerFields = ""
+        if kind == .soft {
+            markerFields = ",\"marker\":\"\(marker.name)\",\"modified\":" + (marker.modified.map { quoted(formatted($0)) } ?? "null")
+        }
         return "{\"path\":\(quoted(path)),\"kind\":\"\(kind.rawValue)\",\"held\":\(isHeld),"
-            + "\"holders\":[\(holderObjects.joined(separator: ","))],\"waiting\":\(waiting)}"
+            + "\"holders\":[\(holderObjects.joined(separator: ","))],\"waiting\":\(waiting)\(markerFields)}"
     }
 
-    var text: String {
+    /// The report for people; control characters (from a marker, a path, a command line) are
+    /// escaped when printed.
+    var lines: [String] {
         let kindName = kind == .kernel ? "kernel lock (flock)" : "soft lock (marker file)"
-        guard isHeld else { return "\(path): free (\(kindName))" }
+        guard isHeld else {
+            var lines = ["\(path): free (\(kindName))"]
+            if isGuessed, marker.modified != nil {
+                // Only an empty file (or one this user may not read) is guessed to be a free kernel lock.
+                lines.append("  note: the file is empty; if it is a soft lock's marker, that lock is held or abandoned (see --kind soft)")
+            }
+            return lines
+        }
         var lines = ["\(path): held (\(kindName))"]
         for holder in holders {
             var line = "  holder: \(describe(holder))"
             if holder.isShared { line += " (shared)" }
-            if let command = commandLine(of: holder.pid) { line += ", running \(command)" }
+            if let command = commandLine(of: holder, inMarker: kind == .soft) { line += ", running \(command)" }
             lines.append(line)
         }
         if kind == .kernel { lines.append("  waiting: \(waiting)") }
-        return lines.joined(separator: "\n")
+        guard kind == .soft else { return lines }
+        switch marker {
+        case .absent, .record: break
+        case .empty(let modified):
+            lines.append("  holder: unknown: the marker is empty, \(age(of: modified))")
+            lines.append(
+                "  note: held by a process that writes no record (Python filelock before 3.22), or abandoned; "
+                    + "filelock break removes it once 2 s old")
+        case .malformed(let modified, let size):
+            lines.append("  holder: unknown: the marker holds \(size) bytes that are no holder record, \(age(of: modified))")
+            var note = "  note: its writer may still be filling it, or it was abandoned; filelock break removes it once 2 s old"
+            if isGuessed { note += "; if this is a kernel lock file, use --kind kernel" }
+            lines.append(note)
+        case .unreadable(let modified, let size):
+            lines.append("  holder: unknown: this user may not read the marker (\(size) bytes, \(age(of: modified)))")
+        }
+        return lines
     }
 }
 
-private func isNonEmptyMarker(_ path: String) -> Bool {
-    guard let contents = readSmallFile(path) else { return false }
-    return !contents.isEmpty
+extension SoftFileLock.MarkerState {
+    /// Its name in `status --json`.
+    var name: String {
+        switch self {
+        case .absent: "none"
+        case .record: "record"
+        case .empty: "empty"
+        case .malformed: "malformed"
+        case .unreadable: "unreadable"
+        }
+    }
+
+    /// When the marker was last modified; `nil` when there is none.
+    var modified: UnixTime? {
+        switch self {
+        case .absent: nil
+        case .record(let holder): holder.since
+        case .empty(let modified), .malformed(let modified, _), .unreadable(let modified, _): modified
+        }
+    }
+}
+
+/// "modified 2026-11-25T21:30:14Z, 3600 s ago by this host's clock".
+func age(of modified: UnixTime) -> String {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    // In Double: a file's mtime can be anything (touch -d), and must not trap an Int64 subtraction.
+    let seconds = Double(now.tv_sec) - Double(modified.seconds) + (Double(now.tv_nsec) - Double(modified.nanoseconds)) / 1e9
+    let magnitude = min(abs(seconds), 1e15)
+    let amount = magnitude < 10 ? "\(Int(magnitude))." + "\(Int(magnitude * 10) % 10)" : "\(Int(magnitude))"
+    return "modified \(formatted(modified)), \(amount) s \(seconds < 0 ? "in the future" : "ago") by this host's clock"
 }
 
 /// `filelock status`: who holds a lock.
@@ -102,7 +183,7 @@ struct Status: ParsableCommand {
     func run() throws {
         do {
             let report = try LockReport.inspect(lockFile, kind: kind)
-            print(json ? report.json : report.text)
+            if json { print(report.json) } else { printLines(report.lines) }
             throw ExitCode(report.isHeld ? 1 : 0)
         } catch let error as FileLockError {
             note(error.message)
@@ -133,26 +214,59 @@ struct Break: ParsableCommand {
 
     func run() throws {
         do {
-            let report = try LockReport.inspect(lockFile, kind: nil)
-            if report.kind == .kernel {
-                if let holder = report.holders.first {
-                    var text = "\(lockFile) is a kernel lock held by \(describe(holder))"
-                    if let command = commandLine(of: holder.pid) { text += ", running \(command)" }
-                    note(text + "; kernel locks cannot be broken: the kernel frees them when the holder exits (stop it)")
-                    throw ExitCode(1)
-                }
-                print("\(lockFile): free (kernel lock); nothing to break")
-                return
+            let lock = try SoftFileLock(at: lockFile)
+            // Refuses a directory, a symbolic link or a FIFO (exit 2), as `run` does.
+            let marker = try lock.inspectMarker()
+            if let holder = try FileLock(at: lockFile).holders.first {
+                var text = "\(lockFile) is a kernel lock held by \(describe(holder))"
+                if let command = commandLine(of: holder, inMarker: false) { text += ", running \(command)" }
+                note(text + "; kernel locks cannot be broken: the kernel frees them when the holder exits (stop it)")
+                throw ExitCode(1)
             }
-            switch try SoftFileLock(at: lockFile).breakMarker(force: force) {
+            switch try lock.breakMarker(force: force) {
             case .noMarker:
-                print("\(lockFile): no marker; nothing to break")
-            case .broken(let holder):
-                print("\(lockFile): broke the marker of \(holder.map(describe) ?? "an unreadable holder")")
-            case .holderAlive(let holder):
-                note(
-                    "\(lockFile) is held by \(holder.map(describe) ?? "a holder that cannot be judged"), which looks "
-                        + "alive; not broken (use --force if you know it is gone)")
+                printLines(["\(lockFile): no marker; nothing to break"])
+            case .broken(let holder?):
+                printLines(["\(lockFile): broke the marker of \(describe(holder))"])
+            case .broken(nil):
+                switch marker {
+                case .empty(let modified), .malformed(let modified, _):
+                    let what = marker == .empty(modified: modified) ? "empty" : "malformed"
+                    var lines = ["\(lockFile): broke the \(what) marker (\(age(of: modified)))"]
+                    if !force {
+                        lines.append(
+                            "  note: an empty or malformed marker counts as abandoned once its modification time is "
+                                + "2 s past, judged by this host's clock (a file server whose clock differs shifts that)")
+                    }
+                    printLines(lines)
+                default:
+                    printLines(["\(lockFile): broke the marker of a holder this user may not read"])
+                }
+            case .holderAlive(let holder?):
+                var text = "\(lockFile) is held by \(describe(holder))"
+                if let command = commandLine(of: holder, inMarker: true) { text += ", running \(command)" }
+                if holder.host != SoftFileLock.hostName {
+                    text += "; a holder on another host is never judged by liveness (its pid names no process here): "
+                        + "not broken (use --force once you know it is gone)"
+                } else {
+                    text += ", which looks alive; not broken (use --force if you know it is gone)"
+                }
+                note(text)
+                throw ExitCode(1)
+            case .holderAlive(nil):
+                switch marker {
+                case .empty(let modified), .malformed(let modified, _):
+                    let what = marker == .empty(modified: modified) ? "empty" : "malformed"
+                    note(
+                        "\(lockFile): the marker is \(what), \(age(of: modified)); its writer may still be filling it "
+                            + "(it counts as abandoned once 2 s old); not broken (try again, or use --force)")
+                case .unreadable(let modified, let size):
+                    note(
+                        "\(lockFile) is held by a holder this user may not read (a \(size)-byte marker, "
+                            + "\(age(of: modified))); not broken (run as its owner, or use --force if you know it is gone)")
+                default:
+                    note("\(lockFile) is held by a holder that cannot be judged; not broken (use --force if you know it is gone)")
+                }
                 throw ExitCode(1)
             case .cannotBreak(let holder):
                 note(
@@ -167,12 +281,7 @@ struct Break: ParsableCommand {
     }
 }
 
-/// Up to 4 KiB of a file, without following a link; `nil` when unreadable.
-func readSmallFile(_ path: String) -> [UInt8]? {
-    let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-    guard descriptor >= 0 else { return nil }
-    defer { close(descriptor) }
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    let count = read(descriptor, &buffer, buffer.count)
-    return count >= 0 ? Array(buffer.prefix(count)) : nil
+/// Prints lines for people on stdout, control characters escaped.
+func printLines(_ lines: [String]) {
+    print(lines.map(escapingControlCharacters).joined(separator: "\n"))
 }

@@ -17,6 +17,10 @@ struct CommandLineTests {
 
     /// Runs `filelock ARGUMENTS` with stderr merged into stdout; returns (exit code, output).
     func filelock(_ arguments: String...) throws -> (Int32, String) {
+        try filelock(arguments)
+    }
+
+    func filelock(_ arguments: [String]) throws -> (Int32, String) {
         let quoted = ([Self.tool] + arguments).map { "'" + $0.replacingSingleQuotes() + "'" }.joined(separator: " ")
         let shell = try ChildProcess("/bin/sh", ["-c", quoted + " 2>&1"])
         let output = try shell.readRemainingOutput(timeout: 60)
@@ -41,6 +45,24 @@ struct CommandLineTests {
         #expect(output.contains("ran"), "\(output)")
         #expect(try filelock("run", path, "-c", "echo", "two").0 == 2, "-c takes one command line")
         #expect(try filelock("run", path, "--", "-c", "exit 3").0 == 127, "after --, -c is a program name")
+    }
+
+    @Test func flockStyleBundlesWithAValue() throws {
+        // As util-linux flock(1) reads them (scripts use them): `-nE9` is `-n -E 9`.
+        let path = folder.file("bundles.lock")
+        let holder = try ChildProcess(TestEnvironment.probe, ["hold", path])
+        try holder.expectLine(startingWith: "acquired")
+        let (code, output) = try filelock("run", "-nE9", path, "true")
+        #expect(code == 9, "\(output)")
+        #expect(try filelock("run", "-xnE", "8", path, "true").0 == 8)
+        #expect(try filelock("run", "-nw5", path, "true").0 == 1, "-n: no wait")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try filelock("run", "-sw1", path, "sh", "-c", "exit 4").0 == 4)
+        #expect(try filelock("run", "-xnw", "5", path, "sh", "-c", "exit 5").0 == 5)
+        let (refused, message) = try filelock("run", "-nwsoon", path, "true")
+        #expect(refused == 2)
+        #expect(message.contains("soon") && !message.contains("'\(path)' is invalid"), "\(message)")
     }
 
     @Test func aCommandThatCannotStartExits127AndReleases() throws {
@@ -177,6 +199,126 @@ struct CommandLineTests {
         #expect(access(path, F_OK) != 0)
     }
 
+    @Test func statusBreakAndRunAgreeOnAnEmptyMarker() throws {
+        let path = folder.file("empty.lock")
+        writeFile(path, "")
+        runShell("touch -d '1 hour ago' '\(path)'")
+        let (code, text) = try filelock("status", "--kind", "soft", path)
+        #expect(code == 1, "\(text)")
+        #expect(text.contains("held") && text.contains("empty"), "\(text)")
+        let (_, json) = try filelock("status", "--json", "--kind", "soft", path)
+        #expect(json.contains("\"held\":true") && json.contains("\"marker\":\"empty\""), "\(json)")
+        #expect(try filelock("run", "-n", "--kind", "soft", path, "true").0 == 1, "run waits for it")
+        // Without --kind, an empty file is a free kernel lock file (what flock leaves), said with a note.
+        let (guessedCode, guessed) = try filelock("status", path)
+        #expect(guessedCode == 0)
+        #expect(guessed.contains("--kind soft"), "\(guessed)")
+        // An hour old by its mtime: abandoned, broken without --force, and said how it was judged.
+        let (broken, message) = try filelock("break", path)
+        #expect(broken == 0, "\(message)")
+        #expect(message.contains("broke the empty marker") && message.contains("this host's clock"), "\(message)")
+        #expect(access(path, F_OK) != 0)
+        // A fresh one may be between create and write: only --force breaks it.
+        writeFile(path, "")
+        #expect(try filelock("break", path).0 == 1)
+        #expect(access(path, F_OK) == 0)
+        let (forced, forcedMessage) = try filelock("break", "--force", path)
+        #expect(forced == 0, "\(forcedMessage)")
+        #expect(access(path, F_OK) != 0)
+    }
+
+    @Test func statusBreakAndRunAgreeOnAMalformedMarker() throws {
+        let path = folder.file("malformed.lock")
+        writeFile(path, "garbage")
+        runShell("touch -d '1 hour ago' '\(path)'")
+        let (code, text) = try filelock("status", path)
+        #expect(code == 1, "\(text)")
+        #expect(text.contains("held (soft lock") && text.contains("no holder record"), "\(text)")
+        let (_, json) = try filelock("status", "--json", path)
+        #expect(json.contains("\"held\":true") && json.contains("\"marker\":\"malformed\""), "\(json)")
+        #expect(try filelock("run", "-n", "--kind", "soft", path, "true").0 == 1)
+        // The grace does not restart in every new process: the marker's mtime says it is old.
+        let (broken, message) = try filelock("break", path)
+        #expect(broken == 0, "\(message)")
+        #expect(message.contains("broke the malformed marker") && message.contains("this host's clock"), "\(message)")
+        #expect(access(path, F_OK) != 0)
+        writeFile(path, "garbage")
+        let (refused, refusal) = try filelock("break", path)
+        #expect(refused == 1)
+        #expect(refusal.contains("malformed") && refusal.contains("--force"), "\(refusal)")
+        #expect(access(path, F_OK) == 0)
+    }
+
+    @Test func onlyAHolderOnThisHostIsShownWithACommandLine() throws {
+        // A live local pid recorded by another host names some unrelated process here.
+        let unrelated = try ChildProcess("/bin/cat", [])
+        defer { unrelated.closeInput() }
+        let path = folder.file("remote.lock")
+        writeFile(path, "\(unrelated.pid)\nbuildhost-07\n")
+        let (code, text) = try filelock("status", path)
+        #expect(code == 1)
+        #expect(text.contains("pid \(unrelated.pid) on buildhost-07") && !text.contains("running"), "\(text)")
+        let (_, json) = try filelock("status", "--json", path)
+        #expect(json.contains("\"command\":null"), "\(json)")
+        let (refused, refusal) = try filelock("break", path)
+        #expect(refused == 1)
+        #expect(refusal.contains("another host") && !refusal.contains("running"), "\(refusal)")
+        let (timedOut, waiting) = try filelock("run", "-v", "-w", "1.2", "--kind", "soft", path, "true")
+        #expect(timedOut == 1)
+        #expect(waiting.contains("waiting for \(path) (held by pid \(unrelated.pid)") && !waiting.contains("running"), "\(waiting)")
+        // The same pid recorded on this host is its holder: its command line is shown.
+        writeFile(path, "\(unrelated.pid)\n\(SoftFileLock.hostName)\n")
+        let (_, local) = try filelock("status", path)
+        #expect(local.contains("running /bin/cat"), "\(local)")
+    }
+
+    @Test func statusAndBreakRefuseWhatIsNoLockFileAsRunDoes() throws {
+        let target = folder.file("target")
+        writeFile(target, "precious")
+        mkdir(folder.file("dir.lock"), 0o755)
+        symlink(target, folder.file("link.lock"))
+        mkfifo(folder.file("fifo.lock"), 0o644)
+        for name in ["dir.lock", "link.lock", "fifo.lock"] {
+            let path = folder.file(name)
+            for command in [["status"], ["status", "--kind", "kernel"], ["status", "--json"], ["break"], ["break", "--force"]] {
+                let (code, message) = try filelock(command + [path])
+                #expect(code == 2, "\(command) \(name): \(message)")
+                #expect(message.contains("'\(path)'"), "\(command) \(name): \(message)")
+            }
+            // (A kernel `run` locks a FIFO, as flock(1) does; a soft lock refuses it.)
+            #expect(try filelock("run", "--kind", "soft", path, "true").0 == 2, "\(name)")
+        }
+        #expect(readFile(target) == "precious")
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func statusAsAnotherUserOfAnUnreadableMarkerSaysHeld() throws {
+        let path = folder.file("private.lock")
+        let lock = try SoftFileLock(at: path)
+        try lock.acquire()
+        defer { lock.release() }
+        let (code, text) = try folder.toolAsNobody(["status", path])
+        #expect(code == 1, "\(text)")
+        #expect(text.contains("held (soft lock") && text.contains("may not read"), "\(text)")
+        let (_, json) = try folder.toolAsNobody(["status", "--json", path])
+        #expect(json.contains("\"held\":true") && json.contains("\"marker\":\"unreadable\""), "\(json)")
+        #expect(try folder.toolAsNobody(["break", path]).0 == 1)
+        #expect(lock.isHeldByUs)
+    }
+
+    @Test func statusEscapesControlCharactersFromTheMarkerAndThePath() throws {
+        let path = folder.file("esc\u{1B}[2J.lock")
+        writeFile(path, "1\nev\u{1B}[31mil\u{7}\n")
+        let (code, text) = try filelock("status", path)
+        #expect(code == 1)
+        #expect(text.contains("ev\\x1b[31mil\\x07") && text.contains("esc\\x1b[2J.lock"), "\(text)")
+        #expect(!text.contains("\u{1B}") && !text.contains("\u{7}"), "\(text)")
+        let (_, refusal) = try filelock("break", path)
+        #expect(!refusal.contains("\u{1B}") && refusal.contains("ev\\x1b[31mil"), "\(refusal)")
+        let (_, json) = try filelock("status", "--json", path)
+        #expect(json.contains("ev\\u001b[31mil\\u0007"), "\(json)")
+    }
+
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))
     func aKernelLockCannotBeBroken() throws {
         let path = folder.file("kernel.lock")
@@ -203,6 +345,32 @@ struct CommandLineTests {
             #expect(helpCode == 0)
             #expect(help.contains("Example"), "\(command) --help shows examples")
         }
+    }
+
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func aSharedRangeOfAnotherUsersReadOnlyFileNeedsOnlyReadAccess() throws {
+        let path = folder.file("readonly.bin")
+        writeFile(path, "records")
+        chmod(path, 0o444)
+        let (code, output) = try folder.toolAsNobody(["run", "-s", "--range", "0:10", path, "--", "echo", "ran"])
+        #expect(code == 0, "\(output)")
+        #expect(output.contains("ran"), "\(output)")
+        // An exclusive lock needs write access (OFD write locks need a file open for writing).
+        let (exclusiveCode, message) = try folder.toolAsNobody(["run", "--range", "0:10", path, "--", "true"])
+        #expect(exclusiveCode == 2)
+        #expect(message.contains("permission denied") && message.contains(path), "\(message)")
+        // A missing file is still created for a shared range.
+        #expect(try filelock("run", "-s", "--range", "0:10", folder.file("new.bin"), "--", "true").0 == 0)
+        #expect(access(folder.file("new.bin"), F_OK) == 0)
+    }
+
+    @Test func aRangeBeyondInt64IsRefusedBeforeTheFileIsCreated() throws {
+        let path = folder.file("overflow.bin")
+        let (code, message) = try filelock("run", "--range", "9223372036854775807:1", path, "--", "true")
+        #expect(code == 2)
+        #expect(message.contains("--range"), "\(message)")
+        #expect(access(path, F_OK) != 0, "the refused run created the file")
+        #expect(try filelock("run", "--range", "9223372036854775806:1", path, "--", "true").0 == 0, "the last byte")
     }
 
     @Test func rangeLocksTheBytesOfTheFileItself() throws {

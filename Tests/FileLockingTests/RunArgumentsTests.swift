@@ -29,6 +29,15 @@ import Testing
         ["-w5", "X", "true"],
         ["-w0.5", "-E75", "X", "true"],
         ["-n", "-E3", "X", "true"],
+        // flock(1)'s bundles that end in an option with its value.
+        ["-nE9", "X", "true"],
+        ["-nw5", "X", "true"],
+        ["-sw1", "X", "true"],
+        ["-xnw", "5", "X", "true"],
+        ["-xw5", "X", "true"],
+        ["-snvE", "75", "X", "--", "true"],
+        ["-nw0.5", "-E3", "X", "-nw5"],
+        ["-nE-1", "X", "true"],
         ["X", "-c", "echo hi && exit 3"],
         ["X", "--command", "true"],
         ["X", "--", "-c", "echo", "hi"],
@@ -58,20 +67,24 @@ import Testing
         ["-E", "256", "X", "true"],
         ["--range", "1", "X", "true"],
         ["--range", "a:b", "X", "true"],
+        ["--range", "9223372036854775807:1", "X", "true"],
     ]
 
     /// Forms left to ArgumentParser: help, mistakes, repeats and spellings the quick reader skips.
     static let deferred: [[String]] = [
         [], ["--help"], ["-h"], ["-w"], ["-n"], ["--", "X", "true"], ["-q", "X", "true"],
-        ["-w", "-1", "X", "true"], ["-wsoon", "X", "true"], ["-xw5", "X", "true"], ["-w", "soon", "X", "true"],
+        ["-w", "-1", "X", "true"], ["-wsoon", "X", "true"], ["-w", "soon", "X", "true"], ["-nwx", "X", "true"], ["-En9", "X", "true"],
+        ["-nwfoo", "X", "true"],
         ["-w", "1", "-w", "2", "X", "true"], ["-x", "-x", "X", "true"], ["-xx", "X", "true"],
         ["-xq", "X", "true"], ["--kind", "nfs", "X", "true"], ["--shared=yes", "X", "true"],
         ["-E", "x", "X", "true"], ["--timeout=", "X", "true"], ["-", "true"], ["--verbose", "--nb", "-n", "X", "true"],
     ]
 
     @Test(arguments: accepted)
-    func quickReaderAgreesWithArgumentParser(_ arguments: [String]) throws {
-        let quick = try #require(RunRequest(quickly: arguments[...]), "the quick reader should take \(arguments)")
+    func quickReaderAgreesWithArgumentParser(_ given: [String]) throws {
+        // As `FileLockCommand.main` reads them: bundles split first, for both readers.
+        let arguments = RunRequest.splittingBundledValues(given[...])
+        let quick = try #require(RunRequest(quickly: arguments[...]), "the quick reader should take \(given)")
         let quickValidates = (try? quick.validate()) != nil
         // As `FileLockCommand.main` falls back: the root command reads `run ...`.
         do {
@@ -85,7 +98,23 @@ import Testing
 
     @Test(arguments: deferred)
     func otherFormsGoToArgumentParser(_ arguments: [String]) {
-        #expect(RunRequest(quickly: arguments[...]) == nil)
+        let split = RunRequest.splittingBundledValues(arguments[...])
+        #expect(RunRequest(quickly: split[...]) == nil)
+    }
+
+    @Test func bundlesAreSplitAsFlockReadsThemAndOnlyBeforeTheLockFile() {
+        let cases: [([String], [String])] = [
+            (["-nw5", "X", "-nw5"], ["-n", "-w5", "X", "-nw5"]),
+            (["-xnw", "5", "X", "true"], ["-x", "-n", "-w", "5", "X", "true"]),
+            (["-nE9", "--kind", "-nw5", "X"], ["-n", "-E9", "--kind", "-nw5", "X"]),
+            (["-w", "-nw5", "X"], ["-w", "-nw5", "X"]),
+            (["--", "-nw5", "X"], ["--", "-nw5", "X"]),
+            (["-xn", "-qw5", "-w5n", "--nw5", "X"], ["-xn", "-qw5", "-w5n", "--nw5", "X"]),
+        ]
+        for (given, expected) in cases {
+            let split = RunRequest.splittingBundledValues(given[...])
+            #expect(split == expected, "\(given)")
+        }
     }
 
     @Test func quickReaderKeepsEverythingAfterTheLockFile() throws {

@@ -120,6 +120,20 @@ struct SoftFileLockTests {
         lock.release()
     }
 
+    @Test func aMarkerWithoutAStartTokenNamingThisProcessIsHeldByUs() throws {
+        // As the stale check (ours, alive) and Python filelock judge it; a token that differs
+        // names an earlier process with our pid.
+        let path = folder.file("no-token.lock")
+        writeMarker(path, "\(getpid())\n\(ProcessIdentity.hostName)\n")
+        let lock = try SoftFileLock(at: path)
+        #expect(lock.holder?.looksStale == false)
+        #expect(lock.isHeldByUs)
+        writeMarker(path, "\(getpid())\n\(ProcessIdentity.hostName)\n12345\n")
+        #expect(!lock.isHeldByUs)
+        writeMarker(path, "\(getpid())\nsome-other-host\n")
+        #expect(!lock.isHeldByUs)
+    }
+
     @Test func aLiveHolderWithItsOwnTokenIsNotBroken() throws {
         let path = folder.file("live.lock")
         let token = try #require(ProcessIdentity.ownStartToken)
@@ -164,6 +178,58 @@ struct SoftFileLockTests {
         #expect(ChildProcess.now() - started >= 1.5)
         #expect(lock.isHeldByUs)
         lock.release()
+    }
+
+    @Test func inspectMarkerTellsApartWhatHolderReportsAsNil() throws {
+        let path = folder.file("inspected.lock")
+        let lock = try SoftFileLock(at: path)
+        #expect(try lock.inspectMarker() == .absent)
+        writeMarker(path, "", ageSeconds: 60)
+        let empty = try lock.inspectMarker()
+        guard case .empty(let modified) = empty else { Issue.record("\(empty)"); return }
+        #expect(abs(modified.seconds + 60 - Int64(time(nil))) <= 5, "the marker's mtime")
+        writeMarker(path, "garbage")
+        let malformed = try lock.inspectMarker()
+        guard case .malformed(_, let size) = malformed else { Issue.record("\(malformed)"); return }
+        #expect(size == 7)
+        writeMarker(path, "\(getpid())\n\(SoftFileLock.hostName)\n")
+        let record = try lock.inspectMarker()
+        #expect(record == .record(try #require(lock.holder)))
+        #expect(lock.holder?.host == ProcessIdentity.hostName)
+        #expect(lock.holder?.looksStale == false)
+    }
+
+    @Test func inspectMarkerRefusesWhatIsNoRegularFile() throws {
+        mkdir(folder.file("dir.lock"), 0o755)
+        symlink(folder.file("target"), folder.file("link.lock"))
+        mkfifo(folder.file("fifo.lock"), 0o644)
+        let expected: [(String, FileLockError.Code)] = [
+            ("dir.lock", .isDirectory), ("link.lock", .isSymbolicLink), ("fifo.lock", .invalidPath),
+        ]
+        for (name, code) in expected {
+            let lock = try SoftFileLock(at: folder.file(name))
+            let error = #expect(throws: FileLockError.self) { try lock.inspectMarker() }
+            #expect(error?.code == code, "\(name)")
+            #expect(error?.message.contains(folder.file(name)) == true, "\(name)")
+        }
+        #expect(access(folder.file("target"), F_OK) != 0, "the link was not followed")
+    }
+
+    @Test(arguments: ["", "garbage"])
+    func breakMarkerJudgesAnEmptyOrMalformedMarkerByItsModificationTime(contents: String) throws {
+        // One call has no earlier look to time the marker by (the grace restarted in every new
+        // process): it goes by the mtime on this host's clock.
+        let path = folder.file("unparsable.lock")
+        writeMarker(path, contents)
+        let lock = try SoftFileLock(at: path)
+        #expect(try lock.breakMarker() == .holderAlive(nil), "a writer may be between create and write")
+        #expect(access(path, F_OK) == 0)
+        runShell("touch -d '3 seconds ago' '\(path)'")
+        #expect(try lock.breakMarker() == .broken(nil))
+        #expect(access(path, F_OK) != 0)
+        writeMarker(path, contents)
+        #expect(try lock.breakMarker(force: true) == .broken(nil), "--force breaks a fresh one")
+        #expect(access(path, F_OK) != 0)
     }
 
     @Test func aMarkerThatChangesIsNotAbandoned() throws {

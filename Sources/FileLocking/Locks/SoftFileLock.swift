@@ -114,7 +114,13 @@ public struct SoftFileLock: EngineBackedLock {
     /// `force` whatever its state, atomically: the marker is swapped for one of ours, which is
     /// then removed.
     ///
-    /// - Throws: `FileLockError` for a bad path or system failure.
+    /// An empty or malformed marker counts as abandoned once its modification time is two
+    /// seconds past on this host's wall clock: one call has no earlier look to time it by, as an
+    /// acquisition waiting on it has (which times it on its own monotonic clock, and never breaks
+    /// an empty marker, whose holder may be an older Python `filelock` that writes no record).
+    ///
+    /// - Throws: `FileLockError` for a bad path (a directory, a symbolic link, a FIFO...) or
+    ///   system failure.
     public func breakMarker(force: Bool = false) throws -> BreakOutcome {
         try engine.primitive.breakMarker(force: force)
     }
@@ -123,4 +129,49 @@ public struct SoftFileLock: EngineBackedLock {
     /// whether it looks stale; `nil` when there is no marker or it is malformed.
     public var holder: LockHolder? { engine.primitive.holders().first }
 
+    /// What the marker file held when ``inspectMarker()`` looked.
+    public enum MarkerState: Sendable, Hashable {
+        /// No marker: the lock is free.
+        case absent
+        /// A holder's record: pid, host, since (the marker's modification time) and whether it
+        /// looks stale, as ``SoftFileLock/holder`` reports it.
+        case record(LockHolder)
+        /// An empty marker, last modified at `modified`: held by a process that writes no record
+        /// (Python `filelock` before 3.22 keeps its marker empty while it holds the lock) or by one
+        /// between creating and writing it, or abandoned. Acquisition never breaks it.
+        case empty(modified: UnixTime)
+        /// `size` bytes that are no holder record (partly written, cut short, too long, some other
+        /// program's file), last modified at `modified`: held by a writer still filling it, or
+        /// abandoned.
+        case malformed(modified: UnixTime, size: Int64)
+        /// A marker of `size` bytes this process may not read (another user's): held, by a holder
+        /// it cannot name or judge.
+        case unreadable(modified: UnixTime, size: Int64)
+    }
+
+    /// Looks at the marker file without changing anything, telling apart what ``holder`` reports
+    /// as `nil`: no marker, an empty one, a malformed one, one this user may not read.
+    ///
+    /// - Throws: `FileLockError` when something other than a regular file stands at the path: a
+    ///   directory (`.isDirectory`), a symbolic link (`.isSymbolicLink`; never followed), a FIFO,
+    ///   socket or device (`.invalidPath`); or when the path cannot be looked at (for example a
+    ///   folder this user may not search: `.permissionDenied`).
+    public func inspectMarker() throws -> MarkerState {
+        let primitive = engine.primitive
+        guard let observed = try primitive.inspect() else { return .absent }
+        guard observed.isReadable else { return .unreadable(modified: observed.modified, size: observed.size) }
+        guard let record = observed.record else {
+            guard observed.size > 0 else { return .empty(modified: observed.modified) }
+            return .malformed(modified: observed.modified, size: observed.size)
+        }
+        return .record(
+            LockHolder(
+                pid: record.pid, host: record.host, since: observed.modified, looksStale: primitive.isStale(observed)))
+    }
+
+    /// This host's name as markers record it, as Python `filelock` writes it: `gethostname()`
+    /// with every byte outside `!`...`~` (and `?`) written as `?xx`, then `?pidns-<id>` in a pid
+    /// namespace other than the host's (a container may share the host's name). A holder whose
+    /// `host` differs runs elsewhere: its pid names no process here.
+    public static var hostName: String { ProcessIdentity.hostName }
 }

@@ -156,7 +156,7 @@ struct SoftPrimitive: LockPrimitive {
             let holder = observed.record.map {
                 LockHolder(pid: $0.pid, host: $0.host, since: observed.modified, looksStale: isStale(observed))
             }
-            guard force || isStale(observed) else { return .holderAlive(holder) }
+            guard force || isStale(observed, judgingUnparsableByAge: true) else { return .holderAlive(holder) }
             switch try takeOver(observed) {
             case .won(let ours):
                 release(ours)
@@ -168,10 +168,14 @@ struct SoftPrimitive: LockPrimitive {
         return .holderAlive(nil)
     }
 
-    /// Whether the marker now names this process.
+    /// Whether the marker now names this process: its pid and host, and its start token when
+    /// both the marker and this process have one (as the stale check and Python filelock judge).
     func isHeldByThisProcess() -> Bool {
         guard let observed = try? inspect(), let record = observed.record else { return false }
-        return record == MarkerRecord.current
+        let current = MarkerRecord.current
+        guard record.pid == current.pid, record.host == current.host else { return false }
+        guard let recorded = record.startToken, let own = current.startToken else { return true }
+        return own.isSameStart(as: recorded)
     }
 
     // MARK: Steps
@@ -211,27 +215,39 @@ struct SoftPrimitive: LockPrimitive {
     }
 
     /// Reads the marker at the path; `nil` when there is none.
-    private func inspect() throws -> Observed? {
+    ///
+    /// - Throws: `FileLockError` when the path is no regular file (a directory, a symbolic link,
+    ///   a FIFO...) or cannot be looked at.
+    func inspect() throws -> Observed? {
+        func regularFile(_ status: FileStatus) throws -> FileStatus {
+            if status.isDirectory { throw FileLockError.system(.isDirectory, path: path, operation: "read") }
+            guard status.isRegularFile else {
+                throw FileLockError(
+                    .invalidPath, path: path,
+                    message: "'\(path)' is not a regular file (a device, FIFO or socket?); choose another lock file path")
+            }
+            return status
+        }
         let descriptor: Int32
         switch System.open(lockPath.absolute, flags: OpenFlags.readOnlyNonBlocking, mode: 0) {
         case .success(let opened): descriptor = opened
         case .failure(.noSuchFile): return nil
         case .failure(.accessDenied):
-            // Another user's marker we may not read: it is held, by someone we cannot name.
-            guard case .success(let status) = System.lstat(lockPath.absolute) else { return nil }
-            var observed = Observed(status, record: nil)
-            observed.isReadable = false
-            return observed
+            // Another user's marker we may not read: it is held, by someone we cannot name. (A
+            // folder we may not search hides the marker: that is an error, not "no marker".)
+            switch System.lstat(lockPath.absolute) {
+            case .success(let status):
+                var observed = Observed(try regularFile(status), record: nil)
+                observed.isReadable = false
+                return observed
+            case .failure(.noSuchFile): return nil
+            case .failure(let error): throw FileLockError.system(error, path: path, operation: "read")
+            }
         case .failure(let error): throw FileLockError.system(error, path: path, operation: "read")
         }
         defer { System.close(descriptor) }
         guard case .success(let status) = System.fstat(descriptor) else { return nil }
-        if status.isDirectory { throw FileLockError.system(.isDirectory, path: path, operation: "read") }
-        guard status.isRegularFile else {
-            throw FileLockError(
-                .invalidPath, path: path,
-                message: "'\(path)' is not a regular file (a device, FIFO or socket?); choose another lock file path")
-        }
+        _ = try regularFile(status)
         let bytes = (try? System.read(descriptor, count: MarkerRecord.maximumSize + 1, at: 0).get()) ?? []
         return Observed(status, record: MarkerRecord(parsing: bytes))
     }
@@ -239,13 +255,19 @@ struct SoftPrimitive: LockPrimitive {
     /// Stale only on proof: past the lifetime; malformed and unchanged for the grace period; or
     /// from this host with its process gone or its pid recycled. Another host's marker is never
     /// judged by liveness.
-    func isStale(_ observed: Observed) -> Bool {
+    ///
+    /// `judgingUnparsableByAge`: for a caller that looks only once (`breakMarker`, as the
+    /// `filelock break` command), which has no earlier look to time a marker by: an empty or
+    /// malformed marker is then abandoned once its modification time is the grace period past
+    /// on this host's wall clock.
+    func isStale(_ observed: Observed, judgingUnparsableByAge: Bool = false) -> Bool {
         let (seconds, nanoseconds) = System.wallClockNow()
         let age = Duration.seconds(seconds - observed.modified.seconds)
             + .nanoseconds(Int64(nanoseconds) - Int64(observed.modified.nanoseconds))
         if let lifetime, age >= lifetime { return true }
         guard observed.isReadable else { return false }
         guard let record = observed.record else {
+            if judgingUnparsableByAge { return age >= Self.malformedGrace }
             // An empty marker is never broken, as in Python filelock: its older releases keep the
             // marker empty for the whole hold.
             guard observed.size > 0 else { return false }

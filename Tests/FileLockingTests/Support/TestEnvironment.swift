@@ -153,6 +153,23 @@ extension TemporaryFolder {
         return try ChildProcess("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", copy] + arguments)
     }
 
+    /// Runs `filelock ARGUMENTS` as user `nobody`, as `probeAsNobody` does the probe (a copy in
+    /// this folder); returns (exit code, stdout and stderr).
+    func toolAsNobody(_ arguments: [String]) throws -> (Int32, String) {
+        chmod(path, 0o777)
+        let copy = file("filelock")
+        if access(copy, X_OK) != 0 {
+            guard runShell("cp '\(TestEnvironment.tool)' '\(copy)' && chmod 755 '\(copy)'") == 0 else {
+                throw ChildProcessError(description: "cannot copy filelock")
+            }
+        }
+        let quoted = ([copy] + arguments).map { "'" + $0.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'" }
+        let shell = try ChildProcess(
+            "/bin/sh", ["-c", "setpriv --reuid=nobody --regid=nogroup --clear-groups " + quoted.joined(separator: " ") + " 2>&1"])
+        let output = try shell.readRemainingOutput(timeout: 60)
+        return (try shell.waitForExit(), output)
+    }
+
     /// Starts lock-probe with `arguments` and `<folder>/ro/x.lock` as its lock path, in a private
     /// mount namespace where `<folder>/ro` is a read-only tmpfs (needs root). Returns the probe
     /// and the lock path.
