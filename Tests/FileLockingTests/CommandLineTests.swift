@@ -294,7 +294,7 @@ struct CommandLineTests {
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
     func statusAsAnotherUserOfAnUnreadableMarkerSaysHeld() throws {
         let path = folder.file("private.lock")
-        let lock = try SoftFileLock(at: path)
+        let lock = try SoftFileLock(at: path, filePermissions: 0o600)
         try lock.acquire()
         defer { lock.release() }
         let (code, text) = try folder.toolAsNobody(["status", path])
