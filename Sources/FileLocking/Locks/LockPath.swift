@@ -47,7 +47,13 @@ struct LockPath: Sendable, Hashable {
                         + "available (\(error); was it deleted?); pass an absolute path", errno: error.rawValue)
             }
         }
-        self.absolute = CPath(bytes: LockPath.resolved(absolute))
+        let resolved = LockPath.resolved(absolute)
+        // The kernel refuses longer paths (PATH_MAX, 4096 bytes with the NUL); say so before any
+        // missing folder is created on the way to that refusal.
+        guard resolved.count < 4096 else {
+            throw FileLockError.system(.nameTooLong, path: display, operation: "open")
+        }
+        self.absolute = CPath(bytes: resolved)
     }
 
     private static func namesFolder(_ display: String, folder: [UInt8]) -> FileLockError {

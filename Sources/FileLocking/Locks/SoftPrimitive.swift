@@ -262,8 +262,12 @@ struct SoftPrimitive: LockPrimitive {
     /// on this host's wall clock.
     func isStale(_ observed: Observed, judgingUnparsableByAge: Bool = false) -> Bool {
         let (seconds, nanoseconds) = System.wallClockNow()
-        let age = Duration.seconds(seconds - observed.modified.seconds)
-            + .nanoseconds(Int64(nanoseconds) - Int64(observed.modified.nanoseconds))
+        // Saturating: a marker's mtime can be anything a `touch` (or a broken clock) sets.
+        let (difference, overflow) = seconds.subtractingReportingOverflow(observed.modified.seconds)
+        let age =
+            overflow
+            ? (difference < 0 ? Duration.seconds(Int64.max) : .seconds(Int64.min))
+            : .seconds(difference) + .nanoseconds(Int64(nanoseconds) - Int64(observed.modified.nanoseconds))
         if let lifetime, age >= lifetime { return true }
         guard observed.isReadable else { return false }
         guard let record = observed.record else {
