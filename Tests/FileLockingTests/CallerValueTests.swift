@@ -96,4 +96,84 @@ struct CallerValueTests {
         #expect(Duration.milliseconds(-999).formattedSeconds == "-0.999 s")
         #expect((Duration.seconds(Int64.max) * 10).formattedSeconds == "9223372036.854 s")
     }
+
+    // MARK: ByteRangeLock counts, offsets and ranges
+
+    @Test func readingANegativeCountIsAClearError() throws {
+        let path = folder.file("negative-count.bin")
+        let file = try ByteRangeLock(at: path)
+        let error = #expect(throws: FileLockError.self) { _ = try file.read(count: -1, at: 0) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test func readingAHugeCountReadsWhatIsThere() throws {
+        let file = try ByteRangeLock(at: folder.file("huge-count.bin"))
+        try file.write([1, 2, 3], at: 0)
+        #expect(try file.read(count: .max, at: 0) == [1, 2, 3])
+        #expect(try file.read(count: .max, at: 1) == [2, 3])
+        #expect(try file.read(count: .max, at: .max) == [])
+        #expect(try file.read(count: 0, at: 0) == [])
+    }
+
+    @Test func negativeOffsetsAreAClearError() throws {
+        let path = folder.file("negative-offset.bin")
+        let file = try ByteRangeLock(at: path)
+        for error in [
+            errorThrown { _ = try file.read(count: 1, at: -1) },
+            errorThrown { try file.write([1], at: .min) },
+            errorThrown { try file.seek(to: -1) },
+        ] {
+            let failure = error as? FileLockError
+            #expect(failure?.code == .invalidConfiguration, "\(String(describing: error))")
+            #expect(failure?.message.contains(path) == true)
+        }
+    }
+
+    @Test func writingPastTheLargestOffsetIsAClearError() throws {
+        let path = folder.file("past-max.bin")
+        let file = try ByteRangeLock(at: path)
+        let error = #expect(throws: FileLockError.self) { try file.write([1, 2], at: .max) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test func aNestedWithLockOfAnOverflowingRangeIsRejected() throws {
+        let path = folder.file("nested-overflow.bin")
+        let file = try ByteRangeLock(at: path)
+        var errors: [(any Error)?] = []
+        try file.withLock(ByteRange(start: 0, length: 10)) {
+            errors.append(errorThrown { try file.withLock(ByteRange(start: .max, length: .max)) {} })
+            errors.append(errorThrown { try file.withLock(ByteRange(start: 5, length: .min)) {} })
+        }
+        for error in errors {
+            let failure = error as? FileLockError
+            #expect(failure?.code == .invalidConfiguration, "\(String(describing: error))")
+            #expect(failure?.message.contains("invalid byte range") == true)
+        }
+    }
+
+    @Test func invalidRangesStillDescribeThemselves() {
+        #expect(ByteRange(start: 0, length: .min).description == "bytes 0 with length -9223372036854775808")
+        #expect(ByteRange(start: .min, length: -1).description.contains("-1"))
+        #expect(ByteRange(start: .max, length: .max).description.contains("beyond"))
+        #expect(!ByteRange(start: 0, length: .max).overlaps(ByteRange(start: 0, length: -1)))
+        #expect(ByteRange(start: .max, length: .max).overlaps(ByteRange(start: .max - 1, length: 5)))
+    }
+
+    @Test func permissionsBeyondPermissionBitsAreRejectedBeforeCreating() throws {
+        let path = folder.file("permissions.bin")
+        let error = #expect(throws: FileLockError.self) { _ = try ByteRangeLock(at: path, filePermissions: .max) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains(path) == true)
+        #expect(access(path, F_OK) != 0, "nothing was created")
+    }
+
+    @Test func unixTimeDescribesNanosecondsOutsideASecond() {
+        #expect(UnixTime(seconds: 0, nanoseconds: 2_000_000_000).description == "1970-01-01T00:00:02Z")
+        #expect(UnixTime(seconds: 0, nanoseconds: -1).description == "1969-12-31T23:59:59.999Z")
+        #expect(!UnixTime(seconds: .max, nanoseconds: .max).description.isEmpty)
+        #expect(!UnixTime(seconds: .min, nanoseconds: .min).description.isEmpty)
+        #expect(LockHolder(pid: .min, since: UnixTime(seconds: .min, nanoseconds: .min)).description.contains("since"))
+    }
 }
