@@ -170,7 +170,7 @@ public final class ByteRangeLock: Sendable {
                 request, mode: mode, start: start, deadline: timeout.map { start.advanced(by: $0) },
                 cancelCheck: cancelCheck, token: nil)
         } catch let error as FileLockError where error.code == .timedOut {
-            throw timedOut(range, mode, since: start)
+            throw timedOut(range, mode, since: start, lookupBudget: Self.holderLookupBudget(forTimeout: timeout))
         }
     }
 
@@ -187,7 +187,7 @@ public final class ByteRangeLock: Sendable {
             _ = try await engine.waitOnOwnThread(
                 request, mode: mode, start: start, deadline: timeout.map { start.advanced(by: $0) })
         } catch let error as FileLockError where error.code == .timedOut {
-            throw timedOut(range, mode, since: start)
+            throw timedOut(range, mode, since: start, lookupBudget: Self.holderLookupBudget(forTimeout: timeout))
         }
     }
 
@@ -211,13 +211,16 @@ public final class ByteRangeLock: Sendable {
     /// or `nil` when the range could be locked. (Our own locks never conflict.)
     ///
     /// Finding the holder of another process's open-file lock reads `/proc/PID/fdinfo` of every
-    /// process this user may inspect, which takes milliseconds; `lockf(.test)` skips it.
+    /// process this user may inspect, which takes milliseconds (more on a server with many open
+    /// files); `lockf(.test)` skips it. (A timed-out `lock` spends at most
+    /// a tenth of its timeout, between 2 and 20 ms, on the same look, so a short timeout ends
+    /// about on time; its error then may not name the holder.)
     public func conflict(for range: ByteRange = .wholeFile, mode: LockMode = .exclusive) throws -> RangeLockConflict? {
         try conflict(for: range, mode: mode, identifyingHolder: true)
     }
 
     private func conflict(
-        for range: ByteRange, mode: LockMode = .exclusive, identifyingHolder: Bool
+        for range: ByteRange, mode: LockMode = .exclusive, identifyingHolder: Bool, lookupDeadline: MonotonicInstant? = nil
     ) throws -> RangeLockConflict? {
         let request = try validated(range, mode)
         let kind: RangeLockRequest.Kind = mode == .exclusive ? .write : .read
@@ -229,7 +232,7 @@ public final class ByteRangeLock: Sendable {
             let foundRange = ByteRange(start: found.start, length: found.length)
             return RangeLockConflict(
                 range: foundRange, mode: found.kind == .read ? .shared : .exclusive,
-                holder: identifyingHolder ? holder(pid: found.pid, range: foundRange) : nil)
+                holder: identifyingHolder ? holder(pid: found.pid, range: foundRange, deadline: lookupDeadline) : nil)
         case .failure(let error): throw engine.primitive.error(error, operation: "test \(range) of")
         }
     }
@@ -401,18 +404,29 @@ public final class ByteRangeLock: Sendable {
         return RangePrimitive.Request(range: range, mode: mode)
     }
 
+    /// How long a timed-out `lock` may look for the holder to name in its error: a tenth of the
+    /// timeout, at least 2 ms and at most 20 ms, so that a short timeout does not overshoot by the
+    /// length of a scan of every process's open files.
+    static func holderLookupBudget(forTimeout timeout: Duration?) -> Duration {
+        guard let timeout, timeout > .zero else { return .milliseconds(2) }
+        return min(max(timeout / 10, .milliseconds(2)), .milliseconds(20))
+    }
+
     private func timedOut(
-        _ range: ByteRange, _ mode: LockMode, since start: MonotonicInstant, identifyingHolder: Bool = true
+        _ range: ByteRange, _ mode: LockMode, since start: MonotonicInstant, identifyingHolder: Bool = true,
+        lookupBudget: Duration = .zero
     ) -> FileLockError {
-        let holder = (try? conflict(for: range, mode: mode, identifyingHolder: identifyingHolder))?.flatMap { $0.holder }
+        let deadline = MonotonicInstant.now.advanced(by: lookupBudget)
+        let holder = (try? conflict(for: range, mode: mode, identifyingHolder: identifyingHolder, lookupDeadline: deadline))?
+            .flatMap { $0.holder }
         return FileLockError.timedOut(
             path: path, waited: MonotonicInstant.now.duration(since: start), holder: holder,
             what: "\(range) of '\(path)'")
     }
 
     /// The holder of a conflicting lock: the kernel names POSIX holders; an open-file-description
-    /// holder (pid -1) is found through `/proc/PID/fdinfo`.
-    private func holder(pid: Int32, range: ByteRange) -> LockHolder? {
+    /// holder (pid -1) is found through `/proc/PID/fdinfo`, looking no longer than `deadline`.
+    func holder(pid: Int32, range: ByteRange, deadline: MonotonicInstant? = nil) -> LockHolder? {
         if pid > 0 { return LockHolder(pid: pid, host: System.hostName()) }
         guard case .success(let status) = System.fstat(file.descriptor) else { return nil }
         // The kernel reports ranges within 0...Int64.max; checked anyway, a conflict is no reason to trap.
@@ -420,7 +434,9 @@ public final class ByteRangeLock: Sendable {
         let last = range.start.addingReportingOverflow(range.length - 1)
         let end = range.length == 0 || last.overflow ? nil : UInt64(last.partialValue)
         let own = System.processID
-        let holders = ProcLocks.processesHoldingRecordLock(on: status, start: UInt64(range.start), end: end)
+        let holders = ProcLocks.processesHoldingRecordLock(
+            on: status, start: UInt64(range.start), end: end, deadline: deadline
+        ).holders
         // Another open file of this process may hold it too; prefer another process.
         let chosen = holders.first { $0.pid != own } ?? holders.first
         return chosen.map { LockHolder(pid: $0.pid, host: System.hostName(), isShared: !$0.isWrite) }
