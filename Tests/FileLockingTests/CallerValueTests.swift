@@ -130,6 +130,20 @@ struct CallerValueTests {
         }
     }
 
+    @Test func seekingBeyondTheFilesystemsLargestFileIsAClearError() throws {
+        let path = folder.file("seek-far.bin")
+        let file = try ByteRangeLock(at: path)
+        try file.seek(to: 1 << 20)
+        #expect(try file.offset == 1 << 20)
+        // ext4 ends files at 16 TiB and says EINVAL beyond; tmpfs lets the offset reach Int64.max.
+        let error = errorThrown { try file.seek(to: .max) }
+        if let error {
+            let failure = error as? FileLockError
+            #expect(failure?.code == .invalidConfiguration, "\(error)")
+            #expect(failure?.message.contains(path) == true)
+        }
+    }
+
     @Test func writingPastTheLargestOffsetIsAClearError() throws {
         let path = folder.file("past-max.bin")
         let file = try ByteRangeLock(at: path)

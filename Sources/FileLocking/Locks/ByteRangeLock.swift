@@ -332,10 +332,19 @@ public final class ByteRangeLock: Sendable {
 
     /// Moves the current file offset.
     ///
-    /// - Throws: `.invalidConfiguration` for a negative offset.
+    /// - Throws: `.invalidConfiguration` for a negative offset, or one beyond the largest file the
+    ///   filesystem holds.
     public func seek(to offset: Int64) throws {
         try checkOffset(offset, operation: "seek to")
-        _ = try System.seek(file.descriptor, to: offset).mapError { engine.primitive.error($0, operation: "seek in") }.get()
+        switch System.seek(file.descriptor, to: offset) {
+        case .success: return
+        case .failure(.invalidArgument):
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "cannot seek to offset \(offset) of '\(path)': it lies beyond the largest file this filesystem "
+                    + "holds; seek to a smaller offset", errno: Errno.invalidArgument.rawValue)
+        case .failure(let error): throw engine.primitive.error(error, operation: "seek in")
+        }
     }
 
     /// Reads up to `count` bytes at `offset` (fewer at the end of the file, none beyond it).
