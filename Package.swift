@@ -9,7 +9,9 @@ let package = Package(
         .executable(name: "filelock", targets: ["filelock"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // Tests only: property-based tests that random values at the edges of their types never trap.
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         .target(name: "FileLocking", dependencies: ["CFileLockShims"]),
@@ -49,6 +51,7 @@ let package = Package(
             dependencies: [
                 "FileLocking", "Subprocesses", "lock-probe", "filelock",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             exclude: ["Support/python_probe.py"]
         ),
