@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         // FilePath: lock paths are bytes (not always UTF-8), as the kernel sees them.
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // Tests only: property-based tests that random values at the edges of their types never trap.
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         .target(
@@ -56,6 +58,7 @@ let package = Package(
                 "FileLocking", "Subprocesses", "lock-probe", "filelock",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             exclude: ["Support/python_probe.py"]
         ),

@@ -177,9 +177,12 @@ func shortened(_ text: String, keeping kept: Int = 40) -> String {
 
 extension Duration {
     /// "1.234 s" style text for messages.
+    /// Never traps: negative and huge durations (saturated at about 292 years) format too.
     var formattedSeconds: String {
-        let milliseconds = totalNanoseconds / 1_000_000
+        let nanoseconds = totalNanoseconds
+        let milliseconds = nanoseconds.magnitude / 1_000_000
         let fraction = String(milliseconds % 1000)
-        return "\(milliseconds / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction) s"
+        let sign = nanoseconds <= -1_000_000 ? "-" : ""
+        return "\(sign)\(milliseconds / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction) s"
     }
 }

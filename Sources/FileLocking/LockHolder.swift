@@ -1,5 +1,8 @@
 /// A point in wall-clock time, as seconds and nanoseconds since 1970-01-01 UTC.
 ///
+/// Its description is ISO 8601 in UTC, as `filelock status` prints: `2026-11-25T21:30:14Z`, with
+/// milliseconds when there are any (`2026-11-25T21:30:14.101Z`).
+///
 /// The library does not link Foundation; convert with
 /// `Date(timeIntervalSince1970: Double(time.seconds) + Double(time.nanoseconds) / 1e9)`.
 public struct UnixTime: Sendable, Hashable, Comparable, CustomStringConvertible {
@@ -9,6 +12,9 @@ public struct UnixTime: Sendable, Hashable, Comparable, CustomStringConvertible 
     public var nanoseconds: Int32
 
     /// Creates a time from its parts.
+    ///
+    /// Nanoseconds outside `0..<1_000_000_000` are kept as given; the description carries them
+    /// into the seconds (so `UnixTime(seconds: 0, nanoseconds: 2_000_000_000)` reads as 2 s past).
     public init(seconds: Int64, nanoseconds: Int32 = 0) {
         self.seconds = seconds
         self.nanoseconds = nanoseconds
@@ -18,9 +24,55 @@ public struct UnixTime: Sendable, Hashable, Comparable, CustomStringConvertible 
         (lhs.seconds, lhs.nanoseconds) < (rhs.seconds, rhs.nanoseconds)
     }
 
+    /// ISO 8601 in UTC (proleptic Gregorian calendar), such as `2026-11-25T21:30:14Z` or, with a
+    /// part of a second, `2026-11-25T21:30:14.101Z` (milliseconds, truncated). Years outside
+    /// 0000...9999 are written in ISO 8601's expanded form with a sign (`+292277026596-12-04T15:30:07Z`),
+    /// so every `Int64` of seconds has a date.
     public var description: String {
-        let fraction = String(nanoseconds / 1_000_000)
-        return "\(seconds).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)s since 1970"
+        // Carry whole seconds out of the nanoseconds, saturating at the ends of Int64.
+        let carried = Int64(nanoseconds).quotientAndRemainder(dividingBy: 1_000_000_000)
+        var carry = carried.quotient
+        var fraction = carried.remainder
+        if fraction < 0 {
+            fraction += 1_000_000_000
+            carry -= 1
+        }
+        let (sum, overflow) = seconds.addingReportingOverflow(carry)
+        let total = overflow ? (carry > 0 ? Int64.max : Int64.min) : sum
+
+        var days = total / 86_400
+        var secondOfDay = total % 86_400
+        if secondOfDay < 0 {
+            secondOfDay += 86_400
+            days -= 1
+        }
+        let (year, month, day) = UnixTime.civilDate(daysSince1970: days)
+
+        func padded(_ value: Int64, _ width: Int) -> String {
+            let digits = String(value.magnitude)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        let yearText = (0...9999).contains(year) ? padded(year, 4) : (year < 0 ? "-" : "+") + padded(year, 4)
+        var text = "\(yearText)-\(padded(month, 2))-\(padded(day, 2))T\(padded(secondOfDay / 3600, 2)):"
+            + "\(padded(secondOfDay / 60 % 60, 2)):\(padded(secondOfDay % 60, 2))"
+        let milliseconds = fraction / 1_000_000
+        if milliseconds != 0 { text += "." + padded(milliseconds, 3) }
+        return text + "Z"
+    }
+
+    /// Year (astronomical: 0 is 1 BC), month and day of a count of days since 1970-01-01, in the
+    /// proleptic Gregorian calendar: Howard Hinnant's `civil_from_days`. Exact for every day an
+    /// `Int64` of seconds can name (about ±1.07e14 days), with no intermediate overflow.
+    static func civilDate(daysSince1970 days: Int64) -> (year: Int64, month: Int64, day: Int64) {
+        let shifted = days + 719_468  // days since 0000-03-01
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097  // 0...146096
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365  // 0...399
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)  // 0...365, from March 1
+        let shiftedMonth = (5 * dayOfYear + 2) / 153  // 0...11, from March
+        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
+        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
     }
 }
 

@@ -425,10 +425,9 @@ struct ByteRangeLockEdgeTests {
         let path = folder.file("nested.bin")
         let file = try ByteRangeLock(at: path)
         try file.withLock(ByteRange(start: 0, length: 100)) {
-            let error = #expect(throws: FileLockError.self) {
-                try file.withLock(ByteRange(start: 10, length: 10), mode: .shared) {}
-            }
-            #expect(error?.code == .invalidConfiguration)
+            // Bound first, not written inside #expect: see errorThrown(by:).
+            let error = errorThrown { try file.withLock(ByteRange(start: 10, length: 10), mode: .shared) {} }
+            #expect((error as? FileLockError)?.code == .invalidConfiguration, "\(String(describing: error))")
             // Disjoint ranges nest fine, and the outer range stays locked throughout.
             try file.withLock(ByteRange(start: 200, length: 10)) {}
             try ChildProcess(TestEnvironment.probe, ["range-try", path, "10", "10"]).expectLine(startingWith: "busy")

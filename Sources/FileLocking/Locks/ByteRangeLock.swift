@@ -16,8 +16,11 @@ public struct ByteRange: Sendable, Hashable, CustomStringConvertible {
     /// The whole file, including bytes appended later.
     public static let wholeFile = ByteRange(start: 0, length: 0)
 
+    /// `bytes 700-799`, `bytes 700-EOF`; never traps, even for a range no lock accepts (a negative
+    /// length, or one that ends beyond `Int64.max`).
     public var description: String {
         guard length != 0 else { return "bytes \(start)-EOF" }
+        guard length > 0 else { return "bytes \(start) with length \(length)" }
         let (end, overflow) = start.addingReportingOverflow(length - 1)
         return overflow ? "bytes \(start)-(beyond Int64.max)" : "bytes \(start)-\(end)"
     }
@@ -97,9 +100,12 @@ public final class ByteRangeLock: Sendable {
     /// - Parameters:
     ///   - path: The file whose bytes are locked; the data file itself, or a separate lock file.
     ///   - readOnly: Open for reading only; then only shared (read) locks can be taken.
-    ///   - filePermissions: Permission bits when the file is created; `nil` leaves them to the umask.
+    ///   - filePermissions: Permission bits when the file is created (at most `0o7777`); `nil`
+    ///     leaves them to the umask.
     ///   - pollInterval: How often a cancel check is asked while waiting.
-    /// - Throws: `FileLockError` for a bad path, a symbolic link, no permission.
+    /// - Throws: `FileLockError` for a bad path, a symbolic link, no permission; `.invalidConfiguration`
+    ///   for permissions that are not permission bits or a poll interval that is not positive
+    ///   (checked before anything is created).
     public convenience init(
         at path: String, readOnly: Bool = false, filePermissions: UInt32? = nil,
         pollInterval: Duration = .milliseconds(50)
@@ -108,9 +114,11 @@ public final class ByteRangeLock: Sendable {
             lockPath: LockPath(path), readOnly: readOnly, filePermissions: filePermissions, pollInterval: pollInterval)
     }
 
-
     init(lockPath: LockPath, readOnly: Bool, filePermissions: UInt32?, pollInterval: Duration) throws {
         let path = lockPath.given
+        _ = try LockConfiguration(
+            defaultTimeout: nil, isBlocking: true, pollInterval: pollInterval, filePermissions: filePermissions
+        ).validated(path: path)
         let flags = readOnly ? OpenFlags.readOnly : OpenFlags.readWriteCreate
         let opened: Int32
         switch try lockPath.open(flags: flags, mode: filePermissions ?? 0o666, creatingFolders: !readOnly) {
@@ -166,7 +174,7 @@ public final class ByteRangeLock: Sendable {
                 request, mode: mode, start: start, deadline: timeout.map { start.advanced(by: $0) },
                 cancelCheck: cancelCheck, token: nil)
         } catch let error as FileLockError where error.code == .timedOut {
-            throw timedOut(range, mode, since: start)
+            throw timedOut(range, mode, since: start, lookupBudget: Self.holderLookupBudget(forTimeout: timeout))
         }
     }
 
@@ -183,7 +191,7 @@ public final class ByteRangeLock: Sendable {
             _ = try await engine.waitOnOwnThread(
                 request, mode: mode, start: start, deadline: timeout.map { start.advanced(by: $0) })
         } catch let error as FileLockError where error.code == .timedOut {
-            throw timedOut(range, mode, since: start)
+            throw timedOut(range, mode, since: start, lookupBudget: Self.holderLookupBudget(forTimeout: timeout))
         }
     }
 
@@ -207,13 +215,16 @@ public final class ByteRangeLock: Sendable {
     /// or `nil` when the range could be locked. (Our own locks never conflict.)
     ///
     /// Finding the holder of another process's open-file lock reads `/proc/PID/fdinfo` of every
-    /// process this user may inspect, which takes milliseconds; `lockf(.test)` skips it.
+    /// process this user may inspect, which takes milliseconds (more on a server with many open
+    /// files); `lockf(.test)` skips it. (A timed-out `lock` spends at most
+    /// a tenth of its timeout, between 2 and 20 ms, on the same look, so a short timeout ends
+    /// about on time; its error then may not name the holder.)
     public func conflict(for range: ByteRange = .wholeFile, mode: LockMode = .exclusive) throws -> RangeLockConflict? {
         try conflict(for: range, mode: mode, identifyingHolder: true)
     }
 
     private func conflict(
-        for range: ByteRange, mode: LockMode = .exclusive, identifyingHolder: Bool
+        for range: ByteRange, mode: LockMode = .exclusive, identifyingHolder: Bool, lookupDeadline: MonotonicInstant? = nil
     ) throws -> RangeLockConflict? {
         let request = try validated(range, mode)
         let kind: RangeLockRequest.Kind = mode == .exclusive ? .write : .read
@@ -225,7 +236,7 @@ public final class ByteRangeLock: Sendable {
             let foundRange = ByteRange(start: found.start, length: found.length)
             return RangeLockConflict(
                 range: foundRange, mode: found.kind == .read ? .shared : .exclusive,
-                holder: identifyingHolder ? holder(pid: found.pid, range: foundRange) : nil)
+                holder: identifyingHolder ? holder(pid: found.pid, range: foundRange, deadline: lookupDeadline) : nil)
         case .failure(let error): throw engine.primitive.error(error, operation: "test \(range) of")
         }
     }
@@ -239,6 +250,7 @@ public final class ByteRangeLock: Sendable {
         _ range: ByteRange = .wholeFile, mode: LockMode = .exclusive, timeout: Duration? = nil,
         _ body: () throws -> Result
     ) throws -> Result {
+        _ = try validated(range, mode)
         try enterScope(range)
         defer { leaveScope(range) }
         try lock(range, mode: mode, timeout: timeout)
@@ -251,6 +263,7 @@ public final class ByteRangeLock: Sendable {
         _ range: ByteRange = .wholeFile, mode: LockMode = .exclusive, timeout: Duration? = nil,
         _ body: nonisolated(nonsending) () async throws -> Result
     ) async throws -> Result {
+        _ = try validated(range, mode)
         try enterScope(range)
         defer { leaveScope(range) }
         try await lock(range, mode: mode, timeout: timeout)
@@ -322,19 +335,74 @@ public final class ByteRangeLock: Sendable {
     }
 
     /// Moves the current file offset.
+    ///
+    /// - Throws: `.invalidConfiguration` for a negative offset, or one beyond the largest file the
+    ///   filesystem holds.
     public func seek(to offset: Int64) throws {
-        _ = try System.seek(file.descriptor, to: offset).mapError { engine.primitive.error($0, operation: "seek in") }.get()
+        try checkOffset(offset, operation: "seek to")
+        switch System.seek(file.descriptor, to: offset) {
+        case .success: return
+        case .failure(.invalidArgument):
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "cannot seek to offset \(offset) of '\(path)': it lies beyond the largest file this filesystem "
+                    + "holds; seek to a smaller offset", errno: Errno.invalidArgument.rawValue)
+        case .failure(let error): throw engine.primitive.error(error, operation: "seek in")
+        }
     }
 
-    /// Reads up to `count` bytes at `offset` (fewer at the end of the file).
+    /// Reads up to `count` bytes at `offset` (fewer at the end of the file, none beyond it).
+    ///
+    /// Memory grows with the bytes actually read, not with `count`, so `count: .max` reads the
+    /// rest of the file.
+    ///
+    /// - Throws: `.invalidConfiguration` for a negative count or offset.
     public func read(count: Int, at offset: Int64) throws -> [UInt8] {
-        try System.read(file.descriptor, count: count, at: offset).mapError { engine.primitive.error($0, operation: "read") }
-            .get()
+        try checkOffset(offset, operation: "read at")
+        guard count >= 0 else {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "cannot read \(count) bytes of '\(path)': the count must not be negative (0 reads nothing)")
+        }
+        // No byte lies beyond Int64.max, so at most that many remain from `offset`.
+        var remaining = min(Int64(clamping: count), Int64.max - offset)
+        var bytes: [UInt8] = []
+        var position = offset
+        while remaining > 0 {
+            let chunk = try System.read(file.descriptor, count: Int(min(remaining, Self.readChunk)), at: position)
+                .mapError { engine.primitive.error($0, operation: "read") }.get()
+            if chunk.isEmpty { break }
+            bytes += chunk
+            remaining -= Int64(chunk.count)
+            position += Int64(chunk.count)
+        }
+        return bytes
     }
+
+    /// The most `read(count:at:)` asks the kernel for at once: its buffer is allocated up front.
+    private static let readChunk: Int64 = 1 << 20
 
     /// Writes all of `bytes` at `offset`.
+    ///
+    /// - Throws: `.invalidConfiguration` for a negative offset or one where the bytes would end
+    ///   beyond `Int64.max`.
     public func write(_ bytes: [UInt8], at offset: Int64) throws {
+        try checkOffset(offset, operation: "write at")
+        guard !offset.addingReportingOverflow(Int64(bytes.count)).overflow else {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "cannot write \(bytes.count) bytes at offset \(offset) of '\(path)': they would end beyond the "
+                    + "largest file offset (Int64.max); write at a smaller offset")
+        }
         try System.write(file.descriptor, bytes, at: offset).mapError { engine.primitive.error($0, operation: "write") }.get()
+    }
+
+    private func checkOffset(_ offset: Int64, operation: String) throws {
+        guard offset >= 0 else {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "cannot \(operation) offset \(offset) of '\(path)': file offsets start at 0, so pass 0 or more")
+        }
     }
 
     // MARK: Helpers
@@ -349,23 +417,39 @@ public final class ByteRangeLock: Sendable {
         return RangePrimitive.Request(range: range, mode: mode)
     }
 
+    /// How long a timed-out `lock` may look for the holder to name in its error: a tenth of the
+    /// timeout, at least 2 ms and at most 20 ms, so that a short timeout does not overshoot by the
+    /// length of a scan of every process's open files.
+    static func holderLookupBudget(forTimeout timeout: Duration?) -> Duration {
+        guard let timeout, timeout > .zero else { return .milliseconds(2) }
+        return min(max(timeout / 10, .milliseconds(2)), .milliseconds(20))
+    }
+
     private func timedOut(
-        _ range: ByteRange, _ mode: LockMode, since start: MonotonicInstant, identifyingHolder: Bool = true
+        _ range: ByteRange, _ mode: LockMode, since start: MonotonicInstant, identifyingHolder: Bool = true,
+        lookupBudget: Duration = .zero
     ) -> FileLockError {
-        let holder = (try? conflict(for: range, mode: mode, identifyingHolder: identifyingHolder))?.flatMap { $0.holder }
+        let deadline = MonotonicInstant.now.advanced(by: lookupBudget)
+        let holder = (try? conflict(for: range, mode: mode, identifyingHolder: identifyingHolder, lookupDeadline: deadline))?
+            .flatMap { $0.holder }
         return FileLockError.timedOut(
             path: path, waited: MonotonicInstant.now.duration(since: start), holder: holder,
             what: "\(range) of '\(path)'")
     }
 
     /// The holder of a conflicting lock: the kernel names POSIX holders; an open-file-description
-    /// holder (pid -1) is found through `/proc/PID/fdinfo`.
-    private func holder(pid: Int32, range: ByteRange) -> LockHolder? {
+    /// holder (pid -1) is found through `/proc/PID/fdinfo`, looking no longer than `deadline`.
+    func holder(pid: Int32, range: ByteRange, deadline: MonotonicInstant? = nil) -> LockHolder? {
         if pid > 0 { return LockHolder(pid: pid, host: System.hostName()) }
         guard case .success(let status) = System.fstat(file.descriptor) else { return nil }
-        let end = range.length == 0 ? nil : UInt64(range.start + range.length - 1)
+        // The kernel reports ranges within 0...Int64.max; checked anyway, a conflict is no reason to trap.
+        guard range.start >= 0, range.length >= 0 else { return nil }
+        let last = range.start.addingReportingOverflow(range.length - 1)
+        let end = range.length == 0 || last.overflow ? nil : UInt64(last.partialValue)
         let own = System.processID
-        let holders = ProcLocks.processesHoldingRecordLock(on: status, start: UInt64(range.start), end: end)
+        let holders = ProcLocks.processesHoldingRecordLock(
+            on: status, start: UInt64(range.start), end: end, deadline: deadline
+        ).holders
         // Another open file of this process may hold it too; prefer another process.
         let chosen = holders.first { $0.pid != own } ?? holders.first
         return chosen.map { LockHolder(pid: $0.pid, host: System.hostName(), isShared: !$0.isWrite) }
@@ -484,10 +568,18 @@ final class RangeFile: Sendable {
 }
 
 extension ByteRange {
-    /// Whether two ranges share a byte (length 0 reaching to the end, however far).
+    /// Whether two ranges share a byte (length 0 reaching to the end, however far). Ends beyond
+    /// `Int64.max` count as reaching the end; a negative length overlaps nothing.
     func overlaps(_ other: ByteRange) -> Bool {
-        let end = length == 0 ? Int64.max : start + length
-        let otherEnd = other.length == 0 ? Int64.max : other.start + other.length
-        return start < otherEnd && other.start < end
+        guard let last = lastByte, let otherLast = other.lastByte else { return false }
+        return start <= otherLast && other.start <= last
+    }
+
+    /// The offset of the last byte, saturating at `Int64.max`; `nil` for a negative length.
+    private var lastByte: Int64? {
+        if length == 0 { return .max }
+        guard length > 0 else { return nil }
+        let (sum, overflow) = start.addingReportingOverflow(length - 1)
+        return overflow ? .max : sum
     }
 }

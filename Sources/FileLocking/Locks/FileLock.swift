@@ -93,10 +93,17 @@ public struct FileLock: EngineBackedLock {
 extension FileLock {
     /// Converts a number of seconds from user input (a command line, a config file) to a timeout.
     ///
+    /// Any finite number of seconds, 0 or more, is accepted, to the nanosecond. A huge one means
+    /// "practically forever": waits are measured in nanoseconds of the monotonic clock, so any
+    /// timeout beyond about 292 years waits as long as `nil` would, and values beyond what a
+    /// `Duration` holds in whole seconds (`Int64.max`, about 2.9e11 years) become that.
+    ///
     /// - Throws: `FileLockError` with `.invalidTimeout` for a negative, infinite or NaN value.
     public static func timeout(seconds: Double, path: String) throws -> Duration {
         guard seconds.isFinite, seconds >= 0 else { throw FileLockError.invalidTimeout(path: path, "\(seconds) s") }
-        guard seconds < 1e12 else { throw FileLockError.invalidTimeout(path: path, "\(seconds) s (too large)") }
-        return .nanoseconds(Int64((seconds * 1e9).rounded()))
+        let whole = seconds.rounded(.towardZero)
+        // Double(Int64.max) is 2^63, one more than Int64.max: only smaller values convert.
+        guard whole < Double(Int64.max) else { return .seconds(Int64.max) }
+        return .seconds(Int64(whole)) + .nanoseconds(Int64(((seconds - whole) * 1e9).rounded()))
     }
 }

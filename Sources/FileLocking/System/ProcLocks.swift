@@ -77,18 +77,43 @@ enum ProcLocks {
     }
 }
 
+/// What a look through `/proc/*/fdinfo` for a record lock's holders found, and how far it got.
+struct RecordLockScan: Sendable {
+    var holders: [(pid: Int32, isWrite: Bool)] = []
+    /// How many processes' descriptor tables were (partly) read.
+    var processesScanned = 0
+    /// Whether the deadline ended the look before every process was seen (then `holders` may
+    /// miss the one wanted).
+    var stoppedAtDeadline = false
+}
+
 extension ProcLocks {
     /// The processes whose open files hold a record lock on `file` exactly over `start...end`
     /// (`end` nil: to EOF). Open-file-description locks show pid -1 in `/proc/locks`, so this reads
-    /// every process's `/proc/PID/fdinfo/*` "lock:" lines (those this user may read). Slow
-    /// (one read per open file on the machine): only for reporting a conflict.
-    static func processesHoldingRecordLock(on file: FileStatus, start: UInt64, end: UInt64?) -> [(pid: Int32, isWrite: Bool)] {
+    /// every process's `/proc/PID/fdinfo/*` "lock:" lines (those this user may read), newest
+    /// process first. Slow (one read per open file on the machine, milliseconds with a few hundred
+    /// and far more on a busy server): only for reporting a conflict, and bounded by `deadline`
+    /// (checked before every file read) where the caller is itself short of time.
+    static func processesHoldingRecordLock(
+        on file: FileStatus, start: UInt64, end: UInt64?, deadline: MonotonicInstant? = nil
+    ) -> RecordLockScan {
+        var scan = RecordLockScan()
         #if os(Linux)
-            var found: [(pid: Int32, isWrite: Bool)] = []
-            for process in System.folderEntries("/proc") {
-                guard let pid = Int32(process) else { continue }
+            func pastDeadline() -> Bool {
+                guard let deadline, MonotonicInstant.now >= deadline else { return false }
+                scan.stoppedAtDeadline = true
+                return true
+            }
+            // Newest first: a conflict that ends a wait is most often with a recent process (a
+            // worker of the same job), and /proc lists the oldest first.
+            let processes = System.folderEntries("/proc").compactMap { name in Int32(name).map { (name, $0) } }
+                .sorted { $0.1 > $1.1 }
+            for (process, pid) in processes {
+                if pastDeadline() { return scan }
+                scan.processesScanned += 1
                 let fdinfo = "/proc/\(process)/fdinfo"
                 for descriptor in System.folderEntries(fdinfo) {
+                    if pastDeadline() { return scan }
                     guard case .success(let bytes) = System.readWholeFile(fdinfo + "/" + descriptor) else { continue }
                     let text = String(decoding: bytes, as: UTF8.self)
                     for line in text.split(separator: "\n") where line.hasPrefix("lock:") {
@@ -99,16 +124,14 @@ extension ProcLocks {
                                 || (entry.deviceMajor == file.deviceMajor && entry.deviceMinor == file.deviceMinor),
                             entry.start == start, entry.end == end
                         {
-                            found.append((pid, entry.isWrite))
+                            scan.holders.append((pid, entry.isWrite))
                         }
                     }
                 }
                 // Another process is the answer we want; our own open files only if none is.
-                if found.contains(where: { $0.pid != System.processID }) { return found }
+                if scan.holders.contains(where: { $0.pid != System.processID }) { return scan }
             }
-            return found
-        #else
-            return []
         #endif
+        return scan
     }
 }

@@ -37,13 +37,20 @@ struct MonotonicInstant: Comparable, Sendable {
 }
 
 extension Duration {
-    /// The duration in whole nanoseconds, saturating.
+    /// The duration in whole nanoseconds (truncated toward zero), saturating at `Int64.min` and
+    /// `Int64.max` (about 292 years either way).
+    ///
+    /// A `Duration` reaches far beyond that (`.seconds(Int64.max) * 1000`), and its `components`
+    /// trap once the seconds no longer fit an `Int64`, so the range is checked by comparison first.
     var totalNanoseconds: Int64 {
+        if self >= .nanoseconds(Int64.max) { return .max }
+        if self <= .nanoseconds(Int64.min) { return .min }
+        // Within ±292 years: the seconds fit, and so does the sum.
         let (seconds, attoseconds) = components
         let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return seconds < 0 ? .min : .max }
-        return scaled.addingReportingOverflow(attoseconds / 1_000_000_000).overflow
-            ? .max : scaled + attoseconds / 1_000_000_000
+        let (sum, sumOverflow) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000)
+        if overflow || sumOverflow { return self < .zero ? .min : .max }
+        return sum
     }
 }
 

@@ -183,3 +183,28 @@ extension TemporaryFolder {
         return (child, path)
     }
 }
+
+/// The error `body` throws, or `nil`.
+///
+/// For checks inside a closure (a `withLock` body, a `Task`, a helper's closure): Swift 6.3.1
+/// miscompiles a closure literal written inside `#expect(...)`/`#require(...)` when that macro sits
+/// inside another closure (the next closure after it can run the wrong body), so such checks bind
+/// the error here first and then `#expect` on the value.
+func errorThrown(by body: () throws -> Void) -> (any Error)? {
+    do {
+        try body()
+        return nil
+    } catch {
+        return error
+    }
+}
+
+/// The `async` form of `errorThrown(by:)`.
+func errorThrown(by body: () async throws -> Void) async -> (any Error)? {
+    do {
+        try await body()
+        return nil
+    } catch {
+        return error
+    }
+}
