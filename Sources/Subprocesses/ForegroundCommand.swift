@@ -13,6 +13,11 @@ package enum ForegroundCommand {
     private static let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP]
 
     package static func run(_ arguments: [String]) throws -> Int32 {
+        try run(arguments.map { Array($0.utf8) })
+    }
+
+    /// Runs a command given as bytes (arguments and file names need not be UTF-8).
+    package static func run(_ arguments: [[UInt8]]) throws -> Int32 {
         // Block the forwarded signals until the child's pid is known and the handlers are in
         // place, so none is lost or kills us while the command runs unsupervised.
         var blocked = sigset_t()
@@ -42,17 +47,23 @@ package enum ForegroundCommand {
         posix_spawnattr_setsigmask(&attributes, &empty)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
 
-        let argv = arguments.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { argument in
+            let copy = UnsafeMutablePointer<CChar>.allocate(capacity: argument.count + 1)
+            for (index, byte) in argument.enumerated() { copy[index] = CChar(bitPattern: byte) }
+            copy[argument.count] = 0
+            return copy
+        } + [nil]
+        defer { for pointer in argv { pointer?.deallocate() } }
         var pid = pid_t()
         #if canImport(Darwin)
             let environment = _NSGetEnviron().pointee
         #else
             let environment = environ
         #endif
-        let result = posix_spawnp(&pid, arguments[0], nil, &attributes, argv, environment)
+        let result = posix_spawnp(&pid, argv[0]!, nil, &attributes, argv, environment)
         guard result == 0 else {
-            throw ChildProcessError(description: "cannot run '\(arguments[0])': \(String(cString: strerror(result)))")
+            let name = String(decoding: arguments[0], as: UTF8.self)
+            throw ChildProcessError(description: "cannot run '\(name)': \(String(cString: strerror(result)))")
         }
         child.store(Int32(pid), ordering: .sequentiallyConsistent)
         for signal in handled {

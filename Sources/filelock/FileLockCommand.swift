@@ -15,7 +15,7 @@ struct FileLockCommand: ParsableCommand {
     /// `run`, and the common forms of `filelock run` skip ArgumentParser: a short locked command
     /// should cost little more than `flock(1)` does.
     static func main() {
-        var arguments = Array(CommandLine.arguments.dropFirst())
+        var arguments = RawArguments.strings
         if arguments.first == "run" {
             arguments = ["run"] + RunRequest.splittingBundledValues(arguments.dropFirst())
             if let request = RunRequest(quickly: arguments.dropFirst()), (try? request.validate()) != nil {

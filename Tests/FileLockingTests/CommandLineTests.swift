@@ -38,6 +38,33 @@ struct CommandLineTests {
         #expect(try filelock("run", "--range=", "0:10", path, "sh", "-c", "exit 6").0 == 6, "quick reading fails validation")
     }
 
+    /// A lock file name that is not UTF-8 is the same file for flock(1) and for us (it used to
+    /// become U+FFFD, another file), and a command's arguments reach it as the same bytes. Both
+    /// argument readers: the quick one (`-n`) and ArgumentParser's (`--nonblock --verbose -v`
+    /// repeats a flag, which only ArgumentParser reads).
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "needs flock(1)"))
+    func nonUTF8LockFilesAndArgumentsStayBytes() throws {
+        let script = """
+            lock="$1"/bad$'\\xff'.lock
+            flock -o "$lock" sleep 60 >/dev/null 2>&1 &
+            holder=$!
+            until [ -e "$lock" ]; do sleep 0.01; done
+            sleep 0.2
+            "$2" run -n "$lock" -- echo GOT; echo "quick=$?"
+            "$2" run --nonblock -E 3 "$lock" -- echo GOT; echo "parsed=$?"
+            "$2" status "$lock"; echo "status=$?"
+            pkill -P $holder; kill $holder
+            "$2" run "$1"/free.lock -- printf %s $'\\xfe' | od -An -tx1
+            """
+        let shell = try ChildProcess("/bin/bash", ["-c", script, "bash", folder.path, Self.tool])
+        let output = try shell.readRemainingOutput(timeout: 60)
+        _ = try shell.waitForExit()
+        #expect(!output.contains("GOT"), "the command ran while flock(1) held the file: \(output)")
+        #expect(output.contains("quick=1") && output.contains("parsed=3"), "\(output)")
+        #expect(output.contains("bad\\xff.lock: held") && output.contains("status=1"), "\(output)")
+        #expect(output.contains(" fe"), "the command's argument arrives as the byte 0xfe: \(output)")
+    }
+
     @Test func flockStyleJoinedValuesAndShellCommands() throws {
         let path = folder.file("flock-style.lock")
         let (code, output) = try filelock("run", "-w5", "-E75", path, "-c", "echo \"$0\" ran; exit 9")
