@@ -252,6 +252,22 @@ struct SoftFileLockTests {
         #expect(access(path, F_OK) == 0)
     }
 
+    /// The helper names of breaking and releasing (`<name>.break...`) stay within 255 bytes, so a
+    /// marker whose name is near that limit can still be broken and released.
+    @Test(arguments: exchangeCases)
+    func aStaleMarkerWithALongNameIsBroken(exchange: Bool) throws {
+        let path = folder.file(String(repeating: "n", count: 250) + ".lock")
+        writeMarker(path, "\(try deadPID())\n\(ProcessIdentity.hostName)\n")
+        let racer = try ChildProcess(
+            TestEnvironment.probe, ["race", path, "--kind", "soft"], environment: try breakerEnvironment(exchange: exchange))
+        racer.send("go")
+        #expect(try racer.readLine().hasPrefix("won"))
+        racer.send("release")
+        try racer.expectLine(startingWith: "released")
+        #expect(access(path, F_OK) != 0)
+        racer.closeInput()
+    }
+
     @Test func anOversizedMarkerIsMalformed() throws {
         let path = folder.file("big.lock")
         writeMarker(path, "1\n" + String(repeating: "h", count: 2000) + "\n")

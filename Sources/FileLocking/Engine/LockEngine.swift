@@ -23,11 +23,13 @@ struct LockConfiguration: Sendable, Equatable {
                 message: "file permissions 0o\(String(filePermissions, radix: 8)) for lock '\(path)' are not "
                     + "permission bits; use a value such as 0o644")
         }
-        guard pollInterval > .zero else {
+        // Shorter intervals would only spin: waits for kernel locks end in the kernel, marker
+        // waits wake through a folder watch, and a cancel check every millisecond is prompt.
+        guard pollInterval >= .milliseconds(1) else {
             throw FileLockError(
                 .invalidConfiguration, path: path,
-                message: "poll interval \(pollInterval) for lock '\(path)' must be positive (for example .milliseconds(50))"
-            )
+                message: "poll interval \(pollInterval) for lock '\(path)' must be at least 1 ms (for example "
+                    + ".milliseconds(50))")
         }
         return self
     }
@@ -337,7 +339,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
                 if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
                 if cancelCheck != nil || token != nil { sleep = min(sleep, configuration.pollInterval) }
                 primitive.pause(attempt, upTo: sleep)
-                pause = min(pause * 2, maximumPause)
+                pause = pause < maximumPause / 2 ? pause * 2 : maximumPause
                 outcome = try primitive.tryOnce(attempt, mode)
             }
             switch outcome {
@@ -439,7 +441,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             var sleep = pause
             if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
             try await primitive.pause(attempt, upTo: sleep)
-            pause = min(pause * 2, maximum)
+            pause = pause < maximum / 2 ? pause * 2 : maximum
             let current = attempt
             switch try await offThePool({ [primitive] in try primitive.tryOnce(current, mode) }) {
             case .acquired(let hold):

@@ -61,7 +61,8 @@ final class FolderWatch: Sendable {
 
     /// Sleeps until a change in the folder or `duration`, whichever comes first.
     func wait(upTo duration: Duration) {
-        let milliseconds = Int32(clamping: (duration.totalNanoseconds + 999_999) / 1_000_000)
+        let nanoseconds = duration.totalNanoseconds
+        let milliseconds = Int32(clamping: nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 > 0 ? 1 : 0))
         var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
         if poll(&poller, 1, milliseconds) > 0 { drain() }
     }

@@ -80,8 +80,17 @@ struct CPath: Sendable, Hashable, CustomStringConvertible {
     /// The path's bytes without the terminating NUL.
     var pathBytes: [UInt8] { bytes.dropLast().map { UInt8(bitPattern: $0) } }
 
-    /// This path with `suffix` added to its last component.
-    func appending(_ suffix: String) -> CPath { CPath(bytes: pathBytes + Array(suffix.utf8)) }
+    /// A name beside this one: the last component with `suffix` added, its start cut so that the
+    /// name stays within the 255 bytes a file name may have (a marker named near that limit must
+    /// still get its helper names). Deterministic: every process makes the same name.
+    func appending(_ suffix: String) -> CPath {
+        let path = pathBytes
+        let nameStart = (path.lastIndex(of: UInt8(ascii: "/")) ?? -1) + 1
+        let room = 255 - suffix.utf8.count
+        let name = path[nameStart...]
+        let kept = name.count > room ? name.suffix(room) : name
+        return CPath(bytes: Array(path[..<nameStart]) + kept + Array(suffix.utf8))
+    }
 
     /// The path for messages (bytes that are not UTF-8 escaped as `\xNN`).
     var description: String { CPath.display(pathBytes) }
