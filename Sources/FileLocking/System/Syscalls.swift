@@ -243,12 +243,8 @@ enum RangeLockCommands {
 enum System {
     static let openLockFlags: Int32 = O_CLOEXEC | O_NOFOLLOW | O_NOCTTY
 
-    /// `open(2)` with `O_CLOEXEC | O_NOFOLLOW | O_NOCTTY` always added.
-    static func open(_ path: String, flags: Int32, mode: UInt32) -> Result<Int32, Errno> {
-        retryingInterrupts { Glibc_open(path, flags | openLockFlags, mode_t(mode)) }
-    }
-
-    /// `open(2)` of a path already converted to a C string (no allocation per call).
+    /// `open(2)` with `O_CLOEXEC | O_NOFOLLOW | O_NOCTTY` always added, of a path already
+    /// converted to a C string (no allocation per call).
     static func open(_ path: CPath, flags: Int32, mode: UInt32) -> Result<Int32, Errno> {
         path.bytes.withUnsafeBufferPointer { bytes in
             retryingInterrupts { Glibc_open(bytes.baseAddress!, flags | openLockFlags, mode_t(mode)) }

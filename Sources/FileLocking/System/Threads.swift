@@ -208,7 +208,6 @@ final class ConditionLock: @unchecked Sendable {
     }
 
     func signal() { pthread_cond_signal(condition) }
-    func broadcast() { pthread_cond_broadcast(condition) }
 }
 
 /// The signal that ends a thread's blocking `flock`/`fcntl` wait early.
