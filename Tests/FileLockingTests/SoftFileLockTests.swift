@@ -252,6 +252,40 @@ struct SoftFileLockTests {
         #expect(access(path, F_OK) == 0)
     }
 
+    static let bindfs: String? = ["/usr/bin/bindfs", "/bin/bindfs"].first { access($0, X_OK) == 0 }
+
+    /// A network-like filesystem for real: two FUSE (bindfs) mounts of one folder, which refuse
+    /// `renameat2(RENAME_EXCHANGE)` with `EINVAL` as NFS does. Eight breakers, half on each
+    /// mount, race on a fresh stale marker every round; exactly one wins.
+    @Test(.enabled(if: TestEnvironment.requires(bindfs != nil && TestEnvironment.isRoot), "needs bindfs and root"))
+    func breakersOnTwoFUSEMountsOfOneFolderHaveOneWinner() throws {
+        let shared = folder.file("shared")
+        let mounts = [folder.file("mount-a"), folder.file("mount-b")]
+        for made in [shared] + mounts { mkdir(made, 0o755) }
+        for mount in mounts {
+            #expect(runShell("'\(Self.bindfs ?? "bindfs")' --no-allow-other '\(shared)' '\(mount)'") == 0)
+        }
+        defer { for mount in mounts { runShell("umount '\(mount)' || fusermount -u '\(mount)'") } }
+        let racers = try (0..<8).map { index in
+            try ChildProcess(TestEnvironment.probe, ["race", mounts[index % 2] + "/fuse.lock", "--kind", "soft"])
+        }
+        let dead = try deadPID()
+        for round in 0..<15 {
+            writeMarker(shared + "/fuse.lock", "\(dead)\n\(ProcessIdentity.hostName)\n")
+            for racer in racers { racer.send("go") }
+            let answers = try racers.map { try $0.readLine() }
+            let winners = answers.filter { $0.hasPrefix("won") }
+            #expect(winners.count == 1, "round \(round): \(answers)")
+            for racer in racers { racer.send("release") }
+            for racer in racers { try racer.expectLine(startingWith: "released") }
+            #expect(access(shared + "/fuse.lock", F_OK) != 0, "round \(round)")
+            let leftovers = try ChildProcess("/bin/sh", ["-c", "ls -a '\(shared)' | grep -cE 'break|release' || true"])
+            #expect(try leftovers.readLine() == "0", "round \(round): helper files left behind")
+        }
+        for racer in racers { racer.closeInput() }
+        for racer in racers { _ = try racer.waitForExit() }
+    }
+
     /// The helper names of breaking and releasing (`<name>.break...`) stay within 255 bytes, so a
     /// marker whose name is near that limit can still be broken and released.
     @Test(arguments: exchangeCases)
