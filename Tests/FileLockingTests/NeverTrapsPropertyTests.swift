@@ -1,6 +1,12 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 @testable import FileLocking
 import PropertyBased
 import Synchronization
+import SystemPackage
 import Testing
 
 // Random values at the edges of their types, through every public entry point: none may trap (a
@@ -348,5 +354,82 @@ struct NeverTrapsPropertyTests {
             }
         }
         if let other, let valid { try? other.unlock(valid) }
+    }
+}
+
+// MARK: Paths of any bytes
+
+/// Up to 12 pieces of bytes: separators, dots, letters, bytes that are no UTF-8 (lone
+/// continuation bytes, truncated sequences, 0xFE/0xFF), now and then a long component.
+func edgyPathBytes(_ rng: inout some RandomNumberGenerator) -> [UInt8] {
+    let pieces: [[UInt8]] = [
+        Array("a".utf8), Array(".".utf8), Array("..".utf8), Array("/".utf8), Array("lock".utf8), [0xFF], [0xFE],
+        [0x80], [0xC3], [0xE2, 0x82], [0xF0, 0x9F, 0x94], Array("é".utf8), [0x01], [0x1B], Array("\\x".utf8),
+    ]
+    if Int.random(in: 0..<10, using: &rng) == 0 { return [UInt8](repeating: 0xFF, count: Int.random(in: 250...300, using: &rng)) }
+    return (0..<Int.random(in: 1...12, using: &rng)).flatMap { _ in pieces[Int.random(in: 0..<pieces.count, using: &rng)] }
+}
+
+struct BytePathCase: Sendable, CustomStringConvertible {
+    var suffix: [UInt8]
+    static let generator = Generator<BytePathCase, Shrink.None<BytePathCase>> { rng in
+        BytePathCase(suffix: edgyPathBytes(&rng))
+    }
+    var description: String { "BytePathCase(suffix: \(suffix))" }
+}
+
+extension NeverTrapsPropertyTests {
+    /// Every kind, given a path of any bytes, locks exactly the file of those bytes (the kernel's
+    /// reading of the path), or refuses it with a clear error naming the path as shown.
+    @Test func bytePathsLockExactlyTheFileNamed() async {
+        await propertyCheck(count: 200, input: BytePathCase.generator) { value in
+            let given = Array(caseBase().utf8) + value.suffix
+            let filePath = (given.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer {
+                FilePath(platformString: $0.baseAddress!)
+            }
+            // The path as the FilePath holds it (it drops trailing and repeated slashes).
+            let cBytes = filePath.withPlatformString { pointer in
+                Array(UnsafeBufferPointer(start: pointer, count: filePath.length + 1))
+            }
+            let shown = CPath.display(cBytes.dropLast().map { UInt8(bitPattern: $0) })
+            // A `..` after a folder that did not exist is resolved by the lock without the folder
+            // (it is never created), where the kernel needs it: look only at paths without `..`.
+            let components = cBytes.dropLast().split(separator: CChar(bitPattern: UInt8(ascii: "/")))
+            let hasParentStep = components.contains { $0.elementsEqual([46, 46]) }
+            func exists() -> Bool {
+                hasParentStep || cBytes.withUnsafeBufferPointer { access($0.baseAddress!, F_OK) == 0 }
+            }
+            do {
+                let lock = try FileLock(at: filePath)
+                if try lock.tryAcquire() {
+                    let made = exists()
+                    #expect(made, "FileLock made no file at the bytes given: \(shown)")
+                    lock.release()
+                }
+            } catch {
+                checkThrown(error, allowed: pathAndSettingCodes.union([.permissionDenied]), path: shown, "FileLock(FilePath)")
+            }
+            do {
+                let soft = try SoftFileLock(at: filePath)
+                if try soft.tryAcquire() {
+                    let made = exists()
+                    #expect(made, "SoftFileLock made no marker at the bytes given: \(shown)")
+                    soft.release()
+                    let gone = hasParentStep || !exists()
+                    #expect(gone, "SoftFileLock left its marker: \(shown)")
+                }
+            } catch {
+                checkThrown(error, allowed: pathAndSettingCodes.union([.permissionDenied]), path: shown, "SoftFileLock(FilePath)")
+            }
+            do {
+                let records = try ByteRangeLock(at: filePath)
+                let locked = try records.tryLock(ByteRange(start: 0, length: 1))
+                #expect(locked)
+                let made = exists()
+                #expect(made, "ByteRangeLock opened no file at the bytes given: \(shown)")
+            } catch {
+                checkThrown(error, allowed: pathAndSettingCodes.union([.permissionDenied]), path: shown, "ByteRangeLock(FilePath)")
+            }
+        }
     }
 }

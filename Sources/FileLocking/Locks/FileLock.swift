@@ -21,6 +21,10 @@
 /// and locks that one, so both would believe they hold the lock. (For safety with programs that
 /// do delete lock files, an acquirer that finds its file deleted after locking starts over.)
 ///
+/// An existing lock file this user may only read (another user's shared lock file, a read-only
+/// mount) is opened read-only and still locks: `flock` needs no write access. (NFS emulates
+/// `flock` with record locks, whose exclusive form does need it; the error then says so.)
+///
 /// Use a separate lock file beside the data it guards (`data.json.lock` for `data.json`), not
 /// the data file itself. On network filesystems where `flock` is not supported, use a
 /// marker-file lock instead; the error message says so.
