@@ -3,36 +3,64 @@
 /// Programs branch on ``code``; people read ``description``, which names the path, the holder
 /// when known, and a next step.
 public struct FileLockError: Error, Sendable, CustomStringConvertible {
-    /// What kind of failure this is.
-    public enum Code: Sendable, Hashable {
+    /// What kind of failure this is: compare with the static members (`error.code == .timedOut`)
+    /// or `switch` with a `default:`; new codes may be added without breaking clients' code, as
+    /// swift-nio's `FileSystemError.Code` does.
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        private enum Value: String, Sendable, Hashable {
+            case timedOut, cancelled, wouldDeadlock, invalidPath, isDirectory, isSymbolicLink, permissionDenied
+            case readOnlyFilesystem, nameTooLong, notSupportedByFilesystem, invalidTimeout, invalidConfiguration
+            case lockLost, io
+        }
+
+        private let value: Value
+
+        private init(_ value: Value) { self.value = value }
+
+        /// The code's name, as `timedOut`.
+        public var description: String { value.rawValue }
+
         /// The wait ended at its timeout (or the lock is non-blocking) while someone else held it.
-        case timedOut
+        public static let timedOut = Code(.timedOut)
+
         /// The caller's cancel check asked to stop waiting.
-        case cancelled
+        public static let cancelled = Code(.cancelled)
+
         /// Waiting would never end: the caller already holds this path through another lock object.
-        case wouldDeadlock
+        public static let wouldDeadlock = Code(.wouldDeadlock)
+
         /// The path is empty, relative to nothing, or otherwise unusable.
-        case invalidPath
+        public static let invalidPath = Code(.invalidPath)
+
         /// A directory stands where the lock file should be.
-        case isDirectory
+        public static let isDirectory = Code(.isDirectory)
+
         /// A symbolic link stands where the lock file should be; it is never followed.
-        case isSymbolicLink
+        public static let isSymbolicLink = Code(.isSymbolicLink)
+
         /// The process may not create or open the lock file.
-        case permissionDenied
+        public static let permissionDenied = Code(.permissionDenied)
+
         /// The lock file would be on a read-only filesystem.
-        case readOnlyFilesystem
+        public static let readOnlyFilesystem = Code(.readOnlyFilesystem)
+
         /// A path component or the whole path is longer than the filesystem allows.
-        case nameTooLong
+        public static let nameTooLong = Code(.nameTooLong)
+
         /// The filesystem does not support this kind of lock.
-        case notSupportedByFilesystem
+        public static let notSupportedByFilesystem = Code(.notSupportedByFilesystem)
+
         /// A timeout is negative or not a finite number.
-        case invalidTimeout
+        public static let invalidTimeout = Code(.invalidTimeout)
+
         /// Two configurations for one singleton lock disagree, or an option is out of range.
-        case invalidConfiguration
+        public static let invalidConfiguration = Code(.invalidConfiguration)
+
         /// A held lock was lost (for example a network lock whose connection dropped).
-        case lockLost
+        public static let lockLost = Code(.lockLost)
+
         /// Any other system error.
-        case io
+        public static let io = Code(.io)
     }
 
     /// What kind of failure this is.

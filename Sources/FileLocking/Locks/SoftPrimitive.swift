@@ -218,7 +218,8 @@ struct SoftPrimitive: LockPrimitive {
     ///
     /// - Throws: `FileLockError` when the path is no regular file (a directory, a symbolic link,
     ///   a FIFO...) or cannot be looked at.
-    func inspect() throws -> Observed? {
+    func inspect(at name: CPath? = nil) throws -> Observed? {
+        let name = name ?? lockPath.absolute
         func regularFile(_ status: FileStatus) throws -> FileStatus {
             if status.isDirectory { throw FileLockError.system(.isDirectory, path: path, operation: "read") }
             guard status.isRegularFile else {
@@ -229,13 +230,13 @@ struct SoftPrimitive: LockPrimitive {
             return status
         }
         let descriptor: Int32
-        switch System.open(lockPath.absolute, flags: OpenFlags.readOnlyNonBlocking, mode: 0) {
+        switch System.open(name, flags: OpenFlags.readOnlyNonBlocking, mode: 0) {
         case .success(let opened): descriptor = opened
         case .failure(.noSuchFile): return nil
         case .failure(.accessDenied):
             // Another user's marker we may not read: it is held, by someone we cannot name. (A
             // folder we may not search hides the marker: that is an error, not "no marker".)
-            switch System.lstat(lockPath.absolute) {
+            switch System.lstat(name) {
             case .success(let status):
                 var observed = Observed(try regularFile(status), record: nil)
                 observed.isReadable = false
@@ -331,41 +332,39 @@ struct SoftPrimitive: LockPrimitive {
         }
     }
 
-    /// Breaking where names cannot be exchanged (NFS and CIFS refuse `renameat2` flags with
-    /// `EINVAL`), with what every such filesystem does atomically: hard links (no-replace) and
-    /// rename. A breaker first claims the stale marker by hard-linking it to `<lock>.break`: only
-    /// one claim exists at a time, and it names the very marker judged stale (a changed marker is
-    /// noticed and the claim dropped). The claimant then renames its own full marker over the
-    /// stale one, so the path is never empty: no creator gets in meanwhile, no second breaker
-    /// wins, and a live holder's marker (never judged stale without a `lifetime`) is not touched.
+    /// Breaking where names cannot be exchanged (NFS, SMB and FUSE refuse `renameat2` flags with
+    /// `EINVAL`), with what such filesystems do atomically: exclusive create and rename. A breaker
+    /// first claims the right to break by creating `<lock>.break` exclusively (holding its own
+    /// record): one claimant at a time. Under the claim it reads the marker afresh, its contents
+    /// rather than attributes a network client may have cached, and only if that is still the
+    /// stale record it judged, and still stale, renames its own full marker over it. The path is
+    /// never empty, so no creator gets in meanwhile; no second breaker wins (it finds the claim, or
+    /// after it the winner's live marker); and a live holder's marker (never stale without a
+    /// `lifetime`) is not touched.
     ///
-    /// Limits: a claim left by a breaker that died between claiming and renaming blocks breaking
-    /// until it has stood unchanged for `abandonedClaimGrace` (judged on this host's monotonic
-    /// clock), and a breaker stalled longer than that could then race a second one; with a
-    /// `lifetime`, a holder that releases at the very moment its marker is broken could let a
-    /// third process in (as without this protocol).
+    /// Limits: a claim left by a breaker that died is cleared at once when it names a process of
+    /// this host that is gone, else once it has stood unchanged for `abandonedClaimGrace` (on this
+    /// host's monotonic clock); a breaker stalled longer than that could then race a second one.
+    /// With a `lifetime`, a holder that releases at the very moment its marker is broken could let
+    /// a third process in (as without this protocol).
     private func replaceWithoutExchange(_ observed: Observed, with ours: Hold, at aside: CPath) throws -> TakeOver {
         let claim = lockPath.absolute.appending(".break")
-        switch System.link(lockPath.absolute, to: claim) {
-        case .success:
-            break
+        let claimDescriptor: Int32
+        switch System.open(claim, flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? Self.defaultPermissions) {
+        case .success(let opened):
+            claimDescriptor = opened
         case .failure(.fileExists):
             discard(ours, at: aside)
             removeClaimIfAbandoned(claim)
             return .lost
-        case .failure(.noSuchFile):
-            discard(ours, at: aside)
-            return .lost
-        case .failure(let error) where error == .notPermitted || error == .invalidArgument || error.isNotSupported:
-            // No hard links either (some FUSE and SMB mounts): no safe way to break.
-            discard(ours, at: aside)
-            return .cannotBreak
         case .failure(let error):
             discard(ours, at: aside)
-            throw FileLockError.system(error, path: path, operation: "break a stale")
+            throw FileLockError.system(error, path: path, operation: "claim the breaking of a stale")
         }
+        _ = System.writeAll(claimDescriptor, MarkerRecord.currentEncoded)
+        System.close(claimDescriptor)
         defer { _ = System.unlink(claim) }
-        guard stillThere(observed, at: claim), stillThere(observed, at: lockPath.absolute) else {
+        guard let now = try inspect(), now.isReadable, now.record == observed.record, isStale(now) else {
             discard(ours, at: aside)
             return .lost
         }
@@ -381,16 +380,20 @@ struct SoftPrimitive: LockPrimitive {
     /// How long a breaker's claim may stand unchanged before it counts as left by a breaker that died.
     static let abandonedClaimGrace = Duration.seconds(5)
 
-    /// Removes a claim that has stood unchanged for `abandonedClaimGrace`: moved to a private
-    /// name first, and put back if what was moved is a newer claim.
+    /// Removes a claim left by a breaker that died: one naming a process of this host that is
+    /// gone, or one unchanged for `abandonedClaimGrace`. Moved to a private name first, and put
+    /// back (never over a newer claim) if what was moved is not the claim judged.
     private func removeClaimIfAbandoned(_ claim: CPath) {
-        guard case .success(let status) = System.lstat(claim) else { return }
-        let seen = Observed(status, record: nil)
-        guard malformedSince.unchangedDuration(of: seen.version) >= Self.abandonedClaimGrace else { return }
+        guard let seen = try? inspect(at: claim) else { return }
+        let claimantIsGone =
+            seen.record.map { $0.host == ProcessIdentity.hostName && !ProcessIdentity.isAlive($0.pid) } ?? false
+        guard claimantIsGone || malformedSince.unchangedDuration(of: seen.version) >= Self.abandonedClaimGrace else {
+            return
+        }
         let gone = claim.appending(".gone.\(System.processID).\(randomHex())")
         guard case .success = System.rename(claim, to: gone) else { return }
-        let moved = (try? System.lstat(gone).get()).map { Observed($0, record: nil).version }
-        if moved != seen.version { _ = System.link(gone, to: claim) }
+        let moved = try? inspect(at: gone)
+        if moved?.identity != seen.identity || moved?.record != seen.record { _ = System.link(gone, to: claim) }
         _ = System.unlink(gone)
     }
 
