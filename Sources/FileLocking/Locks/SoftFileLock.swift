@@ -18,9 +18,9 @@
 /// or its pid now belongs to a newer process (the start times differ); or it is malformed and
 /// older than two seconds. Breaking swaps in the breaker's own marker atomically, so two
 /// breakers never both win and a live holder is never removed: by exchanging the two names
-/// (`renameat2(RENAME_EXCHANGE)`) where the filesystem can, and on NFS and SMB, which cannot, by
-/// claiming the stale marker with a hard link (one claim at a time) and renaming the breaker's
-/// marker over it. Releasing moves the marker aside before deleting it, so a release never
+/// (`renameat2(RENAME_EXCHANGE)`) where the filesystem can, and on NFS, SMB and FUSE, which cannot,
+/// by claiming the break with an exclusively created `<lock>.break` (one claimant at a time),
+/// reading the marker afresh under the claim and renaming the breaker's marker over it. Releasing moves the marker aside before deleting it, so a release never
 /// deletes a marker someone else swapped in. A marker from **another host is
 /// never broken by liveness** (its pid means nothing here): remove it by hand, or set a
 /// `lifetime`.
