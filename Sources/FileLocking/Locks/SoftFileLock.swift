@@ -20,10 +20,10 @@
 /// breakers never both win and a live holder is never removed: by exchanging the two names
 /// (`renameat2(RENAME_EXCHANGE)`) where the filesystem can, and on NFS, SMB and FUSE, which cannot,
 /// by claiming the break with an exclusively created `<lock>.break` (one claimant at a time),
-/// reading the marker afresh under the claim and renaming the breaker's marker over it. Releasing moves the marker aside before deleting it, so a release never
-/// deletes a marker someone else swapped in. A marker from **another host is
-/// never broken by liveness** (its pid means nothing here): remove it by hand, or set a
-/// `lifetime`.
+/// reading the marker afresh under the claim and renaming the breaker's marker over it.
+/// Releasing moves the marker aside before deleting it, so a release never deletes a marker
+/// someone else swapped in. A marker from **another host is never broken by liveness** (its pid
+/// means nothing here): remove it by hand, or set a `lifetime`.
 ///
 /// **What it does not protect against**: nothing enforces the lock (a process that does not
 /// use it is not stopped); with a `lifetime`, a holder that works longer than the lifetime may be
