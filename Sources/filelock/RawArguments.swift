@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 import FileLocking
 import SystemPackage
 
@@ -16,16 +21,11 @@ enum RawArguments {
         var originals: [String: [UInt8]] = [:]
         for index in 1..<Int(CommandLine.argc) {
             guard let pointer = CommandLine.unsafeArgv[index] else { continue }
-            var bytes: [UInt8] = []
-            var cursor = pointer
-            while cursor.pointee != 0 {
-                bytes.append(UInt8(bitPattern: cursor.pointee))
-                cursor += 1
-            }
+            let bytes = Array(UnsafeBufferPointer(start: pointer, count: strlen(pointer))).map { UInt8(bitPattern: $0) }
             if let text = String(validating: bytes, as: UTF8.self) {
                 strings.append(text)
             } else {
-                let escaped = escaped(bytes)
+                let escaped = FileLockError.displayText(ofPathBytes: bytes)
                 // (A literal argument spelling the same escapes on the same command line would be
                 // read as these bytes too; no real command line does that.)
                 originals[escaped] = bytes
@@ -44,29 +44,6 @@ enum RawArguments {
     static func filePath(_ argument: String) -> FilePath {
         (bytes(of: argument).map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer {
             FilePath(platformString: $0.baseAddress!)
-        }
-    }
-
-    /// Valid UTF-8 as it is, every other byte as `\xNN`.
-    private static func escaped(_ bytes: [UInt8]) -> String {
-        var result = ""
-        var iterator = bytes.makeIterator()
-        var parser = Unicode.UTF8.ForwardParser()
-        var position = 0
-        while true {
-            switch parser.parseScalar(from: &iterator) {
-            case .valid(let encoded):
-                result.unicodeScalars.append(Unicode.UTF8.decode(encoded))
-                position += encoded.count
-            case .error(let length):
-                for byte in bytes[position..<(position + length)] {
-                    let digits = String(byte, radix: 16)
-                    result += "\\x" + (digits.count == 1 ? "0" : "") + digits
-                }
-                position += length
-            case .emptyInput:
-                return result
-            }
         }
     }
 }

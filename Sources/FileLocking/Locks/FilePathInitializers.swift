@@ -6,20 +6,25 @@ import SystemPackage
 extension LockPath {
     /// A path given as a `FilePath`, any bytes but NUL.
     init(_ given: FilePath) throws {
-        let bytes = given.withPlatformString { pointer in
-            var bytes: [UInt8] = []
-            var cursor = pointer
-            while cursor.pointee != 0 {
-                bytes.append(UInt8(bitPattern: cursor.pointee))
-                cursor += 1
-            }
-            return bytes
-        }
+        let bytes = given.withPlatformString(System.bytes(ofCString:))
         guard !bytes.isEmpty else {
             throw FileLockError(
                 .invalidPath, path: "", message: "the lock file path is empty: pass a file path such as '/tmp/app.lock'")
         }
         try self.init(bytes: bytes)
+    }
+}
+
+extension FileLockError {
+    /// `path` as the library's messages show it: valid UTF-8 as it is, every other byte as `\xNN`
+    /// (for a program that names a lock file in its own messages the same way).
+    public static func displayText(of path: FilePath) -> String {
+        displayText(ofPathBytes: path.withPlatformString(System.bytes(ofCString:)))
+    }
+
+    /// A path's bytes (not normalised, as `FilePath` would) as the library's messages show them.
+    public static func displayText(ofPathBytes bytes: [UInt8]) -> String {
+        CPath.display(bytes)
     }
 }
 

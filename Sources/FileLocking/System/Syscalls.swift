@@ -454,7 +454,8 @@ enum System {
         return .success(path)
     }
 
-    private static func bytes(ofCString pointer: UnsafePointer<CChar>) -> [UInt8] {
+    /// The bytes of a NUL-terminated C string, without the NUL.
+    static func bytes(ofCString pointer: UnsafePointer<CChar>) -> [UInt8] {
         var bytes: [UInt8] = []
         var cursor = pointer
         while cursor.pointee != 0 {
