@@ -9,6 +9,9 @@
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
 #endif
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
 #endif
 
 int filelock_exchange_names(const char *first, const char *second) {
@@ -23,6 +26,21 @@ int filelock_exchange_names(const char *first, const char *second) {
 #else
     (void)first;
     (void)second;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int filelock_rename_no_replace(const char *from, const char *to) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
+    return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
+#elif defined(__linux__) && defined(SYS_renameat2)
+    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
+#elif defined(__APPLE__)
+    return renamex_np(from, to, RENAME_EXCL);
+#else
+    (void)from;
+    (void)to;
     errno = ENOSYS;
     return -1;
 #endif

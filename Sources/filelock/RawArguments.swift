@@ -41,8 +41,17 @@ enum RawArguments {
     }
 
     /// An argument naming a file, as the path the kernel should see.
-    static func filePath(_ argument: String) -> FilePath {
-        (bytes(of: argument).map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer {
+    ///
+    /// - Throws: `FileLockError` with `.isDirectory` for a path ending in `/`, which names a folder
+    ///   (a `FilePath` would drop the slash and name a file).
+    static func filePath(_ argument: String) throws -> FilePath {
+        let bytes = bytes(of: argument)
+        guard bytes.count <= 1 || bytes.last != UInt8(ascii: "/") else {
+            throw FileLockError(
+                .isDirectory, path: argument,
+                message: "'\(argument)' names a directory, not a lock file: pass a file path such as '\(argument).lock'")
+        }
+        return (bytes.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer {
             FilePath(platformString: $0.baseAddress!)
         }
     }

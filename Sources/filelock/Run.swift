@@ -157,11 +157,11 @@ struct RunRequest: Equatable {
                 }
                 release = { try? file.unlock(bytes) }
             case (.kernel, nil):
-                let lock = try FileLock(at: RawArguments.filePath(lockFile))
+                let lock = try FileLock(at: try RawArguments.filePath(lockFile))
                 try lock.acquire(mode: shared ? .shared : .exclusive, timeout: wait) { progress.report { lock.holder } }
                 release = { lock.release() }
             case (.soft, nil):
-                let lock = try SoftFileLock(at: RawArguments.filePath(lockFile))
+                let lock = try SoftFileLock(at: try RawArguments.filePath(lockFile))
                 try lock.acquire(timeout: wait) { progress.report { lock.holder } }
                 release = { lock.release() }
             }
@@ -198,11 +198,11 @@ extension RunRequest {
     /// existing file is opened read-only for it (another user's read-only file, a read-only
     /// mount); a missing file is created, as for an exclusive lock.
     fileprivate func rangeFile() throws -> ByteRangeLock {
-        guard shared else { return try ByteRangeLock(at: RawArguments.filePath(lockFile)) }
+        guard shared else { return try ByteRangeLock(at: try RawArguments.filePath(lockFile)) }
         do {
-            return try ByteRangeLock(at: RawArguments.filePath(lockFile), readOnly: true)
+            return try ByteRangeLock(at: try RawArguments.filePath(lockFile), readOnly: true)
         } catch let error as FileLockError where error.errno == ENOENT {
-            return try ByteRangeLock(at: RawArguments.filePath(lockFile))
+            return try ByteRangeLock(at: try RawArguments.filePath(lockFile))
         }
     }
 

@@ -25,8 +25,8 @@ struct LockReport {
     /// - Throws: `FileLockError` when the path is no regular file (a directory, a symbolic link,
     ///   which is never followed, a FIFO), as `run` refuses it.
     static func inspect(_ path: String, kind: LockKind?) throws -> LockReport {
-        let marker = try SoftFileLock(at: RawArguments.filePath(path)).inspectMarker()
-        let kernel = try FileLock(at: RawArguments.filePath(path))
+        let marker = try SoftFileLock(at: try RawArguments.filePath(path)).inspectMarker()
+        let kernel = try FileLock(at: try RawArguments.filePath(path))
         let kernelHolders = kind == .soft ? [] : kernel.holders
         let detected: LockKind
         if let kind {
@@ -214,10 +214,10 @@ struct Break: ParsableCommand {
 
     func run() throws {
         do {
-            let lock = try SoftFileLock(at: RawArguments.filePath(lockFile))
+            let lock = try SoftFileLock(at: try RawArguments.filePath(lockFile))
             // Refuses a directory, a symbolic link or a FIFO (exit 2), as `run` does.
             let marker = try lock.inspectMarker()
-            if let holder = try FileLock(at: RawArguments.filePath(lockFile)).holders.first {
+            if let holder = try FileLock(at: try RawArguments.filePath(lockFile)).holders.first {
                 var text = "\(lockFile) is a kernel lock held by \(describe(holder))"
                 if let command = commandLine(of: holder, inMarker: false) { text += ", running \(command)" }
                 note(text + "; kernel locks cannot be broken: the kernel frees them when the holder exits (stop it)")

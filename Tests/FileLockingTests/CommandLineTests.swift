@@ -65,6 +65,16 @@ struct CommandLineTests {
         #expect(output.contains(" fe"), "the command's argument arrives as the byte 0xfe: \(output)")
     }
 
+    /// A path ending in `/` names a folder: refused as flock(1) refuses it, not turned into a
+    /// lock file (a `FilePath` would drop the slash).
+    @Test func aLockPathEndingInASlashIsRefused() throws {
+        let path = folder.file("newdir") + "/"
+        let (code, output) = try filelock("run", path, "--", "true")
+        #expect(code == 2, "\(output)")
+        #expect(output.contains("names a directory"), "\(output)")
+        #expect(access(folder.file("newdir"), F_OK) != 0, "nothing was created")
+    }
+
     @Test func flockStyleJoinedValuesAndShellCommands() throws {
         let path = folder.file("flock-style.lock")
         let (code, output) = try filelock("run", "-w5", "-E75", path, "-c", "echo \"$0\" ran; exit 9")

@@ -379,8 +379,13 @@ struct SoftFileLockTests {
     /// (with a `lifetime`, a working holder can be broken). The release must not delete the
     /// breaker's marker. A shim makes the swap happen at exactly that moment: the first `unlink`
     /// or `rename` of the lock path first renames the successor's marker over it.
-    @Test(.enabled(if: TestEnvironment.requires(NoFlockTests.compiler != nil), "needs Linux and a C compiler for the shim"))
-    func releaseNeverRemovesASuccessorsMarker() throws {
+    ///
+    /// As another user (`nobody`), the successor's marker (root's) cannot be hard-linked back
+    /// (`fs.protected_hardlinks`): the put-back must not depend on a hard link.
+    @Test(
+        .enabled(if: TestEnvironment.requires(NoFlockTests.compiler != nil && TestEnvironment.isRoot), "needs a C compiler and root"),
+        arguments: [false, true])
+    func releaseNeverRemovesASuccessorsMarker(asAnotherUser: Bool) throws {
         let path = folder.file("succ.lock")
         let successor = folder.file("successor-marker")
         writeMarker(successor, "1\nsuccessor-host\n")
@@ -408,15 +413,111 @@ struct SoftFileLockTests {
                 return ((int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename"))(from, to);
             }
             """, in: folder, name: "swap")
-        let holder = try ChildProcess(
-            TestEnvironment.probe, ["hold", path, "--kind", "soft"],
-            environment: ["LD_PRELOAD": shim, "SHIM_TARGET": path, "SHIM_SUCCESSOR": successor])
+        let environment = ["LD_PRELOAD": shim, "SHIM_TARGET": path, "SHIM_SUCCESSOR": successor]
+        let holder: ChildProcess
+        if asAnotherUser {
+            _ = try folder.probeAsNobody(["holder", path])  // copies the probe where nobody can run it
+            holder = try ChildProcess(
+                "setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", folder.file("lock-probe"), "hold", path, "--kind", "soft"],
+                environment: environment)
+        } else {
+            holder = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "soft"], environment: environment)
+        }
         try holder.expectLine(startingWith: "acquired")
         holder.send("release")
         try holder.expectLine(startingWith: "released")
         #expect(readFile(path) == "1\nsuccessor-host\n", "the release removed the successor's marker")
         let leftovers = try ChildProcess("/bin/sh", ["-c", "ls -a '\(folder.path)' | grep -c release || true"])
         #expect(try leftovers.readLine() == "0", "no .release files left behind")
+    }
+
+    /// Without the exchange (NFS, SMB, FUSE), `break --force` and `break` of an old malformed
+    /// marker work as they do elsewhere.
+    @Test(.enabled(if: TestEnvironment.requires(NoFlockTests.compiler != nil), "needs a C compiler for the shim"))
+    func breakingWithoutExchangeHonoursForceAndAge() throws {
+        let environment = try breakerEnvironment(exchange: false)
+        func breakCommand(_ arguments: [String]) throws -> Int32 {
+            let tool = try ChildProcess(TestEnvironment.tool, ["break"] + arguments, environment: environment)
+            _ = try tool.readRemainingOutput()
+            return try tool.waitForExit()
+        }
+        let live = folder.file("live.lock")
+        writeMarker(live, "\(getpid())\n\(ProcessIdentity.hostName)\n")
+        #expect(try breakCommand([live]) == 1, "a live holder is not broken without --force")
+        #expect(try breakCommand(["--force", live]) == 0)
+        #expect(access(live, F_OK) != 0)
+        let old = folder.file("old.lock")
+        writeMarker(old, "half-written", ageSeconds: 3600)
+        #expect(try breakCommand([old]) == 0, "an hour-old malformed marker is broken by its age")
+        #expect(access(old, F_OK) != 0)
+        let empty = folder.file("empty.lock")
+        writeMarker(empty, "")
+        #expect(try breakCommand(["--force", empty]) == 0)
+        #expect(access(empty, F_OK) != 0)
+    }
+
+    /// A claim whose breaker died is removed at once when it names a gone process of this host,
+    /// and after 5 s unchanged otherwise; a file at the claim's name that is no claim stays.
+    @Test func anAbandonedClaimIsRemoved() throws {
+        let dead = try deadPID()
+        let path = folder.file("claimed.lock")
+        let claim = path + ".break-claim"
+        writeMarker(path, "\(dead)\n\(ProcessIdentity.hostName)\n")
+        writeMarker(claim, "filelock/claim\n\(dead)\n\(ProcessIdentity.hostName)\n")
+        let lock = try SoftFileLock(at: path)
+        try lock.acquire(timeout: .seconds(20))
+        #expect(lock.isHeldByUs)
+        lock.release()
+        #expect(access(claim, F_OK) != 0)
+
+        // A claimant that lives (on another host, say): its claim counts as abandoned only after 5 s.
+        writeMarker(path, "\(dead)\n\(ProcessIdentity.hostName)\n")
+        writeMarker(claim, "filelock/claim\n1\nanother-host\n")
+        #expect(try !lock.tryAcquire(), "a fresh claim of a live breaker is respected")
+        try lock.acquire(timeout: .seconds(30))
+        lock.release()
+        #expect(access(claim, F_OK) != 0)
+
+        // Someone's own file that happens to have the claim's name is never removed.
+        writeMarker(path, "\(dead)\n\(ProcessIdentity.hostName)\n")
+        writeMarker(claim, "precious")
+        #expect(try !lock.tryAcquire())
+        #expect(readFile(claim) == "precious")
+    }
+
+    /// A waiter that cannot break a stale marker pauses; it must not spin on the folder events of
+    /// its own failed attempts. Two cases: another breaker's live claim stands; the marker is
+    /// another user's in a sticky folder (`/tmp`), which only its owner may replace. Bound: half
+    /// a core while it waits 2 s (spinning used all of one).
+    @Test(
+        .enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"),
+        arguments: ["claim", "sticky"])
+    func aWaiterThatCannotBreakDoesNotSpin(obstacle: String) throws {
+        let sticky = folder.file("sticky")
+        let mode: mode_t = obstacle == "sticky" ? 0o1777 : 0o777
+        mkdir(sticky, 0o755)
+        chmod(sticky, mode)
+        let path = sticky + "/spin.lock"
+        writeMarker(path, "\(try deadPID())\n\(ProcessIdentity.hostName)\n")
+        if obstacle == "claim" { writeMarker(path + ".break-claim", "filelock/claim\n1\nanother-host\n") }
+        let waiter = try folder.probeAsNobody(["hold", path, "--kind", "soft", "--timeout", "2"])
+        let line = try waiter.readLine(timeout: 60)
+        #expect(line.hasPrefix("error timedOut"), "\(line)")
+        var usage = rusage()
+        var status: Int32 = 0
+        wait4(waiter.pid, &status, 0, &usage)
+        let seconds = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+            + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        #expect(seconds < 1.0, "the waiter used \(seconds) s of CPU in 2 s of waiting")
+    }
+
+    /// A marker path that leaves no room within PATH_MAX for the names used beside it is
+    /// refused at once (it could be taken but never broken).
+    @Test func aMarkerPathWithoutRoomForItsHelperNamesIsRefused() throws {
+        let path = folder.path + String(repeating: "/abcdefgh", count: 448) + "/x.lock"
+        let error = #expect(throws: FileLockError.self) { _ = try SoftFileLock(at: path) }
+        #expect(error?.code == .nameTooLong)
+        #expect(error?.message.contains("64") == true)
     }
 
     /// The environment of breakers on a filesystem without `renameat2(RENAME_EXCHANGE)` (NFS,
@@ -457,15 +558,28 @@ struct SoftFileLockTests {
         #expect(try leftovers.readLine() == "0", "no .break files left behind")
     }
 
-    @Test(arguments: exchangeCases)
-    func eightBreakersOnAFreshStaleMarkerEveryRoundExactlyOneWins(exchange: Bool) throws {
+    /// Which breakers can exchange names: all, none (NFS), or half of them (local users of an NFS
+    /// server's folder beside its clients, a FUSE mount beside its backing folder).
+    enum ExchangeMix: String, CaseIterable, Sendable {
+        case everyBreaker, noBreaker, halfOfTheBreakers
+    }
+
+    static let exchangeMixes: [ExchangeMix] = NoFlockTests.compiler != nil || TestEnvironment.isCI
+        ? ExchangeMix.allCases : [.everyBreaker]
+
+    @Test(arguments: exchangeMixes)
+    func eightBreakersOnAFreshStaleMarkerEveryRoundExactlyOneWins(mix: ExchangeMix) throws {
         let path = folder.file("rounds.lock")
-        let environment = try breakerEnvironment(exchange: exchange)
-        let racers = try (0..<8).map { _ in
-            try ChildProcess(TestEnvironment.probe, ["race", path, "--kind", "soft"], environment: environment)
+        let withExchange = try breakerEnvironment(exchange: true)
+        let withoutExchange = try breakerEnvironment(exchange: false)
+        let racers = try (0..<8).map { index in
+            let canExchange = mix == .everyBreaker || (mix == .halfOfTheBreakers && index % 2 == 0)
+            return try ChildProcess(
+                TestEnvironment.probe, ["race", path, "--kind", "soft"],
+                environment: canExchange ? withExchange : withoutExchange)
         }
         let dead = try deadPID()
-        for round in 0..<30 {
+        for round in 0..<(mix == .halfOfTheBreakers ? 200 : 30) {
             writeMarker(path, "\(dead)\n\(ProcessIdentity.hostName)\n")
             for racer in racers { racer.send("go") }
             let answers = try racers.map { try $0.readLine() }

@@ -8,4 +8,7 @@
 /// (EINVAL/ENOSYS/ENOTSUP where the filesystem or kernel cannot).
 int filelock_exchange_names(const char *first, const char *second);
 
+/// Renames `from` to `to` only if `to` does not exist (renameat2 RENAME_NOREPLACE).
+int filelock_rename_no_replace(const char *from, const char *to);
+
 #endif

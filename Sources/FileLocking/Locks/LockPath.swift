@@ -29,6 +29,7 @@ struct LockPath: Sendable, Hashable {
 
     init(bytes: [UInt8]) throws {
         let display = CPath.display(bytes)
+        if bytes.last == CPath.slash { throw LockPath.namesFolder(display, folder: bytes) }
         let name = CPath.lastComponent(of: bytes)
         if name == [0x2E] || name == [0x2E, 0x2E] {
             throw LockPath.namesFolder(display, folder: bytes)

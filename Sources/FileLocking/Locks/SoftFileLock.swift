@@ -71,6 +71,16 @@ public struct SoftFileLock: EngineBackedLock {
         ownership: LockOwnership, isSingleton: Bool, pollInterval: Duration
     ) throws {
         let path = lockPath.given
+        // Breaking and releasing use names beside the marker, up to 64 bytes longer; a marker
+        // path that leaves no room for them could be taken but never broken.
+        let length = lockPath.absolute.pathBytes.count
+        guard length + 64 < 4096 else {
+            throw FileLockError(
+                .nameTooLong, path: path,
+                message: "the marker path '\(shortened(lockPath.absolute.description))' is \(length) bytes; a soft lock "
+                    + "needs 64 more for the names it uses beside the marker, within PATH_MAX (4096 bytes): use a "
+                    + "shorter path", errno: Errno.nameTooLong.rawValue)
+        }
         if let lifetime, lifetime <= .zero {
             throw FileLockError(
                 .invalidConfiguration, path: path,

@@ -41,6 +41,9 @@ struct SoftPrimitive: LockPrimitive {
         var changed: UnixTime
         var size: Int64
         var record: MarkerRecord?
+        /// What it holds (at most `MarkerRecord.maximumSize + 1` bytes): read afresh, unlike
+        /// attributes that a network client may serve from its cache.
+        var contents: [UInt8] = []
         /// `false` when we may not read it (another user's marker): busy, never judged stale.
         var isReadable = true
 
@@ -62,10 +65,10 @@ struct SoftPrimitive: LockPrimitive {
             if let hold = try create() { return .acquired(hold) }
             guard let observed = try inspect() else { continue }
             guard isStale(observed) else { return .busy }
-            switch try takeOver(observed) {
+            switch try takeOver(observed, judgement: .stale) {
             case .won(let hold): return .acquired(hold)
             case .lost: continue
-            case .cannotBreak: return .busy
+            case .busy, .cannotBreak: return .busy
             }
         }
         return .busy
@@ -95,39 +98,62 @@ struct SoftPrimitive: LockPrimitive {
     private func setUpWatch(_ attempt: Attempt) -> Bool {
         guard !attempt.isWatchSetUp else { return false }
         attempt.isWatchSetUp = true
-        attempt.watch = FolderWatch(folder: lockPath.parent)
+        attempt.watch = FolderWatch(folder: lockPath.parent, name: CPath.lastComponent(of: lockPath.absolute.pathBytes))
         return attempt.watch != nil
     }
 
     func abandon(_ attempt: Attempt) {}
 
     /// Removes our marker, and only ours. Looking (`lstat`) and then unlinking the path would
-    /// delete a breaker's marker swapped in between the two (with a `lifetime`, a holder may be
-    /// broken while it works) and let a third process in beside the breaker. Instead the marker
-    /// is moved to a private name in one step, checked there, and put back if it is not ours.
+    /// delete a breaker's marker swapped in between the two (a holder may be broken while it
+    /// works: another process's `lifetime`, a forced break) and let a third process in beside the
+    /// breaker. Instead the marker is moved to a private name in one step, checked there, and
+    /// what is not ours is put back, never over a marker created meanwhile.
+    ///
+    /// This costs a `rename` and an `lstat` more than a plain `unlink`; a `lifetime` of our own
+    /// would not tell whether another process breaks with one, so every release pays it.
     func release(_ hold: Hold) {
-        defer { System.close(hold.descriptor) }
         guard case .success(let status) = System.lstat(lockPath.absolute), FileIdentity(status) == hold.identity else {
-            // Displaced (a lifetime expired, or a breaker's swap is in flight): leave the path
-            // alone, and make our own inode read as malformed so that, should it come back, it is
-            // breakable after the grace period instead of naming a live process that holds nothing.
+            // Displaced (broken, or a breaker's swap is in flight): leave the path alone, and make
+            // our own inode read as malformed so that, should it come back, it is breakable after
+            // the grace period instead of naming a live process that holds nothing.
             markReleased(hold.descriptor)
+            System.close(hold.descriptor)
             return
         }
-        let aside = lockPath.absolute.appending(".release.\(System.processID).\(randomHex())")
+        let aside = lockPath.absolute.appending(HelperName.unique("release"))
         guard case .success = System.rename(lockPath.absolute, to: aside) else {
             markReleased(hold.descriptor)
+            System.close(hold.descriptor)
             return
         }
         if isOurs(hold, at: aside) {
+            // Closed first: NFS would keep an unlinked open file as a hidden `.nfs` file.
+            System.close(hold.descriptor)
             _ = System.unlink(aside)
             return
         }
-        // A breaker's marker arrived between our look and our move: give it back (never
-        // replacing a marker that someone created meanwhile), and mark ours released.
-        _ = System.link(aside, to: lockPath.absolute)
-        _ = System.unlink(aside)
+        // A breaker's marker arrived between our look and our move: give it back.
+        putBack(aside)
         markReleased(hold.descriptor)
+        System.close(hold.descriptor)
+    }
+
+    /// Gives the marker at `aside` its name back, never replacing a marker created meanwhile
+    /// (then nothing can be done for the displaced one and it is removed). A rename that may not
+    /// replace, where the filesystem has one, else a hard link.
+    private func putBack(_ aside: CPath) {
+        switch System.renameNoReplace(aside, to: lockPath.absolute) {
+        case .success:
+            return
+        case .failure(.fileExists):
+            _ = System.unlink(aside)
+        case .failure:
+            switch System.link(aside, to: lockPath.absolute) {
+            case .success, .failure(.fileExists): _ = System.unlink(aside)
+            case .failure: break  // (not removed: never delete what could not be given back)
+            }
+        }
     }
 
     func forget(_ hold: Hold) {
@@ -156,12 +182,14 @@ struct SoftPrimitive: LockPrimitive {
             let holder = observed.record.map {
                 LockHolder(pid: $0.pid, host: $0.host, since: observed.modified, looksStale: isStale(observed))
             }
-            guard force || isStale(observed, judgingUnparsableByAge: true) else { return .holderAlive(holder) }
-            switch try takeOver(observed) {
+            let judgement: BreakJudgement = force ? .forced : .staleOrAged
+            guard judgement.allows(observed, self) else { return .holderAlive(holder) }
+            switch try takeOver(observed, judgement: judgement) {
             case .won(let ours):
                 release(ours)
                 return .broken(holder)
             case .lost: continue
+            case .busy: return .holderAlive(holder)
             case .cannotBreak: return .cannotBreak(holder)
             }
         }
@@ -250,7 +278,9 @@ struct SoftPrimitive: LockPrimitive {
         guard case .success(let status) = System.fstat(descriptor) else { return nil }
         _ = try regularFile(status)
         let bytes = (try? System.read(descriptor, count: MarkerRecord.maximumSize + 1, at: 0).get()) ?? []
-        return Observed(status, record: MarkerRecord(parsing: bytes))
+        var observed = Observed(status, record: MarkerRecord(parsing: bytes))
+        observed.contents = bytes
+        return observed
     }
 
     /// Stale only on proof: past the lifetime; malformed and unchanged for the grace period; or
@@ -288,93 +318,123 @@ struct SoftPrimitive: LockPrimitive {
 
     enum TakeOver {
         case won(Hold)
-        /// Someone else got there first (or the marker changed): look again.
+        /// The marker changed: look again.
         case lost
-        /// This filesystem cannot swap names atomically, so a stale marker stays (as in Python
-        /// filelock: moving it aside would leave the path empty and let two processes in).
+        /// Another breaker is at work: wait (a pause), then look again.
+        case busy
+        /// The marker cannot be replaced here (another user's marker in a sticky folder, or a
+        /// filesystem that can neither exchange nor rename over it): it stays.
         case cannotBreak
     }
 
-    /// Replaces the stale marker `observed` with ours in one atomic exchange, so the path is
-    /// never empty and of two breakers only the first wins.
-    private func takeOver(_ observed: Observed) throws -> TakeOver {
-        let aside = lockPath.absolute.appending(".break.\(System.processID).\(randomHex())")
+    /// On what grounds a marker is broken.
+    enum BreakJudgement {
+        /// Stale as acquisition judges it (`isStale`).
+        case stale
+        /// Stale, or empty or malformed with its modification time past the grace period (one
+        /// look, as `filelock break`: no earlier look to time it by).
+        case staleOrAged
+        /// Whatever its state (`break --force`).
+        case forced
+
+        func allows(_ observed: Observed, _ primitive: SoftPrimitive) -> Bool {
+            switch self {
+            case .stale: primitive.isStale(observed)
+            case .staleOrAged: primitive.isStale(observed, judgingUnparsableByAge: true)
+            case .forced: true
+            }
+        }
+    }
+
+    /// Replaces the marker `observed` with ours, as long as it is the same marker and `judgement`
+    /// still allows it. Every breaker first claims the break by creating `<lock>.break-claim`
+    /// exclusively (holding a header and its own record): one breaker at a time, whether its
+    /// filesystem can exchange names or not, so a late breaker never swaps out the winner's live
+    /// marker. Under the claim it reads the marker afresh (its contents, not attributes a network
+    /// client may have cached) and judges again. Then it puts its own full marker in the
+    /// marker's place in one step, so the path is never empty and no creator gets in meanwhile:
+    /// `renameat2(RENAME_EXCHANGE)` where the filesystem has it (checking that what it swapped
+    /// out is the marker judged, as breakers that do not claim, such as Python `filelock`, may
+    /// have swapped first), else (NFS, SMB, FUSE: `EINVAL`) a plain rename over it.
+    ///
+    /// Limits: a claim left by a breaker that died is cleared at once when it names a process of
+    /// this host that is gone, else once it has stood unchanged for `abandonedClaimGrace` (on this
+    /// host's monotonic clock); a breaker stalled longer than that could then race a second one.
+    /// Without the exchange, a breaker that does not claim, or a holder with a `lifetime` that
+    /// releases at the very moment its marker is broken, could let a third process in.
+    private func takeOver(_ observed: Observed, judgement: BreakJudgement) throws -> TakeOver {
+        let claim = lockPath.absolute.appending(".break-claim")
+        let claimIdentity: FileIdentity
+        switch System.open(claim, flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? Self.defaultPermissions) {
+        case .success(let descriptor):
+            let written = System.writeAll(descriptor, Self.claimHeader + MarkerRecord.currentEncoded)
+            let status = System.fstat(descriptor)
+            System.close(descriptor)
+            guard case .success = written, case .success(let status) = status else {
+                _ = System.unlink(claim)
+                return .busy
+            }
+            claimIdentity = FileIdentity(status)
+        case .failure(.fileExists):
+            removeClaimIfAbandoned(claim)
+            return .busy
+        case .failure(let error):
+            throw FileLockError.system(error, path: path, operation: "claim the breaking of a stale")
+        }
+        defer { if isClaim(claim, claimIdentity) { _ = System.unlink(claim) } }
+
+        guard let now = try inspect(), now.contents == observed.contents, now.size == observed.size,
+            judgement.allows(now, self)
+        else { return .lost }
+        let aside = lockPath.absolute.appending(HelperName.unique("break"))
         let descriptor: Int32
-        switch System.open(aside, flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? SoftPrimitive.defaultPermissions) {
+        switch System.open(aside, flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? Self.defaultPermissions) {
         case .success(let opened): descriptor = opened
         case .failure(let error): throw FileLockError.system(error, path: path, operation: "break a stale")
         }
         let ours = try fill(descriptor, at: aside)
-        guard stillThere(observed, at: lockPath.absolute) else {
+        // An abandoned-claim cleaner may have taken our claim meanwhile: then another breaker
+        // may be at work.
+        guard isClaim(claim, claimIdentity) else {
             discard(ours, at: aside)
             return .lost
         }
         switch System.exchange(aside, lockPath.absolute) {
         case .success:
-            if stillThere(observed, at: aside) {
+            if stillThere(now, at: aside) {
                 _ = System.unlink(aside)
                 return .won(ours)
             }
-            // We swapped out a marker we had not judged (another breaker won meanwhile): swap
-            // until our own marker is back in `aside`, whatever order other breakers undo theirs.
-            let deadline = MonotonicInstant.now.advanced(by: .seconds(2))
-            while !isOurs(ours, at: aside) && MonotonicInstant.now < deadline {
-                guard case .success = System.exchange(aside, lockPath.absolute) else { break }
-            }
+            // A breaker that does not claim swapped first: give its marker back while the path
+            // still holds ours.
+            if isOurs(ours, at: lockPath.absolute) { _ = System.exchange(aside, lockPath.absolute) }
             discard(ours, at: aside)
             return .lost
-        case .failure(let error)
-        where error == .invalidArgument || error.isNotSupported || error == .crossDevice:
-            return try replaceWithoutExchange(observed, with: ours, at: aside)
+        case .failure(let error) where error == .invalidArgument || error.isNotSupported || error == .crossDevice:
+            switch System.rename(aside, to: lockPath.absolute) {
+            case .success:
+                return .won(ours)
+            case .failure(let error):
+                discard(ours, at: aside)
+                if error == .accessDenied || error == .notPermitted { return .cannotBreak }
+                throw FileLockError.system(error, path: path, operation: "break a stale")
+            }
+        case .failure(let error) where error == .accessDenied || error == .notPermitted:
+            // Another user's marker in a sticky folder (/tmp): only its owner may replace it.
+            discard(ours, at: aside)
+            return .cannotBreak
         case .failure:
             discard(ours, at: aside)
             return .lost
         }
     }
 
-    /// Breaking where names cannot be exchanged (NFS, SMB and FUSE refuse `renameat2` flags with
-    /// `EINVAL`), with what such filesystems do atomically: exclusive create and rename. A breaker
-    /// first claims the right to break by creating `<lock>.break` exclusively (holding its own
-    /// record): one claimant at a time. Under the claim it reads the marker afresh, its contents
-    /// rather than attributes a network client may have cached, and only if that is still the
-    /// stale record it judged, and still stale, renames its own full marker over it. The path is
-    /// never empty, so no creator gets in meanwhile; no second breaker wins (it finds the claim, or
-    /// after it the winner's live marker); and a live holder's marker (never stale without a
-    /// `lifetime`) is not touched.
-    ///
-    /// Limits: a claim left by a breaker that died is cleared at once when it names a process of
-    /// this host that is gone, else once it has stood unchanged for `abandonedClaimGrace` (on this
-    /// host's monotonic clock); a breaker stalled longer than that could then race a second one.
-    /// With a `lifetime`, a holder that releases at the very moment its marker is broken could let
-    /// a third process in (as without this protocol).
-    private func replaceWithoutExchange(_ observed: Observed, with ours: Hold, at aside: CPath) throws -> TakeOver {
-        let claim = lockPath.absolute.appending(".break")
-        let claimDescriptor: Int32
-        switch System.open(claim, flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? Self.defaultPermissions) {
-        case .success(let opened):
-            claimDescriptor = opened
-        case .failure(.fileExists):
-            discard(ours, at: aside)
-            removeClaimIfAbandoned(claim)
-            return .lost
-        case .failure(let error):
-            discard(ours, at: aside)
-            throw FileLockError.system(error, path: path, operation: "claim the breaking of a stale")
-        }
-        _ = System.writeAll(claimDescriptor, MarkerRecord.currentEncoded)
-        System.close(claimDescriptor)
-        defer { _ = System.unlink(claim) }
-        guard let now = try inspect(), now.isReadable, now.record == observed.record, isStale(now) else {
-            discard(ours, at: aside)
-            return .lost
-        }
-        switch System.rename(aside, to: lockPath.absolute) {
-        case .success:
-            return .won(ours)
-        case .failure(let error):
-            discard(ours, at: aside)
-            throw FileLockError.system(error, path: path, operation: "break a stale")
-        }
+    /// The first line of a claim file: only files that carry it are ever removed as claims.
+    static let claimHeader = Array("filelock/claim\n".utf8)
+
+    private func isClaim(_ claim: CPath, _ identity: FileIdentity) -> Bool {
+        guard case .success(let status) = System.lstat(claim) else { return false }
+        return FileIdentity(status) == identity
     }
 
     /// How long a breaker's claim may stand unchanged before it counts as left by a breaker that died.
@@ -382,19 +442,28 @@ struct SoftPrimitive: LockPrimitive {
 
     /// Removes a claim left by a breaker that died: one naming a process of this host that is
     /// gone, or one unchanged for `abandonedClaimGrace`. Moved to a private name first, and put
-    /// back (never over a newer claim) if what was moved is not the claim judged.
+    /// back (never over a newer claim) if what was moved is not the claim judged. A file at the
+    /// claim's name without the claim header is never removed.
     private func removeClaimIfAbandoned(_ claim: CPath) {
-        guard let seen = try? inspect(at: claim) else { return }
-        let claimantIsGone =
-            seen.record.map { $0.host == ProcessIdentity.hostName && !ProcessIdentity.isAlive($0.pid) } ?? false
+        guard let seen = try? inspect(at: claim), seen.contents.starts(with: Self.claimHeader) else { return }
+        let record = MarkerRecord(parsing: Array(seen.contents.dropFirst(Self.claimHeader.count)))
+        let claimantIsGone = record.map { $0.host == ProcessIdentity.hostName && !ProcessIdentity.isAlive($0.pid) } ?? false
         guard claimantIsGone || malformedSince.unchangedDuration(of: seen.version) >= Self.abandonedClaimGrace else {
             return
         }
-        let gone = claim.appending(".gone.\(System.processID).\(randomHex())")
+        let gone = claim.appending(HelperName.unique("gone"))
         guard case .success = System.rename(claim, to: gone) else { return }
         let moved = try? inspect(at: gone)
-        if moved?.identity != seen.identity || moved?.record != seen.record { _ = System.link(gone, to: claim) }
-        _ = System.unlink(gone)
+        if moved?.identity == seen.identity && moved?.contents == seen.contents {
+            _ = System.unlink(gone)
+            return
+        }
+        switch System.renameNoReplace(gone, to: claim) {
+        case .success: break
+        case .failure(.fileExists): _ = System.unlink(gone)
+        case .failure:
+            if case .success = System.link(gone, to: claim) { _ = System.unlink(gone) }
+        }
     }
 
     /// Gives up our would-be marker: marked released first, so that wherever it ended up it reads
@@ -414,14 +483,6 @@ struct SoftPrimitive: LockPrimitive {
         guard case .success(let status) = System.lstat(name) else { return false }
         return FileIdentity(status) == observed.identity && status.modificationSeconds == observed.modified.seconds
             && status.modificationNanoseconds == observed.modified.nanoseconds
-    }
-
-    private func randomHex() -> String {
-        func hex(_ value: UInt64) -> String {
-            let digits = String(value, radix: 16)
-            return String(repeating: "0", count: 16 - digits.count) + digits
-        }
-        return hex(UInt64.random(in: .min ... .max)) + hex(UInt64.random(in: .min ... .max))
     }
 }
 
@@ -467,5 +528,31 @@ struct FileIdentity: Sendable, Hashable {
     init(_ status: FileStatus) {
         device = status.device
         inode = status.inode
+    }
+}
+
+/// Unique names for the helper files beside a marker (`<lock>.release.<pid>.<seed>.<n>`): the pid
+/// and a per-process random seed keep names apart across processes and hosts, a counter within
+/// the process; no system call per name.
+enum HelperName {
+    private static let seed = String(UInt64.random(in: .min ... .max), radix: 36)
+    private static let counter = Atomic<UInt64>(0)
+    private static let process = OwnProcessID()
+
+    static func unique(_ kind: String) -> String {
+        ".\(kind).\(process.value).\(seed).\(counter.add(1, ordering: .relaxed).newValue)"
+    }
+}
+
+/// This process's id, read once per fork generation.
+final class OwnProcessID: Sendable {
+    private let cache = Mutex<(generation: Int, pid: Int32)?>(nil)
+
+    var value: Int32 {
+        let generation = ForkGeneration.current
+        if let cached = cache.withLock({ $0 }), cached.generation == generation { return cached.pid }
+        let pid = System.processID
+        cache.withLock { $0 = (generation, pid) }
+        return pid
     }
 }

@@ -6,8 +6,9 @@
 import Dispatch
 import Synchronization
 
-/// Wakes a marker-file waiter when a name in the lock's folder is removed or renamed (Linux
-/// inotify). Local filesystems only: on NFS another host's changes raise no event, so waiters
+/// Wakes a marker-file waiter when the marker's name in the lock's folder is removed or renamed
+/// (Linux inotify); changes to other names (other locks' markers, the helper files of a break)
+/// do not wake it. Local filesystems only: on NFS another host's changes raise no event, so waiters
 /// still poll, with the watch only shortening the wait.
 ///
 /// A thread waits with `wait(upTo:)` (a `poll` on the inotify descriptor); a task waits with
@@ -16,6 +17,8 @@ final class FolderWatch: Sendable {
     // Used by one waiter at a time (the acquisition that created it); `asyncState` is shared
     // with the dispatch handlers.
     private let descriptor: Int32
+    /// The name whose removal or replacement wakes the waiter; `nil`: any name.
+    private let name: [UInt8]?
     private let asyncState = Mutex(AsyncState())
 
     private struct AsyncState {
@@ -32,7 +35,8 @@ final class FolderWatch: Sendable {
     private static let queue = DispatchQueue(label: "FileLocking.FolderWatch")
 
     /// `nil` where inotify is unavailable (macOS, exhausted watches); callers then just sleep.
-    init?(folder: CPath) {
+    init?(folder: CPath, name: [UInt8]? = nil) {
+        self.name = name
         #if os(Linux)
             let descriptor = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
             guard descriptor >= 0 else { return nil }
@@ -61,10 +65,15 @@ final class FolderWatch: Sendable {
 
     /// Sleeps until a change in the folder or `duration`, whichever comes first.
     func wait(upTo duration: Duration) {
-        let nanoseconds = duration.totalNanoseconds
-        let milliseconds = Int32(clamping: nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 > 0 ? 1 : 0))
-        var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-        if poll(&poller, 1, milliseconds) > 0 { drain() }
+        let deadline = MonotonicInstant.now.advanced(by: duration)
+        while true {
+            let nanoseconds = deadline.duration(since: MonotonicInstant.now).totalNanoseconds
+            guard nanoseconds > 0 else { return }
+            let milliseconds = Int32(clamping: nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 > 0 ? 1 : 0))
+            var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, milliseconds) > 0 else { return }
+            if drain() { return }
+        }
     }
 
     /// Suspends the task until a change in the folder or `duration`, whichever comes first,
@@ -84,7 +93,10 @@ final class FolderWatch: Sendable {
             if state.sources == nil {
                 let read = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: Self.queue)
                 let descriptor = descriptor
-                read.setEventHandler { [weak self] in self?.wake(becauseOfChange: true) }
+                read.setEventHandler { [weak self] in
+                    guard let self, self.drain() else { return }
+                    self.wake(becauseOfChange: true)
+                }
                 read.setCancelHandler { DeferredCloser.shared.close(descriptor) }
                 let timer = DispatchSource.makeTimerSource(queue: Self.queue)
                 timer.setEventHandler { [weak self] in self?.wake(becauseOfChange: false) }
@@ -117,7 +129,6 @@ final class FolderWatch: Sendable {
     /// A change wakes the waiting task, or is remembered for the next wait; the timer only wakes
     /// the waiting task (a late tick at worst ends the next pause early: one extra try).
     private func wake(becauseOfChange: Bool) {
-        if becauseOfChange { drain() }
         let waiter = asyncState.withLock { state -> Wakeup? in
             guard let waiter = state.waiter else {
                 if becauseOfChange { state.isChangePending = true }
@@ -129,9 +140,30 @@ final class FolderWatch: Sendable {
         waiter?.fire()
     }
 
-    private func drain() {
+    /// Reads every pending event; `true` when one concerns the watched name (or events were lost).
+    private func drain() -> Bool {
         var buffer = [UInt8](repeating: 0, count: 4096)
-        while read(descriptor, &buffer, buffer.count) > 0 {}
+        var isRelevant = false
+        while true {
+            let count = read(descriptor, &buffer, buffer.count)
+            guard count > 0 else { return isRelevant }
+            if name == nil { isRelevant = true }
+            // struct inotify_event: wd, mask, cookie, len (4 bytes each), then len bytes of name.
+            var offset = 0
+            while !isRelevant && offset + 16 <= count {
+                func field(_ at: Int) -> UInt32 {
+                    UInt32(buffer[at]) | UInt32(buffer[at + 1]) << 8 | UInt32(buffer[at + 2]) << 16 | UInt32(buffer[at + 3]) << 24
+                }
+                let mask = field(offset + 4)
+                let length = Int(field(offset + 12))
+                let start = offset + 16
+                let end = min(start + length, count)
+                let eventName = buffer[start..<end].prefix { $0 != 0 }
+                if mask & 0x4000 != 0 ||  // IN_Q_OVERFLOW
+                    eventName.elementsEqual(name ?? []) { isRelevant = true }
+                offset = start + length
+            }
+        }
     }
 }
 

@@ -80,16 +80,22 @@ struct CPath: Sendable, Hashable, CustomStringConvertible {
     /// The path's bytes without the terminating NUL.
     var pathBytes: [UInt8] { bytes.dropLast().map { UInt8(bitPattern: $0) } }
 
-    /// A name beside this one: the last component with `suffix` added, its start cut so that the
-    /// name stays within the 255 bytes a file name may have (a marker named near that limit must
-    /// still get its helper names). Deterministic: every process makes the same name.
+    /// A name beside this one: the last component with `suffix` added, within the 255 bytes a
+    /// file name may have (a marker named near that limit must still get its helper names): a
+    /// name too long keeps its end, behind a hash of the whole name, so that two long names
+    /// never share a helper name. Deterministic: every process makes the same name.
     func appending(_ suffix: String) -> CPath {
         let path = pathBytes
         let nameStart = (path.lastIndex(of: UInt8(ascii: "/")) ?? -1) + 1
-        let room = 255 - suffix.utf8.count
         let name = path[nameStart...]
-        let kept = name.count > room ? name.suffix(room) : name
-        return CPath(bytes: Array(path[..<nameStart]) + kept + Array(suffix.utf8))
+        let room = 255 - suffix.utf8.count
+        guard name.count > room else { return CPath(bytes: path + Array(suffix.utf8)) }
+        // FNV-1a, 64 bits, as 16 hex digits and a separator.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let digits = String(hash, radix: 16)
+        let tag = Array((String(repeating: "0", count: 16 - digits.count) + digits + "~").utf8)
+        return CPath(bytes: Array(path[..<nameStart]) + tag + name.suffix(room - tag.count) + Array(suffix.utf8))
     }
 
     /// The path for messages (bytes that are not UTF-8 escaped as `\xNN`).
@@ -350,6 +356,14 @@ enum System {
     static func rename(_ source: CPath, to destination: CPath) -> Result<Void, Errno> {
         source.withPointer { source in
             destination.withPointer { destination in retryingInterrupts { Glibc_rename(source, destination) } }
+        }.map { _ in () }
+    }
+
+    /// `renameat2(RENAME_NOREPLACE)`: fails with `EEXIST` rather than replace `destination`, and
+    /// with `EINVAL` where the filesystem has no such rename (NFS, SMB, FUSE).
+    static func renameNoReplace(_ source: CPath, to destination: CPath) -> Result<Void, Errno> {
+        source.withPointer { source in
+            destination.withPointer { destination in retryingInterrupts { filelock_rename_no_replace(source, destination) } }
         }.map { _ in () }
     }
 
