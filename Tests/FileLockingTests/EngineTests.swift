@@ -98,6 +98,55 @@ import Testing
         engine.release(force: true)
     }
 
+    /// A task's release (a marker's rename and unlink) runs on the helper threads too.
+    @Test func aTasksReleaseRunsOnHelperThreads() async throws {
+        final class Released: Sendable { let onHelper = Atomic(0) }
+        struct ReleaseNotingPrimitive: LockPrimitive {
+            let released = Released()
+            let path: String
+            var waitStyle: WaitStyle { .polling(initial: .milliseconds(1), maximum: .milliseconds(1)) }
+            func begin(_ mode: LockMode) throws -> Int { 0 }
+            func tryOnce(_ attempt: Int, _ mode: LockMode) throws -> AttemptOutcome<Int> { .acquired(1) }
+            func abandon(_ attempt: Int) {}
+            func release(_ hold: Int) {
+                released.onHelper.store(BlockingCallPool.shared.isCurrentThreadAHelper ? 1 : -1, ordering: .relaxed)
+            }
+            func forget(_ hold: Int) {}
+            func holders() -> [LockHolder] { [] }
+        }
+        let path = "/engine-tests/release-\(UInt64.random(in: 0...UInt64.max))"
+        let configuration = try LockConfiguration(
+            defaultTimeout: nil, isBlocking: true, pollInterval: .seconds(1), filePermissions: nil
+        ).validated(path: path)
+        let engine = LockEngine(
+            primitive: ReleaseNotingPrimitive(path: path), configuration: configuration,
+            node: PathRegistry.node(for: CPath(path)))
+        try await engine.acquire(mode: .exclusive, timeout: nil)
+        let released = await engine.releaseFromTask(force: false)
+        #expect(released)
+        #expect(engine.primitive.released.onHelper.load(ordering: .relaxed) == 1)
+    }
+
+    /// A call still queued for a helper thread (all of them stuck on a stalled server) ends at
+    /// once when its task is cancelled.
+    @Test func aQueuedBlockingCallEndsWhenItsTaskIsCancelled() async throws {
+        final class Gate: Sendable { let isOpen = Atomic(false) }
+        let pool = BlockingCallPool(maximumThreads: 2)
+        let gate = Gate()
+        let stuck = (0..<2).map { _ in
+            Task.detached { try await pool.run { while !gate.isOpen.load(ordering: .relaxed) { usleep(1000) } } }
+        }
+        guard await eventually("both helpers are stuck", { pool.threadCount == 2 }) else { return }
+        let queued = Task.detached { try await pool.run { 42 } }
+        try await Task.sleep(for: .milliseconds(20))
+        queued.cancel()
+        let outcome = await queued.result
+        let wasCancelled = (try? outcome.get()) == nil
+        #expect(wasCancelled, "the queued call ran although its task was cancelled and no helper was free")
+        gate.isOpen.store(true, ordering: .relaxed)
+        for task in stuck { try await task.value }
+    }
+
     @Test func aWaitingThreadPausesThroughThePrimitive() throws {
         let engine = try engine("thread")
         try engine.acquire(mode: .exclusive, timeout: nil, cancelCheck: nil)

@@ -5,25 +5,37 @@
 /// Threads are started as work arrives, up to `maximumThreads`, and then kept; beyond the cap,
 /// calls queue. If not even one thread can be started, a call runs where it was made.
 final class BlockingCallPool: @unchecked Sendable {
-    static let shared = BlockingCallPool(maximumThreads: 8)
-
-    typealias Job = @Sendable () -> Void
-
-    let maximumThreads: Int
-    // Guarded by `lock`.
-    private let lock = ConditionLock()
-    private var queue: [Job] = []
-    private var threads = 0
-    private var idle = 0
-    private var workers: Set<ThreadHandle> = []
-
-    init(maximumThreads: Int) {
-        self.maximumThreads = maximumThreads
+    static let shared: BlockingCallPool = {
+        let pool = BlockingCallPool(maximumThreads: 8)
         // A child forked without exec has none of the parent's threads; it starts its own.
         ForkHandlers.register(
             prepare: { BlockingCallPool.shared.lock.lock() },
             parent: { BlockingCallPool.shared.lock.unlock() },
             child: { BlockingCallPool.shared.resetInChild() })
+        return pool
+    }()
+
+    typealias Job = @Sendable () -> Void
+
+    /// One call: run, or (cancelled while still queued) told so instead.
+    private final class Ticket: @unchecked Sendable {
+        // Guarded by the pool's lock.
+        var isCancelled = false
+        var run: Job?
+        var cancel: Job?
+    }
+
+    let maximumThreads: Int
+    // Guarded by `lock`.
+    private let lock = ConditionLock()
+    private var queue: [Ticket] = []
+    private var threads = 0
+    private var idle = 0
+    private var workers: Set<ThreadHandle> = []
+
+    /// A pool of its own (tests); the process shares `shared`, the only one reset across fork.
+    init(maximumThreads: Int) {
+        self.maximumThreads = maximumThreads
     }
 
     private func resetInChild() {
@@ -36,41 +48,67 @@ final class BlockingCallPool: @unchecked Sendable {
 
     /// Runs `body` on a helper thread and returns its result; the calling task is suspended
     /// meanwhile, holding no thread.
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled while the call still waits for a
+    ///   thread (the helpers may all be stuck on a stalled server); a call that has started runs
+    ///   to its end.
     func run<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) async throws -> Value {
-        try await withCheckedThrowingContinuation { continuation in
-            let job: Job = { continuation.resume(with: Result { try body() }) }
-            if !enqueue(job) { job() }
+        let ticket = Ticket()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let job: Job = { continuation.resume(with: Result { try body() }) }
+                let cancel: Job = { continuation.resume(throwing: CancellationError()) }
+                switch enqueue(ticket, job, cancel) {
+                case .queued: break
+                case .cancelled: cancel()
+                case .noThread: job()
+                }
+            }
+        } onCancel: {
+            let cancel = lock.withLock { () -> Job? in
+                ticket.isCancelled = true
+                guard let index = queue.firstIndex(where: { $0 === ticket }) else { return nil }
+                queue.remove(at: index)
+                return ticket.cancel
+            }
+            cancel?()
         }
     }
 
-    /// `false` when no helper thread exists or can be started.
-    private func enqueue(_ job: @escaping Job) -> Bool {
+    private enum Enqueued {
+        case queued, cancelled, noThread
+    }
+
+    private func enqueue(_ ticket: Ticket, _ job: @escaping Job, _ cancel: @escaping Job) -> Enqueued {
         lock.withLock {
+            if ticket.isCancelled { return .cancelled }
+            ticket.run = job
+            ticket.cancel = cancel
             // Every queued call needs a thread of its own (an idle one, or a new one up to the
             // cap): a call queued behind one that hangs on a stalled server would hang with it.
             if queue.count >= idle && threads < maximumThreads {
                 if case .success = Threads.spawnDetached({ [self] in work() }) {
                     threads += 1
                 } else if threads == 0 {
-                    return false
+                    return .noThread
                 }
             }
-            queue.append(job)
+            queue.append(ticket)
             lock.signal()
-            return true
+            return .queued
         }
     }
 
     private func work() {
         lock.withLock { _ = workers.insert(ThreadHandle.current) }
         while true {
-            let job = lock.withLock { () -> Job in
+            let job = lock.withLock { () -> Job? in
                 idle += 1
                 while queue.isEmpty { lock.wait(until: nil) }
                 idle -= 1
-                return queue.removeFirst()
+                return queue.removeFirst().run
             }
-            job()
+            job?()
         }
     }
 

@@ -294,6 +294,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         var pause = Duration.milliseconds(1)
         var maximumPause = configuration.pollInterval
         var restarts = 0
+        var isPrepared = false
         switch primitive.waitStyle {
         case .kernel:
             usesKernelWait = !needsInterrupts || InterruptSignal.isAvailable
@@ -338,6 +339,10 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
                 var sleep = pause
                 if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
                 if cancelCheck != nil || token != nil { sleep = min(sleep, configuration.pollInterval) }
+                if !isPrepared {
+                    primitive.prepareToWait(attempt)
+                    isPrepared = true
+                }
                 primitive.pause(attempt, upTo: sleep)
                 pause = pause < maximumPause / 2 ? pause * 2 : maximumPause
                 outcome = try primitive.tryOnce(attempt, mode)
@@ -390,12 +395,11 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         record(acquired, owner: owner, mode: mode)
     }
 
-    /// Runs the blocking file-system calls of a polling primitive (marker files, often on NFS) on
-    /// the bounded helper threads, so that a stalled server never blocks the cooperative pool.
-    /// Kernel-lock primitives open a local file and try once without waiting: they run here.
+    /// Runs blocking file-system calls of a task's acquisition or release (opening, creating,
+    /// reading, checking, renaming; on NFS each may stall for as long as the server does) on the
+    /// bounded helper threads, so that a stalled server never blocks the cooperative pool.
     private func offThePool<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) async throws -> Value {
-        guard case .polling = primitive.waitStyle else { return try body() }
-        return try await BlockingCallPool.shared.run(body)
+        try await BlockingCallPool.shared.run(body)
     }
 
     func waitOnOwnThread(
@@ -430,6 +434,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         defer { if isAttemptOpen { primitive.abandon(attempt) } }
         var pause = initial
         var restarts = 0
+        var isPrepared = false
         while true {
             // A pause may end without suspending (a change already seen): still honour a cancel.
             try Task.checkCancellation()
@@ -440,6 +445,11 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             }
             var sleep = pause
             if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
+            if !isPrepared {
+                let current = attempt
+                try await offThePool { [primitive] in primitive.prepareToWait(current) }
+                isPrepared = true
+            }
             try await primitive.pause(attempt, upTo: sleep)
             pause = pause < maximum / 2 ? pause * 2 : maximum
             let current = attempt
@@ -466,27 +476,46 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     /// owner (holds inherited across fork are let go without touching the parent's lock).
     @discardableResult
     func release(force: Bool) -> Bool {
+        let (found, released) = takeHolds(force: force, owner: currentOwner)
+        for record in released { finishRelease(record) }
+        return found
+    }
+
+    /// `release(force:)` from a task: the owner is the task, the file-system calls of the release
+    /// run on the helper threads.
+    @discardableResult
+    func releaseFromTask(force: Bool) async -> Bool {
+        let (found, released) = takeHolds(force: force, owner: currentOwner)
+        if !released.isEmpty {
+            do {
+                try await offThePool { [self] in for record in released { finishRelease(record) } }
+            } catch {
+                // Cancelled while waiting for a helper thread: release here rather than never.
+                for record in released { finishRelease(record) }
+            }
+        }
+        return found
+    }
+
+    /// Counts down (or with `force` drops) holds; returns whether the owner held any, and the
+    /// records whose last hold went, still to be released.
+    private func takeHolds(force: Bool, owner: Owner) -> (found: Bool, released: [HoldRecord]) {
+        let generation = ForkGeneration.current
         if force {
             let released = holds.withLock { records in
                 defer { records.removeAll() }
                 return records
             }
-            for record in released { finishRelease(record) }
-            let generation = ForkGeneration.current
-            return released.contains { $0.generation == generation }
+            return (released.contains { $0.generation == generation }, released)
         }
-        let owner = currentOwner
-        let generation = ForkGeneration.current
-        let (found, released): (Bool, HoldRecord?) = holds.withLock { records in
+        return holds.withLock { records in
             guard let index = records.firstIndex(where: { $0.owner == owner && $0.generation == generation }) else {
-                return (false, nil)
+                return (false, [])
             }
             records[index].count -= 1
-            guard records[index].count == 0 else { return (true, nil) }
-            return (true, records.remove(at: index))
+            guard records[index].count == 0 else { return (true, []) }
+            return (true, [records.remove(at: index)])
         }
-        if let released { finishRelease(released) }
-        return found
     }
 
     private func finishRelease(_ record: HoldRecord) {

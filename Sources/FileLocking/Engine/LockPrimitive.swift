@@ -46,6 +46,9 @@ protocol LockPrimitive: Sendable {
     /// Waits in the kernel until acquired; `.busy` when a signal ended the wait. Only called
     /// for `.kernel` primitives.
     func waitOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold>
+    /// Called once before the first pause of a polling wait (off the cooperative pool for a task):
+    /// the place for blocking set-up such as a folder watch.
+    func prepareToWait(_ attempt: Attempt)
     /// Pauses a polling wait for at most `duration`; may return early when the lock may have
     /// become free (for example a folder watch saw the marker go).
     func pause(_ attempt: Attempt, upTo duration: Duration)
@@ -65,6 +68,8 @@ protocol LockPrimitive: Sendable {
 }
 
 extension LockPrimitive {
+    func prepareToWait(_ attempt: Attempt) {}
+
     func pause(_ attempt: Attempt, upTo duration: Duration) {
         Threads.sleep(duration)
     }

@@ -127,8 +127,25 @@ extension CrossProcessLock {
         timeout: Duration?, _ body: nonisolated(nonsending) () async throws -> Result
     ) async throws -> Result {
         try await acquire(timeout: timeout)
-        defer { release() }
-        return try await body()
+        let result: Result
+        do {
+            result = try await body()
+        } catch {
+            await releaseFromTask()
+            throw error
+        }
+        await releaseFromTask()
+        return result
+    }
+
+    /// Releases one hold of the current task; for this library's kinds the release's file-system
+    /// calls (a marker's rename and unlink, on NFS perhaps slow) run off the cooperative pool.
+    private func releaseFromTask() async {
+        if let lock = self as? any EngineBackedLock {
+            await lock.releaseOffThePool()
+        } else {
+            release()
+        }
     }
 
     /// Runs `body` while the current task holds the lock, with the lock's default timeout.

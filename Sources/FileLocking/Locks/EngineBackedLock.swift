@@ -32,6 +32,11 @@ extension EngineBackedLock {
         engine.release(force: force)
     }
 
+    /// `release()` from a task, with the file-system calls on the helper threads.
+    func releaseOffThePool() async {
+        await engine.releaseFromTask(force: false)
+    }
+
     /// Whether holds belong to the acquiring thread or task, or to this lock object.
     public var ownership: LockOwnership { engine.configuration.ownership }
 

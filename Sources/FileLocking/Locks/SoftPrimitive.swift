@@ -26,6 +26,9 @@ struct SoftPrimitive: LockPrimitive {
         // Only the acquiring thread or task uses it, one step at a time.
         var watch: FolderWatch?
         var isWatchSetUp = false
+        /// The watch was made after the last try: the next pause ends at once (watch first, then
+        /// try again), or a release in between would go unseen until the pause ends.
+        var isPauseSkipped = false
     }
 
     /// Our marker: kept open while held, to mark it released if someone displaced it.
@@ -74,8 +77,12 @@ struct SoftPrimitive: LockPrimitive {
         return .busy
     }
 
+    func prepareToWait(_ attempt: Attempt) {
+        attempt.isPauseSkipped = setUpWatch(attempt)
+    }
+
     func pause(_ attempt: Attempt, upTo duration: Duration) {
-        guard !setUpWatch(attempt) else { return }
+        guard !skipsPause(attempt) else { return }
         if let watch = attempt.watch {
             watch.wait(upTo: duration)
         } else {
@@ -84,12 +91,20 @@ struct SoftPrimitive: LockPrimitive {
     }
 
     func pause(_ attempt: Attempt, upTo duration: Duration) async throws {
-        guard !setUpWatch(attempt) else { return }
+        guard !skipsPause(attempt) else { return }
         if let watch = attempt.watch {
             try await watch.changed(within: duration)
         } else {
             try await Task.sleep(for: duration)
         }
+    }
+
+    private func skipsPause(_ attempt: Attempt) -> Bool {
+        if attempt.isPauseSkipped {
+            attempt.isPauseSkipped = false
+            return true
+        }
+        return setUpWatch(attempt)
     }
 
     /// Makes the wait's folder watch on its first pause; `true` when it did and the pause should
