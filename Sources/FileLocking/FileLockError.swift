@@ -10,7 +10,7 @@ public struct FileLockError: Error, Sendable, CustomStringConvertible {
         private enum Value: String, Sendable, Hashable {
             case timedOut, cancelled, wouldDeadlock, invalidPath, isDirectory, isSymbolicLink, permissionDenied
             case readOnlyFilesystem, nameTooLong, notSupportedByFilesystem, invalidTimeout, invalidConfiguration
-            case lockLost, io
+            case lockLost, io, modeChangeNotAllowed
         }
 
         private let value: Value
@@ -58,6 +58,10 @@ public struct FileLockError: Error, Sendable, CustomStringConvertible {
 
         /// A held lock was lost (for example a network lock whose connection dropped).
         public static let lockLost = Code(.lockLost)
+
+        /// The caller asked for the other mode of a lock it holds: shared while holding it
+        /// exclusively (a downgrade) or exclusive while holding it shared (an upgrade).
+        public static let modeChangeNotAllowed = Code(.modeChangeNotAllowed)
 
         /// Any other system error.
         public static let io = Code(.io)

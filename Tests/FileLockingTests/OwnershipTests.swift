@@ -128,6 +128,27 @@ struct OwnershipTests {
         #expect(!lock.isLocked)
     }
 
+    /// A hold counts up only in its own mode: asking for the other mode (an upgrade from shared
+    /// to exclusive, a downgrade from exclusive to shared) is a clear error, not a count.
+    @Test func reentryCountsOnlyInTheSameMode() throws {
+        let path = folder.file("modes.lock")
+        let lock = try FileLock(at: path)
+        try lock.acquire(mode: .shared, timeout: nil, cancelCheck: nil)
+        try lock.acquire(mode: .shared, timeout: nil, cancelCheck: nil)
+        #expect(lock.holdCount == 2)
+        let upgrade = #expect(throws: FileLockError.self) { try lock.acquire(mode: .exclusive, timeout: nil, cancelCheck: nil) }
+        #expect(upgrade?.code == .modeChangeNotAllowed)
+        #expect(upgrade?.message.contains(path) == true)
+        #expect(lock.holdCount == 2)
+        lock.release(force: true)
+        try lock.acquire(mode: .exclusive, timeout: nil, cancelCheck: nil)
+        let downgrade = #expect(throws: FileLockError.self) { try lock.acquire(mode: .shared, timeout: .zero, cancelCheck: nil) }
+        #expect(downgrade?.code == .modeChangeNotAllowed)
+        #expect(try lock.tryAcquire(), "the same mode still counts up")
+        #expect(lock.holdCount == 2)
+        lock.release(force: true)
+    }
+
     @Test func aSingletonMismatchNamesTheSettingThatDiffers() throws {
         let path = folder.file("singleton.lock")
         let first = try SoftFileLock(at: path, lifetime: .seconds(5), isSingleton: true)

@@ -178,16 +178,32 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         return Owner.current
     }
 
-    /// Counts up when `owner` already holds the lock (in this process, not a parent before fork).
-    private func reenter(_ owner: Owner) -> Bool {
+    /// Counts up when `owner` already holds the lock in `mode` (in this process, not a parent
+    /// before fork).
+    ///
+    /// - Throws: `.modeChangeNotAllowed` when it holds the lock in the other mode: a shared
+    ///   holder asking for exclusive (an upgrade) would wait for itself among the other readers,
+    ///   and an exclusive holder asking for shared (a downgrade) would give up the exclusion it
+    ///   counted on; as in Python `filelock`, release first, then acquire in the other mode.
+    private func reenter(_ owner: Owner, mode: LockMode) throws -> Bool {
         let generation = ForkGeneration.current
-        return holds.withLock { records in
+        let held: LockMode? = holds.withLock { records in
             guard let index = records.firstIndex(where: { $0.owner == owner && $0.generation == generation }) else {
-                return false
+                return nil
             }
-            records[index].count += 1
-            return true
+            if records[index].mode == mode { records[index].count += 1 }
+            return records[index].mode
         }
+        guard let held else { return false }
+        guard held == mode else {
+            let (wanted, have) = mode == .exclusive ? ("exclusive", "shared") : ("shared", "exclusive")
+            throw FileLockError(
+                .modeChangeNotAllowed, path: path,
+                message: "cannot take lock '\(path)' \(wanted): this thread or task already holds it \(have) "
+                    + "(\(mode == .exclusive ? "an upgrade" : "a downgrade"), which is not allowed); release it "
+                    + "first, then acquire it \(wanted)")
+        }
+        return true
     }
 
     private func record(_ hold: Primitive.Hold, owner: Owner, mode: LockMode) {
@@ -202,7 +218,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     func acquire(mode: LockMode, timeout: Duration?, cancelCheck: (() -> Bool)?) throws {
         if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
         let owner = currentOwner
-        if reenter(owner) { return }
+        if try reenter(owner, mode: mode) { return }
         let start = MonotonicInstant.now
         let (attempt, hold) = try tryAcquiring(mode)
         if let hold {
@@ -219,7 +235,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     /// Tries once for the calling thread (or task); `false` when held elsewhere.
     func tryAcquire(mode: LockMode) throws -> Bool {
         let owner = currentOwner
-        if reenter(owner) { return true }
+        if try reenter(owner, mode: mode) { return true }
         let (attempt, hold) = try tryAcquiring(mode)
         if let hold {
             record(hold, owner: owner, mode: mode)
@@ -372,7 +388,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
         try Task.checkCancellation()
         let owner = currentOwner
-        if reenter(owner) { return }
+        if try reenter(owner, mode: mode) { return }
         let start = MonotonicInstant.now
         let (attempt, hold) = try await offThePool { [self] in try tryAcquiring(mode) }
         if let hold {
