@@ -17,19 +17,6 @@ struct MultiProcessTests {
         try ChildProcess(TestEnvironment.probe, arguments)
     }
 
-    @Test func fourProcessesIncrementExactly() throws {
-        let lock = folder.file("counter.lock")
-        let counter = folder.file("counter")
-        let workers = try (0..<4).map { _ in try probe("increment", lock, counter, "1000") }
-        for worker in workers { try worker.expectLine(startingWith: "ready") }
-        for worker in workers { worker.send("go") }
-        for worker in workers {
-            try worker.expectLine(startingWith: "done", timeout: 120)
-            #expect(try worker.waitForExit() == 0)
-        }
-        #expect(readFile(counter) == "4000")
-    }
-
     @Test func withoutTheLockUpdatesAreLost() throws {
         // The control experiment: proves the exclusion test above can fail.
         let lock = folder.file("nolock.lock")

@@ -7,21 +7,6 @@ import FileLocking
 import Synchronization
 import Testing
 
-/// The whole-file lock kinds, for scenarios that every kind must pass.
-enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case kernel
-    case soft
-
-    func make(_ path: String, ownership: LockOwnership = .caller) throws -> any CrossProcessLock {
-        switch self {
-        case .kernel: try FileLock(at: path, ownership: ownership)
-        case .soft: try SoftFileLock(at: path, ownership: ownership)
-        }
-    }
-
-    var testDescription: String { rawValue }
-}
-
 /// Runs `body` on a new kernel thread and returns its result.
 func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () -> Result) -> Result {
     let result = Mutex<Result?>(nil)

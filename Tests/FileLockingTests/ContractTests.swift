@@ -1,0 +1,244 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+import Subprocesses
+import Synchronization
+import Testing
+
+/// What every whole-file lock kind promises, run over each kind (`WholeFileKind`): a new kind
+/// joins by adding a case there. The per-kind suites keep only what is specific to their kind.
+@Suite("Every lock kind's contract")
+struct ContractTests {
+    let folder: TemporaryFolder
+    init() throws { folder = try TemporaryFolder() }
+
+    func probe(_ kind: WholeFileKind, _ arguments: String...) throws -> ChildProcess {
+        try ChildProcess(TestEnvironment.probe, arguments + ["--kind", kind.rawValue])
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func reentrancyCountsUpAndDown(kind: WholeFileKind) throws {
+        let path = folder.file("r.lock")
+        let lock = try kind.make(path)
+        try lock.acquire()
+        try lock.acquire()
+        #expect(try lock.tryAcquire())
+        #expect(lock.holdCount == 3)
+        #expect(lock.release())
+        #expect(lock.release())
+        #expect(lock.isLocked)
+        let other = try kind.make(path)
+        #expect(try !other.tryAcquire(), "one hold left keeps others out")
+        #expect(lock.release())
+        #expect(!lock.isLocked)
+        #expect(try other.tryAcquire())
+        other.release()
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func forcedReleaseDropsEveryHold(kind: WholeFileKind) throws {
+        let path = folder.file("f.lock")
+        let lock = try kind.make(path)
+        for _ in 0..<5 { try lock.acquire() }
+        #expect(lock.holdCount == 5)
+        #expect(lock.release(force: true))
+        #expect(!lock.isLocked && lock.holdCount == 0)
+        #expect(!lock.release(force: true), "nothing left")
+        let other = try kind.make(path)
+        #expect(try other.tryAcquire())
+        other.release()
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func withLockReleasesWhenTheBodyThrows(kind: WholeFileKind) throws {
+        struct Boom: Error {}
+        let lock = try kind.make(folder.file("w.lock"))
+        #expect(throws: Boom.self) { try lock.withLock(timeout: .seconds(5)) { throw Boom() } }
+        #expect(!lock.isLocked)
+        #expect(try lock.withLock(timeout: .seconds(1)) { 42 } == 42)
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func asyncWithLockReleasesWhenTheBodyThrows(kind: WholeFileKind) async throws {
+        struct Boom: Error {}
+        let lock = try kind.make(folder.file("aw.lock"))
+        await #expect(throws: Boom.self) { try await lock.withLock(timeout: .seconds(5)) { throw Boom() } }
+        #expect(!lock.isLocked)
+        let other = try kind.make(folder.file("aw.lock"))
+        #expect(try other.tryAcquire(), "released for other objects too")
+        other.release()
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func asyncReentrancyInOneTask(kind: WholeFileKind) async throws {
+        let lock = try kind.make(folder.file("asyncre.lock"))
+        try await lock.withLock(timeout: .seconds(5)) {
+            try await lock.withLock(timeout: .seconds(5)) {
+                #expect(lock.holdCount == 2)
+            }
+        }
+        #expect(!lock.isLocked)
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func missingParentFoldersAreCreated(kind: WholeFileKind) throws {
+        let path = folder.file("x/y/z/deep.lock")
+        let lock = try kind.make(path)
+        try lock.acquire()
+        #expect(access(path, F_OK) == 0)
+        lock.release()
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func aSecondObjectOnThePathIsExcludedInOneThread(kind: WholeFileKind) throws {
+        let path = folder.file("two.lock")
+        let first = try kind.make(path)
+        let second = try kind.make(path)
+        try first.acquire()
+        defer { first.release() }
+        #expect(try !second.tryAcquire())
+        let error = #expect(throws: FileLockError.self) { try second.acquire(timeout: .milliseconds(100)) }
+        #expect(error?.code == .timedOut)
+        #expect(error?.message.contains(path) == true)
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func selfDeadlockIsReportedInsteadOfHanging(kind: WholeFileKind) throws {
+        let path = folder.file("dead.lock")
+        let first = try kind.make(path)
+        let second = try kind.make(path)
+        try first.acquire()
+        defer { first.release() }
+        let error = #expect(throws: FileLockError.self) { try second.acquire(timeout: nil) }
+        #expect(error?.code == .wouldDeadlock)
+        #expect(error?.message.contains(path) == true)
+        #expect(error?.message.contains("isSingleton") == true)
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func selfDeadlockIsReportedInATask(kind: WholeFileKind) async throws {
+        let path = folder.file("deadtask.lock")
+        let first = try kind.make(path)
+        let second = try kind.make(path)
+        try await first.acquire(timeout: nil)
+        let error = await #expect(throws: FileLockError.self) { try await second.acquire(timeout: nil) }
+        #expect(error?.code == .wouldDeadlock)
+        first.release()
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func aSingletonIsOneReentrantObjectPerPath(kind: WholeFileKind) throws {
+        let path = folder.file("single.lock")
+        let first = try kind.make(path, isSingleton: true)
+        let second = try kind.make(folder.path + "/./single.lock", isSingleton: true)
+        try first.acquire()
+        try second.acquire(timeout: nil)
+        #expect(first.holdCount == 2)
+        second.release()
+        first.release()
+        #expect(!first.isLocked)
+        let error = #expect(throws: FileLockError.self) { _ = try kind.make(path, timeout: .seconds(2), isSingleton: true) }
+        #expect(error?.code == .invalidConfiguration)
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func defaultsAreUsed(kind: WholeFileKind) throws {
+        let path = folder.file("defaults.lock")
+        let holder = try kind.make(path)
+        try holder.acquire()
+        defer { holder.release() }
+        let nonBlocking = try kind.make(path, isBlocking: false)
+        let tried = #expect(throws: FileLockError.self) { try nonBlocking.acquire() }
+        #expect(tried?.code == .timedOut)
+        let timed = try kind.make(path, timeout: .milliseconds(50))
+        let waited = #expect(throws: FileLockError.self) { try timed.acquire() }
+        #expect(waited?.code == .timedOut)
+        #expect((waited?.waited ?? .zero) >= .milliseconds(50))
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func aCancelCheckEndsAWait(kind: WholeFileKind) throws {
+        let path = folder.file("cc.lock")
+        let holder = try kind.make(path)
+        try holder.acquire()
+        defer { holder.release() }
+        let lock = try kind.make(path, pollInterval: .milliseconds(5))
+        let asked = Atomic<Int>(0)
+        let error = #expect(throws: FileLockError.self) {
+            try lock.acquire(timeout: nil) { asked.add(1, ordering: .relaxed).newValue >= 3 }
+        }
+        #expect(error?.code == .cancelled)
+        #expect(asked.load(ordering: .relaxed) >= 3)
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func cancellingAWaitingTaskEndsItsWait(kind: WholeFileKind) async throws {
+        let path = folder.file("cancel.lock")
+        let holder = try kind.make(path)
+        try await holder.acquire(timeout: nil)
+        let lock = try kind.make(path)
+        let waiter = Task { try await lock.acquire(timeout: .seconds(600)) }
+        try await Task.sleep(for: .milliseconds(20))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        #expect(!lock.isLocked)
+        holder.release()
+        #expect(try lock.tryAcquire(), "the cancelled wait left nothing behind")
+        lock.release()
+    }
+
+    /// Another process holds the lock: try says no, a timeout names the holder, and the lock is
+    /// ours once it lets go.
+    @Test(arguments: WholeFileKind.allCases)
+    func tryAndTimeoutNameTheHolderInAnotherProcess(kind: WholeFileKind) throws {
+        let path = folder.file("held.lock")
+        let holder = try probe(kind, "hold", path)
+        let pid = Int32(try holder.expectLine(startingWith: "acquired").split(separator: " ")[1])
+        let lock = try kind.make(path)
+        #expect(try !lock.tryAcquire())
+        #expect(lock.holder?.pid == pid)
+        let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .milliseconds(300)) }
+        #expect(error?.code == .timedOut)
+        #expect(error?.holder?.pid == pid)
+        #expect((error?.waited ?? .zero) >= .milliseconds(300))
+        #expect(error?.message.contains(path) == true)
+        #expect(error?.message.contains("pid \(pid ?? 0)") == true)
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try lock.tryAcquire())
+        lock.release()
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func fourProcessesIncrementExactly(kind: WholeFileKind) throws {
+        let lock = folder.file("counter.lock")
+        let counter = folder.file("counter")
+        let workers = try (0..<4).map { _ in try probe(kind, "increment", lock, counter, "500") }
+        for worker in workers { try worker.expectLine(startingWith: "ready") }
+        for worker in workers { worker.send("go") }
+        for worker in workers {
+            try worker.expectLine(startingWith: "done", timeout: 300)
+            #expect(try worker.waitForExit() == 0)
+        }
+        #expect(readFile(counter) == "2000")
+    }
+
+    @Test(arguments: WholeFileKind.allCases)
+    func aSymbolicLinkOrADirectoryIsRefused(kind: WholeFileKind) throws {
+        let target = folder.file("target")
+        writeFile(target, "precious")
+        let link = folder.file("link.lock")
+        symlink(target, link)
+        let linkError = #expect(throws: FileLockError.self) { try kind.make(link).acquire(timeout: .seconds(1)) }
+        #expect(linkError?.code == .isSymbolicLink)
+        #expect(linkError?.message.contains(link) == true)
+        #expect(readFile(target) == "precious")
+        let directory = folder.file("dir.lock")
+        mkdir(directory, 0o755)
+        let directoryError = #expect(throws: FileLockError.self) { try kind.make(directory).acquire(timeout: .seconds(1)) }
+        #expect(directoryError?.code == .isDirectory)
+    }
+}
