@@ -108,15 +108,21 @@ struct FlockPrimitive: LockPrimitive {
     func holders() -> [LockHolder] {
         guard case .success(let status) = System.lstat(lockPath.absolute), status.isRegularFile else { return [] }
         let host = System.hostName()
-        return ProcLocks.entries(for: status)
+        return lockEntries(status)
             .filter { $0.kind == .flock && !$0.isWaiting }
             .map { LockHolder(pid: $0.pid, host: host, isShared: !$0.isWrite) }
+    }
+
+    /// The kernel's lock entries for the lock file (told apart from a same-numbered file of another
+    /// mount where the device is anonymous: tmpfs, FUSE, overlay, btrfs).
+    private func lockEntries(_ status: FileStatus) -> [KernelLockEntry] {
+        ProcLocks.entries(for: status, mountID: status.deviceMajor == 0 ? System.mountID(of: lockPath.absolute) : nil)
     }
 
     /// How many processes wait for the lock (Linux `/proc/locks`).
     func waiterCount() -> Int {
         guard case .success(let status) = System.lstat(lockPath.absolute), status.isRegularFile else { return 0 }
-        return ProcLocks.entries(for: status).filter { $0.kind == .flock && $0.isWaiting }.count
+        return lockEntries(status).filter { $0.kind == .flock && $0.isWaiting }.count
     }
 }
 

@@ -32,13 +32,56 @@ enum ProcLocks {
     }
 
     /// Entries for one file, matched by device and inode. Overlay and btrfs files report an
-    /// anonymous device (major 0) to `stat` but the backing device in `/proc/locks`, so for those
-    /// the inode alone is compared.
-    static func entries(for file: FileStatus) -> [KernelLockEntry] {
+    /// anonymous device (major 0) to `stat` but another device in `/proc/locks`; so do FUSE and
+    /// tmpfs files, whose inode numbers another mount may share (a bind mount's backing folder,
+    /// a second tmpfs). For a file on an anonymous device, an entry on another device counts only
+    /// when its process has this very file open: a descriptor of the same inode on the same
+    /// mount (`mountID`, from `/proc/PID/fdinfo`; an entry whose process this user may not
+    /// inspect is kept).
+    static func entries(for file: FileStatus, mountID: Int? = nil) -> [KernelLockEntry] {
         entries().filter { entry in
             guard entry.inode == file.inode else { return false }
-            if file.deviceMajor == 0 { return true }
-            return entry.deviceMajor == file.deviceMajor && entry.deviceMinor == file.deviceMinor
+            if entry.deviceMajor == file.deviceMajor && entry.deviceMinor == file.deviceMinor { return true }
+            guard file.deviceMajor == 0 else { return false }
+            guard let mountID, entry.pid > 0 else { return true }
+            return processOpens(inode: file.inode, mountID: mountID, pid: entry.pid) ?? true
+        }
+    }
+
+    /// Whether process `pid` has a descriptor open on `inode` of the mount `mountID`; `nil` when
+    /// its descriptors cannot be read.
+    static func processOpens(inode: UInt64, mountID: Int, pid: Int32) -> Bool? {
+        #if os(Linux)
+            let fdinfo = "/proc/\(pid)/fdinfo"
+            let descriptors = System.folderEntries(fdinfo)
+            guard !descriptors.isEmpty else { return nil }
+            for descriptor in descriptors {
+                guard case .success(let bytes) = System.readWholeFile(fdinfo + "/" + descriptor) else { continue }
+                let fields = FdInfo(String(decoding: bytes, as: UTF8.self))
+                if fields.inode == inode && fields.mountID == mountID { return true }
+            }
+            return false
+        #else
+            return nil
+        #endif
+    }
+
+    /// The mount and inode lines of a `/proc/PID/fdinfo/N` file.
+    struct FdInfo {
+        var mountID: Int?
+        var inode: UInt64?
+
+        init(_ text: String) {
+            for line in text.split(separator: "\n") {
+                let parts = line.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2 else { continue }
+                let value = parts[1].trimmingPrefix { $0 == " " || $0 == "\t" }
+                switch parts[0] {
+                case "mnt_id": mountID = Int(value)
+                case "ino": inode = UInt64(value)
+                default: break
+                }
+            }
         }
     }
 

@@ -451,6 +451,21 @@ enum System {
         return names
     }
 
+    /// The mount id of the file at `path` (not following a last symbolic link), from
+    /// `/proc/self/fdinfo` of an `O_PATH` descriptor; `nil` where that cannot be read.
+    static func mountID(of path: CPath) -> Int? {
+        #if os(Linux)
+            // O_PATH (Glibc does not export it to Swift): no access needed, nothing read.
+            let opened = path.withPointer { path in retryingInterrupts { Glibc_open(path, 0o10000000 | openLockFlags, 0) } }
+            guard case .success(let descriptor) = opened else { return nil }
+            defer { close(descriptor) }
+            guard case .success(let bytes) = readWholeFile("/proc/self/fdinfo/\(descriptor)") else { return nil }
+            return ProcLocks.FdInfo(String(decoding: bytes, as: UTF8.self)).mountID
+        #else
+            return nil
+        #endif
+    }
+
     /// `realpath(3)`, as bytes.
     static func realPath(_ path: CPath) -> Result<[UInt8], Errno> {
         guard let resolved = path.withPointer({ Glibc_realpath($0, nil) }) else { return .failure(.current) }
