@@ -48,7 +48,7 @@ import Testing
     @Test func aWaitingTaskPausesThroughThePrimitive() async throws {
         let engine = try engine("task")
         let waiter = Task { try await engine.acquire(mode: .exclusive, timeout: nil) }
-        let done = await eventually("the task acquired", timeout: 20) { engine.primitive.counts.tries.load(ordering: .relaxed) >= 3 }
+        let done = await eventually("the task acquired", timeout: 120) { engine.primitive.counts.tries.load(ordering: .relaxed) >= 3 }
         if !done { waiter.cancel() }
         try await waiter.value
         #expect(engine.primitive.counts.taskPauses.load(ordering: .relaxed) == 2)

@@ -292,11 +292,23 @@ struct SoftFileLockTests {
         racer.closeInput()
     }
 
-    @Test func anOversizedMarkerIsMalformed() throws {
-        let path = folder.file("big.lock")
-        writeMarker(path, "1\n" + String(repeating: "h", count: 2000) + "\n")
-        #expect(try !SoftFileLock(at: path).tryAcquire())
-        try SoftFileLock(at: path).acquire(timeout: .seconds(20))
+    /// A file larger than any marker, or holding a NUL byte, is some other file the lock was
+    /// pointed at by mistake (a data file): never deleted as an abandoned marker, however old,
+    /// unless broken with force.
+    @Test(arguments: ["1\n" + String(repeating: "h", count: 2000) + "\n", "{\"a\": 1}\u{0}"])
+    func aFileThatIsNoMarkerIsNeverBroken(contents: String) throws {
+        let path = folder.file("data.json")
+        writeMarker(path, contents, ageSeconds: 3600)
+        let lock = try SoftFileLock(at: path)
+        let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .seconds(3)) }
+        #expect(error?.code == .invalidPath)
+        #expect(error?.message.contains("no lock marker") == true)
+        let breakError = #expect(throws: FileLockError.self) { _ = try lock.breakMarker() }
+        #expect(breakError?.code == .invalidPath)
+        var status = stat()
+        #expect(stat(path, &status) == 0 && Int(status.st_size) == contents.utf8.count, "the file is untouched")
+        #expect(try lock.breakMarker(force: true) != .noMarker)
+        #expect(access(path, F_OK) != 0)
     }
 
     /// Markers are created 0o644 less the umask by default, as Python's: another user's process
@@ -619,20 +631,22 @@ struct SoftFileLockTests {
         }
         writeFile(path, "1\nhost\n")
         #expect(unlink(path) == 0)
-        if !(await eventually("the paused task woke after the marker went", timeout: 20) { woke.peek() != nil }) {
+        // Generous bounds: the whole suite shares two pool threads, which blocking tests can hold
+        // for seconds (a failure here is a hang made finite, not a timing).
+        if !(await eventually("the paused task woke after the marker went", timeout: 120) { woke.peek() != nil }) {
             sleeper.cancel()
         }
         _ = try? await sleeper.value
 
         let cancelled = Task { try await primitive.pause(attempt, upTo: .seconds(3600)) }
         let watch = try #require(attempt.watch)
-        _ = await eventually("the task is suspended in its pause", timeout: 20) { watch.hasWaitingTask }
+        _ = await eventually("the task is suspended in its pause", timeout: 120) { watch.hasWaitingTask }
         cancelled.cancel()
-        // Should cancellation not end the pause, a folder change after 20 s does (and the
+        // Should cancellation not end the pause, a folder change after 120 s does (and the
         // expectation below fails rather than the test hanging for an hour).
         let watchdogFired = ThreadResult()
         let watchdog = Task {
-            try await Task.sleep(for: .seconds(20))
+            try await Task.sleep(for: .seconds(120))
             watchdogFired.set("fired")
             writeFile(path, "1\nhost\n")
             unlink(path)

@@ -50,6 +50,12 @@ struct SoftPrimitive: LockPrimitive {
         /// `false` when we may not read it (another user's marker): busy, never judged stale.
         var isReadable = true
 
+        /// Larger than any marker, or holding a NUL byte: some other file (a data file the lock
+        /// was pointed at by mistake), which is never broken as a malformed marker would be.
+        var isNoMarker: Bool {
+            isReadable && record == nil && (size > Int64(MarkerRecord.maximumSize) || contents.contains(0))
+        }
+
         /// What must stay the same for a malformed marker to count as abandoned.
         var version: MarkerVersion { MarkerVersion(identity: identity, modified: modified, changed: changed, size: size) }
     }
@@ -67,6 +73,7 @@ struct SoftPrimitive: LockPrimitive {
         for _ in 0..<4 {
             if let hold = try create() { return .acquired(hold) }
             guard let observed = try inspect() else { continue }
+            if observed.isNoMarker { throw noMarkerError(observed) }
             guard isStale(observed) else { return .busy }
             switch try takeOver(observed, judgement: .stale) {
             case .won(let hold): return .acquired(hold)
@@ -197,6 +204,7 @@ struct SoftPrimitive: LockPrimitive {
             let holder = observed.record.map {
                 LockHolder(pid: $0.pid, host: $0.host, since: observed.modified, looksStale: isStale(observed))
             }
+            if observed.isNoMarker && !force { throw noMarkerError(observed) }
             let judgement: BreakJudgement = force ? .forced : .staleOrAged
             guard judgement.allows(observed, self) else { return .holderAlive(holder) }
             switch try takeOver(observed, judgement: judgement) {
@@ -296,6 +304,14 @@ struct SoftPrimitive: LockPrimitive {
         var observed = Observed(status, record: MarkerRecord(parsing: bytes))
         observed.contents = bytes
         return observed
+    }
+
+    private func noMarkerError(_ observed: Observed) -> FileLockError {
+        FileLockError(
+            .invalidPath, path: path,
+            message: "'\(path)' holds \(observed.size) bytes that are no lock marker (a data file?); it is left "
+                + "alone: give the lock a file of its own, such as '\(path).lock' (or break it with force if it "
+                + "really is an abandoned marker)")
     }
 
     /// Stale only on proof: past the lifetime; malformed and unchanged for the grace period; or

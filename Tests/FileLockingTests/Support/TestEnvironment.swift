@@ -99,7 +99,8 @@ func readFile(_ path: String) -> String? {
 
 func writeFile(_ path: String, _ contents: String) {
     guard let file = fopen(path, "w") else { return }
-    fputs(contents, file)
+    let bytes = Array(contents.utf8)
+    _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
     fclose(file)
 }
 
