@@ -97,13 +97,26 @@ public struct FileLockError: Error, Sendable, CustomStringConvertible {
 }
 
 extension FileLockError {
-    static func timedOut(path: String, waited: Duration, holder: LockHolder?, what: String? = nil) -> FileLockError {
+    /// - Parameters:
+    ///   - triedOnce: No wait was asked for (a try, a zero timeout, a non-blocking lock).
+    ///   - hint: What the lock kind knows about why it stays held (an empty marker, one that
+    ///     looks stale but could not be broken), said instead of the generic advice.
+    static func timedOut(
+        path: String, waited: Duration, holder: LockHolder?, what: String? = nil, triedOnce: Bool = false,
+        hint: String? = nil
+    ) -> FileLockError {
         let who = holder.map { " held by \($0)" } ?? " held by another process"
-        return FileLockError(
-            .timedOut, path: path,
-            message: "timed out after \(waited.formattedSeconds) waiting for \(what ?? "lock '\(path)'")\(who); wait longer (a "
-                + "larger timeout), retry later, or find out why the holder keeps it",
-            holder: holder, waited: waited)
+        let subject = what ?? "lock '\(path)'"
+        let advice =
+            hint
+            ?? (triedOnce
+                ? "wait for it (a timeout), or retry later"
+                : "wait longer (a larger timeout), retry later, or find out why the holder keeps it")
+        let message =
+            triedOnce
+            ? "\(subject) is\(who); not waiting for it (a try); \(advice)"
+            : "timed out after \(waited.formattedSeconds) waiting for \(subject)\(who); \(advice)"
+        return FileLockError(.timedOut, path: path, message: message, holder: holder, waited: waited)
     }
 
     static func wouldDeadlock(path: String) -> FileLockError {

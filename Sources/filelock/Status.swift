@@ -270,8 +270,14 @@ struct Break: ParsableCommand {
                 throw ExitCode(1)
             case .cannotBreak(let holder):
                 note(
-                    "\(lockFile): this filesystem cannot swap names atomically, so the marker of "
-                        + "\(holder.map(describe) ?? "its holder") was not broken; remove it by hand once the holder is gone")
+                    "\(lockFile): the marker of \(holder.map(describe) ?? "its holder") could not be replaced: in a "
+                        + "sticky folder (such as /tmp) only its owner or root may remove another user's file, and some "
+                        + "filesystems can neither exchange nor rename over it; remove it as its owner once the holder is gone")
+                throw ExitCode(1)
+            case .breakInProgress:
+                note(
+                    "\(lockFile): another process is breaking this lock right now (its claim '\(lockFile).break-claim' "
+                        + "stands); try again in a moment (a claim left by a breaker that died is cleared after 5 s)")
                 throw ExitCode(1)
             }
         } catch let error as FileLockError {

@@ -292,6 +292,26 @@ struct SoftFileLockTests {
         racer.closeInput()
     }
 
+    /// A timeout says why a soft lock stays held where the kind knows: an empty marker, a holder
+    /// on another host, a stale marker that could not be broken (here another breaker's claim);
+    /// a try says it did not wait.
+    @Test func timeoutsSayWhyTheLockStaysHeld() throws {
+        let path = folder.file("why.lock")
+        let lock = try SoftFileLock(at: path)
+        writeMarker(path, "")
+        let empty = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .milliseconds(20)) }
+        #expect(empty?.message.contains("empty") == true && empty?.message.contains("filelock break") == true)
+        writeMarker(path, "4242\nbuildhost-07\n")
+        let foreign = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .zero) }
+        #expect(foreign?.message.contains("not waiting") == true, "\(foreign?.message ?? "")")
+        #expect(foreign?.message.contains("another host") == true, "\(foreign?.message ?? "")")
+        writeMarker(path, "\(try deadPID())\n\(ProcessIdentity.hostName)\n")
+        writeMarker(path + ".break-claim", "filelock/claim\n1\nanother-host\n")
+        let stale = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .milliseconds(20)) }
+        #expect(stale?.message.contains("could not be broken") == true, "\(stale?.message ?? "")")
+        #expect(try lock.breakMarker() == .breakInProgress(lock.holder))
+    }
+
     /// A file larger than any marker, or holding a NUL byte, is some other file the lock was
     /// pointed at by mistake (a data file): never deleted as an abandoned marker, however old,
     /// unless broken with force.

@@ -287,7 +287,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         if timeout == .zero {
             primitive.abandon(attempt)
             throw FileLockError.timedOut(
-                path: path, waited: MonotonicInstant.now.duration(since: start), holder: primitive.holders().first)
+                path: path, waited: MonotonicInstant.now.duration(since: start), holder: primitive.holders().first,
+                triedOnce: true, hint: primitive.busyHint())
         }
         if timeout == nil && !canBeCancelled && node.ownerHoldsThroughAnotherObject(owner, lockObject: ObjectIdentifier(self)) {
             primitive.abandon(attempt)
@@ -346,7 +347,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             let now = MonotonicInstant.now
             if let deadline, now >= deadline {
                 throw FileLockError.timedOut(
-                    path: path, waited: now.duration(since: start), holder: primitive.holders().first)
+                    path: path, waited: now.duration(since: start), holder: primitive.holders().first,
+                    hint: primitive.busyHint())
             }
             let outcome: AttemptOutcome<Primitive.Hold>
             if usesKernelWait {
@@ -456,8 +458,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             try Task.checkCancellation()
             let now = MonotonicInstant.now
             if let deadline, now >= deadline {
-                let holder = try await offThePool { [primitive] in primitive.holders().first }
-                throw FileLockError.timedOut(path: path, waited: now.duration(since: start), holder: holder)
+                let (holder, hint) = try await offThePool { [primitive] in (primitive.holders().first, primitive.busyHint()) }
+                throw FileLockError.timedOut(path: path, waited: now.duration(since: start), holder: holder, hint: hint)
             }
             var sleep = pause
             if let deadline { sleep = min(sleep, deadline.duration(since: now)) }

@@ -65,10 +65,15 @@ protocol LockPrimitive: Sendable {
     func forget(_ hold: Hold)
     /// Who holds the lock now, as far as can be seen; empty when free or unknown.
     func holders() -> [LockHolder]
+    /// Why the lock stays held, when the kind knows better than "wait longer" (for a timeout's
+    /// message); `nil` for the generic advice.
+    func busyHint() -> String?
 }
 
 extension LockPrimitive {
     func prepareToWait(_ attempt: Attempt) {}
+
+    func busyHint() -> String? { nil }
 
     func pause(_ attempt: Attempt, upTo duration: Duration) {
         Threads.sleep(duration)

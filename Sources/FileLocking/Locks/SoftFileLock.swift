@@ -115,9 +115,14 @@ public struct SoftFileLock: EngineBackedLock {
         case holderAlive(LockHolder?)
         /// The marker was removed; its holder, when it could be read.
         case broken(LockHolder?)
-        /// The filesystem can neither swap names atomically nor make hard links, so the marker
-        /// could not be broken safely.
+        /// The marker could not be replaced: another user's marker in a sticky folder (such as
+        /// `/tmp`) only its owner (or root) may remove, or a filesystem that can neither exchange
+        /// names nor rename over it.
         case cannotBreak(LockHolder?)
+        /// Another process is breaking the lock right now: its claim (`<lock>.break-claim`)
+        /// stands. Try again in a moment; a claim left by a breaker that died is cleared once it
+        /// has stood unchanged for 5 s (at once when its process, on this host, is gone).
+        case breakInProgress(LockHolder?)
     }
 
     /// Breaks the marker if its holder is gone (stale, as judged for acquisition), or with

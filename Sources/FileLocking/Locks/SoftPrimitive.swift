@@ -197,6 +197,28 @@ struct SoftPrimitive: LockPrimitive {
         ]
     }
 
+    func busyHint() -> String? {
+        guard let observed = try? inspect() else { return nil }
+        guard observed.isReadable else {
+            return "the marker belongs to a user this one may not read: ask its owner, or run as that user"
+        }
+        guard let record = observed.record else {
+            let what = observed.size == 0 ? "empty" : "malformed (\(observed.size) bytes, no holder record)"
+            return "the marker is \(what), last changed \(observed.modified): a process that writes no record holds it "
+                + "(Python filelock before 3.22), or it was abandoned; `filelock break` removes it once 2 s old"
+        }
+        if record.host != ProcessIdentity.hostName {
+            return "a holder on another host is never judged by liveness (its pid names no process here): once it is "
+                + "gone, remove the marker by hand or with `filelock break --force` (or give the lock a lifetime)"
+        }
+        if isStale(observed) {
+            return "its marker looks stale but could not be broken (another user's marker in a sticky folder such as "
+                + "/tmp, which only its owner may remove, or another breaker's claim '<lock>.break-claim'): see "
+                + "`filelock break`"
+        }
+        return nil
+    }
+
     /// Breaks the marker at the path if it is stale (or always, with `force`).
     func breakMarker(force: Bool) throws -> SoftFileLock.BreakOutcome {
         for _ in 0..<4 {
@@ -212,7 +234,7 @@ struct SoftPrimitive: LockPrimitive {
                 release(ours)
                 return .broken(holder)
             case .lost: continue
-            case .busy: return .holderAlive(holder)
+            case .busy: return .breakInProgress(holder)
             case .cannotBreak: return .cannotBreak(holder)
             }
         }
