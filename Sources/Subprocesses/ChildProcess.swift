@@ -7,7 +7,16 @@
 /// A child process failed to start, went quiet, or said something unexpected.
 package struct ChildProcessError: Error, CustomStringConvertible {
     package var description: String
-    package init(description: String) { self.description = description }
+    /// The `errno` of a failed start, when that is what failed.
+    package var errno: Int32?
+    package init(description: String, errno: Int32? = nil) {
+        self.description = description
+        self.errno = errno
+    }
+
+    /// The exit status shells give a command that could not start: 127 when it was not found,
+    /// 126 when it was found but could not be run (no permission, not an executable).
+    package var shellStatus: Int32 { errno == ENOENT || errno == nil ? 127 : 126 }
 }
 
 /// A real child process with pipes on stdin and stdout, read line by line with a timeout so a

@@ -63,7 +63,7 @@ package enum ForegroundCommand {
         let result = posix_spawnp(&pid, argv[0]!, nil, &attributes, argv, environment)
         guard result == 0 else {
             let name = String(decoding: arguments[0], as: UTF8.self)
-            throw ChildProcessError(description: "cannot run '\(name)': \(String(cString: strerror(result)))")
+            throw ChildProcessError(description: "cannot run '\(name)': \(String(cString: strerror(result)))", errno: result)
         }
         child.store(Int32(pid), ordering: .sequentiallyConsistent)
         for signal in handled {

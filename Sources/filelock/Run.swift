@@ -130,8 +130,11 @@ struct RunRequest: Equatable {
         if shared && exclusive { throw fail("Choose --shared or --exclusive, not both.") }
         if shared && kind == .soft { throw fail("A soft lock is exclusive only; drop --shared.") }
         if range != nil && kind == .soft { throw fail("--range needs a kernel lock; drop --kind soft.") }
-        if let timeout, !(timeout.isFinite && timeout >= 0 && timeout < 1e12) {
+        if let timeout, !(timeout.isFinite && timeout >= 0) {
             throw fail("--timeout must be a number of seconds, 0 or more; leave it out to wait for ever (got \(timeout)).")
+        }
+        if let timeout, timeout >= 1e12 {
+            throw fail("--timeout must be under 1e12 seconds (about 31,700 years); leave it out to wait for ever.")
         }
         if let range, parsedRange(range) == nil {
             throw fail(
@@ -172,7 +175,7 @@ struct RunRequest: Equatable {
                 return try ForegroundCommand.run(program.map(RawArguments.bytes(of:)))
             } catch let error as ChildProcessError {
                 note(error.description)
-                return 127
+                return error.shellStatus
             } catch {
                 note("cannot run \(program[0]): \(error)")
                 return 127
@@ -211,6 +214,15 @@ extension RunRequest {
     /// value only after a lone option (`-w5`). So before either reader sees `run`'s arguments,
     /// such bundles before the lock file are split (`-nw5` into `-n -w5`); anything else, and
     /// everything from the lock file on, is left as it is.
+    /// The long spelling of an option that takes a value.
+    private static func longName(of option: String) -> String {
+        switch option {
+        case "-w": "--timeout"
+        case "-E": "--conflict-exit-code"
+        default: option
+        }
+    }
+
     static func splittingBundledValues(_ arguments: ArraySlice<String>) -> [String] {
         var result: [String] = []
         var rest = arguments
@@ -218,7 +230,15 @@ extension RunRequest {
             result.append(argument)
             if argument == "--" || argument == "-" || !argument.hasPrefix("-") { break }  // the lock file
             if ["-w", "-E", "--timeout", "--conflict-exit-code", "--kind", "--range"].contains(argument) {
-                if let value = rest.popFirst() { result.append(value) }
+                guard let value = rest.popFirst() else { continue }
+                if value.count > 1, value.hasPrefix("-"), value.dropFirst().first?.isNumber == true {
+                    // A negative number: joined, so that the readers judge the value (and say it
+                    // must not be negative) instead of taking it for an option.
+                    result.removeLast()
+                    result.append(Self.longName(of: argument) + "=" + value)
+                } else {
+                    result.append(value)
+                }
                 continue
             }
             let letters = Array(argument.dropFirst())
@@ -439,6 +459,6 @@ func commandLine(of pid: Int32) -> String? {
     var buffer = [UInt8](repeating: 0, count: 4096)
     let count = read(descriptor, &buffer, buffer.count)
     guard count > 0 else { return nil }
-    let parts = buffer.prefix(count).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    let parts = buffer.prefix(count).split(separator: 0).map { FileLockError.displayText(ofPathBytes: Array($0)) }
     return parts.isEmpty ? nil : parts.joined(separator: " ")
 }

@@ -137,6 +137,10 @@ struct CommandLineTests {
             #expect(try filelock("run", "-n", "--kind", kind, path, "--", "true").0 == 0, "\(kind) lock released")
         }
         #expect(access(folder.file("missing-soft.lock"), F_OK) != 0, "the soft marker is gone")
+        // Found but not runnable: 126, as shells say it.
+        let notExecutable = folder.file("data.txt")
+        writeFile(notExecutable, "not a program")
+        #expect(try filelock("run", folder.file("x.lock"), "--", notExecutable).0 == 126)
     }
 
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.flockCommand != nil), "flock(1) is not installed"))

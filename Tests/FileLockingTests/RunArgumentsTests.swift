@@ -59,6 +59,9 @@ import Testing
         ["--kind", "soft", "--range", "0:1", "X", "true"],
         ["-w", "nan", "X", "true"],
         ["--timeout=-1", "X", "true"],
+        // A negative value after -w is joined to it (say what is wrong with it, not "missing value").
+        ["-w", "-1", "X", "true"],
+        ["-E", "-1", "X", "true"],
         ["-w", "1e12", "X", "true"],
         ["--range=", "X", "true"],
         ["X", "-c"],
@@ -73,7 +76,7 @@ import Testing
     /// Forms left to ArgumentParser: help, mistakes, repeats and spellings the quick reader skips.
     static let deferred: [[String]] = [
         [], ["--help"], ["-h"], ["-w"], ["-n"], ["--", "X", "true"], ["-q", "X", "true"],
-        ["-w", "-1", "X", "true"], ["-wsoon", "X", "true"], ["-w", "soon", "X", "true"], ["-nwx", "X", "true"], ["-En9", "X", "true"],
+        ["-wsoon", "X", "true"], ["-w", "soon", "X", "true"], ["-nwx", "X", "true"], ["-En9", "X", "true"],
         ["-nwfoo", "X", "true"],
         ["-w", "1", "-w", "2", "X", "true"], ["-x", "-x", "X", "true"], ["-xx", "X", "true"],
         ["-xq", "X", "true"], ["--kind", "nfs", "X", "true"], ["--shared=yes", "X", "true"],

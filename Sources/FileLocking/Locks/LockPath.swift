@@ -60,7 +60,7 @@ struct LockPath: Sendable, Hashable {
     private static func namesFolder(_ display: String, folder: [UInt8]) -> FileLockError {
         var trimmed = folder[...]
         while trimmed.count > 1 && trimmed.last == CPath.slash { trimmed = trimmed.dropLast() }
-        let shown = CPath.display(trimmed)
+        let shown = trimmed.elementsEqual([CPath.slash]) ? "" : CPath.display(trimmed)
         return FileLockError(
             .isDirectory, path: display,
             message: "'\(display)' names a directory, not a lock file: pass a file path such as '\(shown)/.lock'")
