@@ -3,7 +3,7 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import FileLocking
+@testable import FileLocking
 import Synchronization
 import Subprocesses
 import Testing
@@ -146,6 +146,32 @@ struct FileLockTests {
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
         #expect(!lock.isLocked)
+    }
+
+    /// A task cancelled before its wait begins gives up the file it opened for its try.
+    @Test func cancelledAcquisitionsLeaveNoOpenFiles() async throws {
+        let path = folder.file("fds.lock")
+        let holder = try FileLock(at: path)
+        try await holder.acquire(timeout: nil)
+        func openDescriptorsOnTheLockFile() -> Int {
+            System.folderEntries("/proc/self/fd").filter { entry in
+                var buffer = [CChar](repeating: 0, count: 4096)
+                let count = readlink("/proc/self/fd/" + entry, &buffer, buffer.count - 1)
+                return count > 0 && String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self) == path
+            }.count
+        }
+        let before = openDescriptorsOnTheLockFile()
+        let lock = try FileLock(at: path)
+        for round in 0..<300 {
+            let waiter = Task.detached { try await lock.acquire(timeout: nil) }
+            // Cancelled at every stage: before the try, during it (on a helper thread), before the wait.
+            if round % 3 != 0 { usleep(UInt32(round % 7) * 20) }
+            waiter.cancel()
+            _ = await waiter.result
+        }
+        let after = openDescriptorsOnTheLockFile()
+        #expect(after == before, "\(after - before) descriptors of the lock file stayed open")
+        holder.release()
     }
 
     @Test func aForkedChildDoesNotUnlockItsParentsLock() throws {

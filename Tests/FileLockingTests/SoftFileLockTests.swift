@@ -500,6 +500,14 @@ struct SoftFileLockTests {
         lock.release()
         #expect(access(claim, F_OK) != 0)
 
+        // A claim cut short (even empty) by a breaker that died while writing it is a claim too:
+        // one look (`filelock break`) judges it by its age.
+        writeMarker(path, "\(dead)\n\(ProcessIdentity.hostName)\n")
+        writeMarker(claim, "", ageSeconds: 3600)
+        #expect(try lock.breakMarker() != .breakInProgress(lock.holder), "an hour-old empty claim is abandoned")
+        #expect(access(claim, F_OK) != 0)
+        #expect(access(path, F_OK) != 0)
+
         // Someone's own file that happens to have the claim's name is never removed.
         writeMarker(path, "\(dead)\n\(ProcessIdentity.hostName)\n")
         writeMarker(claim, "precious")

@@ -75,6 +75,21 @@ final class BlockingCallPool: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` on a helper thread whatever happens to the calling task (for work that must be
+    /// done, such as a release); where no helper thread can be started, runs it here.
+    func runToTheEnd(_ body: @escaping @Sendable () -> Void) async {
+        await withCheckedContinuation { continuation in
+            let job: Job = {
+                body()
+                continuation.resume()
+            }
+            switch enqueue(Ticket(), job, {}) {
+            case .queued: break
+            case .cancelled, .noThread: job()
+            }
+        }
+    }
+
     private enum Enqueued {
         case queued, cancelled, noThread
     }

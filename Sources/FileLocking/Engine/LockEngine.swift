@@ -398,8 +398,14 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             return
         }
         // A task can be cancelled, but nothing cancels it in a self-deadlock: still report it.
-        try await offThePool { [self] in
-            try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: false, start: start)
+        // (Whatever ends this step, the attempt, an open file for kernel kinds, is given up.)
+        do {
+            try await offThePool { [self] in
+                try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: false, start: start)
+            }
+        } catch is CancellationError {
+            primitive.abandon(attempt)
+            throw CancellationError()
         }
         let deadline = timeout.map { start.advanced(by: $0) }
         let acquired: Primitive.Hold
@@ -505,12 +511,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     func releaseFromTask(force: Bool) async -> Bool {
         let (found, released) = takeHolds(force: force, owner: currentOwner)
         if !released.isEmpty {
-            do {
-                try await offThePool { [self] in for record in released { finishRelease(record) } }
-            } catch {
-                // Cancelled while waiting for a helper thread: release here rather than never.
-                for record in released { finishRelease(record) }
-            }
+            // Not cancellable: a task cancelled in its `withLock` body still releases, off the pool.
+            await BlockingCallPool.shared.runToTheEnd { [self] in for record in released { finishRelease(record) } }
         }
         return found
     }

@@ -221,6 +221,7 @@ struct SoftPrimitive: LockPrimitive {
 
     /// Breaks the marker at the path if it is stale (or always, with `force`).
     func breakMarker(force: Bool) throws -> SoftFileLock.BreakOutcome {
+        var inProgress: LockHolder?? = nil
         for _ in 0..<4 {
             guard let observed = try inspect() else { return .noMarker }
             let holder = observed.record.map {
@@ -234,10 +235,14 @@ struct SoftPrimitive: LockPrimitive {
                 release(ours)
                 return .broken(holder)
             case .lost: continue
-            case .busy: return .breakInProgress(holder)
+            case .busy:
+                // Another breaker's claim stands (or an abandoned one was just cleared: look again).
+                inProgress = .some(holder)
+                continue
             case .cannotBreak: return .cannotBreak(holder)
             }
         }
+        if let inProgress { return .breakInProgress(inProgress) }
         return .holderAlive(nil)
     }
 
@@ -424,12 +429,12 @@ struct SoftPrimitive: LockPrimitive {
             let status = System.fstat(descriptor)
             System.close(descriptor)
             guard case .success = written, case .success(let status) = status else {
-                _ = System.unlink(claim)
+                if case .success(let status) = status, isClaim(claim, FileIdentity(status)) { _ = System.unlink(claim) }
                 return .busy
             }
             claimIdentity = FileIdentity(status)
         case .failure(.fileExists):
-            removeClaimIfAbandoned(claim)
+            removeClaimIfAbandoned(claim, judgingByAge: judgement != .stale)
             return .busy
         case .failure(let error):
             throw FileLockError.system(error, path: path, operation: "claim the breaking of a stale")
@@ -459,8 +464,10 @@ struct SoftPrimitive: LockPrimitive {
                 return .won(ours)
             }
             // A breaker that does not claim swapped first: give its marker back while the path
-            // still holds ours.
+            // still holds ours; whatever else ended up under our spare name goes back too (never
+            // over a marker made meanwhile), so no one's marker is left there.
             if isOurs(ours, at: lockPath.absolute) { _ = System.exchange(aside, lockPath.absolute) }
+            if !isOurs(ours, at: aside) { putBack(aside) }
             discard(ours, at: aside)
             return .lost
         case .failure(let error) where error == .invalidArgument || error.isNotSupported || error == .crossDevice:
@@ -494,16 +501,23 @@ struct SoftPrimitive: LockPrimitive {
     static let abandonedClaimGrace = Duration.seconds(5)
 
     /// Removes a claim left by a breaker that died: one naming a process of this host that is
-    /// gone, or one unchanged for `abandonedClaimGrace`. Moved to a private name first, and put
-    /// back (never over a newer claim) if what was moved is not the claim judged. A file at the
-    /// claim's name without the claim header is never removed.
-    private func removeClaimIfAbandoned(_ claim: CPath) {
-        guard let seen = try? inspect(at: claim), seen.contents.starts(with: Self.claimHeader) else { return }
-        let record = MarkerRecord(parsing: Array(seen.contents.dropFirst(Self.claimHeader.count)))
+    /// gone, or one unchanged for `abandonedClaimGrace` (a claim cut short, even empty, by a
+    /// breaker that died while writing it, included). `judgingByAge`: for one look (`filelock
+    /// break`), the grace is judged by the claim's modification time on this host's clock. Moved
+    /// to a private name first, and put back (never over a newer claim) if what was moved is not
+    /// the claim judged. A file at the claim's name that is no claim is never removed.
+    private func removeClaimIfAbandoned(_ claim: CPath, judgingByAge: Bool = false) {
+        guard let seen = try? inspect(at: claim) else { return }
+        let isWhole = seen.contents.starts(with: Self.claimHeader)
+        guard isWhole || Self.claimHeader.starts(with: seen.contents) else { return }
+        let record = isWhole ? MarkerRecord(parsing: Array(seen.contents.dropFirst(Self.claimHeader.count))) : nil
         let claimantIsGone = record.map { $0.host == ProcessIdentity.hostName && !ProcessIdentity.isAlive($0.pid) } ?? false
-        guard claimantIsGone || malformedSince.unchangedDuration(of: seen.version) >= Self.abandonedClaimGrace else {
-            return
-        }
+        let (seconds, _) = System.wallClockNow()
+        let isOldByItsTime = judgingByAge && seconds.subtractingReportingOverflow(seen.modified.seconds).partialValue
+            >= Int64(Self.abandonedClaimGrace.components.seconds)
+        guard claimantIsGone || isOldByItsTime
+            || malformedSince.unchangedDuration(of: seen.version) >= Self.abandonedClaimGrace
+        else { return }
         let gone = claim.appending(HelperName.unique("gone"))
         guard case .success = System.rename(claim, to: gone) else { return }
         let moved = try? inspect(at: gone)

@@ -152,7 +152,7 @@ final class FolderWatch: Sendable {
             var offset = 0
             while !isRelevant && offset + 16 <= count {
                 func field(_ at: Int) -> UInt32 {
-                    UInt32(buffer[at]) | UInt32(buffer[at + 1]) << 8 | UInt32(buffer[at + 2]) << 16 | UInt32(buffer[at + 3]) << 24
+                    buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) }  // native order
                 }
                 let mask = field(offset + 4)
                 let length = Int(field(offset + 12))

@@ -55,12 +55,15 @@ enum ProcLocks {
             let fdinfo = "/proc/\(pid)/fdinfo"
             let descriptors = System.folderEntries(fdinfo)
             guard !descriptors.isEmpty else { return nil }
+            var sawInodes = false
             for descriptor in descriptors {
                 guard case .success(let bytes) = System.readWholeFile(fdinfo + "/" + descriptor) else { continue }
                 let fields = FdInfo(String(decoding: bytes, as: UTF8.self))
+                sawInodes = sawInodes || fields.inode != nil
                 if fields.inode == inode && fields.mountID == mountID { return true }
             }
-            return false
+            // Kernels before 5.14 print no `ino:` line: nothing can be told apart.
+            return sawInodes ? false : nil
         #else
             return nil
         #endif
