@@ -148,6 +148,48 @@ struct FileLockTests {
         #expect(!lock.isLocked)
     }
 
+    /// A thousand tasks wait for one held lock: the threads they block in the kernel stay under
+    /// the cap (the rest poll, their tries on the helper threads), and after the release every one
+    /// of them gets the lock in turn; none is lost.
+    @Test func aThousandWaitingTasksUseBoundedThreadsAndAllGetTheLock() async throws {
+        func threadCount() -> Int { System.folderEntries("/proc/self/task").count }
+        let path = folder.file("thousand.lock")
+        let holder = try FileLock(at: path)
+        try await holder.acquire(timeout: nil)
+        let lock = try FileLock(at: path, pollInterval: .milliseconds(5))
+        let before = threadCount()
+        final class Turns: Sendable {
+            let taken = Atomic<Int>(0)
+            let overlaps = Atomic<Int>(0)
+            let inside = Atomic<Int>(0)
+        }
+        let turns = Turns()
+        let waiters = (0..<1000).map { _ in
+            Task.detached {
+                try await lock.withLock(timeout: .seconds(300)) {
+                    if turns.inside.add(1, ordering: .relaxed).newValue > 1 { turns.overlaps.add(1, ordering: .relaxed) }
+                    turns.taken.add(1, ordering: .relaxed)
+                    turns.inside.subtract(1, ordering: .relaxed)
+                }
+            }
+        }
+        let capped = await eventually("the kernel waiters reach the cap", timeout: 120) {
+            KernelWaitThreads.inUse >= KernelWaitThreads.maximum
+        }
+        let during = threadCount()
+        #expect(capped)
+        #expect(
+            during - before < KernelWaitThreads.maximum + BlockingCallPool.shared.maximumThreads + 100,
+            "\(during - before) more threads for 1000 waiting tasks")
+        holder.release()
+        for waiter in waiters { try await waiter.value }
+        let taken = turns.taken.load(ordering: .relaxed)
+        let overlaps = turns.overlaps.load(ordering: .relaxed)
+        #expect(taken == 1000)
+        #expect(overlaps == 0)
+        #expect(!lock.isLocked)
+    }
+
     /// A task cancelled before its wait begins gives up the file it opened for its try.
     @Test func cancelledAcquisitionsLeaveNoOpenFiles() async throws {
         let path = folder.file("fds.lock")

@@ -413,8 +413,10 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         case .kernel:
             acquired = try await waitOnOwnThread(attempt, mode: mode, start: start, deadline: deadline)
         case .polling(let initial, let maximum):
-            acquired = try await poll(
+            guard case .acquired(let hold) = try await poll(
                 attempt, mode: mode, start: start, deadline: deadline, initial: initial, maximum: maximum)
+            else { preconditionFailure("a polling primitive's wait ends acquired or throws") }
+            acquired = hold
         }
         record(acquired, owner: owner, mode: mode)
     }
@@ -426,33 +428,59 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         try await BlockingCallPool.shared.run(body)
     }
 
+    /// Waits for a kernel lock from a task: on a thread of its own, blocked in the kernel and
+    /// woken by the release, while fewer than `KernelWaitThreads.maximum` such threads exist;
+    /// beyond that (or if no thread can be started) by polling, each try on the helper threads,
+    /// until a place frees up; so a thousand waiting tasks cost a bounded number of threads.
     func waitOnOwnThread(
         _ attempt: Primitive.Attempt, mode: LockMode, start: MonotonicInstant, deadline: MonotonicInstant?
     ) async throws -> Primitive.Hold {
-        let token = CancellationToken()
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                let spawned = Threads.spawnDetached { [self] in
-                    continuation.resume(
-                        with: Result {
-                            try wait(
-                                attempt, mode: mode, start: start, deadline: deadline, cancelCheck: nil, token: token)
-                        })
+        var attempt = attempt
+        while true {
+            if KernelWaitThreads.take() {
+                let token = CancellationToken()
+                let current = attempt
+                let outcome: Result<Primitive.Hold, any Error>? = await withTaskCancellationHandler {
+                    await withCheckedContinuation { continuation in
+                        let spawned = Threads.spawnDetached { [self] in
+                            let result = Result {
+                                try wait(current, mode: mode, start: start, deadline: deadline, cancelCheck: nil, token: token)
+                            }
+                            KernelWaitThreads.giveBack()
+                            continuation.resume(returning: result)
+                        }
+                        if case .failure = spawned {
+                            KernelWaitThreads.giveBack()
+                            continuation.resume(returning: nil)
+                        }
+                    }
+                } onCancel: {
+                    token.cancel()
                 }
-                if case .failure(let error) = spawned {
-                    primitive.abandon(attempt)
-                    continuation.resume(throwing: FileLockError.system(error, path: path, operation: "wait for"))
-                }
+                if let outcome { return try outcome.get() }
             }
-        } onCancel: {
-            token.cancel()
+            switch try await poll(
+                attempt, mode: mode, start: start, deadline: deadline, initial: .milliseconds(1),
+                maximum: configuration.pollInterval, untilAKernelWaitIsFree: true)
+            {
+            case .acquired(let hold): return hold
+            case .kernelWaitAvailable(let open): attempt = open
+            }
         }
     }
 
+    private enum PollOutcome {
+        case acquired(Primitive.Hold)
+        /// A kernel-wait thread became free: wait in the kernel with this (open) attempt instead.
+        case kernelWaitAvailable(Primitive.Attempt)
+    }
+
+    /// Polls for the lock. `untilAKernelWaitIsFree`: for a kernel lock's waiter over the thread
+    /// cap, which goes back to a kernel wait (woken by the release) as soon as a place frees up.
     private func poll(
         _ attempt: Primitive.Attempt, mode: LockMode, start: MonotonicInstant, deadline: MonotonicInstant?,
-        initial: Duration, maximum: Duration
-    ) async throws -> Primitive.Hold {
+        initial: Duration, maximum: Duration, untilAKernelWaitIsFree: Bool = false
+    ) async throws -> PollOutcome {
         var attempt = attempt
         var isAttemptOpen = true
         defer { if isAttemptOpen { primitive.abandon(attempt) } }
@@ -480,9 +508,13 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             switch try await offThePool({ [primitive] in try primitive.tryOnce(current, mode) }) {
             case .acquired(let hold):
                 isAttemptOpen = false
-                return hold
+                return .acquired(hold)
             case .busy:
                 restarts = 0
+                if untilAKernelWaitIsFree && KernelWaitThreads.inUse < KernelWaitThreads.maximum {
+                    isAttemptOpen = false
+                    return .kernelWaitAvailable(attempt)
+                }
             case .restart:
                 primitive.abandon(attempt)
                 isAttemptOpen = false
@@ -546,4 +578,25 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             primitive.forget(record.hold)
         }
     }
+}
+
+/// The threads that `async` kernel waits block on, counted: at most `maximum` at once in the
+/// process (each has a 256 KiB stack); waiters beyond poll instead.
+enum KernelWaitThreads {
+    static let maximum = 64
+    private static let count = Atomic<Int>(0)
+
+    /// Takes a place for one more thread; `false` when all are taken.
+    static func take() -> Bool {
+        if count.add(1, ordering: .relaxed).newValue <= maximum { return true }
+        count.subtract(1, ordering: .relaxed)
+        return false
+    }
+
+    static func giveBack() {
+        count.subtract(1, ordering: .relaxed)
+    }
+
+    /// How many are taken now (for tests).
+    static var inUse: Int { count.load(ordering: .relaxed) }
 }
