@@ -398,14 +398,19 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             return
         }
         // A task can be cancelled, but nothing cancels it in a self-deadlock: still report it.
-        // (Whatever ends this step, the attempt, an open file for kernel kinds, is given up.)
-        do {
-            try await offThePool { [self] in
-                try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: false, start: start)
+        // Only a try (zero timeout) reads the lock file here (to name the holder): only then the
+        // hop to a helper thread, and whatever ends it gives up the attempt (an open file).
+        if timeout == .zero {
+            do {
+                try await offThePool { [self] in
+                    try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: false, start: start)
+                }
+            } catch is CancellationError {
+                primitive.abandon(attempt)
+                throw CancellationError()
             }
-        } catch is CancellationError {
-            primitive.abandon(attempt)
-            throw CancellationError()
+        } else {
+            try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: false, start: start)
         }
         let deadline = timeout.map { start.advanced(by: $0) }
         let acquired: Primitive.Hold
