@@ -22,10 +22,10 @@ import Testing
 
         let counts = Counts()
         let path: String
-        var waitStyle: WaitStyle { .polling(initial: .seconds(3600), maximum: .seconds(3600)) }
+        var waitStrategy: WaitStrategy { .polling(initial: .seconds(3600), maximum: .seconds(3600)) }
 
-        func begin(_ mode: LockMode) throws -> Int { 0 }
-        func tryOnce(_ attempt: Int, _ mode: LockMode) throws -> AttemptOutcome<Int> {
+        func begin(_ request: LockRequest) throws -> Int { 0 }
+        func tryOnce(_ attempt: Int, _ request: LockRequest) throws -> AttemptOutcome<Int> {
             counts.tries.add(1, ordering: .relaxed).newValue >= 3 ? .acquired(1) : .busy
         }
         func pause(_ attempt: Int, upTo duration: Duration) { counts.threadPauses.add(1, ordering: .relaxed) }
@@ -65,10 +65,10 @@ import Testing
 
         let notes = Notes()
         let path: String
-        var waitStyle: WaitStyle { .polling(initial: .milliseconds(1), maximum: .milliseconds(1)) }
+        var waitStrategy: WaitStrategy { .polling(initial: .milliseconds(1), maximum: .milliseconds(1)) }
 
-        func begin(_ mode: LockMode) throws -> Int { 0 }
-        func tryOnce(_ attempt: Int, _ mode: LockMode) throws -> AttemptOutcome<Int> {
+        func begin(_ request: LockRequest) throws -> Int { 0 }
+        func tryOnce(_ attempt: Int, _ request: LockRequest) throws -> AttemptOutcome<Int> {
             if BlockingCallPool.shared.isCurrentThreadAHelper { notes.triesOnHelpers.add(1, ordering: .relaxed) }
             return notes.tries.add(1, ordering: .relaxed).newValue >= 3 ? .acquired(1) : .busy
         }
@@ -104,9 +104,9 @@ import Testing
         struct ReleaseNotingPrimitive: LockPrimitive {
             let released = Released()
             let path: String
-            var waitStyle: WaitStyle { .polling(initial: .milliseconds(1), maximum: .milliseconds(1)) }
-            func begin(_ mode: LockMode) throws -> Int { 0 }
-            func tryOnce(_ attempt: Int, _ mode: LockMode) throws -> AttemptOutcome<Int> { .acquired(1) }
+            var waitStrategy: WaitStrategy { .polling(initial: .milliseconds(1), maximum: .milliseconds(1)) }
+            func begin(_ request: LockRequest) throws -> Int { 0 }
+            func tryOnce(_ attempt: Int, _ request: LockRequest) throws -> AttemptOutcome<Int> { .acquired(1) }
             func abandon(_ attempt: Int) {}
             func release(_ hold: Int) {
                 released.onHelper.store(BlockingCallPool.shared.isCurrentThreadAHelper ? 1 : -1, ordering: .relaxed)
@@ -153,5 +153,174 @@ import Testing
         #expect(engine.primitive.counts.threadPauses.load(ordering: .relaxed) == 2)
         #expect(engine.primitive.counts.taskPauses.load(ordering: .relaxed) == 0)
         engine.release(force: true)
+    }
+
+    /// A lock on a pretend server, for the `.remote` wait strategy: one holder; waiters suspend
+    /// on the server until it is free, their deadline passes or their task is cancelled, and the
+    /// server counts the waits still running (a cancelled or timed-out wait must leave none).
+    final class PretendServer: Sendable {
+        struct State {
+            var isHeld = false
+            var waiters: [Int: CheckedContinuation<Bool, Never>] = [:]
+            var nextWaiter = 0
+            var tries = 0
+            var remoteWaits = 0
+        }
+
+        let state = Mutex(State())
+
+        var waiting: Int { state.withLock { $0.waiters.count } }
+
+        func take() -> Bool {
+            state.withLock { state in
+                state.tries += 1
+                if state.isHeld { return false }
+                state.isHeld = true
+                return true
+            }
+        }
+
+        func free() {
+            let woken = state.withLock { state in
+                state.isHeld = false
+                defer { state.waiters = [:] }
+                return Array(state.waiters.values)
+            }
+            for waiter in woken { waiter.resume(returning: true) }
+        }
+
+        /// Suspends until freed (`true`), or until `deadline` (`false`); cancellation ends it.
+        func waitUntilFree(until deadline: MonotonicInstant?) async throws -> Bool {
+            let identifier = state.withLock { state in
+                state.remoteWaits += 1
+                state.nextWaiter += 1
+                return state.nextWaiter
+            }
+            let end: @Sendable () -> Void = { [self] in
+                let waiter = state.withLock { $0.waiters.removeValue(forKey: identifier) }
+                waiter?.resume(returning: false)
+            }
+            let timer = Task.detached {
+                guard let deadline else { return }
+                try await Task.sleep(for: deadline.duration(since: MonotonicInstant.now))
+                end()
+            }
+            defer { timer.cancel() }
+            let freed = await withTaskCancellationHandler {
+                await withCheckedContinuation { continuation in
+                    let isFreeAlready = state.withLock { state in
+                        if !state.isHeld { return true }
+                        state.waiters[identifier] = continuation
+                        return false
+                    }
+                    if isFreeAlready { continuation.resume(returning: true) }
+                }
+            } onCancel: {
+                end()
+            }
+            try Task.checkCancellation()
+            return freed
+        }
+    }
+
+    struct RemotePrimitive: LockPrimitive {
+        let server: PretendServer
+        let path: String
+        var waitStrategy: WaitStrategy { .remote }
+
+        func begin(_ request: LockRequest) throws -> Int { 0 }
+        func tryOnce(_ attempt: Int, _ request: LockRequest) throws -> AttemptOutcome<Int> {
+            server.take() ? .acquired(1) : .busy
+        }
+        func waitRemotely(_ attempt: Int, _ request: LockRequest, until deadline: MonotonicInstant?) async throws
+            -> AttemptOutcome<Int>
+        {
+            guard try await server.waitUntilFree(until: deadline) else { return .busy }
+            return try tryOnce(attempt, request)
+        }
+        func abandon(_ attempt: Int) {}
+        func release(_ hold: Int) { server.free() }
+        func forget(_ hold: Int) {}
+        func holders() -> [LockHolder] { [] }
+    }
+
+    /// By default with an hour's poll interval: a wait that polled instead of waiting on the server
+    /// would hang.
+    func remoteEngine(_ server: PretendServer, pollInterval: Duration = .seconds(3600)) throws -> LockEngine<RemotePrimitive> {
+        let path = "/engine-tests/remote-\(UInt64.random(in: 0...UInt64.max))"
+        let configuration = try LockConfiguration(
+            defaultTimeout: nil, isBlocking: true, pollInterval: pollInterval, filePermissions: nil
+        ).validated(path: path)
+        return LockEngine(
+            primitive: RemotePrimitive(server: server, path: path), configuration: configuration,
+            node: PathRegistry.node(for: CPath(path)))
+    }
+
+    /// A remote wait is the server's: the waiter wakes when the lock is freed, not on a poll tick,
+    /// from a task and from a thread alike.
+    @Test func aRemoteWaitWakesWhenTheServerFreesTheLock() async throws {
+        let server = PretendServer()
+        #expect(server.take())
+        let engine = try remoteEngine(server)
+        let waiter = Task.detached { try await engine.acquire(mode: .exclusive, timeout: .seconds(120)) }
+        guard await eventually("the task waits on the server", { server.waiting == 1 }) else { return }
+        server.free()
+        try await waiter.value
+        #expect(engine.isLocked)
+        let tries = server.state.withLock { $0.tries }
+        #expect(tries == 3, "one try before the wait, one after, and the test's own: \(tries)")
+
+        let thread = ThreadResult()
+        _ = Threads.spawnDetached {
+            do {
+                try engine.acquire(mode: .exclusive, timeout: .seconds(120), cancelCheck: nil)
+                thread.set("acquired")
+                engine.release(force: false)
+            } catch { thread.set("\(error)") }
+        }
+        guard await eventually("the thread waits on the server", { server.waiting == 1 }) else { return }
+        engine.release(force: true)
+        await eventually("the thread got the lock", timeout: 120) { thread.peek() != nil }
+        #expect(thread.peek() == "acquired")
+    }
+
+    /// A remote wait ends at its deadline with a timeout, and on cancellation (task or cancel
+    /// check) at once, leaving no wait running on the server.
+    @Test func aRemoteWaitEndsAtItsDeadlineAndOnCancellation() async throws {
+        let server = PretendServer()
+        #expect(server.take())
+        let engine = try remoteEngine(server)
+
+        let timedOut = await errorThrown { try await engine.acquire(mode: .exclusive, timeout: .milliseconds(50)) }
+        let timedOutCode = (timedOut as? FileLockError)?.code
+        #expect(timedOutCode == .timedOut)
+        #expect(server.waiting == 0)
+
+        let waiter = Task.detached { try await engine.acquire(mode: .exclusive, timeout: nil) }
+        guard await eventually("the task waits on the server", { server.waiting == 1 }) else { return }
+        waiter.cancel()
+        let cancelled = await errorThrown { try await waiter.value }
+        #expect(cancelled is CancellationError)
+        #expect(server.waiting == 0)
+
+        // A cancel check is asked at each poll interval, while the one wait goes on on the server.
+        let checked = try remoteEngine(server, pollInterval: .milliseconds(5))
+        let waitsBefore = server.state.withLock { $0.remoteWaits }
+        let stop = Atomic(false)
+        let thread = ThreadResult()
+        _ = Threads.spawnDetached {
+            do {
+                try checked.acquire(mode: .exclusive, timeout: nil, cancelCheck: { stop.load(ordering: .relaxed) })
+                thread.set("acquired")
+            } catch let error as FileLockError { thread.set("\(error.code)") } catch { thread.set("\(error)") }
+        }
+        guard await eventually("the thread waits on the server", { server.waiting == 1 }) else { return }
+        stop.store(true, ordering: .relaxed)
+        await eventually("the thread's wait ended", timeout: 120) { thread.peek() != nil }
+        #expect(thread.peek() == "cancelled")
+        #expect(server.waiting == 0)
+        #expect(!checked.isLocked)
+        let waits = server.state.withLock { $0.remoteWaits } - waitsBefore
+        #expect(waits == 1, "one wait on the server, not one per cancel check: \(waits)")
     }
 }

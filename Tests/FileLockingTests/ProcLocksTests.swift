@@ -46,19 +46,19 @@ struct RangeHolderLookupTests {
     }
 
     @Test func aTimedOutLockGivesTheLookATenthOfItsTimeoutBetweenTwoAndTwentyMilliseconds() {
-        #expect(ByteRangeLock.holderLookupBudget(forTimeout: .nanoseconds(1)) == .milliseconds(2))
-        #expect(ByteRangeLock.holderLookupBudget(forTimeout: .milliseconds(100)) == .milliseconds(10))
-        #expect(ByteRangeLock.holderLookupBudget(forTimeout: .seconds(5)) == .milliseconds(100))
-        #expect(ByteRangeLock.holderLookupBudget(forTimeout: .seconds(Int64.max) * 10) == .milliseconds(100))
-        #expect(ByteRangeLock.holderLookupBudget(forTimeout: nil) == .milliseconds(2))
+        #expect(RangePrimitive.holderLookupBudget(forTimeout: .nanoseconds(1)) == .milliseconds(2))
+        #expect(RangePrimitive.holderLookupBudget(forTimeout: .milliseconds(100)) == .milliseconds(10))
+        #expect(RangePrimitive.holderLookupBudget(forTimeout: .seconds(5)) == .milliseconds(100))
+        #expect(RangePrimitive.holderLookupBudget(forTimeout: .seconds(Int64.max) * 10) == .milliseconds(100))
+        #expect(RangePrimitive.holderLookupBudget(forTimeout: nil) == .milliseconds(2))
     }
 
     @Test func theHolderLookupHonoursItsDeadline() throws {
         let (holder, pid, path) = try heldRange()
         let file = try ByteRangeLock(at: path)
         let range = ByteRange(start: 0, length: 10)
-        #expect(file.holder(pid: -1, range: range, deadline: .now) == nil, "no time left: no scan, no holder")
-        #expect(file.holder(pid: -1, range: range)?.pid == pid)
+        #expect(file.engine.primitive.holder(pid: -1, range: range, deadline: .now) == nil, "no time left: no scan, no holder")
+        #expect(file.engine.primitive.holder(pid: -1, range: range)?.pid == pid)
         // The timed-out lock still says what happened, whether or not the look found the holder.
         let error = #expect(throws: FileLockError.self) { try file.lock(range, timeout: .milliseconds(1)) }
         #expect(error?.code == .timedOut)

@@ -646,7 +646,7 @@ struct SoftFileLockTests {
         let path = folder.file("watched.lock")
         let primitive = SoftPrimitive(
             lockPath: try LockPath(path), filePermissions: nil, lifetime: nil, pollInterval: .seconds(3600))
-        let attempt = try primitive.begin(.exclusive)
+        let attempt = try primitive.begin(LockRequest(.exclusive))
         // The first pause sets up the watch and returns at once, so the next try sees a release
         // that happened meanwhile.
         try await primitive.pause(attempt, upTo: .seconds(3600))

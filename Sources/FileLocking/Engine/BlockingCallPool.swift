@@ -4,16 +4,8 @@
 ///
 /// Threads are started as work arrives, up to `maximumThreads`, and then kept; beyond the cap,
 /// calls queue. If not even one thread can be started, a call runs where it was made.
-final class BlockingCallPool: @unchecked Sendable {
-    static let shared: BlockingCallPool = {
-        let pool = BlockingCallPool(maximumThreads: 8)
-        // A child forked without exec has none of the parent's threads; it starts its own.
-        ForkHandlers.register(
-            prepare: { BlockingCallPool.shared.lock.lock() },
-            parent: { BlockingCallPool.shared.lock.unlock() },
-            child: { BlockingCallPool.shared.resetInChild() })
-        return pool
-    }()
+final class BlockingCallPool: BackgroundThreads, @unchecked Sendable {
+    static let shared = BlockingCallPool(maximumThreads: 8)
 
     typealias Job = @Sendable () -> Void
 
@@ -25,25 +17,22 @@ final class BlockingCallPool: @unchecked Sendable {
         var cancel: Job?
     }
 
-    let maximumThreads: Int
     // Guarded by `lock`.
-    private let lock = ConditionLock()
     private var queue: [Ticket] = []
-    private var threads = 0
     private var idle = 0
     private var workers: Set<ThreadHandle> = []
 
-    /// A pool of its own (tests); the process shares `shared`, the only one reset across fork.
-    init(maximumThreads: Int) {
-        self.maximumThreads = maximumThreads
+    /// A pool of its own (tests); the process shares `shared`.
+    override init(maximumThreads: Int) {
+        super.init(maximumThreads: maximumThreads)
     }
 
-    private func resetInChild() {
+    /// A child forked without exec has none of the parent's threads (nor their calls); it starts
+    /// its own.
+    override func resetInChild() {
         queue = []
-        threads = 0
         idle = 0
         workers = []
-        lock.reinitializeInChild()
     }
 
     /// Runs `body` on a helper thread and returns its result; the calling task is suspended
@@ -101,12 +90,8 @@ final class BlockingCallPool: @unchecked Sendable {
             ticket.cancel = cancel
             // Every queued call needs a thread of its own (an idle one, or a new one up to the
             // cap): a call queued behind one that hangs on a stalled server would hang with it.
-            if queue.count >= idle && threads < maximumThreads {
-                if case .success = Threads.spawnDetached({ [self] in work() }) {
-                    threads += 1
-                } else if threads == 0 {
-                    return .noThread
-                }
+            if queue.count >= idle && !startThread({ [self] in work() }) && runningThreads == 0 {
+                return .noThread
             }
             queue.append(ticket)
             lock.signal()
@@ -128,7 +113,7 @@ final class BlockingCallPool: @unchecked Sendable {
     }
 
     /// How many helper threads exist (for tests).
-    var threadCount: Int { lock.withLock { threads } }
+    var threadCount: Int { lock.withLock { runningThreads } }
 
     /// Whether the calling thread is one of the pool's (for tests).
     var isCurrentThreadAHelper: Bool {

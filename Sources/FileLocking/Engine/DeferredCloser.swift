@@ -1,27 +1,18 @@
 /// Closes descriptors on a helper thread, for descriptors whose `close` can take milliseconds:
 /// closing an inotify instance waits for a kernel grace period (5-15 ms measured here), which
 /// would otherwise delay a waiter that has just got its lock.
-final class DeferredCloser: @unchecked Sendable {
+final class DeferredCloser: BackgroundThreads, @unchecked Sendable {
     static let shared = DeferredCloser()
 
     // Guarded by `lock`.
-    private let lock = ConditionLock()
     private var pending: [Int32] = []
-    private var isRunning = false
 
-    private init() {
-        // A child forked without exec has no helper thread: it closes its copies itself.
-        ForkHandlers.register(
-            prepare: { DeferredCloser.shared.lock.lock() },
-            parent: { DeferredCloser.shared.lock.unlock() },
-            child: { DeferredCloser.shared.resetInChild() })
-    }
+    private init() { super.init(maximumThreads: 1) }
 
-    private func resetInChild() {
+    /// A child forked without exec has no helper thread: it closes its copies itself.
+    override func resetInChild() {
         for descriptor in pending { System.close(descriptor) }
         pending = []
-        isRunning = false
-        lock.reinitializeInChild()
     }
 
     /// At most this many closes wait; beyond, the caller closes (so that a burst of watches does
@@ -33,9 +24,8 @@ final class DeferredCloser: @unchecked Sendable {
     func close(_ descriptor: Int32) {
         let isQueued = lock.withLock { () -> Bool in
             guard pending.count < Self.maximumPending else { return false }
-            if !isRunning {
-                guard case .success = Threads.spawnDetached({ [self] in run() }) else { return false }
-                isRunning = true
+            if runningThreads == 0 {
+                guard startThread({ [self] in run() }) else { return false }
             }
             pending.append(descriptor)
             lock.signal()

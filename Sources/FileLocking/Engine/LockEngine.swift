@@ -55,34 +55,6 @@ enum LockEngineSupport {
     }
 }
 
-/// Ends an `async` waiter's kernel wait when its task is cancelled.
-final class CancellationToken: Sendable {
-    private struct State {
-        var isCancelled = false
-        var registration: Int?
-    }
-
-    private let state = Mutex(State())
-
-    var isCancelled: Bool { state.withLock { $0.isCancelled } }
-
-    func cancel() {
-        let registration = state.withLock { state -> Int? in
-            state.isCancelled = true
-            return state.registration
-        }
-        if let registration { WaitInterrupter.shared.expire(registration) }
-    }
-
-    /// Links a registered wait to the token; `false` when the token was already cancelled.
-    func attach(_ registration: Int?) -> Bool {
-        state.withLock { state in
-            state.registration = registration
-            return !state.isCancelled
-        }
-    }
-}
-
 /// The one acquisition engine: turns a primitive's "try once / wait / release" into blocking,
 /// timed, non-blocking and cancellable acquisition, reentrancy per thread or task, mutual
 /// exclusion between threads and tasks of one process, and self-deadlock detection.
@@ -219,42 +191,50 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
         let owner = currentOwner
         if try reenter(owner, mode: mode) { return }
-        let start = MonotonicInstant.now
-        let (attempt, hold) = try tryAcquiring(mode)
-        if let hold {
-            record(hold, owner: owner, mode: mode)
-            return
-        }
-        try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: cancelCheck != nil, start: start)
-        let deadline = timeout.map { start.advanced(by: $0) }
-        let acquired = try wait(
-            attempt, mode: mode, start: start, deadline: deadline, cancelCheck: cancelCheck, token: nil)
-        record(acquired, owner: owner, mode: mode)
+        let hold = try obtain(LockRequest(mode), timeout: timeout, cancelCheck: cancelCheck, owner: owner)
+        record(hold, owner: owner, mode: mode)
     }
 
     /// Tries once for the calling thread (or task); `false` when held elsewhere.
     func tryAcquire(mode: LockMode) throws -> Bool {
         let owner = currentOwner
         if try reenter(owner, mode: mode) { return true }
-        let (attempt, hold) = try tryAcquiring(mode)
-        if let hold {
-            record(hold, owner: owner, mode: mode)
-            return true
-        }
-        primitive.abandon(attempt)
-        return false
+        guard let hold = try tryObtain(LockRequest(mode)) else { return false }
+        record(hold, owner: owner, mode: mode)
+        return true
+    }
+
+    /// Gets a hold for `request` on the calling thread, waiting at most `timeout`, without
+    /// recording it: the hold is the caller's to keep and release (`ByteRangeLock`, whose ranges
+    /// the kernel keeps for its open file, uncounted). `owner`: whose self-deadlock to look for.
+    func obtain(
+        _ request: LockRequest, timeout: Duration?, cancelCheck: (() -> Bool)?, owner: Owner? = nil
+    ) throws -> Primitive.Hold {
+        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
+        let start = MonotonicInstant.now
+        let (attempt, hold) = try tryAcquiring(request)
+        if let hold { return hold }
+        let schedule = schedule(request, start: start, timeout: timeout, mustNoticeCancellation: cancelCheck != nil)
+        try checkBeforeWaiting(attempt, schedule, owner: owner, canBeCancelled: cancelCheck != nil)
+        return try wait(attempt, schedule, cancelCheck: cancelCheck, token: nil)
+    }
+
+    /// Tries once for `request`, without recording the hold; `nil` when held elsewhere.
+    func tryObtain(_ request: LockRequest) throws -> Primitive.Hold? {
+        let (attempt, hold) = try tryAcquiring(request)
+        if hold == nil { primitive.abandon(attempt) }
+        return hold
     }
 
     /// Begins and tries once, restarting while the primitive asks to. Returns the attempt and
     /// its hold when acquired, or the attempt alone when busy.
-    private func tryAcquiring(_ mode: LockMode) throws -> (Primitive.Attempt, Primitive.Hold?) {
+    private func tryAcquiring(_ request: LockRequest) throws -> (Primitive.Attempt, Primitive.Hold?) {
         var restarts = 0
         while true {
-            try checkRestarts(&restarts)
-            let attempt = try primitive.begin(mode)
+            let attempt = try primitive.begin(request)
             let outcome: AttemptOutcome<Primitive.Hold>
             do {
-                outcome = try primitive.tryOnce(attempt, mode)
+                outcome = try primitive.tryOnce(attempt, request)
             } catch {
                 primitive.abandon(attempt)
                 throw error
@@ -262,272 +242,67 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             switch outcome {
             case .acquired(let hold): return (attempt, hold)
             case .busy: return (attempt, nil)
-            case .restart: primitive.abandon(attempt)
+            case .restart:
+                primitive.abandon(attempt)
+                try WaitSchedule.count(&restarts, path: path)
             }
         }
-    }
-
-    /// A primitive asks to start over when the lock file was replaced under it; one that asks
-    /// without end (a file that keeps vanishing, an NFS handle that stays stale) is an error,
-    /// not a busy loop.
-    private func checkRestarts(_ restarts: inout Int) throws {
-        restarts += 1
-        guard restarts > LockEngineSupport.maximumRestarts else { return }
-        throw FileLockError(
-            .io, path: path,
-            message: "gave up on lock file '\(path)' after \(LockEngineSupport.maximumRestarts) tries: it kept being "
-                + "deleted or replaced (or could not be checked) right after each lock; find the program that removes it")
     }
 
     /// The checks between a failed try and a wait: zero timeout, self-deadlock (only for a wait
     /// that nothing but the lock can end: no timeout, no cancel check).
     private func checkBeforeWaiting(
-        _ attempt: Primitive.Attempt, owner: Owner, timeout: Duration?, canBeCancelled: Bool, start: MonotonicInstant
+        _ attempt: Primitive.Attempt, _ schedule: WaitSchedule, owner: Owner?, canBeCancelled: Bool
     ) throws {
-        if timeout == .zero {
+        if schedule.timeout == .zero {
             primitive.abandon(attempt)
-            throw FileLockError.timedOut(
-                path: path, waited: MonotonicInstant.now.duration(since: start), holder: primitive.holders().first,
-                triedOnce: true, hint: primitive.busyHint())
+            throw timedOutError(schedule, triedOnce: true)
         }
-        if timeout == nil && !canBeCancelled && node.ownerHoldsThroughAnotherObject(owner, lockObject: ObjectIdentifier(self)) {
+        if let owner, schedule.timeout == nil, !canBeCancelled,
+            node.ownerHoldsThroughAnotherObject(owner, lockObject: ObjectIdentifier(self))
+        {
             primitive.abandon(attempt)
             throw FileLockError.wouldDeadlock(path: path)
         }
     }
 
-    /// Waits for `attempt` on the calling thread. Consumes the attempt: on any failure it is
-    /// abandoned. Throws `.timedOut`, `.cancelled` (cancel check) or `CancellationError` (token).
-    func wait(
-        _ attempt: Primitive.Attempt, mode: LockMode, start: MonotonicInstant, deadline: MonotonicInstant?,
-        cancelCheck: (() -> Bool)?, token: CancellationToken?
-    ) throws -> Primitive.Hold {
-        var attempt = attempt
-        var isAttemptOpen = true
-        defer { if isAttemptOpen { primitive.abandon(attempt) } }
-
-        let needsInterrupts = deadline != nil || cancelCheck != nil || token != nil
-        var usesKernelWait: Bool
-        var pause = Duration.milliseconds(1)
-        var maximumPause = configuration.pollInterval
-        var restarts = 0
-        var isPrepared = false
-        switch primitive.waitStyle {
-        case .kernel:
-            usesKernelWait = !needsInterrupts || InterruptSignal.isAvailable
-        case .polling(let initial, let maximum):
-            usesKernelWait = false
-            pause = initial
-            maximumPause = maximum
-        }
-
-        var registration: Int?
-        var savedMask: SignalMask?
-        if usesKernelWait && needsInterrupts {
-            savedMask = SignalMask.unblockInterrupts()
-            registration = WaitInterrupter.shared.register(
-                deadline: deadline, tick: cancelCheck == nil ? nil : configuration.pollInterval)
-            // Without the helper thread nothing could end a kernel wait: poll instead.
-            if registration == nil { usesKernelWait = false }
-        }
-        defer {
-            if let registration { WaitInterrupter.shared.unregister(registration) }
-            savedMask?.restore()
-        }
-        if let token, !token.attach(registration) { throw CancellationError() }
-
-        while true {
-            if let token, token.isCancelled { throw CancellationError() }
-            if let cancelCheck, cancelCheck() {
-                throw FileLockError(
-                    .cancelled, path: path,
-                    message: "waiting for lock '\(path)' was cancelled by the cancel check after "
-                        + MonotonicInstant.now.duration(since: start).formattedSeconds)
-            }
-            let now = MonotonicInstant.now
-            if let deadline, now >= deadline {
-                throw FileLockError.timedOut(
-                    path: path, waited: now.duration(since: start), holder: primitive.holders().first,
-                    hint: primitive.busyHint())
-            }
-            let outcome: AttemptOutcome<Primitive.Hold>
-            if usesKernelWait {
-                outcome = try primitive.waitOnce(attempt, mode)
-            } else {
-                var sleep = pause
-                if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
-                if cancelCheck != nil || token != nil { sleep = min(sleep, configuration.pollInterval) }
-                if !isPrepared {
-                    primitive.prepareToWait(attempt)
-                    isPrepared = true
-                }
-                primitive.pause(attempt, upTo: sleep)
-                pause = pause < maximumPause / 2 ? pause * 2 : maximumPause
-                outcome = try primitive.tryOnce(attempt, mode)
-            }
-            switch outcome {
-            case .acquired(let hold):
-                isAttemptOpen = false
-                return hold
-            case .busy:
-                restarts = 0
-            case .restart:
-                primitive.abandon(attempt)
-                isAttemptOpen = false
-                try checkRestarts(&restarts)
-                attempt = try primitive.begin(mode)
-                isAttemptOpen = true
-            }
-        }
-    }
-
     // MARK: Acquire (async)
 
-    /// Acquires for the current task without blocking a thread of the cooperative pool: a kernel
-    /// wait runs on a thread of its own; a polling wait suspends in the primitive's async `pause`
-    /// (a folder watch for marker files, else `Task.sleep`).
+    /// Acquires for the current task without blocking a thread of the cooperative pool (see
+    /// `waitFromTask`).
     func acquire(mode: LockMode, timeout: Duration?) async throws {
         if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
         try Task.checkCancellation()
         let owner = currentOwner
         if try reenter(owner, mode: mode) { return }
+        let hold = try await obtain(LockRequest(mode), timeout: timeout, owner: owner)
+        record(hold, owner: owner, mode: mode)
+    }
+
+    /// `obtain` from a task: the tries on the helper threads, the wait as `waitFromTask`.
+    func obtain(_ request: LockRequest, timeout: Duration?, owner: Owner? = nil) async throws -> Primitive.Hold {
+        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
+        try Task.checkCancellation()
         let start = MonotonicInstant.now
-        let (attempt, hold) = try await offThePool { [self] in try tryAcquiring(mode) }
-        if let hold {
-            record(hold, owner: owner, mode: mode)
-            return
-        }
+        let (attempt, hold) = try await offThePool { [self] in try tryAcquiring(request) }
+        if let hold { return hold }
         // A task can be cancelled, but nothing cancels it in a self-deadlock: still report it.
         // Only a try (zero timeout) reads the lock file here (to name the holder): only then the
         // hop to a helper thread, and whatever ends it gives up the attempt (an open file).
+        let schedule = schedule(request, start: start, timeout: timeout, mustNoticeCancellation: false)
         if timeout == .zero {
             do {
                 try await offThePool { [self] in
-                    try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: false, start: start)
+                    try checkBeforeWaiting(attempt, schedule, owner: owner, canBeCancelled: false)
                 }
             } catch is CancellationError {
                 primitive.abandon(attempt)
                 throw CancellationError()
             }
         } else {
-            try checkBeforeWaiting(attempt, owner: owner, timeout: timeout, canBeCancelled: false, start: start)
+            try checkBeforeWaiting(attempt, schedule, owner: owner, canBeCancelled: false)
         }
-        let deadline = timeout.map { start.advanced(by: $0) }
-        let acquired: Primitive.Hold
-        switch primitive.waitStyle {
-        case .kernel:
-            acquired = try await waitOnOwnThread(attempt, mode: mode, start: start, deadline: deadline)
-        case .polling(let initial, let maximum):
-            guard case .acquired(let hold) = try await poll(
-                attempt, mode: mode, start: start, deadline: deadline, initial: initial, maximum: maximum)
-            else { preconditionFailure("a polling primitive's wait ends acquired or throws") }
-            acquired = hold
-        }
-        record(acquired, owner: owner, mode: mode)
-    }
-
-    /// Runs blocking file-system calls of a task's acquisition or release (opening, creating,
-    /// reading, checking, renaming; on NFS each may stall for as long as the server does) on the
-    /// bounded helper threads, so that a stalled server never blocks the cooperative pool.
-    private func offThePool<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) async throws -> Value {
-        try await BlockingCallPool.shared.run(body)
-    }
-
-    /// Waits for a kernel lock from a task: on a thread of its own, blocked in the kernel and
-    /// woken by the release, while fewer than `KernelWaitThreads.maximum` such threads exist;
-    /// beyond that (or if no thread can be started) by polling, each try on the helper threads,
-    /// until a place frees up; so a thousand waiting tasks cost a bounded number of threads.
-    func waitOnOwnThread(
-        _ attempt: Primitive.Attempt, mode: LockMode, start: MonotonicInstant, deadline: MonotonicInstant?
-    ) async throws -> Primitive.Hold {
-        var attempt = attempt
-        while true {
-            if KernelWaitThreads.take() {
-                let token = CancellationToken()
-                let current = attempt
-                let outcome: Result<Primitive.Hold, any Error>? = await withTaskCancellationHandler {
-                    await withCheckedContinuation { continuation in
-                        let spawned = Threads.spawnDetached { [self] in
-                            let result = Result {
-                                try wait(current, mode: mode, start: start, deadline: deadline, cancelCheck: nil, token: token)
-                            }
-                            KernelWaitThreads.giveBack()
-                            continuation.resume(returning: result)
-                        }
-                        if case .failure = spawned {
-                            KernelWaitThreads.giveBack()
-                            continuation.resume(returning: nil)
-                        }
-                    }
-                } onCancel: {
-                    token.cancel()
-                }
-                if let outcome { return try outcome.get() }
-            }
-            switch try await poll(
-                attempt, mode: mode, start: start, deadline: deadline, initial: .milliseconds(1),
-                maximum: configuration.pollInterval, untilAKernelWaitIsFree: true)
-            {
-            case .acquired(let hold): return hold
-            case .kernelWaitAvailable(let open): attempt = open
-            }
-        }
-    }
-
-    private enum PollOutcome {
-        case acquired(Primitive.Hold)
-        /// A kernel-wait thread became free: wait in the kernel with this (open) attempt instead.
-        case kernelWaitAvailable(Primitive.Attempt)
-    }
-
-    /// Polls for the lock. `untilAKernelWaitIsFree`: for a kernel lock's waiter over the thread
-    /// cap, which goes back to a kernel wait (woken by the release) as soon as a place frees up.
-    private func poll(
-        _ attempt: Primitive.Attempt, mode: LockMode, start: MonotonicInstant, deadline: MonotonicInstant?,
-        initial: Duration, maximum: Duration, untilAKernelWaitIsFree: Bool = false
-    ) async throws -> PollOutcome {
-        var attempt = attempt
-        var isAttemptOpen = true
-        defer { if isAttemptOpen { primitive.abandon(attempt) } }
-        var pause = initial
-        var restarts = 0
-        var isPrepared = false
-        while true {
-            // A pause may end without suspending (a change already seen): still honour a cancel.
-            try Task.checkCancellation()
-            let now = MonotonicInstant.now
-            if let deadline, now >= deadline {
-                let (holder, hint) = try await offThePool { [primitive] in (primitive.holders().first, primitive.busyHint()) }
-                throw FileLockError.timedOut(path: path, waited: now.duration(since: start), holder: holder, hint: hint)
-            }
-            var sleep = pause
-            if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
-            if !isPrepared {
-                let current = attempt
-                try await offThePool { [primitive] in primitive.prepareToWait(current) }
-                isPrepared = true
-            }
-            try await primitive.pause(attempt, upTo: sleep)
-            pause = pause < maximum / 2 ? pause * 2 : maximum
-            let current = attempt
-            switch try await offThePool({ [primitive] in try primitive.tryOnce(current, mode) }) {
-            case .acquired(let hold):
-                isAttemptOpen = false
-                return .acquired(hold)
-            case .busy:
-                restarts = 0
-                if untilAKernelWaitIsFree && KernelWaitThreads.inUse < KernelWaitThreads.maximum {
-                    isAttemptOpen = false
-                    return .kernelWaitAvailable(attempt)
-                }
-            case .restart:
-                primitive.abandon(attempt)
-                isAttemptOpen = false
-                try checkRestarts(&restarts)
-                attempt = try await offThePool { [primitive] in try primitive.begin(mode) }
-                isAttemptOpen = true
-            }
-        }
+        return try await waitFromTask(attempt, schedule)
     }
 
     // MARK: Release
@@ -583,25 +358,4 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             primitive.forget(record.hold)
         }
     }
-}
-
-/// The threads that `async` kernel waits block on, counted: at most `maximum` at once in the
-/// process (each has a 256 KiB stack); waiters beyond poll instead.
-enum KernelWaitThreads {
-    static let maximum = 64
-    private static let count = Atomic<Int>(0)
-
-    /// Takes a place for one more thread; `false` when all are taken.
-    static func take() -> Bool {
-        if count.add(1, ordering: .relaxed).newValue <= maximum { return true }
-        count.subtract(1, ordering: .relaxed)
-        return false
-    }
-
-    static func giveBack() {
-        count.subtract(1, ordering: .relaxed)
-    }
-
-    /// How many are taken now (for tests).
-    static var inUse: Int { count.load(ordering: .relaxed) }
 }

@@ -6,21 +6,38 @@ public enum LockMode: Sendable, Hashable {
     case exclusive
 }
 
-/// How a primitive waits for a lock that is held elsewhere.
-enum WaitStyle: Sendable {
-    /// `waitOnce` blocks in the kernel until the lock is free; the kernel wakes it on release.
+/// What one acquisition asks a primitive for: a mode and, for kinds that lock parts of a file,
+/// which bytes (whole-file kinds ignore the range).
+struct LockRequest: Sendable, Hashable {
+    var mode: LockMode
+    var range: ByteRange = .wholeFile
+
+    init(_ mode: LockMode, range: ByteRange = .wholeFile) {
+        self.mode = mode
+        self.range = range
+    }
+}
+
+/// How a primitive waits for a lock that is held elsewhere; the engine runs the wait, the
+/// primitive picks its kind.
+enum WaitStrategy: Sendable {
+    /// `waitInKernel` blocks in the kernel until the lock is free; the kernel wakes it on release.
     /// A signal (see `InterruptSignal`) ends the call early for timeouts and cancellation.
     case kernel
     /// Nothing wakes a waiter: try again after a pause that starts at `initial` and doubles up to
-    /// `maximum` (marker files, remote locks).
+    /// `maximum` (marker files); the primitive's `pause` may end early (a folder watch).
     case polling(initial: Duration, maximum: Duration)
+    /// `waitRemotely` waits on a server (a network lock): bounded by the deadline it is given,
+    /// and ended on task cancellation by the primitive itself, since no signal ends a network wait.
+    case remote
 }
 
 /// The result of one try.
 enum AttemptOutcome<Hold: Sendable>: Sendable {
     /// The lock is ours.
     case acquired(Hold)
-    /// Someone else holds it (or a signal ended a kernel wait).
+    /// Someone else holds it (or a signal ended a kernel wait, or a remote wait reached its
+    /// deadline).
     case busy
     /// The attempt is void (for example the lock file was replaced): abandon it and begin again.
     case restart
@@ -35,17 +52,24 @@ protocol LockPrimitive: Sendable {
     /// What a successful acquisition owns until release.
     associatedtype Hold: Sendable
 
-    /// The path the user gave, for messages.
+    /// The path (or name) the user gave, for messages.
     var path: String { get }
-    var waitStyle: WaitStyle { get }
+    /// How a waiter waits; see `WaitStrategy`.
+    var waitStrategy: WaitStrategy { get }
 
     /// Prepares an acquisition (opens the file). Throws for bad paths and system errors.
-    func begin(_ mode: LockMode) throws -> Attempt
+    func begin(_ request: LockRequest) throws -> Attempt
     /// Tries once without waiting.
-    func tryOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold>
+    func tryOnce(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold>
     /// Waits in the kernel until acquired; `.busy` when a signal ended the wait. Only called
     /// for `.kernel` primitives.
-    func waitOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold>
+    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold>
+    /// Waits on the server until acquired, or `.busy` at `deadline` (`nil`: no deadline); throws
+    /// `CancellationError` as soon as the task is cancelled, leaving nothing waiting on the
+    /// server and nothing held. Only called for `.remote` primitives.
+    func waitRemotely(
+        _ attempt: Attempt, _ request: LockRequest, until deadline: MonotonicInstant?
+    ) async throws -> AttemptOutcome<Hold>
     /// Called once before the first pause of a polling wait (off the cooperative pool for a task):
     /// the place for blocking set-up such as a folder watch.
     func prepareToWait(_ attempt: Attempt)
@@ -65,6 +89,12 @@ protocol LockPrimitive: Sendable {
     func forget(_ hold: Hold)
     /// Who holds the lock now, as far as can be seen; empty when free or unknown.
     func holders() -> [LockHolder]
+    /// Who stands in the way of `request`, for the error of a try or wait that did not get it;
+    /// `timeout` is what the caller allowed (`.zero` for a try), so that a slow look-up can be
+    /// kept short.
+    func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder?
+    /// What the request locks, as an error names it (`bytes 0-99 of '/x'`); `nil` for "lock '/x'".
+    func subject(of request: LockRequest) -> String?
     /// Why the lock stays held, when the kind knows better than "wait longer" (for a timeout's
     /// message); `nil` for the generic advice.
     func busyHint() -> String?
@@ -75,6 +105,10 @@ extension LockPrimitive {
 
     func busyHint() -> String? { nil }
 
+    func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? { holders().first }
+
+    func subject(of request: LockRequest) -> String? { nil }
+
     func pause(_ attempt: Attempt, upTo duration: Duration) {
         Threads.sleep(duration)
     }
@@ -83,7 +117,13 @@ extension LockPrimitive {
         try await Task.sleep(for: duration)
     }
 
-    func waitOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold> {
-        try tryOnce(attempt, mode)
+    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
+        preconditionFailure("waitInKernel is only called for primitives whose wait strategy is .kernel")
+    }
+
+    func waitRemotely(
+        _ attempt: Attempt, _ request: LockRequest, until deadline: MonotonicInstant?
+    ) async throws -> AttemptOutcome<Hold> {
+        preconditionFailure("waitRemotely is only called for primitives whose wait strategy is .remote")
     }
 }

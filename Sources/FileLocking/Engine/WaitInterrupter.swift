@@ -5,7 +5,7 @@
 /// polling of the lock). Only the end of the wait needs this helper thread. A signal can land
 /// just before the waiter enters the kernel call and be lost; so after a deadline passes the
 /// signal is repeated every millisecond until the waiter unregisters.
-final class WaitInterrupter: @unchecked Sendable {
+final class WaitInterrupter: BackgroundThreads, @unchecked Sendable {
     static let shared = WaitInterrupter()
 
     private struct Entry {
@@ -17,26 +17,14 @@ final class WaitInterrupter: @unchecked Sendable {
 
     private static let repeatInterval = Duration.milliseconds(1)
 
-    private init() {
-        // A child forked without exec has no helper thread and may inherit the mutex locked:
-        // hold the mutex across fork and start the child afresh.
-        ForkHandlers.register(
-            prepare: { WaitInterrupter.shared.lock.lock() },
-            parent: { WaitInterrupter.shared.lock.unlock() },
-            child: { WaitInterrupter.shared.resetInChild() })
-    }
+    private init() { super.init(maximumThreads: 1) }
 
-    private func resetInChild() {
-        entries = [:]
-        isRunning = false
-        lock.reinitializeInChild()
-    }
+    /// A forked child waits in none of its parent's waits.
+    override func resetInChild() { entries = [:] }
 
     // Guarded by `lock`.
-    private let lock = ConditionLock()
     private var entries: [Int: Entry] = [:]
     private var nextIdentifier = 0
-    private var isRunning = false
 
     /// Arranges for the calling thread to be interrupted at `deadline` (then repeatedly) and every
     /// `tick` before it. Returns an identifier for `expire` and `unregister`, or `nil` when the
@@ -47,9 +35,8 @@ final class WaitInterrupter: @unchecked Sendable {
         if let tick { firstFire = min(firstFire, now.advanced(by: tick)) }
         let entry = Entry(thread: .current, deadline: deadline, tick: tick, nextFire: firstFire)
         return lock.withLock { () -> Int? in
-            if !isRunning {
-                guard case .success = Threads.spawnDetached({ [self] in run() }) else { return nil }
-                isRunning = true
+            if runningThreads == 0 {
+                guard startThread({ [self] in run() }) else { return nil }
             }
             nextIdentifier += 1
             entries[nextIdentifier] = entry

@@ -164,41 +164,18 @@ public final class ByteRangeLock: Sendable {
         _ range: ByteRange = .wholeFile, mode: LockMode = .exclusive, timeout: Duration? = nil,
         cancelCheck: (() -> Bool)? = nil
     ) throws {
-        let request = try validated(range, mode)
-        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
-        if case .acquired = try engine.primitive.tryOnce(request, mode) { return }
-        let start = MonotonicInstant.now
-        guard timeout != .zero else { throw timedOut(range, mode, since: start, identifyingHolder: false) }
-        do {
-            _ = try engine.wait(
-                request, mode: mode, start: start, deadline: timeout.map { start.advanced(by: $0) },
-                cancelCheck: cancelCheck, token: nil)
-        } catch let error as FileLockError where error.code == .timedOut {
-            throw timedOut(range, mode, since: start, lookupBudget: Self.holderLookupBudget(forTimeout: timeout))
-        }
+        _ = try engine.obtain(try validated(range, mode), timeout: timeout, cancelCheck: cancelCheck)
     }
 
     /// Locks `range` from `async` code: the kernel wait runs on a thread of its own, and
     /// cancelling the task ends it with `CancellationError`.
     public func lock(_ range: ByteRange = .wholeFile, mode: LockMode = .exclusive, timeout: Duration? = nil) async throws {
-        let request = try validated(range, mode)
-        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
-        try Task.checkCancellation()
-        if case .acquired = try engine.primitive.tryOnce(request, mode) { return }
-        let start = MonotonicInstant.now
-        guard timeout != .zero else { throw timedOut(range, mode, since: start, identifyingHolder: false) }
-        do {
-            _ = try await engine.waitOnOwnThread(
-                request, mode: mode, start: start, deadline: timeout.map { start.advanced(by: $0) })
-        } catch let error as FileLockError where error.code == .timedOut {
-            throw timedOut(range, mode, since: start, lookupBudget: Self.holderLookupBudget(forTimeout: timeout))
-        }
+        _ = try await engine.obtain(try validated(range, mode), timeout: timeout)
     }
 
     /// Locks `range` if no one else holds a conflicting lock now; never waits.
     public func tryLock(_ range: ByteRange = .wholeFile, mode: LockMode = .exclusive) throws -> Bool {
-        if case .acquired = try engine.primitive.tryOnce(try validated(range, mode), mode) { return true }
-        return false
+        try engine.tryObtain(try validated(range, mode)) != nil
     }
 
     /// Unlocks `range`. Unlocking the middle of a locked range leaves the two ends locked.
@@ -223,22 +200,8 @@ public final class ByteRangeLock: Sendable {
         try conflict(for: range, mode: mode, identifyingHolder: true)
     }
 
-    private func conflict(
-        for range: ByteRange, mode: LockMode = .exclusive, identifyingHolder: Bool, lookupDeadline: MonotonicInstant? = nil
-    ) throws -> RangeLockConflict? {
-        let request = try validated(range, mode)
-        let kind: RangeLockRequest.Kind = mode == .exclusive ? .write : .read
-        switch System.conflictingRangeLock(
-            try file.lockingDescriptor(), RangeLockRequest(kind: kind, start: request.range.start, length: request.range.length))
-        {
-        case .success(nil): return nil
-        case .success(let found?):
-            let foundRange = ByteRange(start: found.start, length: found.length)
-            return RangeLockConflict(
-                range: foundRange, mode: found.kind == .read ? .shared : .exclusive,
-                holder: identifyingHolder ? holder(pid: found.pid, range: foundRange, deadline: lookupDeadline) : nil)
-        case .failure(let error): throw engine.primitive.error(error, operation: "test \(range) of")
-        }
+    private func conflict(for range: ByteRange, mode: LockMode, identifyingHolder: Bool) throws -> RangeLockConflict? {
+        try engine.primitive.conflict(for: try validated(range, mode), identifyingHolder: identifyingHolder)
     }
 
     /// Runs `body` while holding `range`; unlocks even when `body` throws.
@@ -407,15 +370,77 @@ public final class ByteRangeLock: Sendable {
 
     // MARK: Helpers
 
-    private func validated(_ range: ByteRange, _ mode: LockMode) throws -> RangePrimitive.Request {
+    private func validated(_ range: ByteRange, _ mode: LockMode) throws -> LockRequest {
         guard range.start >= 0, range.length >= 0, !range.start.addingReportingOverflow(range.length).overflow else {
             throw FileLockError(
                 .invalidConfiguration, path: path,
                 message: "invalid byte range start \(range.start), length \(range.length) for '\(path)': the start "
                     + "and length must not be negative and must end within Int64 (length 0 means to the end of the file)")
         }
-        return RangePrimitive.Request(range: range, mode: mode)
+        return LockRequest(mode, range: range)
     }
+}
+
+/// `fcntl` record locks on one open file: the primitive behind `ByteRangeLock`. Its attempts and
+/// holds are the request itself (the kernel keeps the locks of the open file, uncounted).
+struct RangePrimitive: LockPrimitive {
+    let file: RangeFile
+    let path: String
+    var waitStrategy: WaitStrategy { .kernel }
+
+    func begin(_ request: LockRequest) throws -> LockRequest { request }
+
+    private func raw(_ request: LockRequest) -> RangeLockRequest {
+        RangeLockRequest(
+            kind: request.mode == .exclusive ? .write : .read, start: request.range.start, length: request.range.length)
+    }
+
+    func tryOnce(_ attempt: LockRequest, _ request: LockRequest) throws -> AttemptOutcome<LockRequest> {
+        switch System.setRangeLock(try file.lockingDescriptor(), raw(request)) {
+        case .success(true): return .acquired(request)
+        case .success(false): return .busy
+        case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
+        }
+    }
+
+    func waitInKernel(_ attempt: LockRequest, _ request: LockRequest) throws -> AttemptOutcome<LockRequest> {
+        switch System.setRangeLockWaitingOnce(try file.lockingDescriptor(), raw(request)) {
+        case .success: return .acquired(request)
+        case .failure(.interrupted): return .busy
+        case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
+        }
+    }
+
+    func abandon(_ attempt: LockRequest) {}
+
+    func release(_ hold: LockRequest) {
+        guard let descriptor = try? file.lockingDescriptor() else { return }
+        _ = System.setRangeLock(
+            descriptor, RangeLockRequest(kind: .unlock, start: hold.range.start, length: hold.range.length))
+    }
+
+    func forget(_ hold: LockRequest) {}
+
+    /// Every process with a record lock on the file (Linux `/proc/locks`, open-file-description
+    /// holders found through `/proc/PID/fdinfo`).
+    func holders() -> [LockHolder] {
+        guard case .success(let status) = System.fstat(file.descriptor) else { return [] }
+        let own = System.processID
+        let host = ProcessIdentity.hostName
+        return ProcLocks.processesHoldingRecordLock(on: status, start: 0, end: nil, deadline: nil).holders
+            .filter { $0.pid != own }
+            .map { LockHolder(pid: $0.pid, host: host, isShared: !$0.isWrite) }
+    }
+
+    /// The holder of a lock in the way of `request`. A try (`.zero`) does not look through
+    /// `/proc` for an open-file holder; a wait spends at most `holderLookupBudget` on it.
+    func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? {
+        let deadline = MonotonicInstant.now.advanced(by: Self.holderLookupBudget(forTimeout: timeout))
+        let found = try? conflict(for: request, identifyingHolder: timeout != .zero, lookupDeadline: deadline)
+        return found?.holder
+    }
+
+    func subject(of request: LockRequest) -> String? { "\(request.range) of '\(path)'" }
 
     /// How long a timed-out `lock` may look for the holder to name in its error: a tenth of the
     /// timeout, at least 2 ms and at most 100 ms, so that a short timeout does not overshoot by the
@@ -425,22 +450,29 @@ public final class ByteRangeLock: Sendable {
         return min(max(timeout / 10, .milliseconds(2)), .milliseconds(100))
     }
 
-    private func timedOut(
-        _ range: ByteRange, _ mode: LockMode, since start: MonotonicInstant, identifyingHolder: Bool = true,
-        lookupBudget: Duration = .zero
-    ) -> FileLockError {
-        let deadline = MonotonicInstant.now.advanced(by: lookupBudget)
-        let holder = (try? conflict(for: range, mode: mode, identifyingHolder: identifyingHolder, lookupDeadline: deadline))?
-            .flatMap { $0.holder }
-        return FileLockError.timedOut(
-            path: path, waited: MonotonicInstant.now.duration(since: start), holder: holder,
-            what: "\(range) of '\(path)'")
+    /// The lock of another open file that conflicts with `request`, or `nil`.
+    func conflict(
+        for request: LockRequest, identifyingHolder: Bool, lookupDeadline: MonotonicInstant? = nil
+    ) throws -> RangeLockConflict? {
+        let kind: RangeLockRequest.Kind = request.mode == .exclusive ? .write : .read
+        let range = request.range
+        switch System.conflictingRangeLock(
+            try file.lockingDescriptor(), RangeLockRequest(kind: kind, start: range.start, length: range.length))
+        {
+        case .success(nil): return nil
+        case .success(let found?):
+            let foundRange = ByteRange(start: found.start, length: found.length)
+            return RangeLockConflict(
+                range: foundRange, mode: found.kind == .read ? .shared : .exclusive,
+                holder: identifyingHolder ? holder(pid: found.pid, range: foundRange, deadline: lookupDeadline) : nil)
+        case .failure(let error): throw self.error(error, operation: "test \(range) of")
+        }
     }
 
     /// The holder of a conflicting lock: the kernel names POSIX holders; an open-file-description
     /// holder (pid -1) is found through `/proc/PID/fdinfo`, looking no longer than `deadline`.
     func holder(pid: Int32, range: ByteRange, deadline: MonotonicInstant? = nil) -> LockHolder? {
-        if pid > 0 { return LockHolder(pid: pid, host: System.hostName()) }
+        if pid > 0 { return LockHolder(pid: pid, host: ProcessIdentity.hostName) }
         guard case .success(let status) = System.fstat(file.descriptor) else { return nil }
         // The kernel reports ranges within 0...Int64.max; checked anyway, a conflict is no reason to trap.
         guard range.start >= 0, range.length >= 0 else { return nil }
@@ -452,55 +484,8 @@ public final class ByteRangeLock: Sendable {
         ).holders
         // Another open file of this process may hold it too; prefer another process.
         let chosen = holders.first { $0.pid != own } ?? holders.first
-        return chosen.map { LockHolder(pid: $0.pid, host: System.hostName(), isShared: !$0.isWrite) }
+        return chosen.map { LockHolder(pid: $0.pid, host: ProcessIdentity.hostName, isShared: !$0.isWrite) }
     }
-}
-
-/// `fcntl` record locks on one descriptor, plugged into the engine for its waiting.
-struct RangePrimitive: LockPrimitive {
-    struct Request: Sendable {
-        var range: ByteRange
-        var mode: LockMode
-    }
-
-    let file: RangeFile
-    let path: String
-    var waitStyle: WaitStyle { .kernel }
-
-    func begin(_ mode: LockMode) throws -> Request { Request(range: .wholeFile, mode: mode) }
-
-    private func raw(_ request: Request) -> RangeLockRequest {
-        RangeLockRequest(
-            kind: request.mode == .exclusive ? .write : .read, start: request.range.start, length: request.range.length)
-    }
-
-    func tryOnce(_ request: Request, _ mode: LockMode) throws -> AttemptOutcome<Request> {
-        switch System.setRangeLock(try file.lockingDescriptor(), raw(request)) {
-        case .success(true): return .acquired(request)
-        case .success(false): return .busy
-        case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
-        }
-    }
-
-    func waitOnce(_ request: Request, _ mode: LockMode) throws -> AttemptOutcome<Request> {
-        switch System.setRangeLockWaitingOnce(try file.lockingDescriptor(), raw(request)) {
-        case .success: return .acquired(request)
-        case .failure(.interrupted): return .busy
-        case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
-        }
-    }
-
-    func abandon(_ request: Request) {}
-
-    func release(_ request: Request) {
-        guard let descriptor = try? file.lockingDescriptor() else { return }
-        _ = System.setRangeLock(
-            descriptor, RangeLockRequest(kind: .unlock, start: request.range.start, length: request.range.length))
-    }
-
-    func forget(_ request: Request) {}
-
-    func holders() -> [LockHolder] { [] }
 
     func error(_ error: Errno, operation: String) -> FileLockError {
         switch error {

@@ -7,10 +7,10 @@ struct FlockPrimitive: LockPrimitive {
     let filePermissions: UInt32?
 
     var path: String { lockPath.given }
-    var waitStyle: WaitStyle { .kernel }
+    var waitStrategy: WaitStrategy { .kernel }
 
     /// Opens (creating if needed) the lock file, never following a symbolic link.
-    func begin(_ mode: LockMode) throws -> Int32 {
+    func begin(_ request: LockRequest) throws -> Int32 {
         switch try lockPath.open(flags: OpenFlags.readWriteCreate, mode: filePermissions ?? 0o666) {
             case .success(let descriptor):
                 return descriptor
@@ -39,19 +39,19 @@ struct FlockPrimitive: LockPrimitive {
         }
     }
 
-    func tryOnce(_ descriptor: Int32, _ mode: LockMode) throws -> AttemptOutcome<Int32> {
-        switch System.flockNonBlocking(descriptor, mode.flockOperation) {
+    func tryOnce(_ descriptor: Int32, _ request: LockRequest) throws -> AttemptOutcome<Int32> {
+        switch System.flockNonBlocking(descriptor, request.mode.flockOperation) {
         case .success(true): return verify(descriptor)
         case .success(false): return .busy
-        case .failure(let error): throw lockError(error, mode)
+        case .failure(let error): throw lockError(error, request.mode)
         }
     }
 
-    func waitOnce(_ descriptor: Int32, _ mode: LockMode) throws -> AttemptOutcome<Int32> {
-        switch System.flockBlockingOnce(descriptor, mode.flockOperation) {
+    func waitInKernel(_ descriptor: Int32, _ request: LockRequest) throws -> AttemptOutcome<Int32> {
+        switch System.flockBlockingOnce(descriptor, request.mode.flockOperation) {
         case .success: return verify(descriptor)
         case .failure(.interrupted): return .busy
-        case .failure(let error): throw lockError(error, mode)
+        case .failure(let error): throw lockError(error, request.mode)
         }
     }
 
@@ -107,7 +107,7 @@ struct FlockPrimitive: LockPrimitive {
 
     func holders() -> [LockHolder] {
         guard case .success(let status) = System.lstat(lockPath.absolute), status.isRegularFile else { return [] }
-        let host = System.hostName()
+        let host = ProcessIdentity.hostName
         return lockEntries(status)
             .filter { $0.kind == .flock && !$0.isWaiting }
             .map { LockHolder(pid: $0.pid, host: host, isShared: !$0.isWrite) }

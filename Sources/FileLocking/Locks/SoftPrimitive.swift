@@ -19,7 +19,7 @@ struct SoftPrimitive: LockPrimitive {
     let pollInterval: Duration
 
     var path: String { lockPath.given }
-    var waitStyle: WaitStyle { .polling(initial: .milliseconds(1), maximum: pollInterval) }
+    var waitStrategy: WaitStrategy { .polling(initial: .milliseconds(1), maximum: pollInterval) }
 
     /// A wait's folder watch, made on its first pause.
     final class Attempt: @unchecked Sendable {
@@ -66,9 +66,9 @@ struct SoftPrimitive: LockPrimitive {
     /// clock runs behind.
     let malformedSince = MalformedMarkerClock()
 
-    func begin(_ mode: LockMode) throws -> Attempt { Attempt() }
+    func begin(_ request: LockRequest) throws -> Attempt { Attempt() }
 
-    func tryOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold> {
+    func tryOnce(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
         // A few rounds: the marker may vanish or be broken between our create and our look.
         for _ in 0..<4 {
             if let hold = try create() { return .acquired(hold) }

@@ -375,12 +375,6 @@ enum System {
         if Glibc_kill(pid_t(pid), 0) == 0 { return true }
         return Errno.current != .noSuchProcess
     }
-
-    static func hostName() -> String {
-        var buffer = [CChar](repeating: 0, count: 256)
-        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
 }
 
 // File-scope wrappers: inside `enum System` the Swift functions shadow the C names.

@@ -1,0 +1,409 @@
+import Synchronization
+
+/// The decisions of one wait, made in one place for both ways of waiting (a thread blocked in
+/// `LockEngine.wait`, a task suspended in `LockEngine.waitFromTask`): when the deadline has
+/// passed, how long the next pause is, when a primitive that keeps asking to start over is given
+/// up on. The two drivers only carry out the steps, each with its own way to block.
+struct WaitSchedule {
+    let request: LockRequest
+    let start: MonotonicInstant
+    /// What the caller allowed; `nil` waits forever.
+    let timeout: Duration?
+    let deadline: MonotonicInstant?
+    /// The longest pause while a cancellation must be noticed by looking (a cancel check, or a
+    /// task's cancellation where the pause cannot be ended early); `nil`: no such cap.
+    let cancelTick: Duration?
+    private var pause: Duration
+    private let maximumPause: Duration
+    private var restarts = 0
+    /// Whether `prepareToWait` has yet to be called (before the first pause).
+    var needsPreparing = true
+
+    init(
+        request: LockRequest, start: MonotonicInstant, timeout: Duration?, cancelTick: Duration?,
+        initialPause: Duration, maximumPause: Duration
+    ) {
+        self.request = request
+        self.start = start
+        self.timeout = timeout
+        deadline = timeout.map { start.advanced(by: $0) }
+        self.cancelTick = cancelTick
+        pause = initialPause
+        self.maximumPause = maximumPause
+    }
+
+    func hasExpired(at now: MonotonicInstant) -> Bool {
+        deadline.map { now >= $0 } ?? false
+    }
+
+    /// The next pause of a polling wait (never past the deadline, nor longer than the cancel
+    /// tick); pauses double from the initial one up to the maximum.
+    mutating func nextPause(at now: MonotonicInstant) -> Duration {
+        var sleep = pause
+        if let deadline { sleep = min(sleep, deadline.duration(since: now)) }
+        if let cancelTick { sleep = min(sleep, cancelTick) }
+        pause = pause < maximumPause / 2 ? pause * 2 : maximumPause
+        return sleep
+    }
+
+    /// What to do after a try or wait that did not fail.
+    enum Next<Hold> {
+        case acquired(Hold)
+        /// Still held elsewhere: wait again with the same attempt.
+        case waitAgain
+        /// The attempt is void: abandon it and begin a new one.
+        case beginAgain
+    }
+
+    /// - Throws: when the primitive asked to start over more than `maximumRestarts` times in a row.
+    mutating func next<Hold>(after outcome: AttemptOutcome<Hold>, path: String) throws -> Next<Hold> {
+        switch outcome {
+        case .acquired(let hold):
+            return .acquired(hold)
+        case .busy:
+            restarts = 0
+            return .waitAgain
+        case .restart:
+            try WaitSchedule.count(&restarts, path: path)
+            return .beginAgain
+        }
+    }
+
+    /// Counts one more start-over in a row; a primitive that asks without end (a file that keeps
+    /// vanishing, an NFS handle that stays stale) is an error, not a busy loop.
+    static func count(_ restarts: inout Int, path: String) throws {
+        restarts += 1
+        guard restarts > LockEngineSupport.maximumRestarts else { return }
+        throw FileLockError(
+            .io, path: path,
+            message: "gave up on lock file '\(path)' after \(LockEngineSupport.maximumRestarts) tries: it kept being "
+                + "deleted or replaced (or could not be checked) right after each lock; find the program that removes it")
+    }
+}
+
+extension LockEngine {
+    /// The schedule of a wait by this engine's primitive, for `request` from `start`.
+    func schedule(
+        _ request: LockRequest, start: MonotonicInstant, timeout: Duration?, mustNoticeCancellation: Bool
+    ) -> WaitSchedule {
+        var initial = Duration.milliseconds(1)
+        var maximum = configuration.pollInterval
+        if case .polling(let first, let longest) = primitive.waitStrategy {
+            initial = first
+            maximum = longest
+        }
+        return WaitSchedule(
+            request: request, start: start, timeout: timeout,
+            cancelTick: mustNoticeCancellation ? configuration.pollInterval : nil, initialPause: initial,
+            maximumPause: maximum)
+    }
+
+    /// The error of a try or wait that did not get the lock, naming who holds it.
+    func timedOutError(_ schedule: WaitSchedule, triedOnce: Bool = false) -> FileLockError {
+        let waited = MonotonicInstant.now.duration(since: schedule.start)
+        return FileLockError.timedOut(
+            path: path, waited: waited,
+            holder: primitive.blockingHolder(for: schedule.request, timeout: schedule.timeout),
+            what: primitive.subject(of: schedule.request), triedOnce: triedOnce, hint: primitive.busyHint())
+    }
+
+    private func cancelledError(_ schedule: WaitSchedule) -> FileLockError {
+        FileLockError(
+            .cancelled, path: path,
+            message: "waiting for lock '\(path)' was cancelled by the cancel check after "
+                + MonotonicInstant.now.duration(since: schedule.start).formattedSeconds)
+    }
+
+    // MARK: Waiting on a thread
+
+    /// Waits for `attempt` on the calling thread, in the way the primitive's strategy says: in
+    /// the kernel (ended by a signal at the deadline, at each cancel-check tick and on the token's
+    /// cancellation), by pausing and trying again, or on a server. Consumes the attempt: on any
+    /// failure it is abandoned. Throws `.timedOut`, `.cancelled` (cancel check) or
+    /// `CancellationError` (token).
+    func wait(
+        _ attempt: Primitive.Attempt, _ schedule: WaitSchedule, cancelCheck: (() -> Bool)?, token: CancellationToken?
+    ) throws -> Primitive.Hold {
+        var schedule = schedule
+        var attempt = attempt
+        var isAttemptOpen = true
+        defer { if isAttemptOpen { primitive.abandon(attempt) } }
+
+        var step: WaitStep
+        let needsInterrupts = schedule.deadline != nil || cancelCheck != nil || token != nil
+        switch primitive.waitStrategy {
+        case .kernel: step = !needsInterrupts || InterruptSignal.isAvailable ? .kernel : .pause
+        case .polling: step = .pause
+        case .remote: step = .remote
+        }
+
+        var registration: Int?
+        var savedMask: SignalMask?
+        if step == .kernel && needsInterrupts {
+            savedMask = SignalMask.unblockInterrupts()
+            registration = WaitInterrupter.shared.register(
+                deadline: schedule.deadline, tick: cancelCheck == nil ? nil : configuration.pollInterval)
+            // Without the helper thread nothing could end a kernel wait: poll instead.
+            if registration == nil { step = .pause }
+        }
+        defer {
+            if let registration { WaitInterrupter.shared.unregister(registration) }
+            savedMask?.restore()
+        }
+        if let token, !token.attach(registration) { throw CancellationError() }
+
+        while true {
+            if let token, token.isCancelled { throw CancellationError() }
+            if let cancelCheck, cancelCheck() { throw cancelledError(schedule) }
+            let now = MonotonicInstant.now
+            if schedule.hasExpired(at: now) { throw timedOutError(schedule) }
+            let outcome: AttemptOutcome<Primitive.Hold>
+            switch step {
+            case .kernel:
+                outcome = try primitive.waitInKernel(attempt, schedule.request)
+            case .pause:
+                let sleep = schedule.nextPause(at: now)
+                if schedule.needsPreparing {
+                    primitive.prepareToWait(attempt)
+                    schedule.needsPreparing = false
+                }
+                primitive.pause(attempt, upTo: sleep)
+                outcome = try primitive.tryOnce(attempt, schedule.request)
+            case .remote:
+                let current = attempt
+                let request = schedule.request
+                let deadline = schedule.deadline
+                do {
+                    outcome = try ThreadBridge.run(
+                        tick: configuration.pollInterval,
+                        isCancelled: { (token?.isCancelled ?? false) || (cancelCheck?() ?? false) }
+                    ) { [primitive] in
+                        try await primitive.waitRemotely(current, request, until: deadline)
+                    }
+                } catch is CancellationError where token?.isCancelled != true {
+                    throw cancelledError(schedule)
+                }
+            }
+            switch try schedule.next(after: outcome, path: path) {
+            case .acquired(let hold):
+                isAttemptOpen = false
+                return hold
+            case .waitAgain:
+                continue
+            case .beginAgain:
+                primitive.abandon(attempt)
+                isAttemptOpen = false
+                attempt = try primitive.begin(schedule.request)
+                isAttemptOpen = true
+            }
+        }
+    }
+
+    // MARK: Waiting in a task
+
+    /// Waits for `attempt` from a task without blocking a thread of the cooperative pool: a kernel
+    /// wait blocks a thread of its own (at most `KernelWaitThreads.maximum` at once), a polling
+    /// wait suspends in the primitive's async `pause` with its tries on the helper threads, a
+    /// remote wait suspends in the primitive. Consumes the attempt.
+    func waitFromTask(_ attempt: Primitive.Attempt, _ schedule: WaitSchedule) async throws -> Primitive.Hold {
+        switch primitive.waitStrategy {
+        case .kernel:
+            return try await waitOnKernelThread(attempt, schedule)
+        case .polling:
+            return try await waitInTask(attempt, schedule, remotely: false).hold
+        case .remote:
+            return try await waitInTask(attempt, schedule, remotely: true).hold
+        }
+    }
+
+    /// Waits for a kernel lock from a task: on a thread of its own, blocked in the kernel and
+    /// woken by the release, while fewer than `KernelWaitThreads.maximum` such threads exist;
+    /// beyond that (or if no thread can be started) by polling, each try on the helper threads,
+    /// until a place frees up; so a thousand waiting tasks cost a bounded number of threads.
+    private func waitOnKernelThread(_ attempt: Primitive.Attempt, _ schedule: WaitSchedule) async throws -> Primitive.Hold {
+        var attempt = attempt
+        var schedule = schedule
+        while true {
+            if KernelWaitThreads.take() {
+                let token = CancellationToken()
+                let current = attempt
+                let plan = schedule
+                let outcome: Result<Primitive.Hold, any Error>? = await withTaskCancellationHandler {
+                    await withCheckedContinuation { continuation in
+                        let spawned = Threads.spawnDetached { [self] in
+                            let result = Result { try wait(current, plan, cancelCheck: nil, token: token) }
+                            KernelWaitThreads.giveBack()
+                            continuation.resume(returning: result)
+                        }
+                        if case .failure = spawned {
+                            KernelWaitThreads.giveBack()
+                            continuation.resume(returning: nil)
+                        }
+                    }
+                } onCancel: {
+                    token.cancel()
+                }
+                if let outcome { return try outcome.get() }
+            }
+            let polled = try await waitInTask(attempt, schedule, remotely: false, untilAKernelWaitIsFree: true)
+            if let hold = polled.hold { return hold }
+            attempt = polled.attempt
+            schedule = polled.schedule
+        }
+    }
+
+    private struct TaskWaitOutcome {
+        var hold: Primitive.Hold!
+        /// Without a hold: a kernel-wait thread became free; wait in the kernel with this (open)
+        /// attempt and schedule instead.
+        var attempt: Primitive.Attempt!
+        var schedule: WaitSchedule
+    }
+
+    /// The task's wait loop: pauses and tries (on the helper threads), or waits on the server.
+    /// `untilAKernelWaitIsFree`: for a kernel lock's waiter over the thread cap, which goes back
+    /// to a kernel wait (woken by the release) as soon as a place frees up.
+    private func waitInTask(
+        _ attempt: Primitive.Attempt, _ schedule: WaitSchedule, remotely: Bool, untilAKernelWaitIsFree: Bool = false
+    ) async throws -> TaskWaitOutcome {
+        var schedule = schedule
+        var attempt = attempt
+        var isAttemptOpen = true
+        defer { if isAttemptOpen { primitive.abandon(attempt) } }
+        while true {
+            // A pause may end without suspending (a change already seen): still honour a cancel.
+            try Task.checkCancellation()
+            let now = MonotonicInstant.now
+            if schedule.hasExpired(at: now) {
+                let expired = schedule
+                throw try await offThePool { [self] in timedOutError(expired) }
+            }
+            let current = attempt
+            let request = schedule.request
+            let outcome: AttemptOutcome<Primitive.Hold>
+            if remotely {
+                outcome = try await primitive.waitRemotely(current, request, until: schedule.deadline)
+            } else {
+                let sleep = schedule.nextPause(at: now)
+                if schedule.needsPreparing {
+                    try await offThePool { [primitive] in primitive.prepareToWait(current) }
+                    schedule.needsPreparing = false
+                }
+                try await primitive.pause(current, upTo: sleep)
+                outcome = try await offThePool { [primitive] in try primitive.tryOnce(current, request) }
+            }
+            switch try schedule.next(after: outcome, path: path) {
+            case .acquired(let hold):
+                isAttemptOpen = false
+                return TaskWaitOutcome(hold: hold, schedule: schedule)
+            case .waitAgain:
+                if untilAKernelWaitIsFree && KernelWaitThreads.inUse < KernelWaitThreads.maximum {
+                    isAttemptOpen = false
+                    return TaskWaitOutcome(attempt: attempt, schedule: schedule)
+                }
+            case .beginAgain:
+                primitive.abandon(attempt)
+                isAttemptOpen = false
+                attempt = try await offThePool { [primitive] in try primitive.begin(request) }
+                isAttemptOpen = true
+            }
+        }
+    }
+
+    /// Runs blocking file-system calls of a task's acquisition or release (opening, creating,
+    /// reading, checking, renaming; on NFS each may stall for as long as the server does) on the
+    /// bounded helper threads, so that a stalled server never blocks the cooperative pool.
+    func offThePool<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) async throws -> Value {
+        try await BlockingCallPool.shared.run(body)
+    }
+}
+
+/// Ends an `async` waiter's kernel wait when its task is cancelled.
+final class CancellationToken: Sendable {
+    private struct State {
+        var isCancelled = false
+        var registration: Int?
+    }
+
+    private let state = Mutex(State())
+
+    var isCancelled: Bool { state.withLock { $0.isCancelled } }
+
+    func cancel() {
+        let registration = state.withLock { state -> Int? in
+            state.isCancelled = true
+            return state.registration
+        }
+        if let registration { WaitInterrupter.shared.expire(registration) }
+    }
+
+    /// Links a registered wait to the token; `false` when the token was already cancelled.
+    func attach(_ registration: Int?) -> Bool {
+        state.withLock { state in
+            state.registration = registration
+            return !state.isCancelled
+        }
+    }
+}
+
+/// The threads that `async` kernel waits block on, counted: at most `maximum` at once in the
+/// process (each has a 256 KiB stack); waiters beyond poll instead.
+enum KernelWaitThreads {
+    static let maximum = 64
+    private static let count = Atomic<Int>(0)
+
+    /// Takes a place for one more thread; `false` when all are taken.
+    static func take() -> Bool {
+        if count.add(1, ordering: .relaxed).newValue <= maximum { return true }
+        count.subtract(1, ordering: .relaxed)
+        return false
+    }
+
+    static func giveBack() {
+        count.subtract(1, ordering: .relaxed)
+    }
+
+    /// How many are taken now (for tests).
+    static var inUse: Int { count.load(ordering: .relaxed) }
+}
+
+/// What one round of a thread's wait does.
+enum WaitStep {
+    case kernel, pause, remote
+}
+
+private final class BridgeBox<Value: Sendable>: @unchecked Sendable {
+    let lock = ConditionLock()
+    var result: Result<Value, any Error>?  // guarded by `lock`
+}
+
+/// Runs async work (a remote wait) for a synchronous caller: the calling thread blocks until the
+/// work ends, and asks `isCancelled` every `tick`, cancelling the work's task when it says so.
+enum ThreadBridge {
+    static func run<Value: Sendable>(
+        tick: Duration, isCancelled: () -> Bool, _ body: @escaping @Sendable () async throws -> Value
+    ) throws -> Value {
+        let box = BridgeBox<Value>()
+        let task = Task.detached {
+            let result: Result<Value, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            box.lock.withLock {
+                box.result = result
+                box.lock.signal()
+            }
+        }
+        var isTaskCancelled = false
+        while true {
+            let result = box.lock.withLock { () -> Result<Value, any Error>? in
+                if box.result == nil { box.lock.wait(until: MonotonicInstant.now.advanced(by: tick)) }
+                return box.result
+            }
+            if let result { return try result.get() }
+            if !isTaskCancelled && isCancelled() {
+                task.cancel()
+                isTaskCancelled = true
+            }
+        }
+    }
+}
+
