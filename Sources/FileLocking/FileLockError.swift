@@ -1,7 +1,8 @@
-/// Every error the locks throw: what happened to which lock file, and what to do about it.
+/// Every error the locks of every kind throw: what happened to which lock, and what to do about it.
 ///
-/// Programs branch on ``code``; people read ``description``, which names the path, the holder
-/// when known, and a next step.
+/// Programs branch on ``code``; people read ``description``, which names the lock (its path or
+/// name), the holder when known, and a next step. ``resource`` says which lock, ``cause`` the
+/// underlying error (a system error as swift-system's `Errno`, or a server's error).
 public struct FileLockError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure this is: compare with the static members (`error.code == .timedOut`)
     /// or `switch` with a `default:`; new codes may be added without breaking clients' code, as
@@ -56,7 +57,11 @@ public struct FileLockError: Error, Sendable, CustomStringConvertible {
         /// Two configurations for one singleton lock disagree, or an option is out of range.
         public static let invalidConfiguration = Code(.invalidConfiguration)
 
-        /// A held lock was lost (for example a network lock whose connection dropped).
+        /// A lock the caller held is no longer held, without the caller releasing it: the hold
+        /// vanished underneath it. For example a lease that expired or was broken (evicted) by
+        /// another process, or a server lock whose session ended because its connection dropped.
+        /// Whatever the lock protected may have been changed by another holder since; ``cause``
+        /// carries the underlying error when there is one (a server's error, a system error).
         public static let lockLost = Code(.lockLost)
 
         /// The caller asked for the other mode of a lock it holds: shared while holding it
@@ -69,28 +74,45 @@ public struct FileLockError: Error, Sendable, CustomStringConvertible {
 
     /// What kind of failure this is.
     public var code: Code
-    /// The lock file's path as given by the caller.
-    public var path: String
+    /// The lock the error is about: a lock file's path or a lock's name.
+    public var resource: LockResource
     /// A sentence that says what happened and what to do.
     public var message: String
     /// Who held the lock, when known (timeouts and deadlocks).
     public var holder: LockHolder?
     /// How long the caller waited before giving up (timeouts).
     public var waited: Duration?
-    /// The system error number behind the failure, if any.
-    public var errno: Int32?
+    /// The error behind this one, if any: a failed system call's `Errno` (swift-system's
+    /// `SystemPackage.Errno`), or a lock server's error.
+    public var cause: (any Error & Sendable)?
 
-    /// Creates an error.
+    /// Creates an error about `resource`.
+    ///
+    /// - Parameters:
+    ///   - code: What kind of failure this is.
+    ///   - resource: The lock file or named lock.
+    ///   - message: A sentence that says what happened and what to do.
+    ///   - holder: Who held the lock, when known.
+    ///   - waited: How long the caller waited, for timeouts.
+    ///   - cause: The underlying error, if any.
     public init(
-        _ code: Code, path: String, message: String, holder: LockHolder? = nil, waited: Duration? = nil,
-        errno: Int32? = nil
+        _ code: Code, resource: LockResource, message: String, holder: LockHolder? = nil, waited: Duration? = nil,
+        cause: (any Error & Sendable)? = nil
     ) {
         self.code = code
-        self.path = path
+        self.resource = resource
         self.message = message
         self.holder = holder
         self.waited = waited
-        self.errno = errno
+        self.cause = cause
+    }
+
+    /// The lock file's path, or for a lock that is no file its name (``LockResource/name``).
+    ///
+    /// Setting it renames the resource and keeps its kind.
+    public var path: String {
+        get { resource.name }
+        set { resource.name = newValue }
     }
 
     public var description: String { message }

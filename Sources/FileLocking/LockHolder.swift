@@ -76,24 +76,64 @@ public struct UnixTime: Sendable, Hashable, Comparable, CustomStringConvertible 
     }
 }
 
-/// Who holds a lock: a process, on which host, since when.
+/// Who holds a lock: a process on some host, or a session of a lock server; since when.
 ///
-/// Kernel locks report the process id found in `/proc/locks` (Linux); they do not record since
-/// when, so `since` is `nil`. Marker-file locks read all of it from the marker.
+/// Its ``kind`` says which. A ``Kind/process`` holds a file lock: kernel locks report the process
+/// id found in `/proc/locks` (Linux); they do not record since when, so `since` is `nil`.
+/// Marker-file locks read all of it from the marker. A ``Kind/serverSession`` holds a lock on a
+/// server (a PostgreSQL advisory lock): the server's process for that session, the server, and
+/// what the server knows of its client. Fields that a kind does not have, or that are unknown,
+/// are `nil`; new fields and kinds may be added without breaking clients' code.
 public struct LockHolder: Sendable, Hashable, CustomStringConvertible {
-    /// The holding process's id, as seen from this machine's (and pid namespace's) point of view.
+    /// What holds the lock: compare with the static members (`holder.kind == .process`) or
+    /// `switch` with a `default:`; new kinds may be added without breaking clients' code.
+    public struct Kind: Sendable, Hashable, CustomStringConvertible {
+        private enum Value: String, Sendable, Hashable {
+            case process, serverSession
+        }
+
+        private let value: Value
+
+        private init(_ value: Value) { self.value = value }
+
+        /// The kind's name, as `process`.
+        public var description: String { value.rawValue }
+
+        /// A process holds the lock (file locks): ``LockHolder/pid`` on ``LockHolder/host``.
+        public static let process = Kind(.process)
+
+        /// A session of a lock server holds the lock (a PostgreSQL advisory lock):
+        /// ``LockHolder/pid`` is the server's process serving the session (PostgreSQL's backend
+        /// pid) on the server ``LockHolder/host``; the client is described by
+        /// ``LockHolder/clientAddress`` and ``LockHolder/applicationName``.
+        public static let serverSession = Kind(.serverSession)
+    }
+
+    /// What holds the lock: a process or a server session.
+    public var kind: Kind
+    /// The holding process's id, as seen from this machine's (and pid namespace's) point of view;
+    /// for a server session, the id of the server's process serving it, on the server's host.
     public var pid: Int32
-    /// The host the holder runs on; `nil` when unknown.
+    /// The host the holder runs on (for a server session, the server, as `db.example:5432`);
+    /// `nil` when unknown.
     public var host: String?
-    /// When the holder took the lock; `nil` when the lock kind does not record it.
+    /// When the holder took the lock (for a server session, when the server says its hold or
+    /// session began); `nil` when the lock kind does not record it.
     public var since: UnixTime?
     /// Whether the holder holds it in shared (reader) mode rather than exclusively.
     public var isShared: Bool
-    /// Whether the holder looks gone (dead process or a marker past its lifetime).
+    /// Whether the holder looks gone (dead process, a marker past its lifetime, an idle session).
     public var looksStale: Bool
+    /// Where a server session's client connects from, as the server reports it (such as
+    /// `10.0.0.7:51234`); `nil` for a process, or when unknown.
+    public var clientAddress: String?
+    /// The name a server session's client gave itself (PostgreSQL's `application_name`); `nil`
+    /// for a process, or when unknown.
+    public var applicationName: String?
 
-    /// Creates a description of a holder.
+    /// Creates a description of a holding process.
     public init(pid: Int32, host: String? = nil, since: UnixTime? = nil, isShared: Bool = false, looksStale: Bool = false) {
+        self.kind = .process
         self.pid = pid
         self.host = host
         self.since = since
@@ -101,9 +141,41 @@ public struct LockHolder: Sendable, Hashable, CustomStringConvertible {
         self.looksStale = looksStale
     }
 
+    /// Creates a description of a server session that holds a lock.
+    ///
+    /// - Parameters:
+    ///   - pid: The server's process serving the session (PostgreSQL's backend pid).
+    ///   - server: The server, as `db.example:5432`.
+    ///   - clientAddress: Where the session's client connects from.
+    ///   - applicationName: The name the client gave itself.
+    ///   - since: When the hold (or the session) began.
+    ///   - isShared: Whether the session holds the lock shared.
+    ///   - looksStale: Whether the session looks gone or abandoned.
+    public static func serverSession(
+        pid: Int32, server: String? = nil, clientAddress: String? = nil, applicationName: String? = nil,
+        since: UnixTime? = nil, isShared: Bool = false, looksStale: Bool = false
+    ) -> LockHolder {
+        var holder = LockHolder(pid: pid, host: server, since: since, isShared: isShared, looksStale: looksStale)
+        holder.kind = .serverSession
+        holder.clientAddress = clientAddress
+        holder.applicationName = applicationName
+        return holder
+    }
+
+    /// As messages name the holder: `pid 42 on buildhost (shared) since 2026-11-30T19:55:00Z`, or
+    /// for a server session `session (server pid 4242) on db.example:5432, client 10.0.0.7:51234,
+    /// application 'nightly-report' since 2026-11-30T19:55:00Z`.
     public var description: String {
-        var text = "pid \(pid)"
-        if let host { text += " on \(host)" }
+        var text: String
+        if kind == .serverSession {
+            text = "session (server pid \(pid))"
+            if let host { text += " on \(host)" }
+            if let clientAddress { text += ", client \(clientAddress)" }
+            if let applicationName { text += ", application '\(applicationName)'" }
+        } else {
+            text = "pid \(pid)"
+            if let host { text += " on \(host)" }
+        }
         if isShared { text += " (shared)" }
         if let since { text += " since \(since)" }
         if looksStale { text += " (looks stale)" }

@@ -61,6 +61,38 @@ struct LockHolderTests {
         #expect(holder.description == "pid 42 on buildhost since 2026-11-30T19:55:00.101Z")
     }
 
+    @Test func aProcessHolderHasNoSessionFields() {
+        let holder = LockHolder(pid: 42, host: "buildhost", isShared: true, looksStale: true)
+        #expect(holder.kind == .process)
+        #expect(holder.kind.description == "process")
+        #expect(holder.clientAddress == nil && holder.applicationName == nil)
+        #expect(holder.description == "pid 42 on buildhost (shared) (looks stale)")
+    }
+
+    @Test func aServerSessionReadsWithItsServerClientAndApplication() {
+        let holder = LockHolder.serverSession(
+            pid: 4242, server: "db.example:5432", clientAddress: "10.0.0.7:51234", applicationName: "nightly-report",
+            since: UnixTime(seconds: 1_796_068_500), isShared: true)
+        #expect(holder.kind == .serverSession)
+        #expect(holder.kind.description == "serverSession")
+        #expect(holder.pid == 4242)
+        #expect(holder.host == "db.example:5432")
+        #expect(holder.clientAddress == "10.0.0.7:51234")
+        #expect(holder.applicationName == "nightly-report")
+        #expect(holder.since == UnixTime(seconds: 1_796_068_500))
+        #expect(holder.isShared && !holder.looksStale)
+        #expect(
+            holder.description
+                == "session (server pid 4242) on db.example:5432, client 10.0.0.7:51234, application 'nightly-report' "
+                + "(shared) since 2026-11-30T19:55:00Z")
+    }
+
+    @Test func aServerSessionKnownOnlyByItsPid() {
+        let holder = LockHolder.serverSession(pid: 7, looksStale: true)
+        #expect(holder.description == "session (server pid 7) (looks stale)")
+        #expect(holder != LockHolder(pid: 7, looksStale: true), "a session is not the process of the same pid")
+    }
+
     @Test func aSoftTimeoutNamesTheHoldersStartAsADate() throws {
         let folder = try TemporaryFolder()
         let path = folder.file("dated.lock")
