@@ -88,6 +88,43 @@ struct FileLockFallbackTests {
         try next.expectLine(startingWith: "released")
     }
 
+    /// Where no file can be created beside the lock file, no marker could be either: the lock
+    /// reports the missing `flock` instead of leaving an empty file at the path, which would read
+    /// as a held empty marker (to itself too).
+    @Test(.enabled(if: TestEnvironment.requires(hasShim), "needs Linux and a C compiler for the LD_PRELOAD shim"))
+    func whereNoProbeFileCanBeMadeTheMissingFlockIsReported() throws {
+        let shim = try NoFlockTests.shim(
+            """
+            #define _GNU_SOURCE
+            #include <dlfcn.h>
+            #include <errno.h>
+            #include <stdarg.h>
+            #include <string.h>
+            #include <sys/types.h>
+            int flock(int fd, int operation) { (void)fd; (void)operation; errno = ENOSYS; return -1; }
+            static int opening(const char *name, const char *path, int flags, va_list arguments) {
+                mode_t mode = (mode_t)va_arg(arguments, int);
+                if (strstr(path, "flock-probe")) { errno = EACCES; return -1; }
+                return ((int (*)(const char *, int, ...))dlsym(RTLD_NEXT, name))(path, flags, mode);
+            }
+            int open(const char *path, int flags, ...) {
+                va_list arguments; va_start(arguments, flags);
+                int result = opening("open", path, flags, arguments);
+                va_end(arguments); return result;
+            }
+            int open64(const char *path, int flags, ...) {
+                va_list arguments; va_start(arguments, flags);
+                int result = opening("open64", path, flags, arguments);
+                va_end(arguments); return result;
+            }
+            """, in: folder, name: "noprobe")
+        let path = folder.file("noprobe.lock")
+        let probe = try ChildProcess(
+            TestEnvironment.probe, ["hold", path, "--fallback", "--timeout", "5"], environment: ["LD_PRELOAD": shim])
+        let line = try probe.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error notSupportedByFilesystem"), "\(line)")
+    }
+
     @Test func whereFlockWorksTheFallbackUsesFlock() throws {
         let path = folder.file("local.lock")
         let lock = try FileLock(at: path, fallsBackToSoft: true)

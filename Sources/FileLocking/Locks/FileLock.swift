@@ -71,7 +71,8 @@ public struct FileLock: EngineBackedLock {
     ///     nothing, the marker stays until a later acquirer proves its holder gone (same host
     ///     only) or someone removes it; waiters poll instead of being woken by the kernel. The
     ///     mechanism is found at the first acquisition, by trying `flock` on a new file beside the
-    ///     lock file, and kept for the lock object: see ``mechanism``. The marker is never group-
+    ///     lock file (where none can be created, no marker could be either: the missing `flock` is
+    ///     then reported as without the fallback), and kept for the lock object: see ``mechanism``. The marker is never group-
     ///     or other-writable (`filePermissions` less those bits; `0o644` less the umask when
     ///     `nil`). `flock` that works but is local to one host (some network mounts) is not
     ///     detected: there, use ``SoftFileLock``.

@@ -59,8 +59,10 @@ struct FileLockPrimitive: LockPrimitive {
     }
 
     /// Tries `flock` on a new file beside the lock file, and remembers the answer. `.flock` (not
-    /// remembered) when it cannot tell, for example in a folder where we may not create files:
-    /// then a `flock` on the lock file itself that is not supported switches to the marker.
+    /// remembered) when it cannot tell: a folder where we may not create files, where no marker
+    /// could be created either, so a `flock` there that is not supported is reported as without
+    /// the fallback. (Switching to a marker after opening the lock file itself would leave an empty
+    /// file at the path, which reads as a held empty marker, also to us.)
     private func probe() throws -> FileLock.Mechanism {
         let name = lockPath.absolute.appending(HelperName.unique("flock-probe"))
         var opened = System.open(name, flags: OpenFlags.createExclusiveReadWrite, mode: 0o600)
@@ -88,12 +90,7 @@ struct FileLockPrimitive: LockPrimitive {
     func tryOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold> {
         switch attempt {
         case .kernel(let file):
-            do {
-                return Self.kernelOutcome(try kernel.tryOnce(file.descriptor, mode))
-            } catch let error as FileLockError where error.code == .notSupportedByFilesystem && marker != nil {
-                choice.set(.marker)
-                return .restart
-            }
+            return Self.kernelOutcome(try kernel.tryOnce(file.descriptor, mode))
         case .marker(let attempt):
             return Self.markerOutcome(try marker!.tryOnce(attempt, mode))
         }
@@ -110,20 +107,14 @@ struct FileLockPrimitive: LockPrimitive {
             // the engine to restart, and counts.
             let first = try tryOnce(attempt, mode)
             guard case .busy = first else { return first }
-            let outcome: AttemptOutcome<Int32>
-            do {
-                outcome = try kernel.waitOnce(file.descriptor, mode)
-            } catch let error as FileLockError where error.code == .notSupportedByFilesystem && marker != nil {
-                choice.set(.marker)
-                return .restart
-            }
+            let outcome = try kernel.waitOnce(file.descriptor, mode)
             guard case .restart = outcome else { return Self.kernelOutcome(outcome) }
             kernel.abandon(file.descriptor)
             file.descriptor = -1
             file.descriptor = try kernel.begin(mode)
             return .busy
         case .marker(let attempt):
-            // Only when the switch to the marker came in the middle of a kernel wait: poll.
+            // Not expected (the mechanism is known before the engine picks a wait): poll.
             let outcome = Self.markerOutcome(try marker!.tryOnce(attempt, mode))
             if case .busy = outcome { marker!.pause(attempt, upTo: marker!.pollInterval) }
             return outcome
