@@ -35,6 +35,7 @@ struct Run: ParsableCommand {
               filelock run -n /tmp/cron.lock -- ./nightly.sh                # skip if the last run still runs
               filelock run -w 30 -E 75 /var/tmp/cache.lock -- make cache    # wait 30 s, then exit 75
               filelock run --kind soft /nfs/jobs/queue.lock -- ./drain      # on NFS
+              filelock run --fallback-to-soft /mnt/fuse/x.lock -- ./job     # flock, or a marker where none
               filelock run --range 0:100 /var/db/records.bin -- ./fix-first-record
               filelock run -w5 /tmp/deploy.lock -c 'git pull && make install'   # flock(1) style
             """
@@ -63,6 +64,21 @@ struct Run: ParsableCommand {
     @Option(help: "Lock bytes START:LENGTH of LOCKFILE itself (LENGTH 0: to the end) instead of the whole file.")
     var range: String?
 
+    @Flag(
+        help: """
+            Where the filesystem has no flock, lock with a marker file at LOCKFILE instead (as --kind soft; \
+            exclusive only). A crashed holder's marker is not freed by the kernel.
+            """)
+    var fallbackToSoft = false
+
+    @Flag(
+        help: """
+            Delete LOCKFILE on release (while still holding it). Safe only among users of this tool or library \
+            (and Python filelock on a local filesystem), which check that the file they locked is still the one \
+            at the path; not with flock(1) users of the same file.
+            """)
+    var removeOnRelease = false
+
     @Flag(name: [.customShort("v"), .long], help: "Say what happens on stderr.")
     var verbose = false
 
@@ -75,8 +91,8 @@ struct Run: ParsableCommand {
     var request: RunRequest {
         RunRequest(
             shared: shared, exclusive: exclusive, nonblock: nonblock, timeout: timeout,
-            conflictExitCode: conflictExitCode, kind: kind, range: range, verbose: verbose,
-            lockFile: lockFile, words: command)
+            conflictExitCode: conflictExitCode, kind: kind, range: range, fallbackToSoft: fallbackToSoft,
+            removeOnRelease: removeOnRelease, verbose: verbose, lockFile: lockFile, words: command)
     }
 
     func validate() throws {
@@ -102,6 +118,8 @@ struct RunRequest: Equatable {
     var conflictExitCode: Int32 = 1
     var kind: LockKind = .kernel
     var range: String?
+    var fallbackToSoft = false
+    var removeOnRelease = false
     var verbose = false
     var lockFile: String
     /// What follows the lock file, as given.
@@ -130,6 +148,14 @@ struct RunRequest: Equatable {
         if shared && exclusive { throw fail("Choose --shared or --exclusive, not both.") }
         if shared && kind == .soft { throw fail("A soft lock is exclusive only; drop --shared.") }
         if range != nil && kind == .soft { throw fail("--range needs a kernel lock; drop --kind soft.") }
+        if fallbackToSoft && (kind == .soft || range != nil) {
+            throw fail("--fallback-to-soft is for the kernel lock of a whole file; drop it, --kind soft or --range.")
+        }
+        if removeOnRelease && (kind == .soft || range != nil) {
+            throw fail(
+                "--remove-on-release is for the kernel lock of a whole file (a soft lock's marker always goes); "
+                    + "drop it, --kind soft or --range.")
+        }
         if let timeout, !(timeout.isFinite && timeout >= 0) {
             throw fail("--timeout must be a number of seconds, 0 or more; leave it out to wait for ever (got \(timeout)).")
         }
@@ -148,7 +174,8 @@ struct RunRequest: Equatable {
     /// command's, `conflictExitCode` when the lock stayed held, 2 for a bad lock path, 127 when
     /// the command cannot be started.
     func run() -> Int32 {
-        let progress = WaitReporter(path: lockFile, verbose: verbose, isMarker: kind == .soft && range == nil)
+        let progress = WaitReporter(
+            path: lockFile, verbose: verbose, isMarker: (kind == .soft || fallbackToSoft) && range == nil)
         do {
             let wait: Duration? = try nonblock ? .zero : timeout.map { try FileLock.timeout(seconds: $0, path: lockFile) }
             let release: () -> Void
@@ -160,7 +187,9 @@ struct RunRequest: Equatable {
                 }
                 release = { try? file.unlock(bytes) }
             case (.kernel, nil):
-                let lock = try FileLock(at: try RawArguments.filePath(lockFile))
+                let lock = try FileLock(
+                    at: try RawArguments.filePath(lockFile), fallsBackToSoft: fallbackToSoft,
+                    removesFileOnRelease: removeOnRelease)
                 try lock.acquire(mode: shared ? .shared : .exclusive, timeout: wait) { progress.report { lock.holder } }
                 release = { lock.release() }
             case (.soft, nil):
@@ -304,6 +333,10 @@ extension RunRequest {
                 canonical = "range"
                 guard let text = value() else { return nil }
                 range = text
+            case "--fallback-to-soft", "--remove-on-release":
+                guard attached == nil else { return nil }
+                canonical = name
+                if name == "--fallback-to-soft" { fallbackToSoft = true } else { removeOnRelease = true }
             case _ where (argument.hasPrefix("-w") || argument.hasPrefix("-E")) && argument.count > 2:
                 // A joined value, as `-w5` or `-E75`.
                 let text = String(argument.dropFirst(2))

@@ -23,7 +23,9 @@
 //   lock-probe race PATH                     rounds: on "go" tryAcquire once and print "won PID" or
 //                                            "lost"; on "release" release if won, print "released"
 //
-// Option --kind kernel|soft picks FileLock (default) or SoftFileLock.
+// Option --kind kernel|soft picks FileLock (default) or SoftFileLock. For FileLock, --fallback
+// sets fallsBackToSoft (and "hold"/"try" print "mechanism flock|marker" after "acquired"), and
+// --removes-file sets removesFileOnRelease.
 //
 // Errors print "error CODE WAITED_MS HOLDER_PID message" and exit 3.
 
@@ -75,6 +77,8 @@ let timeoutText = option("--timeout")
 let kind = option("--kind") ?? "kernel"
 let withoutLock = flag("--no-lock")
 let shared = flag("--shared")
+let fallsBackToSoft = flag("--fallback")
+let removesFile = flag("--removes-file")
 guard arguments.count >= 2 else {
     say("usage: lock-probe hold|try|increment PATH ...")
     exit(2)
@@ -135,18 +139,27 @@ let path = arguments[1]
 
 do {
     if try runRangeCommand() { exit(0) }
-    let lock: any CrossProcessLock = kind == "soft" ? try SoftFileLock(at: path) : try FileLock(at: path)
+    let lock: any CrossProcessLock =
+        kind == "soft"
+        ? try SoftFileLock(at: path)
+        : try FileLock(at: path, fallsBackToSoft: fallsBackToSoft, removesFileOnRelease: removesFile)
+    func sayMechanism() {
+        guard fallsBackToSoft, let lock = lock as? FileLock else { return }
+        say("mechanism \(lock.mechanism.map { "\($0)" } ?? "unknown")")
+    }
     switch command {
     case "hold":
         let timeout = try timeoutText.map { try FileLock.timeout(seconds: Double($0) ?? .nan, path: path) }
         try lock.acquire(timeout: timeout)
         say("acquired \(getpid())")
+        sayMechanism()
         waitForRelease(lock)
     case "holder":
         say("holder \(lock.holder.map { String($0.pid) } ?? "none")")
     case "try":
         if try lock.tryAcquire() {
             say("acquired \(getpid())")
+            sayMechanism()
             waitForRelease(lock)
         }
         say("busy")

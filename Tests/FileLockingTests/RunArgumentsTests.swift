@@ -50,6 +50,9 @@ import Testing
         ["--kind=kernel", "X", "true"],
         ["--range", "0:100", "X", "true"],
         ["--range=5:0", "X", "true"],
+        ["--fallback-to-soft", "X", "true"],
+        ["--remove-on-release", "-n", "X", "true"],
+        ["-s", "--remove-on-release", "--fallback-to-soft", "X", "true"],
         ["-n", "-w", "3", "-E", "9", "--kind", "soft", "-v", "/tmp/some folder/x.lock", "--", "make", "-j", "2"],
         // Read alike, then refused alike by validation.
         ["X"],
@@ -57,6 +60,8 @@ import Testing
         ["-s", "-x", "X", "true"],
         ["-s", "--kind", "soft", "X", "true"],
         ["--kind", "soft", "--range", "0:1", "X", "true"],
+        ["--kind", "soft", "--fallback-to-soft", "X", "true"],
+        ["--remove-on-release", "--range", "0:1", "X", "true"],
         ["-w", "nan", "X", "true"],
         ["--timeout=-1", "X", "true"],
         // A negative value after -w is joined to it (say what is wrong with it, not "missing value").
@@ -81,6 +86,7 @@ import Testing
         ["-w", "1", "-w", "2", "X", "true"], ["-x", "-x", "X", "true"], ["-xx", "X", "true"],
         ["-xq", "X", "true"], ["--kind", "nfs", "X", "true"], ["--shared=yes", "X", "true"],
         ["-E", "x", "X", "true"], ["--timeout=", "X", "true"], ["-", "true"], ["--verbose", "--nb", "-n", "X", "true"],
+        ["--remove-on-release", "--remove-on-release", "X", "true"], ["--fallback-to-soft=yes", "X", "true"],
     ]
 
     @Test(arguments: accepted)

@@ -33,11 +33,13 @@ extension FileLock {
     /// valid UTF-8 locks exactly the file it names. The other parameters are as for the `String` form.
     public init(
         at path: FilePath, timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
-        ownership: LockOwnership = .caller, isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
+        ownership: LockOwnership = .caller, isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50),
+        fallsBackToSoft: Bool = false, removesFileOnRelease: Bool = false
     ) throws {
         try self.init(
             lockPath: LockPath(path), timeout: timeout, isBlocking: isBlocking, filePermissions: filePermissions,
-            ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval)
+            ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval,
+            fallsBackToSoft: fallsBackToSoft, removesFileOnRelease: removesFileOnRelease)
     }
 }
 

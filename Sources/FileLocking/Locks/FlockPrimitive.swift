@@ -2,9 +2,17 @@
 ///
 /// Each acquisition opens the file anew, so every hold is its own open file description and the
 /// kernel excludes holders in other processes and in other threads of this process alike.
+///
+/// Every acquisition checks, once it holds the lock, that the path still names the file it locked
+/// (same device and inode; a file deleted or renamed away fails), else it starts over on the file
+/// now at the path. That check is what makes `removesFileOnRelease` safe: the holder deletes the
+/// file *before* it unlocks, so a waiter that wins the old file sees it gone, while a newcomer
+/// that creates a new file can only do so after the holder's critical section ended.
 struct FlockPrimitive: LockPrimitive {
     let lockPath: LockPath
     let filePermissions: UInt32?
+    /// Delete the lock file on release, while still holding it (exclusively).
+    var removesFileOnRelease = false
 
     var path: String { lockPath.given }
     var waitStrategy: WaitStrategy { .kernel }
@@ -75,11 +83,16 @@ struct FlockPrimitive: LockPrimitive {
         }
     }
 
-    /// A lock on a file that was deleted while we waited guards nothing: another process may
-    /// already have created and locked a new file at the path. Start again on the new file. A
-    /// file we cannot even `fstat` (an NFS handle gone stale: `ESTALE`) is treated the same way.
+    /// A lock on a file that was deleted or renamed away while we waited guards nothing: another
+    /// process may already have created and locked a new file at the path. Start again on the new
+    /// file. The link count alone would miss a rename, and an unlinked file still open on NFS
+    /// (renamed to `.nfsXXXX` by the client); so the path must name the very file we hold. A file
+    /// we cannot even `fstat` (an NFS handle gone stale: `ESTALE`) is treated the same way.
     private func verify(_ descriptor: Int32) -> AttemptOutcome<Int32> {
-        guard case .success(let status) = System.fstat(descriptor), status.linkCount > 0 else {
+        guard case .success(let status) = System.fstat(descriptor), status.linkCount > 0,
+            case .success(let named) = System.lstat(lockPath.absolute),
+            named.device == status.device && named.inode == status.inode
+        else {
             System.unlock(descriptor)
             return .restart
         }
@@ -94,10 +107,26 @@ struct FlockPrimitive: LockPrimitive {
     }
 
     func release(_ descriptor: Int32) {
+        if removesFileOnRelease { removeFile(descriptor) }
         // Unlock before closing: a child forked without exec shares the open file and would
         // otherwise keep the lock alive.
         System.unlock(descriptor)
         System.close(descriptor)
+    }
+
+    /// Deletes the lock file while we still hold it, and only if the path still names it. Only an
+    /// exclusive holder may: a shared hold first converts to exclusive without waiting (`flock`
+    /// drops the shared lock first, which is fine on the way out); when other shared holders
+    /// remain, the file stays.
+    private func removeFile(_ descriptor: Int32) {
+        // Convert first, check second: while a shared lock converts, another holder may come and
+        // go and delete the file, and the path may name a successor's file by then.
+        guard case .success(true) = System.flockNonBlocking(descriptor, .exclusive),
+            case .success(let status) = System.fstat(descriptor),
+            case .success(let named) = System.lstat(lockPath.absolute),
+            named.device == status.device && named.inode == status.inode
+        else { return }
+        _ = System.unlink(lockPath.absolute)
     }
 
     func forget(_ descriptor: Int32) {

@@ -71,16 +71,7 @@ public struct SoftFileLock: EngineBackedLock {
         ownership: LockOwnership, isSingleton: Bool, pollInterval: Duration
     ) throws {
         let path = lockPath.given
-        // Breaking and releasing use names beside the marker, up to 64 bytes longer; a marker
-        // path that leaves no room for them could be taken but never broken.
-        let length = lockPath.absolute.pathBytes.count
-        guard length + 64 < 4096 else {
-            throw FileLockError(
-                .nameTooLong, path: path,
-                message: "the marker path '\(shortened(lockPath.absolute.description))' is \(length) bytes; a soft lock "
-                    + "needs 64 more for the names it uses beside the marker, within PATH_MAX (4096 bytes): use a "
-                    + "shorter path", errno: Errno.nameTooLong.rawValue)
-        }
+        try Self.checkRoomForHelperNames(lockPath)
         if let lifetime, lifetime <= .zero {
             throw FileLockError(
                 .invalidConfiguration, path: path,
@@ -95,6 +86,19 @@ public struct SoftFileLock: EngineBackedLock {
         engine = try LockEngine.make(
             primitive: primitive, configuration: configuration, canonicalPath: lockPath.absolute,
             isSingleton: isSingleton)
+    }
+
+    /// Breaking and releasing use names beside the marker, up to 64 bytes longer; a marker path
+    /// that leaves no room for them could be taken but never broken.
+    static func checkRoomForHelperNames(_ lockPath: LockPath) throws {
+        let length = lockPath.absolute.pathBytes.count
+        guard length + 64 < 4096 else {
+            throw FileLockError(
+                .nameTooLong, path: lockPath.given,
+                message: "the marker path '\(shortened(lockPath.absolute.description))' is \(length) bytes; a soft lock "
+                    + "needs 64 more for the names it uses beside the marker, within PATH_MAX (4096 bytes): use a "
+                    + "shorter path", errno: Errno.nameTooLong.rawValue)
+        }
     }
 
     /// The absolute path of the marker: the key for singletons and deadlock detection.

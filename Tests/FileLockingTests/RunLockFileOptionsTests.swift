@@ -1,0 +1,43 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+import Subprocesses
+import Testing
+
+/// `filelock run --remove-on-release` and `--fallback-to-soft`.
+extension CommandLineTests {
+    @Test func runRemoveOnReleaseDeletesTheLockFileAfterTheCommand() throws {
+        let path = folder.file("removed.lock")
+        let (status, output) = try filelock("run", "--remove-on-release", path, "--", "sh", "-c", "test -e \"$0\" && echo present", path)
+        #expect(status == 0, "\(output)")
+        #expect(output == "present", "the lock file exists while the command runs")
+        #expect(access(path, F_OK) != 0, "the lock file is gone after release")
+        #expect(try filelock("run", path, "true").0 == 0)
+        #expect(access(path, F_OK) == 0, "without the option the lock file stays")
+    }
+
+    /// Without `flock` (a preloaded shim), the command runs under a marker at the lock path that
+    /// names `filelock`'s process, and the marker goes afterwards.
+    @Test(.enabled(if: TestEnvironment.requires(NoFlockTests.compiler != nil), "needs Linux and a C compiler for the shim"))
+    func runFallbackToSoftLocksWithAMarkerWhereFlockIsMissing() throws {
+        let shim = try NoFlockTests.shim(
+            """
+            #include <errno.h>
+            int flock(int fd, int operation) { (void)fd; (void)operation; errno = EOPNOTSUPP; return -1; }
+            """, in: folder, name: "noflock")
+        let path = folder.file("fuse.lock")
+        let tool = try ChildProcess(
+            Self.tool, ["run", "--fallback-to-soft", path, "--", "cat", path], environment: ["LD_PRELOAD": shim])
+        let output = try tool.readRemainingOutput()
+        #expect(try tool.waitForExit() == 0, "\(output)")
+        #expect(output.hasPrefix("\(tool.pid)\n"), "the marker names filelock's process: \(output)")
+        #expect(access(path, F_OK) != 0, "the marker is removed on release")
+
+        let refused = try ChildProcess(Self.tool, ["run", path, "--", "true"], environment: ["LD_PRELOAD": shim])
+        let message = try refused.readRemainingOutput()
+        #expect(try refused.waitForExit() == 2, "\(message)")
+    }
+}
