@@ -142,7 +142,7 @@ struct FileLockTests {
         let lock = try FileLock(at: path)
         let waiter = Task { try await lock.acquire(timeout: nil) }
         // Let the task reach its kernel wait; cancellation must work at any point anyway.
-        guard await eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
+        guard await eventually("a waiter is blocked in the kernel", { taskWaits(for: lock) }) else { return }
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
         #expect(!lock.isLocked)

@@ -36,25 +36,25 @@ struct FileLockPrimitive: LockPrimitive {
     /// The mechanism in use; `nil` until an acquisition found out (only when falling back is on).
     var mechanism: FileLock.Mechanism? { marker == nil ? .flock : choice.current }
 
-    var waitStyle: WaitStyle {
-        if let marker, choice.current == .marker { return marker.waitStyle }
+    var waitStrategy: WaitStrategy {
+        if let marker, choice.current == .marker { return marker.waitStrategy }
         return .kernel
     }
 
-    func begin(_ mode: LockMode) throws -> Attempt {
-        guard let marker else { return .kernel(KernelAttempt(try kernel.begin(mode))) }
+    func begin(_ request: LockRequest) throws -> Attempt {
+        guard let marker else { return .kernel(KernelAttempt(try kernel.begin(request))) }
         let mechanism = try choice.current ?? probe()
         switch mechanism {
         case .flock:
-            return .kernel(KernelAttempt(try kernel.begin(mode)))
+            return .kernel(KernelAttempt(try kernel.begin(request)))
         case .marker:
-            guard mode == .exclusive else {
+            guard request.mode == .exclusive else {
                 throw FileLockError(
                     .notSupportedByFilesystem, path: path,
                     message: "the filesystem of '\(path)' does not support flock, and the marker lock used instead "
                         + "is exclusive only: take the lock exclusively")
             }
-            return .marker(try marker.begin(mode))
+            return .marker(try marker.begin(request))
         }
     }
 
@@ -87,16 +87,16 @@ struct FileLockPrimitive: LockPrimitive {
         }
     }
 
-    func tryOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold> {
+    func tryOnce(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
         switch attempt {
         case .kernel(let file):
-            return Self.kernelOutcome(try kernel.tryOnce(file.descriptor, mode))
+            return Self.kernelOutcome(try kernel.tryOnce(file.descriptor, request))
         case .marker(let attempt):
-            return Self.markerOutcome(try marker!.tryOnce(attempt, mode))
+            return Self.markerOutcome(try marker!.tryOnce(attempt, request))
         }
     }
 
-    func waitOnce(_ attempt: Attempt, _ mode: LockMode) throws -> AttemptOutcome<Hold> {
+    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
         switch attempt {
         case .kernel(let file):
             // A file that a holder we waited for removed (`removesFileOnRelease`) is the normal
@@ -105,17 +105,17 @@ struct FileLockPrimitive: LockPrimitive {
             // "keeps vanishing" (the engine gives up after 100 restarts in a row). Only a file
             // that nobody held when we came (a free file deleted right after we locked it) asks
             // the engine to restart, and counts.
-            let first = try tryOnce(attempt, mode)
+            let first = try tryOnce(attempt, request)
             guard case .busy = first else { return first }
-            let outcome = try kernel.waitOnce(file.descriptor, mode)
+            let outcome = try kernel.waitInKernel(file.descriptor, request)
             guard case .restart = outcome else { return Self.kernelOutcome(outcome) }
             kernel.abandon(file.descriptor)
             file.descriptor = -1
-            file.descriptor = try kernel.begin(mode)
+            file.descriptor = try kernel.begin(request)
             return .busy
         case .marker(let attempt):
             // Not expected (the mechanism is known before the engine picks a wait): poll.
-            let outcome = Self.markerOutcome(try marker!.tryOnce(attempt, mode))
+            let outcome = Self.markerOutcome(try marker!.tryOnce(attempt, request))
             if case .busy = outcome { marker!.pause(attempt, upTo: marker!.pollInterval) }
             return outcome
         }
