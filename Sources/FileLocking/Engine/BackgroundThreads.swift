@@ -32,6 +32,12 @@ class BackgroundThreads: @unchecked Sendable {
         return true
     }
 
+    /// Called by a thread that ends by itself (its body returns right after), with `lock` held,
+    /// so that a new one may be started in its place.
+    func threadEnded() {
+        threads -= 1
+    }
+
     /// Resets the subclass's state in a child forked without exec (no thread of the parent runs
     /// there); called with `lock` held, after the thread count is set to zero.
     func resetInChild() {}

@@ -124,11 +124,17 @@ extension LockEngine {
     func wait(
         _ attempt: Primitive.Attempt, _ schedule: WaitSchedule, cancelCheck: (() -> Bool)?, token: CancellationToken?
     ) throws -> Primitive.Hold {
-        var schedule = schedule
-        var attempt = attempt
-        var isAttemptOpen = true
-        defer { if isAttemptOpen { primitive.abandon(attempt) } }
+        var outcome: Result<Primitive.Hold, any Error>?
+        wait(attempt, schedule, cancelCheck: cancelCheck, token: token) { outcome = $0 }
+        return try outcome!.get()
+    }
 
+    /// `wait` that hands its outcome to `deliver` as soon as it is known, before it stops the
+    /// interrupts of a kernel wait: a waiting task resumes without waiting for the tidying up.
+    func wait(
+        _ attempt: Primitive.Attempt, _ schedule: WaitSchedule, cancelCheck: (() -> Bool)?, token: CancellationToken?,
+        deliver: (Result<Primitive.Hold, any Error>) -> Void
+    ) {
         var step: WaitStep
         let needsInterrupts = schedule.deadline != nil || cancelCheck != nil || token != nil
         switch primitive.waitStrategy {
@@ -150,8 +156,22 @@ extension LockEngine {
             if let registration { WaitInterrupter.shared.unregister(registration) }
             savedMask?.restore()
         }
-        if let token, !token.attach(registration) { throw CancellationError() }
+        guard token?.attach(registration) ?? true else {
+            primitive.abandon(attempt)
+            return deliver(.failure(CancellationError()))
+        }
+        deliver(Result { try waitLoop(attempt, schedule, step: step, cancelCheck: cancelCheck, token: token) })
+    }
 
+    /// The rounds of a thread's wait. Consumes the attempt: on any failure it is abandoned.
+    private func waitLoop(
+        _ attempt: Primitive.Attempt, _ schedule: WaitSchedule, step: WaitStep, cancelCheck: (() -> Bool)?,
+        token: CancellationToken?
+    ) throws -> Primitive.Hold {
+        var schedule = schedule
+        var attempt = attempt
+        var isAttemptOpen = true
+        defer { if isAttemptOpen { primitive.abandon(attempt) } }
         while true {
             if let token, token.isCancelled { throw CancellationError() }
             if let cancelCheck, cancelCheck() { throw cancelledError(schedule) }
@@ -224,27 +244,21 @@ extension LockEngine {
         var attempt = attempt
         var schedule = schedule
         while true {
-            if KernelWaitThreads.take() {
-                let token = CancellationToken()
-                let current = attempt
-                let plan = schedule
-                let outcome: Result<Primitive.Hold, any Error>? = await withTaskCancellationHandler {
-                    await withCheckedContinuation { continuation in
-                        let spawned = Threads.spawnDetached { [self] in
-                            let result = Result { try wait(current, plan, cancelCheck: nil, token: token) }
-                            KernelWaitThreads.giveBack()
-                            continuation.resume(returning: result)
-                        }
-                        if case .failure = spawned {
-                            KernelWaitThreads.giveBack()
-                            continuation.resume(returning: nil)
-                        }
+            let token = CancellationToken()
+            let current = attempt
+            let plan = schedule
+            let outcome: Result<Primitive.Hold, any Error>? = await withTaskCancellationHandler {
+                await withCheckedContinuation { continuation in
+                    let isRunning = KernelWaitThreads.shared.runIfFree { [self] in
+                        // The task resumes as soon as the wait ends; the thread tidies up after.
+                        wait(current, plan, cancelCheck: nil, token: token) { continuation.resume(returning: $0) }
                     }
-                } onCancel: {
-                    token.cancel()
+                    if !isRunning { continuation.resume(returning: nil) }
                 }
-                if let outcome { return try outcome.get() }
+            } onCancel: {
+                token.cancel()
             }
+            if let outcome { return try outcome.get() }
             let polled = try await waitInTask(attempt, schedule, remotely: false, untilAKernelWaitIsFree: true)
             if let hold = polled.hold { return hold }
             attempt = polled.attempt
@@ -346,25 +360,68 @@ final class CancellationToken: Sendable {
     }
 }
 
-/// The threads that `async` kernel waits block on, counted: at most `maximum` at once in the
-/// process (each has a 256 KiB stack); waiters beyond poll instead.
-enum KernelWaitThreads {
-    static let maximum = 64
-    private static let count = Atomic<Int>(0)
+/// The threads that `async` kernel waits block on: at most `maximum` at once in the process (each
+/// has a 256 KiB stack); waiters beyond poll instead. A thread whose wait ended stays for the next
+/// one (a warm thread, no `pthread_create` per wait) and ends after `idleLifetime` without work.
+final class KernelWaitThreads: BackgroundThreads, @unchecked Sendable {
+    static let shared = KernelWaitThreads(maximumThreads: 64)
 
-    /// Takes a place for one more thread; `false` when all are taken.
-    static func take() -> Bool {
-        if count.add(1, ordering: .relaxed).newValue <= maximum { return true }
-        count.subtract(1, ordering: .relaxed)
-        return false
+    typealias Job = @Sendable () -> Void
+
+    /// How long a thread without a wait stays.
+    static let idleLifetime = Duration.seconds(10)
+
+    // Guarded by `lock`.
+    private var jobs: [Job] = []
+    private var idle = 0
+
+    private override init(maximumThreads: Int) {
+        super.init(maximumThreads: maximumThreads)
     }
 
-    static func giveBack() {
-        count.subtract(1, ordering: .relaxed)
+    override func resetInChild() {
+        jobs = []
+        idle = 0
     }
 
-    /// How many are taken now (for tests).
-    static var inUse: Int { count.load(ordering: .relaxed) }
+    /// Runs `job` on a thread of its own: an idle one, or a new one under the cap. `false` when
+    /// every place is taken (or no thread can be started): the caller polls instead.
+    func runIfFree(_ job: @escaping Job) -> Bool {
+        lock.withLock {
+            if idle > jobs.count {
+                jobs.append(job)
+                lock.signal()
+                return true
+            }
+            return startThread { [self] in work(job) }
+        }
+    }
+
+    private func work(_ first: @escaping Job) {
+        var next: Job? = first
+        while let job = next {
+            job()
+            next = lock.withLock { () -> Job? in
+                idle += 1
+                defer { idle -= 1 }
+                let end = MonotonicInstant.now.advanced(by: Self.idleLifetime)
+                while jobs.isEmpty {
+                    if MonotonicInstant.now >= end {
+                        threadEnded()
+                        return nil
+                    }
+                    lock.wait(until: end)
+                }
+                return jobs.removeFirst()
+            }
+        }
+    }
+
+    /// The most threads blocked in kernel waits at once.
+    static var maximum: Int { shared.maximumThreads }
+
+    /// How many threads are taken by waits now.
+    static var inUse: Int { shared.lock.withLock { shared.runningThreads - shared.idle + shared.jobs.count } }
 }
 
 /// What one round of a thread's wait does.
