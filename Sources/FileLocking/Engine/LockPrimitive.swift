@@ -32,6 +32,14 @@ enum WaitStrategy: Sendable {
     case remote
 }
 
+/// How a kernel wait ended.
+enum KernelWaitEnd: Sendable {
+    /// The kernel gave us the lock.
+    case locked
+    /// A signal ended the wait (deadline, cancellation, a cancel-check tick).
+    case interrupted
+}
+
 /// The result of one try.
 enum AttemptOutcome<Hold: Sendable>: Sendable {
     /// The lock is ours.
@@ -61,9 +69,12 @@ protocol LockPrimitive: Sendable {
     func begin(_ request: LockRequest) throws -> Attempt
     /// Tries once without waiting.
     func tryOnce(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold>
-    /// Waits in the kernel until acquired; `.busy` when a signal ended the wait. Only called
-    /// for `.kernel` primitives.
-    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold>
+    /// Waits in the kernel until the lock is taken (`.locked`, to be checked by `confirm`), or a
+    /// signal ended the wait (`.interrupted`). Only called for `.kernel` primitives.
+    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> KernelWaitEnd
+    /// Checks a lock that `waitInKernel` just took (for example that the lock file is still the
+    /// one at the path): `.acquired`, or `.busy`/`.restart` to go on.
+    func confirm(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold>
     /// Waits on the server until acquired, or `.busy` at `deadline` (`nil`: no deadline); throws
     /// `CancellationError` as soon as the task is cancelled, leaving nothing waiting on the
     /// server and nothing held. Only called for `.remote` primitives.
@@ -117,8 +128,12 @@ extension LockPrimitive {
         try await Task.sleep(for: duration)
     }
 
-    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
+    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> KernelWaitEnd {
         preconditionFailure("waitInKernel is only called for primitives whose wait strategy is .kernel")
+    }
+
+    func confirm(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
+        preconditionFailure("confirm is only called for primitives whose wait strategy is .kernel")
     }
 
     func waitRemotely(

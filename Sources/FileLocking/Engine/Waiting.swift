@@ -180,7 +180,12 @@ extension LockEngine {
             let outcome: AttemptOutcome<Primitive.Hold>
             switch step {
             case .kernel:
-                outcome = try primitive.waitInKernel(attempt, schedule.request)
+                switch try primitive.waitInKernel(attempt, schedule.request) {
+                case .interrupted:
+                    outcome = .busy
+                case .locked:
+                    outcome = try primitive.confirm(attempt, schedule.request)
+                }
             case .pause:
                 let sleep = schedule.nextPause(at: now)
                 if schedule.needsPreparing {

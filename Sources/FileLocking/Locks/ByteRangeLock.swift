@@ -403,13 +403,16 @@ struct RangePrimitive: LockPrimitive {
         }
     }
 
-    func waitInKernel(_ attempt: LockRequest, _ request: LockRequest) throws -> AttemptOutcome<LockRequest> {
+    func waitInKernel(_ attempt: LockRequest, _ request: LockRequest) throws -> KernelWaitEnd {
         switch System.setRangeLockWaitingOnce(try file.lockingDescriptor(), raw(request)) {
-        case .success: return .acquired(request)
-        case .failure(.interrupted): return .busy
+        case .success: return .locked
+        case .failure(.interrupted): return .interrupted
         case .failure(let error): throw self.error(error, operation: "lock \(request.range) of")
         }
     }
+
+    /// Nothing to check: the range is locked on our open file.
+    func confirm(_ attempt: LockRequest, _ request: LockRequest) -> AttemptOutcome<LockRequest> { .acquired(request) }
 
     func abandon(_ attempt: LockRequest) {}
 

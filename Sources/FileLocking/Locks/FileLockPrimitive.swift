@@ -21,8 +21,10 @@ struct FileLockPrimitive: LockPrimitive {
     /// The open lock file of a `flock` attempt; a wait may swap it for the file now at the path.
     final class KernelAttempt: @unchecked Sendable {
         // Only the acquiring thread uses it, one step at a time.
-        var descriptor: Int32
-        init(_ descriptor: Int32) { self.descriptor = descriptor }
+        var file: FlockPrimitive.OpenLockFile
+        /// Whether the last kernel wait took a lock that was free when it came (see `confirm`).
+        var tookAFreeLock = false
+        init(_ file: FlockPrimitive.OpenLockFile) { self.file = file }
     }
 
     enum Hold: Sendable {
@@ -90,13 +92,28 @@ struct FileLockPrimitive: LockPrimitive {
     func tryOnce(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
         switch attempt {
         case .kernel(let file):
-            return Self.kernelOutcome(try kernel.tryOnce(file.descriptor, request))
+            return Self.kernelOutcome(try kernel.tryOnce(file.file, request))
         case .marker(let attempt):
             return Self.markerOutcome(try marker!.tryOnce(attempt, request))
         }
     }
 
-    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
+    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> KernelWaitEnd {
+        switch attempt {
+        case .kernel(let file):
+            // A try first, to tell a lock that was free when we came from one that a holder we
+            // waited for gave up (see `confirm`).
+            file.tookAFreeLock = try kernel.lockNow(file.file, request)
+            return file.tookAFreeLock ? .locked : try kernel.waitInKernel(file.file, request)
+        case .marker(let attempt):
+            // Not expected (the mechanism is known before the engine picks a wait): pause, then
+            // `confirm` tries.
+            marker!.pause(attempt, upTo: marker!.pollInterval)
+            return .locked
+        }
+    }
+
+    func confirm(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
         switch attempt {
         case .kernel(let file):
             // A file that a holder we waited for removed (`removesFileOnRelease`) is the normal
@@ -105,19 +122,14 @@ struct FileLockPrimitive: LockPrimitive {
             // "keeps vanishing" (the engine gives up after 100 restarts in a row). Only a file
             // that nobody held when we came (a free file deleted right after we locked it) asks
             // the engine to restart, and counts.
-            let first = try tryOnce(attempt, request)
-            guard case .busy = first else { return first }
-            let outcome = try kernel.waitInKernel(file.descriptor, request)
-            guard case .restart = outcome else { return Self.kernelOutcome(outcome) }
-            kernel.abandon(file.descriptor)
-            file.descriptor = -1
-            file.descriptor = try kernel.begin(request)
+            let outcome = kernel.confirm(file.file, request)
+            guard case .restart = outcome, !file.tookAFreeLock else { return Self.kernelOutcome(outcome) }
+            kernel.abandon(file.file)
+            file.file.descriptor = -1
+            file.file = try kernel.begin(request)
             return .busy
         case .marker(let attempt):
-            // Not expected (the mechanism is known before the engine picks a wait): poll.
-            let outcome = Self.markerOutcome(try marker!.tryOnce(attempt, request))
-            if case .busy = outcome { marker!.pause(attempt, upTo: marker!.pollInterval) }
-            return outcome
+            return Self.markerOutcome(try marker!.tryOnce(attempt, request))
         }
     }
 
@@ -153,7 +165,7 @@ struct FileLockPrimitive: LockPrimitive {
 
     func abandon(_ attempt: Attempt) {
         switch attempt {
-        case .kernel(let file): if file.descriptor >= 0 { kernel.abandon(file.descriptor) }
+        case .kernel(let file): if file.file.descriptor >= 0 { kernel.abandon(file.file) }
         case .marker(let attempt): marker!.abandon(attempt)
         }
     }

@@ -17,8 +17,24 @@ struct FlockPrimitive: LockPrimitive {
     var path: String { lockPath.given }
     var waitStrategy: WaitStrategy { .kernel }
 
+    /// An open lock file, with what `fstat` said of it when opened (the file an open descriptor
+    /// refers to never changes, so the check after locking needs only the path's side).
+    struct OpenLockFile: Sendable {
+        var descriptor: Int32
+        /// `nil` when the file could not be examined (an NFS handle gone stale): never confirmed.
+        var status: FileStatus?
+    }
+
     /// Opens (creating if needed) the lock file, never following a symbolic link.
-    func begin(_ request: LockRequest) throws -> Int32 {
+    func begin(_ request: LockRequest) throws -> OpenLockFile {
+        let descriptor = try open()
+        guard case .success(let status) = System.fstat(descriptor) else {
+            return OpenLockFile(descriptor: descriptor, status: nil)
+        }
+        return OpenLockFile(descriptor: descriptor, status: status)
+    }
+
+    private func open() throws -> Int32 {
         switch try lockPath.open(flags: OpenFlags.readWriteCreate, mode: filePermissions ?? 0o666) {
             case .success(let descriptor):
                 return descriptor
@@ -47,18 +63,22 @@ struct FlockPrimitive: LockPrimitive {
         }
     }
 
-    func tryOnce(_ descriptor: Int32, _ request: LockRequest) throws -> AttemptOutcome<Int32> {
-        switch System.flockNonBlocking(descriptor, request.mode.flockOperation) {
-        case .success(true): return verify(descriptor)
-        case .success(false): return .busy
+    func tryOnce(_ file: OpenLockFile, _ request: LockRequest) throws -> AttemptOutcome<Int32> {
+        try lockNow(file, request) ? confirm(file, request) : .busy
+    }
+
+    /// Takes the lock if it is free now, unconfirmed.
+    func lockNow(_ file: OpenLockFile, _ request: LockRequest) throws -> Bool {
+        switch System.flockNonBlocking(file.descriptor, request.mode.flockOperation) {
+        case .success(let isLocked): return isLocked
         case .failure(let error): throw lockError(error, request.mode)
         }
     }
 
-    func waitInKernel(_ descriptor: Int32, _ request: LockRequest) throws -> AttemptOutcome<Int32> {
-        switch System.flockBlockingOnce(descriptor, request.mode.flockOperation) {
-        case .success: return verify(descriptor)
-        case .failure(.interrupted): return .busy
+    func waitInKernel(_ file: OpenLockFile, _ request: LockRequest) throws -> KernelWaitEnd {
+        switch System.flockBlockingOnce(file.descriptor, request.mode.flockOperation) {
+        case .success: return .locked
+        case .failure(.interrupted): return .interrupted
         case .failure(let error): throw lockError(error, request.mode)
         }
     }
@@ -88,22 +108,26 @@ struct FlockPrimitive: LockPrimitive {
     /// file. The link count alone would miss a rename, and an unlinked file still open on NFS
     /// (renamed to `.nfsXXXX` by the client); so the path must name the very file we hold. A file
     /// we cannot even `fstat` (an NFS handle gone stale: `ESTALE`) is treated the same way.
-    private func verify(_ descriptor: Int32) -> AttemptOutcome<Int32> {
-        guard case .success(let status) = System.fstat(descriptor), status.linkCount > 0,
-            case .success(let named) = System.lstat(lockPath.absolute),
+    ///
+    /// One `lstat` (the open file's side was read when it was opened): if the path names our file,
+    /// that file has a link, so no separate link-count check is needed. On the way from a kernel
+    /// wake-up to the waiter every system call counts (a few microseconds each, on a thread just
+    /// woken).
+    func confirm(_ file: OpenLockFile, _ request: LockRequest) -> AttemptOutcome<Int32> {
+        guard let status = file.status, case .success(let named) = System.lstat(lockPath.absolute),
             named.device == status.device && named.inode == status.inode
         else {
-            System.unlock(descriptor)
+            System.unlock(file.descriptor)
             return .restart
         }
         if let filePermissions, status.permissions != filePermissions, status.owner == System.effectiveUserID {
-            _ = System.fchmod(descriptor, filePermissions)
+            _ = System.fchmod(file.descriptor, filePermissions)
         }
-        return .acquired(descriptor)
+        return .acquired(file.descriptor)
     }
 
-    func abandon(_ descriptor: Int32) {
-        System.close(descriptor)
+    func abandon(_ file: OpenLockFile) {
+        System.close(file.descriptor)
     }
 
     func release(_ descriptor: Int32) {
