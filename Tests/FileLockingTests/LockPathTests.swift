@@ -27,6 +27,24 @@ struct LockPathTests {
         (bytes.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { access($0.baseAddress!, F_OK) == 0 }
     }
 
+    /// swift-system's `FileDescriptor` and `FilePath` for a file the caller opened: the ranges
+    /// are locked on the caller's open file (another open file of it is excluded), and the
+    /// caller's descriptor stays open after the lock object goes.
+    @Test func aByteRangeLockOnTheCallersFileDescriptor() throws {
+        let path = filePath(oddBytes)
+        let descriptor = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec], permissions: .ownerReadWrite)
+        defer { try? descriptor.close() }
+        var file: ByteRangeLock? = try ByteRangeLock(descriptor: descriptor, path: path)
+        try file!.lock(ByteRange(start: 0, length: 10))
+        let other = try ByteRangeLock(at: path)
+        #expect(try !other.tryLock(ByteRange(start: 5, length: 1)))
+        #expect(try other.tryLock(ByteRange(start: 10, length: 1)))
+        file = nil
+        // Still open (the caller's), so its lock stands.
+        #expect(try !other.tryLock(ByteRange(start: 5, length: 1)))
+        #expect(fcntl(descriptor.rawValue, F_GETFD) != -1)
+    }
+
     @Test func aFileLockOnANonUTF8NameLocksExactlyThatFile() throws {
         let lock = try FileLock(at: filePath(oddBytes))
         try lock.acquire()

@@ -132,10 +132,14 @@ public final class ByteRangeLock: Sendable {
 
     /// Locks ranges of a file the caller opened; the caller keeps the descriptor and closes it
     /// (which drops the locks).
-    public init(descriptor: Int32, path: String, pollInterval: Duration = .milliseconds(50)) throws {
-        self.path = path
+    public convenience init(descriptor: Int32, path: String, pollInterval: Duration = .milliseconds(50)) throws {
+        try self.init(descriptor: descriptor, lockPath: LockPath(path), pollInterval: pollInterval)
+    }
+
+    init(descriptor: Int32, lockPath: LockPath, pollInterval: Duration) throws {
+        path = lockPath.given
         file = RangeFile(descriptor: descriptor, path: path, isOwned: false)
-        engine = try ByteRangeLock.makeEngine(file: file, lockPath: try LockPath(path), pollInterval: pollInterval)
+        engine = try ByteRangeLock.makeEngine(file: file, lockPath: lockPath, pollInterval: pollInterval)
     }
 
     private static func makeEngine(

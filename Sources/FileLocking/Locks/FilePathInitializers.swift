@@ -68,3 +68,14 @@ extension ByteRangeLock {
             lockPath: LockPath(path), readOnly: readOnly, filePermissions: filePermissions, pollInterval: pollInterval)
     }
 }
+
+extension ByteRangeLock {
+    /// Locks ranges of a file the caller opened (swift-system's `FileDescriptor`); the caller
+    /// keeps the descriptor and closes it (which drops the locks). `path` names the file in
+    /// messages and finds holders.
+    public convenience init(
+        descriptor: FileDescriptor, path: FilePath, pollInterval: Duration = .milliseconds(50)
+    ) throws {
+        try self.init(descriptor: descriptor.rawValue, lockPath: LockPath(path), pollInterval: pollInterval)
+    }
+}
