@@ -16,7 +16,7 @@ struct ContractTests {
     init() throws { folder = try TemporaryFolder() }
 
     func probe(_ kind: WholeFileKind, _ arguments: String...) throws -> ChildProcess {
-        try ChildProcess(TestEnvironment.probe, arguments + ["--kind", kind.rawValue])
+        try ChildProcess(TestEnvironment.probe, arguments + kind.probeArguments)
     }
 
     @Test(arguments: WholeFileKind.allCases)

@@ -6,6 +6,8 @@ import FileLocking
 enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case kernel
     case soft
+    /// `FileLock` that deletes its lock file on release (`removesFileOnRelease`).
+    case kernelRemovingFile
 
     func make(
         _ path: String, timeout: Duration? = nil, isBlocking: Bool = true, ownership: LockOwnership = .caller,
@@ -16,6 +18,10 @@ enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible 
             try FileLock(
                 at: path, timeout: timeout, isBlocking: isBlocking, ownership: ownership, isSingleton: isSingleton,
                 pollInterval: pollInterval)
+        case .kernelRemovingFile:
+            try FileLock(
+                at: path, timeout: timeout, isBlocking: isBlocking, ownership: ownership, isSingleton: isSingleton,
+                pollInterval: pollInterval, removesFileOnRelease: true)
         case .soft:
             try SoftFileLock(
                 at: path, timeout: timeout, isBlocking: isBlocking, ownership: ownership, isSingleton: isSingleton,
@@ -24,4 +30,13 @@ enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible 
     }
 
     var testDescription: String { rawValue }
+
+    /// The `lock-probe` options that make the same kind.
+    var probeArguments: [String] {
+        switch self {
+        case .kernel: ["--kind", "kernel"]
+        case .soft: ["--kind", "soft"]
+        case .kernelRemovingFile: ["--kind", "kernel", "--removes-file"]
+        }
+    }
 }
