@@ -88,6 +88,21 @@ struct ByteRangeLockTests {
         try file.unlock()
     }
 
+    /// A task's timed-out wait names the other process's range, as a thread's does.
+    @Test func anAsyncTimeoutNamesTheHolder() async throws {
+        let path = folder.file("async-timeout.bin")
+        let holder = try probe("range-hold", path, "100", "50")
+        let pid = Int32(try holder.expectLine(startingWith: "acquired").split(separator: " ")[1])
+        let file = try ByteRangeLock(at: path)
+        let thrown = await errorThrown { try await file.lock(ByteRange(start: 120, length: 10), timeout: .seconds(1)) }
+        let error = try #require(thrown as? FileLockError)
+        #expect(error.code == .timedOut)
+        #expect(error.holder?.pid == pid)
+        #expect(error.message.contains("bytes 120-129 of"), "\(error.message)")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+    }
+
     @Test func nonBlockingAttemptFailsWhileHeld() throws {
         let path = folder.file("shared.txt")
         let holder = try probe("range-hold", path, "0", "0")

@@ -323,4 +323,64 @@ import Testing
         let waits = server.state.withLock { $0.remoteWaits } - waitsBefore
         #expect(waits == 1, "one wait on the server, not one per cancel check: \(waits)")
     }
+
+    /// Synchronous callers of a remote lock on every thread of the cooperative pool (one more
+    /// than there are cores): their waits run on the library's own thread, so they still end at
+    /// their deadline instead of waiting for a pool thread that never comes.
+    @Test func synchronousRemoteWaitsOnEveryPoolThreadEndAtTheirDeadline() throws {
+        let server = PretendServer()
+        #expect(server.take())
+        let engine = try remoteEngine(server, pollInterval: .milliseconds(5))
+        let callers = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) + 1
+        final class Ended: Sendable { let count = Atomic(0) }
+        let ended = Ended()
+        for _ in 0..<callers {
+            Task.detached {
+                _ = try? engine.acquire(mode: .exclusive, timeout: .milliseconds(200), cancelCheck: nil)
+                ended.count.add(1, ordering: .relaxed)
+            }
+        }
+        // A thread of the test's own watches (a waiting task would need the pool).
+        let watched = ThreadResult()
+        _ = Threads.spawnDetached {
+            let deadline = MonotonicInstant.now.advanced(by: .seconds(60))
+            while ended.count.load(ordering: .relaxed) < callers && MonotonicInstant.now < deadline { Threads.sleep(.milliseconds(1)) }
+            watched.set("\(ended.count.load(ordering: .relaxed))")
+        }
+        #expect(watched.wait(timeout: 120) == "\(callers)", "of \(callers) synchronous remote waits, the others never ended")
+        #expect(server.waiting == 0)
+        server.free()
+    }
+
+    /// Kernel-wait threads are kept for the next wait, at most the cap at once (beyond, the
+    /// caller is told to poll), and end after their idle lifetime.
+    @Test func kernelWaitThreadsAreReusedCappedAndEndWhenIdle() throws {
+        let threads = KernelWaitThreads(maximumThreads: 2, idleLifetime: .milliseconds(200))
+        let ran = ThreadResult()
+        let first = threads.runIfFree { ran.set("first") }
+        #expect(first)
+        #expect(ran.wait() == "first")
+        guard eventually("the thread is idle", { threads.busyThreads == 0 }) else { return }
+        let second = ThreadResult()
+        let reused = threads.runIfFree { second.set("second") }
+        #expect(reused)
+        #expect(second.wait() == "second")
+        #expect(threads.threadCount == 1, "the idle thread took the second wait")
+
+        final class Gate: Sendable { let isOpen = Atomic(false) }
+        let gate = Gate()
+        for _ in 0..<2 {
+            let started = threads.runIfFree { while !gate.isOpen.load(ordering: .relaxed) { Threads.sleep(.milliseconds(1)) } }
+            #expect(started)
+        }
+        guard eventually("both threads are busy", { threads.busyThreads == 2 }) else { return }
+        let third = threads.runIfFree {}
+        #expect(!third, "a third wait beyond the cap of 2 got a thread")
+        gate.isOpen.store(true, ordering: .relaxed)
+        guard eventually("both threads ended after their idle lifetime", { threads.threadCount == 0 }) else { return }
+        let again = ThreadResult()
+        let restarted = threads.runIfFree { again.set("again") }
+        #expect(restarted)
+        #expect(again.wait() == "again")
+    }
 }

@@ -3,7 +3,7 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import FileLocking
+@testable import FileLocking
 import Synchronization
 import Testing
 
@@ -149,5 +149,35 @@ struct OwnershipTests {
         }
         #expect(ownershipError?.message.contains("ownership: .lockObject") == true)
         _ = first
+    }
+
+    /// A child forked after the parent's helper threads ran (the interrupter, a kernel-wait
+    /// thread) starts its own: a timed wait from a thread ends at its deadline, and a kernel-wait
+    /// thread starts for a wait. (The child uses no Swift concurrency: after `fork` only the
+    /// calling thread exists, and the parent's queued tasks would run in the child.)
+    @Test func aForkedChildStartsItsOwnHelperThreads() async throws {
+        let path = folder.file("fork-helpers.lock")
+        let holder = try FileLock(at: path)
+        try await holder.acquire()
+        let waiter = try FileLock(at: path)
+        let warmedOnAThread = errorThrown { try waiter.acquire(timeout: .milliseconds(20)) }
+        let warmedInATask = await errorThrown { try await waiter.acquire(timeout: .milliseconds(20)) }
+        #expect((warmedOnAThread as? FileLockError)?.code == .timedOut)
+        #expect((warmedInATask as? FileLockError)?.code == .timedOut)
+        let child = fork()
+        if child == 0 {
+            // 2: the wait did not time out; 3: it took too long; 4, 5: no kernel-wait thread ran.
+            let start = MonotonicInstant.now
+            let onAThread = errorThrown { try waiter.acquire(timeout: .milliseconds(200)) }
+            if (onAThread as? FileLockError)?.code != .timedOut { _exit(2) }
+            if MonotonicInstant.now.duration(since: start) > .seconds(10) { _exit(3) }
+            let ran = ThreadResult()
+            if !KernelWaitThreads.shared.runIfFree({ ran.set("ran") }) { _exit(4) }
+            _exit(ran.wait(timeout: 10) == "ran" ? 0 : 5)
+        }
+        var status: Int32 = 0
+        while waitpid(child, &status, 0) == -1 && errno == EINTR {}
+        #expect((status >> 8) & 0xff == 0, "the child exited with \((status >> 8) & 0xff)")
+        holder.release()
     }
 }

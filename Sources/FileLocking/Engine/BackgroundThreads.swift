@@ -1,5 +1,3 @@
-import Synchronization
-
 /// What every helper of the engine that runs threads of its own shares (`WaitInterrupter`,
 /// `DeferredCloser`, `BlockingCallPool`): one condition lock guarding the helper's state, threads
 /// started lazily as work arrives (up to a cap), and the reset of a child forked without exec.
@@ -54,40 +52,48 @@ class BackgroundThreads: @unchecked Sendable {
 }
 
 /// Every `BackgroundThreads` of the process, for one `pthread_atfork` registration.
+///
+/// The registry's own lock (a pthread mutex, which a child can make anew) is held from the
+/// prepare handler until the fork is done, so that no helper is added half-way: one made on
+/// another thread during the fork is either reset in the child or made after it.
 private enum ForkRegistry {
-    private struct Entry: @unchecked Sendable {
+    private struct Entry {
         weak var helper: BackgroundThreads?
     }
 
-    private static let entries: Mutex<[Entry]> = {
+    private static let lock: ConditionLock = {
         ForkHandlers.register(
             prepare: { ForkRegistry.prepare() }, parent: { ForkRegistry.parent() }, child: { ForkRegistry.child() })
-        return Mutex([])
+        return ConditionLock()
     }()
 
-    /// The helpers whose locks the fork in progress holds (between prepare and parent or child,
-    /// only the forking thread touches it).
+    // Guarded by `lock`.
+    nonisolated(unsafe) private static var entries: [Entry] = []
+    /// The helpers whose locks the fork in progress holds.
     nonisolated(unsafe) private static var forking: [BackgroundThreads] = []
 
     static func add(_ helper: BackgroundThreads) {
-        entries.withLock { entries in
+        lock.withLock {
             entries.removeAll { $0.helper == nil }
             entries.append(Entry(helper: helper))
         }
     }
 
     private static func prepare() {
-        forking = entries.withLock { $0.compactMap(\.helper) }
+        lock.lock()
+        forking = entries.compactMap(\.helper)
         for helper in forking { helper.prepareForFork() }
     }
 
     private static func parent() {
         for helper in forking.reversed() { helper.continueInParent() }
         forking = []
+        lock.unlock()
     }
 
     private static func child() {
         for helper in forking { helper.continueInChild() }
         forking = []
+        lock.reinitializeInChild()
     }
 }

@@ -284,13 +284,15 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
         try Task.checkCancellation()
         let start = MonotonicInstant.now
-        let (attempt, hold) = try await offThePool { [self] in try tryAcquiring(request) }
+        let (attempt, hold) =
+            primitive.triesWithoutBlocking
+            ? try tryAcquiring(request) : try await offThePool { [self] in try tryAcquiring(request) }
         if let hold { return hold }
         // A task can be cancelled, but nothing cancels it in a self-deadlock: still report it.
         // Only a try (zero timeout) reads the lock file here (to name the holder): only then the
         // hop to a helper thread, and whatever ends it gives up the attempt (an open file).
         let schedule = schedule(request, start: start, timeout: timeout, mustNoticeCancellation: false)
-        if timeout == .zero {
+        if timeout == .zero && !primitive.triesWithoutBlocking {
             do {
                 try await offThePool { [self] in
                     try checkBeforeWaiting(attempt, schedule, owner: owner, canBeCancelled: false)

@@ -64,6 +64,9 @@ protocol LockPrimitive: Sendable {
     var path: String { get }
     /// How a waiter waits; see `WaitStrategy`.
     var waitStrategy: WaitStrategy { get }
+    /// Whether `begin` and `tryOnce` never block (no file-system call that a stalled server could
+    /// hold up): then a task tries where it runs instead of on a helper thread.
+    var triesWithoutBlocking: Bool { get }
 
     /// Prepares an acquisition (opens the file). Throws for bad paths and system errors.
     func begin(_ request: LockRequest) throws -> Attempt
@@ -112,6 +115,8 @@ protocol LockPrimitive: Sendable {
 }
 
 extension LockPrimitive {
+    var triesWithoutBlocking: Bool { false }
+
     func prepareToWait(_ attempt: Attempt) {}
 
     func busyHint() -> String? { nil }

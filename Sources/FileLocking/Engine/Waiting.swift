@@ -152,15 +152,24 @@ extension LockEngine {
             // Without the helper thread nothing could end a kernel wait: poll instead.
             if registration == nil { step = .pause }
         }
-        defer {
+        func stopInterrupts() {
             if let registration { WaitInterrupter.shared.unregister(registration) }
             savedMask?.restore()
         }
         guard token?.attach(registration) ?? true else {
+            stopInterrupts()
             primitive.abandon(attempt)
             return deliver(.failure(CancellationError()))
         }
-        deliver(Result { try waitLoop(attempt, schedule, step: step, cancelCheck: cancelCheck, token: token) })
+        let result = Result { try waitLoop(attempt, schedule, step: step, cancelCheck: cancelCheck, token: token) }
+        guard case .failure(let error) = result else {
+            deliver(result)
+            return stopInterrupts()
+        }
+        // A failure waits for the interrupts to stop: after the deadline they come every
+        // millisecond, and naming the holder may take a while (a look through /proc).
+        stopInterrupts()
+        deliver(.failure(error is WaitExpired ? timedOutError(schedule) : error))
     }
 
     /// The rounds of a thread's wait. Consumes the attempt: on any failure it is abandoned.
@@ -176,7 +185,7 @@ extension LockEngine {
             if let token, token.isCancelled { throw CancellationError() }
             if let cancelCheck, cancelCheck() { throw cancelledError(schedule) }
             let now = MonotonicInstant.now
-            if schedule.hasExpired(at: now) { throw timedOutError(schedule) }
+            if schedule.hasExpired(at: now) { throw WaitExpired() }
             let outcome: AttemptOutcome<Primitive.Hold>
             switch step {
             case .kernel:
@@ -200,13 +209,16 @@ extension LockEngine {
                 let deadline = schedule.deadline
                 do {
                     outcome = try ThreadBridge.run(
-                        tick: configuration.pollInterval,
+                        tick: configuration.pollInterval, deadline: deadline,
                         isCancelled: { (token?.isCancelled ?? false) || (cancelCheck?() ?? false) }
                     ) { [primitive] in
                         try await primitive.waitRemotely(current, request, until: deadline)
                     }
-                } catch is CancellationError where token?.isCancelled != true {
-                    throw cancelledError(schedule)
+                } catch is CancellationError {
+                    if token?.isCancelled == true { throw CancellationError() }
+                    if let cancelCheck, cancelCheck() { throw cancelledError(schedule) }
+                    // Ended by the bridge past the deadline: a timeout.
+                    outcome = .busy
                 }
             }
             switch try schedule.next(after: outcome, path: path) {
@@ -369,21 +381,25 @@ final class CancellationToken: Sendable {
 /// has a 256 KiB stack); waiters beyond poll instead. A thread whose wait ended stays for the next
 /// one (a warm thread, no `pthread_create` per wait) and ends after `idleLifetime` without work.
 final class KernelWaitThreads: BackgroundThreads, @unchecked Sendable {
-    static let shared = KernelWaitThreads(maximumThreads: 64)
+    static let shared = KernelWaitThreads(maximumThreads: 64, idleLifetime: .seconds(10))
 
     typealias Job = @Sendable () -> Void
 
     /// How long a thread without a wait stays.
-    static let idleLifetime = Duration.seconds(10)
+    let idleLifetime: Duration
 
     // Guarded by `lock`.
     private var jobs: [Job] = []
     private var idle = 0
 
-    private override init(maximumThreads: Int) {
+    /// A set of its own (tests); kernel waits use `shared`.
+    init(maximumThreads: Int, idleLifetime: Duration) {
+        self.idleLifetime = idleLifetime
         super.init(maximumThreads: maximumThreads)
     }
 
+    /// A forked child has none of the parent's threads. Jobs still queued are dropped: each is a
+    /// parent task's wait (its continuation is never resumed in the child, which has no such task).
     override func resetInChild() {
         jobs = []
         idle = 0
@@ -409,7 +425,7 @@ final class KernelWaitThreads: BackgroundThreads, @unchecked Sendable {
             next = lock.withLock { () -> Job? in
                 idle += 1
                 defer { idle -= 1 }
-                let end = MonotonicInstant.now.advanced(by: Self.idleLifetime)
+                let end = MonotonicInstant.now.advanced(by: idleLifetime)
                 while jobs.isEmpty {
                     if MonotonicInstant.now >= end {
                         threadEnded()
@@ -426,8 +442,18 @@ final class KernelWaitThreads: BackgroundThreads, @unchecked Sendable {
     static var maximum: Int { shared.maximumThreads }
 
     /// How many threads are taken by waits now.
-    static var inUse: Int { shared.lock.withLock { shared.runningThreads - shared.idle + shared.jobs.count } }
+    static var inUse: Int { shared.busyThreads }
+
+    /// How many of this set's threads are taken by jobs (or about to take a queued one).
+    var busyThreads: Int { lock.withLock { runningThreads - idle + jobs.count } }
+
+    /// How many threads exist, busy or idle.
+    var threadCount: Int { lock.withLock { runningThreads } }
 }
+
+/// A thread's wait passed its deadline (the error, which names the holder, is built once the
+/// wait's interrupts have stopped).
+private struct WaitExpired: Error {}
 
 /// What one round of a thread's wait does.
 enum WaitStep {
@@ -440,13 +466,23 @@ private final class BridgeBox<Value: Sendable>: @unchecked Sendable {
 }
 
 /// Runs async work (a remote wait) for a synchronous caller: the calling thread blocks until the
-/// work ends, and asks `isCancelled` every `tick`, cancelling the work's task when it says so.
+/// work ends, asking `isCancelled` every `tick` and cancelling the work when it says so, or when
+/// the work overruns `deadline` by `grace` (a primitive should end its wait at the deadline
+/// itself; this bounds one that does not).
+///
+/// The work runs on `BridgeExecutor`'s thread, not on the cooperative pool: a synchronous
+/// caller may itself be on a pool thread (one of a few), and work that needed a pool thread while
+/// every one of them blocked here would never run.
 enum ThreadBridge {
+    static let grace = Duration.seconds(1)
+
     static func run<Value: Sendable>(
-        tick: Duration, isCancelled: () -> Bool, _ body: @escaping @Sendable () async throws -> Value
+        tick: Duration, deadline: MonotonicInstant?, isCancelled: () -> Bool,
+        _ body: @escaping @Sendable () async throws -> Value
     ) throws -> Value {
         let box = BridgeBox<Value>()
-        let task = Task.detached {
+        let executor: (any TaskExecutor)? = BridgeExecutor.shared.isAvailable ? BridgeExecutor.shared : nil
+        let task = Task.detached(executorPreference: executor) {
             let result: Result<Value, any Error>
             do { result = .success(try await body()) } catch { result = .failure(error) }
             box.lock.withLock {
@@ -461,7 +497,8 @@ enum ThreadBridge {
                 return box.result
             }
             if let result { return try result.get() }
-            if !isTaskCancelled && isCancelled() {
+            let isOverdue = deadline.map { MonotonicInstant.now >= $0.advanced(by: grace) } ?? false
+            if !isTaskCancelled && (isOverdue || isCancelled()) {
                 task.cancel()
                 isTaskCancelled = true
             }
@@ -469,3 +506,39 @@ enum ThreadBridge {
     }
 }
 
+/// A task executor on a thread of the library's own, for `ThreadBridge`: jobs run one after
+/// another (remote waits suspend, they do not block it).
+final class BridgeExecutor: BackgroundThreads, TaskExecutor, @unchecked Sendable {
+    static let shared = BridgeExecutor()
+
+    // Guarded by `lock`.
+    private var jobs: [UnownedJob] = []
+
+    private init() { super.init(maximumThreads: 1) }
+
+    /// A forked child has no thread running the parent's jobs (nor the tasks waiting for them).
+    override func resetInChild() { jobs = [] }
+
+    /// Whether its thread runs (started now if need be); `false` when none can be started.
+    var isAvailable: Bool {
+        lock.withLock { runningThreads > 0 || startThread { [self] in run() } }
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        lock.withLock {
+            jobs.append(job)
+            lock.signal()
+        }
+    }
+
+    private func run() {
+        while true {
+            let job = lock.withLock { () -> UnownedJob in
+                while jobs.isEmpty { lock.wait(until: nil) }
+                return jobs.removeFirst()
+            }
+            job.runSynchronously(on: asUnownedTaskExecutor())
+        }
+    }
+}

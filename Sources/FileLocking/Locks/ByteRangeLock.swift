@@ -391,6 +391,8 @@ struct RangePrimitive: LockPrimitive {
     let file: RangeFile
     let path: String
     var waitStrategy: WaitStrategy { .kernel }
+    /// `fcntl(F_OFD_SETLK)` on an open descriptor returns at once.
+    var triesWithoutBlocking: Bool { true }
 
     func begin(_ request: LockRequest) throws -> LockRequest { request }
 
