@@ -302,6 +302,35 @@ enum System {
         }
     }
 
+    /// `read(2)` of whatever is available into `buffer` (a non-blocking descriptor: `EAGAIN` when
+    /// nothing is).
+    static func readSome(_ descriptor: Int32, into buffer: UnsafeMutableRawPointer, capacity: Int) -> Result<Int, Errno> {
+        retryingInterrupts { Glibc_read(descriptor, buffer, capacity) }
+    }
+
+    /// Blocks in `poll(2)` until `descriptor` is readable (or reports an error or hang-up).
+    static func waitUntilReadable(_ descriptor: Int32) {
+        var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        _ = retryingInterrupts { poll(&poller, 1, -1) }
+    }
+
+    #if os(Linux)
+        /// `inotify_init1(IN_CLOEXEC | IN_NONBLOCK)`.
+        static func inotifyInit() -> Result<Int32, Errno> {
+            once { inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK)) }
+        }
+
+        /// `inotify_add_watch(2)`: the watch descriptor, the same one for every call on one folder.
+        static func inotifyAddWatch(_ descriptor: Int32, _ path: CPath, mask: UInt32) -> Result<Int32, Errno> {
+            path.withPointer { pointer in retryingInterrupts { inotify_add_watch(descriptor, pointer, mask) } }
+        }
+
+        /// `inotify_rm_watch(2)`.
+        static func inotifyRemoveWatch(_ descriptor: Int32, _ watchDescriptor: Int32) -> Result<Void, Errno> {
+            retryingInterrupts { inotify_rm_watch(descriptor, watchDescriptor) }.map { _ in () }
+        }
+    #endif
+
     /// The names in a folder (without `.` and `..`); empty when it cannot be read.
     static func folderEntries(_ path: String) -> [String] {
         guard let folder = opendir(path) else { return [] }
