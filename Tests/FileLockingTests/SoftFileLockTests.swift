@@ -833,8 +833,8 @@ struct SoftFileLockTests {
         primitive.release(hold)
     }
 
-    /// The helper threads (deferred closes, wait interrupts) sleep on condition variables; a child
-    /// forked without exec must not inherit them as phantom waiters (it hung on its second wait).
+    /// The helper threads (wait interrupts, helper pools) sleep on condition variables; a child forked
+    /// without exec must not inherit them as phantom waiters (it hung on its second wait).
     @Test func aForkedChildCanWaitAgainAfterItsParentsHelpersRan() throws {
         let softPath = folder.file("fork-soft.lock")
         let kernelPath = folder.file("fork-kernel.lock")

@@ -43,7 +43,7 @@ struct SoftPrimitive: LockPrimitive {
         var lostRaces = 0
         /// The marker version the last try found.
         var lastVersion: MarkerVersion?
-        /// When a try (while waiting) last tried to create the marker.
+        /// When a try last tried to create the marker.
         var lastCreate: MonotonicInstant?
         /// The marker version last looked at, what it held (`nil`: not read yet), and when it was
         /// last judged (or first seen).
@@ -51,8 +51,8 @@ struct SoftPrimitive: LockPrimitive {
     }
 
     /// How long a judgement of one marker version stands: a busy try on that version within it
-    /// costs an `lstat` and the failed create; later tries judge the holder's liveness again
-    /// (without reading the marker again: its version is the same).
+    /// costs an `lstat` (and a failed create at most once per interval); later tries judge the
+    /// holder's liveness again without reading the marker again (its version is the same).
     var judgementInterval: Duration { min(pollInterval, .milliseconds(50)) }
 
     /// Our marker: kept open while held, to mark it released if someone displaced it.
