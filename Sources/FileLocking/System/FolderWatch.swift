@@ -190,18 +190,36 @@ final class InotifyHub: @unchecked Sendable {
             child: { InotifyHub.shared.lock.reinitializeInChild() })
     }
 
+    /// Registrations between their `inotify_add_watch` and their entry in `folders`. The call is
+    /// made without the lock (its path lookup can stall on a network filesystem, and the lock
+    /// serves every folder's wake-ups); meanwhile no kernel watch is removed, since the call may
+    /// have returned the very watch another thread is dropping.
+    private var registrationsInFlight = 0
+    /// Watches left without a `FolderWatch` while registrations were in flight: removed once
+    /// none is, unless one of them took the watch up again.
+    private var emptied: Set<Int32> = []
+
     /// Adds (or shares) the kernel watch on `folder` for `watch`; `nil` when it cannot.
     fileprivate func register(folder: CPath, _ watch: WeakWatch) -> Registration? {
         #if os(Linux)
-            lock.withLock { () -> Registration? in
+            guard let (descriptor, generation) = lock.withLock({ () -> (Int32, Int)? in
                 guard let descriptor = currentDescriptor() else { return nil }
-                // Only a name going away can free a lock: a name moved in (a breaker's marker renamed over
-                // a stale one, a marker given back) leaves it held.
-                let mask = UInt32(IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR)
-                guard case .success(let watchDescriptor) = System.inotifyAddWatch(descriptor, folder, mask: mask) else {
-                    return nil
-                }
+                registrationsInFlight += 1
+                return (descriptor, self.generation)
+            })
+            else { return nil }
+            // Only a name going away can free a lock: a name moved in (a breaker's marker renamed
+            // over a stale one, a marker given back) leaves it held.
+            let mask = UInt32(IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR)
+            let added = System.inotifyAddWatch(descriptor, folder, mask: mask)
+            return lock.withLock { () -> Registration? in
+                // A fork meanwhile: this thread is the child's, and the instance its parent's.
+                guard generation == self.generation else { return nil }
+                registrationsInFlight -= 1
+                defer { if registrationsInFlight == 0 { removeEmptied() } }
+                guard case .success(let watchDescriptor) = added else { return nil }
                 let identifier = ObjectIdentifier(watch)
+                emptied.remove(watchDescriptor)
                 folders[watchDescriptor, default: [:]][identifier] = watch
                 return Registration(watchDescriptor: watchDescriptor, generation: generation, identifier: identifier)
             }
@@ -218,11 +236,23 @@ final class InotifyHub: @unchecked Sendable {
             watches[registration.identifier] = nil
             if watches.isEmpty {
                 folders[registration.watchDescriptor] = nil
-                _ = System.inotifyRemoveWatch(descriptor, registration.watchDescriptor)
+                if registrationsInFlight > 0 {
+                    emptied.insert(registration.watchDescriptor)
+                } else {
+                    _ = System.inotifyRemoveWatch(descriptor, registration.watchDescriptor)
+                }
             } else {
                 folders[registration.watchDescriptor] = watches
             }
         }
+    }
+
+    /// Removes the kernel watches left without a `FolderWatch`. Call with `lock` held.
+    private func removeEmptied() {
+        for watchDescriptor in emptied where folders[watchDescriptor] == nil {
+            _ = System.inotifyRemoveWatch(descriptor, watchDescriptor)
+        }
+        emptied = []
     }
 
     /// The instance of this fork generation, made (with its reader) if needed. Call with `lock` held.
@@ -234,6 +264,8 @@ final class InotifyHub: @unchecked Sendable {
             if descriptor >= 0 { System.close(descriptor) }
             descriptor = -1
             folders = [:]
+            emptied = []
+            registrationsInFlight = 0
             generation = current
         }
         guard case .success(let made) = System.inotifyInit() else { return nil }
