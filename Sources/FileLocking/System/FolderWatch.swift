@@ -26,6 +26,10 @@ final class FolderWatch: @unchecked Sendable {
     private var waiter: Wakeup?
     /// Ends a task's pause; made by the first async wait, moved to each pause's end.
     private var timer: (any DispatchSourceTimer)?
+    /// A waiting thread polls the instance itself (see `wait(upTo:)`), and this eventfd, which
+    /// whoever passes it a change writes while it polls. Made by the first such wait.
+    private var wakeDescriptor: Int32 = -1
+    private var isPolling = false
 
     /// Serialises the timers' handlers; they only wake a task.
     private static let queue = DispatchQueue(label: "FileLocking.FolderWatch")
@@ -46,13 +50,25 @@ final class FolderWatch: @unchecked Sendable {
     deinit {
         InotifyHub.shared.unregister(registration)
         timer?.cancel()
+        if wakeDescriptor >= 0 { System.close(wakeDescriptor) }
     }
 
     /// Sleeps until a change in the folder or `duration`, whichever comes first; `true` when a
     /// change (seen since the last wait) ended it.
+    ///
+    /// The thread polls the shared instance itself and reads what it finds (passing on what
+    /// concerns others), so that a release wakes it directly, not through the reader thread (a
+    /// second wake-up, tens of microseconds on a virtual machine). Whoever else reads its event
+    /// first (the reader, another waiting thread) writes its eventfd; so nothing is missed.
     @discardableResult
     func wait(upTo duration: Duration) -> Bool {
         let deadline = MonotonicInstant.now.advanced(by: duration)
+        #if os(Linux)
+            if registration.generation == ForkGeneration.current {
+                if wakeDescriptor < 0, case .success(let made) = System.eventDescriptor() { wakeDescriptor = made }
+                if wakeDescriptor >= 0 { return poll(until: deadline) }
+            }
+        #endif
         return signal.withLock {
             while !isChangePending {
                 guard MonotonicInstant.now < deadline else { return false }
@@ -62,6 +78,35 @@ final class FolderWatch: @unchecked Sendable {
             return true
         }
     }
+
+    #if os(Linux)
+        private func poll(until deadline: MonotonicInstant) -> Bool {
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: InotifyHub.bufferSize, alignment: 8)
+            defer { buffer.deallocate() }
+            while true {
+                let isChanged = signal.withLock { () -> Bool in
+                    isPolling = !isChangePending
+                    defer { isChangePending = false }
+                    return isChangePending
+                }
+                if isChanged { return true }
+                let remaining = deadline.duration(since: MonotonicInstant.now)
+                guard remaining > .zero else {
+                    signal.withLock { isPolling = false }
+                    // A change passed on at the last moment still counts.
+                    return signal.withLock { () -> Bool in
+                        defer { isChangePending = false }
+                        return isChangePending
+                    }
+                }
+                let (instanceReadable, isWoken) = System.pollReadable(registration.instance, wakeDescriptor, upTo: remaining)
+                if isWoken { System.drainEventDescriptor(wakeDescriptor) }
+                if instanceReadable {
+                    InotifyHub.shared.drain(registration.instance, generation: registration.generation, into: buffer)
+                }
+            }
+        }
+    #endif
 
     /// Suspends the task until a change in the folder or `duration`, whichever comes first,
     /// without occupying a thread; `true` when a change (seen since the last wait) ended it.
@@ -112,13 +157,14 @@ final class FolderWatch: @unchecked Sendable {
     /// A change in the folder (called by the hub's reader): wakes the waiting thread or task, or
     /// is remembered for the next wait.
     fileprivate func noteChange() {
-        let task = signal.withLock { () -> Wakeup? in
+        let (task, pollingThread) = signal.withLock { () -> (Wakeup?, Int32?) in
             isChangePending = true
             signal.signal()
             defer { waiter = nil }
-            return waiter
+            return (waiter, isPolling ? wakeDescriptor : nil)
         }
         task?.fire()
+        if let pollingThread { System.signalEventDescriptor(pollingThread) }
     }
 
     /// The end of a task's pause: wakes only the waiting task (a late tick at worst ends the next
@@ -169,6 +215,7 @@ final class InotifyHub: @unchecked Sendable {
 
     /// What `FolderWatch` keeps to unregister.
     struct Registration: Sendable {
+        fileprivate var instance: Int32
         fileprivate var watchDescriptor: Int32
         fileprivate var generation: Int
         fileprivate var identifier: ObjectIdentifier
@@ -221,7 +268,8 @@ final class InotifyHub: @unchecked Sendable {
                 let identifier = ObjectIdentifier(watch)
                 emptied.remove(watchDescriptor)
                 folders[watchDescriptor, default: [:]][identifier] = watch
-                return Registration(watchDescriptor: watchDescriptor, generation: generation, identifier: identifier)
+                return Registration(
+                    instance: descriptor, watchDescriptor: watchDescriptor, generation: generation, identifier: identifier)
             }
         #else
             return nil
@@ -280,57 +328,65 @@ final class InotifyHub: @unchecked Sendable {
     /// The reader: waits for events and passes them on, for as long as the process (this fork
     /// generation) lives.
     private func read(_ descriptor: Int32, generation: Int) {
-        // Aligned for struct inotify_event; large enough for many events per read.
-        let capacity = 16 * 1024
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 8)
         defer { buffer.deallocate() }
         while true {
             System.waitUntilReadable(descriptor)
-            var events: [(watchDescriptor: Int32, mask: UInt32, name: ArraySlice<UInt8>)] = []
-            while case .success(let count) = System.readSome(descriptor, into: buffer, capacity: capacity), count > 0 {
-                let bytes = UnsafeRawBufferPointer(start: buffer, count: count)
-                // struct inotify_event: wd, mask, cookie, len (4 bytes each), then len bytes of name.
-                var offset = 0
-                while offset + 16 <= count {
-                    let watchDescriptor = bytes.loadUnaligned(fromByteOffset: offset, as: Int32.self)
-                    let mask = bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
-                    let length = Int(bytes.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
-                    let start = offset + 16
-                    let end = min(start + length, count)
-                    let name = Array(bytes[start..<end]).prefix { $0 != 0 }
-                    events.append((watchDescriptor, mask, name))
-                    offset = start + length
-                }
-            }
-            let woken = lock.withLock { () -> [WeakWatch] in
-                // A forked child never runs this thread; a parent's reader never sees a child's state.
-                guard self.generation == generation else { return [] }
-                var woken: [ObjectIdentifier: WeakWatch] = [:]
-                for event in events {
-                    if event.mask & UInt32(IN_Q_OVERFLOW) != 0 {
-                        for watches in folders.values { woken.merge(watches) { first, _ in first } }
-                        continue
-                    }
-                    guard let watches = folders[event.watchDescriptor] else { continue }
-                    if event.mask & UInt32(IN_IGNORED) != 0 {
-                        // The kernel dropped the watch (folder removed, filesystem unmounted):
-                        // wake them all; they poll from now on.
-                        folders[event.watchDescriptor] = nil
-                        woken.merge(watches) { first, _ in first }
-                        continue
-                    }
-                    for (identifier, watch) in watches where woken[identifier] == nil {
-                        guard let name = watch.name else {
-                            woken[identifier] = watch
-                            continue
-                        }
-                        if event.name.elementsEqual(name) { woken[identifier] = watch }
-                    }
-                }
-                return Array(woken.values)
-            }
-            for watch in woken { watch.noteChange() }
+            drain(descriptor, generation: generation, into: buffer)
         }
+    }
+
+    /// Aligned for struct inotify_event; large enough for many events per read.
+    fileprivate static let bufferSize = 16 * 1024
+
+    /// Reads the pending events and passes them on: by the reader, and by a waiting thread whose
+    /// `poll` saw them first (the kernel gives each event to one `read`).
+    fileprivate func drain(_ descriptor: Int32, generation: Int, into buffer: UnsafeMutableRawPointer) {
+        let capacity = Self.bufferSize
+        var events: [(watchDescriptor: Int32, mask: UInt32, name: ArraySlice<UInt8>)] = []
+        while case .success(let count) = System.readSome(descriptor, into: buffer, capacity: capacity), count > 0 {
+            let bytes = UnsafeRawBufferPointer(start: buffer, count: count)
+            // struct inotify_event: wd, mask, cookie, len (4 bytes each), then len bytes of name.
+            var offset = 0
+            while offset + 16 <= count {
+                let watchDescriptor = bytes.loadUnaligned(fromByteOffset: offset, as: Int32.self)
+                let mask = bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
+                let length = Int(bytes.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
+                let start = offset + 16
+                let end = min(start + length, count)
+                let name = Array(bytes[start..<end]).prefix { $0 != 0 }
+                events.append((watchDescriptor, mask, name))
+                offset = start + length
+            }
+        }
+        let woken = lock.withLock { () -> [WeakWatch] in
+            // A forked child never runs this thread; a parent's reader never sees a child's state.
+            guard self.generation == generation else { return [] }
+            var woken: [ObjectIdentifier: WeakWatch] = [:]
+            for event in events {
+                if event.mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                    for watches in folders.values { woken.merge(watches) { first, _ in first } }
+                    continue
+                }
+                guard let watches = folders[event.watchDescriptor] else { continue }
+                if event.mask & UInt32(IN_IGNORED) != 0 {
+                    // The kernel dropped the watch (folder removed, filesystem unmounted):
+                    // wake them all; they poll from now on.
+                    folders[event.watchDescriptor] = nil
+                    woken.merge(watches) { first, _ in first }
+                    continue
+                }
+                for (identifier, watch) in watches where woken[identifier] == nil {
+                    guard let name = watch.name else {
+                        woken[identifier] = watch
+                        continue
+                    }
+                    if event.name.elementsEqual(name) { woken[identifier] = watch }
+                }
+            }
+            return Array(woken.values)
+        }
+        for watch in woken { watch.noteChange() }
     }
 
     /// The number of kernel watches this instance holds now (for tests).
