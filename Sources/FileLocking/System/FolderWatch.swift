@@ -200,7 +200,8 @@ private final class WeakWatch: Sendable {
 ///   counted by the `FolderWatch`es on it: added with the first, removed with the last.
 /// - One reader thread, started with the instance, blocks in `poll` on it and passes each event
 ///   to the watches of that folder whose name it concerns (every watch on an overflow, every watch
-///   of the folder when the kernel drops its watch, say because the folder was removed).
+///   of the folder when the kernel drops its watch, say because the folder was removed). A
+///   waiting thread polls the instance too and passes on what it reads in the same way.
 /// - The instance and its reader are kept for the life of the process once made, even with no
 ///   watch left: closing an inotify instance waits for a kernel grace period (5-15 ms measured
 ///   here), and a contended lock makes and drops watches at every acquisition, so one idle
