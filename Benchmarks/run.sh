@@ -2,11 +2,15 @@
 # Runs the FileLock benchmark against C baselines (and Python filelock where installed), all in
 # one run on this machine, and prints ratios. Run by hand: bash Benchmarks/run.sh
 #   ROUNDS=5 CYCLES=200000 WAKES=200 PYTHON=.venv/bin/python bash Benchmarks/run.sh
+#   CONTENTION_N=1000 CONTENTION_ROUNDS=3 CONTENTION_PROCESSES="1 2 4 8"   (the contention section)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 CYCLES=${CYCLES:-200000}
 WAKES=${WAKES:-200}
+CONTENTION_N=${CONTENTION_N:-1000}
+CONTENTION_ROUNDS=${CONTENTION_ROUNDS:-3}
+CONTENTION_PROCESSES=${CONTENTION_PROCESSES:-1 2 4 8}
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
   for candidate in "${FILELOCK_TEST_PYTHON:-}" .venv/bin/python; do
@@ -127,6 +131,78 @@ rs50=$(percentile 50 < "$work/range-swift"); rs99=$(percentile 99 < "$work/range
 printf '%-52s %10s %10s %10s %10s\n' "ByteRangeLock lock(timeout: nil)" "$(us "$rs50")" "$(us "$rs99")" "$(ratio "$rs50" "$rc50")" "$(ratio "$rs99" "$rc99")"
 
 echo
+echo "Contention: P processes at once, each $CONTENTION_N times: acquire, read-increment-write one counter file, release"
+echo "(per acquisition: wall time / (P x $CONTENTION_N), median of $CONTENTION_ROUNDS rounds; longest wait: the longest single"
+echo " acquire of any process in any round; the final counter is checked in every run)"
+# The command of one contender up to its lock file (the counter and N follow).
+contender() {
+  local lock=$work/contend-$1
+  case $1 in
+    c-flock) echo "$out/baseline contend-worker flock $lock.lock" ;;
+    swift-kernel) echo "$bench contend kernel $lock.lock" ;;
+    py-kernel) echo "$PYTHON Benchmarks/contend.py $lock.lock" ;;
+    c-excl) echo "$out/baseline contend-worker excl $lock.lock" ;;
+    swift-soft) echo "$bench contend soft $lock.lock" ;;
+    py-soft) echo "$PYTHON Benchmarks/contend.py $lock.lock" ;;
+    c-ofd) echo "$out/baseline contend-worker ofd $lock.bin" ;;
+    swift-range) echo "$bench contend range $lock.bin" ;;
+  esac
+}
+contention_kinds="c-flock swift-kernel c-excl swift-soft c-ofd swift-range"
+if [ -n "$PYTHON" ]; then contention_kinds="c-flock swift-kernel py-kernel c-excl swift-soft py-soft c-ofd swift-range"; fi
+for p in $CONTENTION_PROCESSES; do
+  for _ in $(seq "$CONTENTION_ROUNDS"); do
+    for kind in $contention_kinds; do
+      # A marker left by a failed run would hold the lock for ever.
+      rm -f "$work/contend-$kind.lock"
+      # shellcheck disable=SC2046
+      if result=$("$out/baseline" contend "$p" "$CONTENTION_N" "$work/counter" $(contender "$kind") "$work/counter" \
+          "$CONTENTION_N" $( [ "$kind" = py-soft ] && echo --soft ) 2> "$work/contend-error"); then
+        echo "$result" >> "$work/contend-$kind-$p"
+      else
+        echo "error: $kind with $p processes: $(tr '\n' ' ' < "$work/contend-error")" >&2
+        echo "error" >> "$work/contend-$kind-$p"
+      fi
+    done
+  done
+done
+label() {
+  case $1 in
+    c-flock) echo "C open+flock+unlock+close" ;;
+    swift-kernel) echo "FileLock" ;;
+    py-kernel) echo "Python filelock.FileLock" ;;
+    c-excl) echo "C O_EXCL marker (retry every 50 µs)" ;;
+    swift-soft) echo "SoftFileLock" ;;
+    py-soft) echo "Python filelock.SoftFileLock" ;;
+    c-ofd) echo "C fcntl(F_OFD_SETLKW) bytes 0-99" ;;
+    swift-range) echo "ByteRangeLock bytes 0-99" ;;
+  esac
+}
+baseline_of() { case $1 in *kernel|c-flock) echo c-flock ;; *soft|c-excl) echo c-excl ;; *) echo c-ofd ;; esac; }
+python_of() { case $1 in swift-kernel) echo py-kernel ;; swift-soft) echo py-soft ;; esac; }
+cost() { grep -v error "$work/contend-$1-$2" | awk '{ print $1 }' | median; }
+for p in $CONTENTION_PROCESSES; do
+  echo
+  printf '%-44s %15s %8s %14s %13s\n' "$p process$( [ "$p" = 1 ] || echo es)" "per acquisition" "vs C" "than Python" "longest wait"
+  for kind in $contention_kinds; do
+    if grep -q error "$work/contend-$kind-$p"; then
+      printf '  %-42s %15s\n' "$(label "$kind")" "error (see above)"
+      continue
+    fi
+    own=$(cost "$kind" "$p")
+    base=$(cost "$(baseline_of "$kind")" "$p")
+    longest=$(awk '{ print $2 }' "$work/contend-$kind-$p" | sort -g | tail -1)
+    faster="-"
+    python=$(python_of "$kind")
+    if [ -n "$python" ] && [ -n "$PYTHON" ] && ! grep -q error "$work/contend-$python-$p"; then
+      faster="$(ratio "$(cost "$python" "$p")" "$own") faster"
+    fi
+    printf '  %-42s %15s %8s %14s %13s\n' "$(label "$kind")" "$(us "$own")" "$(ratio "$own" "$base")" "$faster" \
+      "$(awk -v n="$longest" 'BEGIN { printf "%.1f ms", n / 1e6 }')"
+  done
+done
+
+echo
 echo "filelock run X -- true against flock X true (whole process, $((ROUNDS * 40)) runs each; release build = static executable)"
 tool=$(swift build -c release --show-bin-path)/filelock
 swift build -c release --product filelock >/dev/null
@@ -153,4 +229,5 @@ fi
 echo
 echo "targets: FileLock cycle within 1.5x of C; wake-up p50 within 2x of C blocking flock; re-acquire under 200 ns;"
 echo "         SoftFileLock cycle within 1.5x of C and 10x faster than Python; soft wake-up p50 under 5 ms;"
-echo "         ByteRangeLock lock+unlock within 1.5x of C F_OFD_SETLK; filelock run within 2x of flock(1)"
+echo "         ByteRangeLock lock+unlock within 1.5x of C F_OFD_SETLK; filelock run within 2x of flock(1);"
+echo "         contended SoftFileLock (8 processes) at least 3x faster than Python's"

@@ -18,7 +18,20 @@
 //   baseline soft-holder PATH N CMD...
 //                                    like holder-timed, with a marker file: create it, tell the
 //                                    waiter "go", release (unlink) 20-70 ms later
+//   baseline contend-worker flock|excl|ofd LOCK COUNTER N
+//                                    one contender: prints "ready", waits for "go", then N times
+//                                    lock, read-increment-write COUNTER, unlock; prints the
+//                                    longest single wait for the lock in ns. excl: an O_EXCL marker
+//                                    (record written, then closed; released by unlink), retried
+//                                    after a 50 µs pause while it exists
+//   baseline contend P N COUNTER CMD...
+//                                    runs P copies of the contender CMD (each doing N rounds) at
+//                                    once: sets COUNTER to 0, starts them, waits for every "ready",
+//                                    sends "go" to all; prints ns per acquisition (wall time of the
+//                                    whole run / P*N) and the longest wait of any; fails (exit 1)
+//                                    when COUNTER is not P*N at the end
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -187,7 +200,119 @@ static int holder(const char *path, long n, char **command, int timed, int soft,
     return 0;
 }
 
+static long counter_bump(int counter) {
+    char text[32];
+    ssize_t got = pread(counter, text, sizeof text - 1, 0);
+    text[got > 0 ? got : 0] = 0;
+    long value = atol(text) + 1;
+    int length = snprintf(text, sizeof text, "%ld", value);
+    if (pwrite(counter, text, (size_t)length, 0) != length) { perror("pwrite"); exit(1); }
+    return value;
+}
+
+static int contend_worker(const char *kind, const char *path, const char *counter_path, long n) {
+    int counter = open(counter_path, O_RDWR | O_CLOEXEC);
+    if (counter < 0) { perror("open counter"); return 1; }
+    int is_flock = strcmp(kind, "flock") == 0, is_excl = strcmp(kind, "excl") == 0, is_ofd = strcmp(kind, "ofd") == 0;
+    if (!is_flock && !is_excl && !is_ofd) { fprintf(stderr, "unknown kind %s\n", kind); return 2; }
+    int range_fd = is_ofd ? open_lock(path) : -1;
+    char record[128];
+    int length = snprintf(record, sizeof record, "%d\nbenchmark-host\n", getpid());
+    char line[64];
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    puts("ready");
+    if (!fgets(line, sizeof line, stdin)) return 2;
+    long long longest = 0;
+    for (long i = 0; i < n; i++) {
+        long long start = now_ns();
+        int fd = -1;
+        if (is_flock) {
+            fd = open_lock(path);
+            if (flock(fd, LOCK_EX) != 0) { perror("flock"); return 1; }
+        } else if (is_excl) {
+            int marker;
+            while ((marker = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+                if (errno != EEXIST) { perror("open marker"); return 1; }
+                usleep(50);
+            }
+            if (write(marker, record, (size_t)length) != length) { perror("write"); return 1; }
+            close(marker);
+        } else if (range_lock(range_fd, F_OFD_SETLKW, F_WRLCK, 0, 100) != 0) { perror("fcntl"); return 1; }
+        long long waited = now_ns() - start;
+        if (waited > longest) longest = waited;
+        counter_bump(counter);
+        if (is_flock) { flock(fd, LOCK_UN); close(fd); }
+        else if (is_excl) unlink(path);
+        else range_lock(range_fd, F_OFD_SETLK, F_UNLCK, 0, 100);
+    }
+    if (range_fd >= 0) close(range_fd);
+    close(counter);
+    printf("%lld\n", longest);
+    return 0;
+}
+
+static int contend(long processes, long n, const char *counter_path, char **command) {
+    int counter = open(counter_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (counter < 0 || write(counter, "0", 1) != 1) { perror("counter"); return 1; }
+    FILE *ins[processes], *outs[processes];
+    pid_t pids[processes];
+    char line[128];
+    for (long p = 0; p < processes; p++) {
+        int to_child[2], from_child[2];
+        if (pipe2(to_child, O_CLOEXEC) || pipe2(from_child, O_CLOEXEC)) { perror("pipe"); return 1; }
+        pids[p] = fork();
+        if (pids[p] == 0) {
+            dup2(to_child[0], 0);
+            dup2(from_child[1], 1);
+            execvp(command[0], command);
+            perror("exec");
+            _exit(127);
+        }
+        close(to_child[0]);
+        close(from_child[1]);
+        ins[p] = fdopen(from_child[0], "r");
+        outs[p] = fdopen(to_child[1], "w");
+        setvbuf(outs[p], NULL, _IOLBF, 0);
+    }
+    for (long p = 0; p < processes; p++) {
+        if (!fgets(line, sizeof line, ins[p]) || strncmp(line, "ready", 5) != 0) {
+            fprintf(stderr, "contender %ld did not start: %s\n", p, line);
+            return 1;
+        }
+    }
+    long long start = now_ns();
+    for (long p = 0; p < processes; p++) fputs("go\n", outs[p]);
+    long long longest = 0;
+    int failed = 0;
+    for (long p = 0; p < processes; p++) {
+        if (!fgets(line, sizeof line, ins[p])) { fprintf(stderr, "contender %ld ended without a result\n", p); failed = 1; continue; }
+        long long waited = atoll(line);
+        if (waited > longest) longest = waited;
+    }
+    long long elapsed = now_ns() - start;
+    for (long p = 0; p < processes; p++) {
+        int status;
+        fclose(outs[p]);
+        fclose(ins[p]);
+        waitpid(pids[p], &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed = 1;
+    }
+    char text[32];
+    ssize_t got = pread(counter, text, sizeof text - 1, 0);
+    text[got > 0 ? got : 0] = 0;
+    close(counter);
+    if (atol(text) != processes * n) {
+        fprintf(stderr, "error: counter is %s, expected %ld (lost updates: the lock did not exclude)\n", text, processes * n);
+        return 1;
+    }
+    if (failed) { fprintf(stderr, "error: a contender failed\n"); return 1; }
+    printf("%.1f %lld\n", (double)elapsed / (double)(processes * n), longest);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 6 && strcmp(argv[1], "contend-worker") == 0) return contend_worker(argv[2], argv[3], argv[4], atol(argv[5]));
+    if (argc >= 6 && strcmp(argv[1], "contend") == 0) return contend(atol(argv[2]), atol(argv[3]), argv[4], argv + 5);
     if (argc >= 4 && strcmp(argv[1], "cycle") == 0) return cycle(argv[2], atol(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "waiter") == 0) return waiter(argv[2]);
     if (argc >= 5 && strcmp(argv[1], "holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0, 0, 0);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <unistd.h>
 #if defined(__linux__)
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
@@ -41,6 +42,15 @@ int filelock_rename_no_replace(const char *from, const char *to) {
 #else
     (void)from;
     (void)to;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int filelock_eventfd(void) {
+#if defined(__linux__)
+    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+#else
     errno = ENOSYS;
     return -1;
 #endif

@@ -325,31 +325,30 @@ import Testing
     }
 
     /// Synchronous callers of a remote lock on every thread of the cooperative pool (one more
-    /// than there are cores): their waits run on the library's own thread, so they still end at
-    /// their deadline instead of waiting for a pool thread that never comes.
-    @Test func synchronousRemoteWaitsOnEveryPoolThreadEndAtTheirDeadline() throws {
-        let server = PretendServer()
-        #expect(server.take())
-        let engine = try remoteEngine(server, pollInterval: .milliseconds(5))
-        let callers = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) + 1
-        final class Ended: Sendable { let count = Atomic(0) }
-        let ended = Ended()
-        for _ in 0..<callers {
-            Task.detached {
-                _ = try? engine.acquire(mode: .exclusive, timeout: .milliseconds(200), cancelCheck: nil)
-                ended.count.add(1, ordering: .relaxed)
+    /// than there are cores): their waits run on the library's own thread, so they still end
+    /// instead of waiting for a pool thread that never comes. In a process of its own (an exit
+    /// test), since it takes the whole pool for a while.
+    @Test func synchronousRemoteWaitsOnEveryPoolThreadEnd() async {
+        await #expect(processExitsWith: .success) {
+            let server = PretendServer()
+            _ = server.take()
+            let engine = try EngineTests().remoteEngine(server, pollInterval: .milliseconds(5))
+            let callers = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) + 1
+            final class Ended: Sendable { let count = Atomic(0) }
+            let ended = Ended()
+            for _ in 0..<callers {
+                Task.detached {
+                    _ = try? engine.acquire(mode: .exclusive, timeout: .milliseconds(200), cancelCheck: nil)
+                    ended.count.add(1, ordering: .relaxed)
+                }
             }
-        }
-        // A thread of the test's own watches (a waiting task would need the pool).
-        let watched = ThreadResult()
-        _ = Threads.spawnDetached {
+            // This thread blocks too; the callers must end without it.
             let deadline = MonotonicInstant.now.advanced(by: .seconds(60))
-            while ended.count.load(ordering: .relaxed) < callers && MonotonicInstant.now < deadline { Threads.sleep(.milliseconds(1)) }
-            watched.set("\(ended.count.load(ordering: .relaxed))")
+            while ended.count.load(ordering: .relaxed) < callers && MonotonicInstant.now < deadline {
+                Threads.sleep(.milliseconds(1))
+            }
+            exit(ended.count.load(ordering: .relaxed) == callers && server.waiting == 0 ? 0 : 1)
         }
-        #expect(watched.wait(timeout: 120) == "\(callers)", "of \(callers) synchronous remote waits, the others never ended")
-        #expect(server.waiting == 0)
-        server.free()
     }
 
     /// Kernel-wait threads are kept for the next wait, at most the cap at once (beyond, the

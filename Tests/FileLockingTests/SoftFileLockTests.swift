@@ -646,7 +646,7 @@ struct SoftFileLockTests {
         let path = folder.file("watched.lock")
         let primitive = SoftPrimitive(
             lockPath: try LockPath(path), filePermissions: nil, lifetime: nil, pollInterval: .seconds(3600))
-        let attempt = try primitive.begin(LockRequest(.exclusive))
+        let attempt = try primitive.begin(.exclusive)
         // The first pause sets up the watch and returns at once, so the next try sees a release
         // that happened meanwhile.
         try await primitive.pause(attempt, upTo: .seconds(3600))
@@ -684,29 +684,157 @@ struct SoftFileLockTests {
         watchdog.cancel()
     }
 
-    /// Watches are closed off the waiter's path (an inotify close waits for a kernel grace
-    /// period), but closed: none of those on this test's folder stays open.
-    @Test func folderWatchesAreClosedAfterUse() async throws {
-        let inode = try System.lstat(CPath(folder.path)).get().inode
-        func openWatches() -> Int {
-            System.folderEntries("/proc/self/fdinfo").filter { entry in
-                guard case .success(let bytes) = System.readWholeFile("/proc/self/fdinfo/" + entry) else { return false }
-                return String(decoding: bytes, as: UTF8.self).contains("inotify wd:1 ino:\(String(inode, radix: 16)) ")
-            }.count
+    /// Opens of one file, counted by an inotify watch of the test's own (`IN_OPEN`).
+    final class OpenCounter {
+        let descriptor: Int32
+        init(_ path: String) throws {
+            descriptor = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
+            guard descriptor >= 0, inotify_add_watch(descriptor, path, UInt32(IN_OPEN)) >= 0 else {
+                throw ChildProcessError(description: "inotify")
+            }
         }
-        var watches: [FolderWatch] = []
-        for index in 0..<20 {
-            let watch = try #require(FolderWatch(folder: CPath(folder.path)))
-            if index.isMultiple(of: 2) { try await watch.changed(within: .milliseconds(1)) } else { watch.wait(upTo: .milliseconds(1)) }
-            watches.append(watch)
+        deinit { close(descriptor) }
+
+        /// The opens since the last call (each event of a watch on a file carries no name: 16 bytes).
+        func opens() -> Int {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var total = 0
+            while true {
+                let count = read(descriptor, &buffer, buffer.count)
+                guard count > 0 else { return total }
+                total += count / 16
+            }
         }
-        #expect(openWatches() == 20)
-        watches.removeAll()
-        #expect(await eventually("every watch on the folder was closed") { openWatches() == 0 })
     }
 
-    /// The helper threads (deferred closes, wait interrupts) sleep on condition variables; a child
-    /// forked without exec must not inherit them as phantom waiters (it hung on its second wait).
+    /// A waiter's busy tries on a marker it has judged (live) do not open it again: a version
+    /// (inode, size, times) is read once, and while waiting a new version is not read at once
+    /// (almost always a live winner's marker, just made) but only once it has stood a while.
+    @Test func aWaitersBusyTriesDoNotReadTheMarkerAgain() throws {
+        let path = folder.file("judged.lock")
+        let holder = try SoftFileLock(at: path)
+        try holder.acquire()
+        let primitive = SoftPrimitive(
+            lockPath: try LockPath(path), filePermissions: nil, lifetime: nil, pollInterval: .seconds(3600))
+        let counter = try OpenCounter(path)
+        let attempt = try primitive.begin(.exclusive)
+        guard case .busy = try primitive.tryOnce(attempt, .exclusive) else {
+            Issue.record("acquired a held lock")
+            return
+        }
+        #expect(counter.opens() == 1, "the first try reads the marker to judge it")
+        primitive.prepareToWait(attempt)
+        // Counted after each try: inotify merges identical events left unread.
+        var opens = 0
+        for _ in 0..<100 {
+            guard case .busy = try primitive.tryOnce(attempt, .exclusive) else {
+                Issue.record("acquired a held lock")
+                return
+            }
+            opens += counter.opens()
+        }
+        #expect(opens == 0, "busy tries on the judged marker read it again")
+
+        // A new version (the holder released and took the lock again: a new marker): read once
+        // at most (after it has stood a while), not at every try.
+        holder.release()
+        try holder.acquire()
+        let newCounter = try OpenCounter(path)
+        opens = 0
+        for _ in 0..<100 {
+            guard case .busy = try primitive.tryOnce(attempt, .exclusive) else {
+                Issue.record("acquired a held lock")
+                return
+            }
+            opens += newCounter.opens()
+        }
+        #expect(opens <= 1, "a waiter read the new marker at \(opens) of 100 tries")
+        holder.release()
+        guard case .acquired(let hold) = try primitive.tryOnce(attempt, .exclusive) else {
+            Issue.record("the freed lock was not taken")
+            return
+        }
+        primitive.release(hold)
+    }
+
+    /// While waiting, a marker that appears with a dead holder is still broken (judged once it
+    /// has stood a short while, not at first sight).
+    @Test func aDeadHoldersMarkerAppearingWhileAWaiterWaitsIsBroken() throws {
+        let path = folder.file("replaced.lock")
+        let holder = try probe("hold", path)
+        try holder.expectLine(startingWith: "acquired")
+        let waiter = try probe("hold", path, "--timeout", "120")
+        let lock = try SoftFileLock(at: path)
+        // The waiter is waiting once it has made its folder watch.
+        let inode = try FolderWatchTests.inode(folder.path)
+        guard eventually("the waiter watches the folder", timeout: 60, { FolderWatchTests.process(waiter.pid, watches: inode) })
+        else { return }
+        let dead = try deadPID()
+        let replacement = folder.file("replacement")
+        writeMarker(replacement, "\(dead)\n\(ProcessIdentity.hostName)\n")
+        #expect(rename(replacement, path) == 0)
+        let line = try waiter.expectLine(startingWith: "acquired", timeout: 120)
+        #expect(line.hasSuffix(" \(waiter.pid)"))
+        #expect(lock.holder?.pid == waiter.pid)
+        waiter.send("release")
+        try waiter.expectLine(startingWith: "released")
+        holder.send("release")
+        _ = try? holder.readLine()
+    }
+
+    /// After a lost race (woken by the marker's removal, and someone else's marker already there)
+    /// a waiter backs off without its watch, so the releases meanwhile wake no one here; a lock
+    /// freed during the back-off is still taken at the next try, and once the marker stays the
+    /// same between tries the waiter watches again.
+    @Test func aWaiterThatLosesARaceBacksOffWithoutItsWatchAndStillTakesAFreedLock() throws {
+        let path = folder.file("herd.lock")
+        let holder = try SoftFileLock(at: path)
+        try holder.acquire()
+        let primitive = SoftPrimitive(
+            lockPath: try LockPath(path), filePermissions: nil, lifetime: nil, pollInterval: .seconds(3600))
+        // Pauses of at most a minute: a pause that should be a back-off (milliseconds) but waits
+        // for the watch fails the expectations below instead of hanging.
+        let attempt = try primitive.begin(.exclusive)
+        guard case .busy = try primitive.tryOnce(attempt, .exclusive) else { return }
+        primitive.prepareToWait(attempt)
+        primitive.pause(attempt, upTo: .seconds(60))  // makes the watch; returns at once
+        #expect(try FolderWatchTests.kernelWatches(on: folder.path) == 1)
+
+        // A release and a quicker taker: the watch wakes us, and we lose.
+        holder.release()
+        try holder.acquire()
+        primitive.pause(attempt, upTo: .seconds(60))
+        guard case .busy = try primitive.tryOnce(attempt, .exclusive) else { return }
+        #expect(try FolderWatchTests.kernelWatches(on: folder.path) == 0, "the waiter kept watching after a lost race")
+
+        // The marker changes again while we back off, then stays: we watch again.
+        holder.release()
+        try holder.acquire()
+        primitive.pause(attempt, upTo: .seconds(60))  // a back-off: ends by itself
+        guard case .busy = try primitive.tryOnce(attempt, .exclusive) else { return }
+        #expect(try FolderWatchTests.kernelWatches(on: folder.path) == 0, "still backing off: the marker changed")
+        primitive.pause(attempt, upTo: .seconds(60))
+        guard case .busy = try primitive.tryOnce(attempt, .exclusive) else { return }
+        #expect(try FolderWatchTests.kernelWatches(on: folder.path) == 1, "the marker stayed: watching again")
+
+        // Lose once more, then the lock is freed while we back off, unwatched: still taken.
+        primitive.pause(attempt, upTo: .seconds(60))  // skipped: the watch is new
+        holder.release()
+        try holder.acquire()
+        primitive.pause(attempt, upTo: .seconds(60))
+        guard case .busy = try primitive.tryOnce(attempt, .exclusive) else { return }
+        #expect(try FolderWatchTests.kernelWatches(on: folder.path) == 0)
+        holder.release()
+        primitive.pause(attempt, upTo: .seconds(60))
+        guard case .acquired(let hold) = try primitive.tryOnce(attempt, .exclusive) else {
+            Issue.record("a lock freed during the back-off was not taken")
+            return
+        }
+        primitive.release(hold)
+    }
+
+    /// The helper threads (wait interrupts, helper pools) sleep on condition variables; a child forked
+    /// without exec must not inherit them as phantom waiters (it hung on its second wait).
     @Test func aForkedChildCanWaitAgainAfterItsParentsHelpersRan() throws {
         let softPath = folder.file("fork-soft.lock")
         let kernelPath = folder.file("fork-kernel.lock")

@@ -10,6 +10,11 @@
 //                                               (acquire(timeout: nil), the default) | async
 //   filelock-benchmark range-cycle PATH N       ns per ByteRangeLock lock + unlock of bytes 100-199
 //   filelock-benchmark range-waiter PATH        waiter (as above) locking bytes 0-99 with ByteRangeLock
+//   filelock-benchmark contend kernel|soft|range PATH COUNTER N
+//                                               one contender (see baseline.c contend-worker): "ready",
+//                                               wait for "go", N times lock (FileLock, SoftFileLock, or
+//                                               ByteRangeLock bytes 0-99), read-increment-write COUNTER,
+//                                               unlock; print the longest single wait in ns
 
 #if canImport(Glibc)
     import Glibc
@@ -35,6 +40,52 @@ guard arguments.count >= 4 || (arguments.count == 3 && arguments[1].hasSuffix("-
     exit(2)
 }
 let path = arguments[2]
+if arguments[1] == "contend" {
+    guard arguments.count >= 6, let count = Int(arguments[5]) else {
+        say("usage: filelock-benchmark contend kernel|soft|range PATH COUNTER N")
+        exit(2)
+    }
+    let kind = arguments[2]
+    let lockPath = arguments[3]
+    let counter = open(arguments[4], O_RDWR | O_CLOEXEC)
+    guard counter >= 0 else {
+        say("cannot open \(arguments[4])")
+        exit(1)
+    }
+    let acquire: () throws -> Void
+    let release: () throws -> Void
+    switch kind {
+    case "kernel", "soft":
+        let lock: any CrossProcessLock = kind == "soft" ? try SoftFileLock(at: lockPath) : try FileLock(at: lockPath)
+        acquire = { try lock.acquire(timeout: nil) }
+        release = { lock.release() }
+    case "range":
+        let file = try ByteRangeLock(at: lockPath)
+        let record = ByteRange(start: 0, length: 100)
+        acquire = { try file.lock(record, timeout: nil) }
+        release = { try file.unlock(record) }
+    default:
+        say("unknown kind \(kind)")
+        exit(2)
+    }
+    say("ready")
+    guard readLine() != nil else { exit(2) }
+    var longest: Int64 = 0
+    var buffer = [UInt8](repeating: 0, count: 32)
+    for _ in 0..<count {
+        let start = nowNanoseconds()
+        try acquire()
+        longest = max(longest, nowNanoseconds() - start)
+        let read = pread(counter, &buffer, 32, 0)
+        let value = Int(String(decoding: buffer.prefix(max(0, read)), as: UTF8.self)) ?? 0
+        let text = Array(String(value + 1).utf8)
+        _ = pwrite(counter, text, text.count, 0)
+        try release()
+    }
+    close(counter)
+    say(String(longest))
+    exit(0)
+}
 if arguments[1].hasPrefix("range-") {
     let file = try ByteRangeLock(at: path)
     if arguments[1] == "range-cycle" {

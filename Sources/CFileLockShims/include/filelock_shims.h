@@ -11,4 +11,8 @@ int filelock_exchange_names(const char *first, const char *second);
 /// Renames `from` to `to` only if `to` does not exist (renameat2 RENAME_NOREPLACE).
 int filelock_rename_no_replace(const char *from, const char *to);
 
+/// A new non-blocking, close-on-exec Linux eventfd (counter 0); -1 with errno set, ENOSYS
+/// elsewhere. (The Glibc module does not carry <sys/eventfd.h>.)
+int filelock_eventfd(void);
+
 #endif

@@ -16,6 +16,11 @@ struct LockRequest: Sendable, Hashable {
         self.mode = mode
         self.range = range
     }
+
+    /// The whole lock, exclusively.
+    static let exclusive = LockRequest(.exclusive)
+    /// The whole lock, shared.
+    static let shared = LockRequest(.shared)
 }
 
 /// How a primitive waits for a lock that is held elsewhere; the engine runs the wait, the

@@ -21,7 +21,8 @@ struct SoftPrimitive: LockPrimitive {
     var path: String { lockPath.given }
     var waitStrategy: WaitStrategy { .polling(initial: .milliseconds(1), maximum: pollInterval) }
 
-    /// A wait's folder watch, made on its first pause.
+    /// One acquisition's state: its folder watch (made on its first pause), what it knows of the
+    /// marker it waits for, and its back-off.
     final class Attempt: @unchecked Sendable {
         // Only the acquiring thread or task uses it, one step at a time.
         var watch: FolderWatch?
@@ -29,7 +30,30 @@ struct SoftPrimitive: LockPrimitive {
         /// The watch was made after the last try: the next pause ends at once (watch first, then
         /// try again), or a release in between would go unseen until the pause ends.
         var isPauseSkipped = false
+        /// Past the first try: a marker version seen for the first time is judged only once it
+        /// has stood for `judgementInterval` (almost always it is a live winner's, just made).
+        var isWaiting = false
+        /// The last pause ended because the marker went.
+        var wasWokenByChange = false
+        /// Backing off: pausing a random while without the watch, because the lock changes hands
+        /// faster than waking every waiter at each release pays (see `tryOnce`).
+        var isBackingOff = false
+        /// Sets the back-off window: the races lost after a wake-up, and the tries that found
+        /// a new marker since the last one, while backing off.
+        var lostRaces = 0
+        /// The marker version the last try found.
+        var lastVersion: MarkerVersion?
+        /// When a try last tried to create the marker.
+        var lastCreate: MonotonicInstant?
+        /// The marker version last looked at, what it held (`nil`: not read yet), and when it was
+        /// last judged (or first seen).
+        var seen: (version: MarkerVersion, observed: Observed?, since: MonotonicInstant)?
     }
+
+    /// How long a judgement of one marker version stands: a busy try on that version within it
+    /// costs an `lstat` (and a failed create at most once per interval); later tries judge the
+    /// holder's liveness again without reading the marker again (its version is the same).
+    var judgementInterval: Duration { min(pollInterval, .milliseconds(50)) }
 
     /// Our marker: kept open while held, to mark it released if someone displaced it.
     struct Hold: Sendable {
@@ -68,13 +92,65 @@ struct SoftPrimitive: LockPrimitive {
 
     func begin(_ request: LockRequest) throws -> Attempt { Attempt() }
 
+    /// Tries to create the marker, else judges the one there (breaking it if stale).
+    ///
+    /// While waiting, a busy try also decides how the next pause waits. A waiter woken by the
+    /// marker's removal that finds a new marker already (another waiter or the releaser was
+    /// quicker) stops watching and backs off: with many waiters, a watch wakes all of them at
+    /// every release and each looks, and on a few cores that herd costs more than the lock
+    /// itself. It keeps backing off (a random pause, its window doubling up to `maximumBackOff`)
+    /// while each try finds a new marker, and goes back to the watch once a try finds the same
+    /// marker as the one before (a holder that keeps the lock a while).
     func tryOnce(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
+        let wasWokenByChange = attempt.wasWokenByChange
+        attempt.wasWokenByChange = false
+        let previous = attempt.lastVersion
+        // A waiter that tried to create lately first looks (`lstat`), and creates only when the
+        // marker is gone: a create, even one that fails, takes the folder's lock in the kernel
+        // and holds up the holder's release and the next holder's create (a look takes no lock).
+        // Creating at least every `judgementInterval` bounds how long a look served from a
+        // network client's attribute cache (a marker gone on the server) can delay us.
+        let now = MonotonicInstant.now
+        let looksFirst = attempt.isWaiting
+            && attempt.lastCreate.map { now.duration(since: $0) < judgementInterval } == true
+        let outcome = try tryCreating(attempt, looksFirst: looksFirst)
+        guard case .busy = outcome, attempt.isWaiting else { return outcome }
+        if wasWokenByChange, attempt.watch != nil {
+            attempt.isBackingOff = true
+            attempt.lostRaces += 1
+            attempt.watch = nil
+        } else if attempt.isBackingOff {
+            if attempt.lastVersion != previous {
+                attempt.lostRaces += 1
+            } else {
+                // The watch first, then a try (the next pause is skipped): a release between
+                // this try and the watch is seen by that try.
+                attempt.isBackingOff = false
+                attempt.lostRaces = 0
+                attempt.watch = makeWatch()
+                attempt.isPauseSkipped = attempt.watch != nil
+            }
+        }
+        return outcome
+    }
+
+    private func tryCreating(_ attempt: Attempt, looksFirst: Bool) throws -> AttemptOutcome<Hold> {
+        if looksFirst, quickLook(attempt) == true { return .busy }
         // A few rounds: the marker may vanish or be broken between our create and our look.
         for _ in 0..<4 {
+            attempt.lastCreate = MonotonicInstant.now
             if let hold = try create() { return .acquired(hold) }
+            if let quick = quickLook(attempt) {
+                guard quick else { continue }
+                return .busy
+            }
             guard let observed = try inspect() else { continue }
             if observed.isNoMarker { throw noMarkerError(observed) }
-            guard isStale(observed) else { return .busy }
+            attempt.lastVersion = observed.version
+            guard isStale(observed) else {
+                attempt.seen = (observed.version, observed, MonotonicInstant.now)
+                return .busy
+            }
             switch try takeOver(observed, judgement: .stale) {
             case .won(let hold): return .acquired(hold)
             case .lost: continue
@@ -84,14 +160,48 @@ struct SoftPrimitive: LockPrimitive {
         return .busy
     }
 
+    /// Judges the marker from its attributes alone where an earlier look allows: `true` busy,
+    /// `false` gone (create again), `nil` when it must be read and judged.
+    ///
+    /// A version judged live within `judgementInterval` is busy; after it, its holder's liveness
+    /// is judged again from the record read before (a new version of the marker is a new
+    /// `MarkerVersion`: inode, size, change and modification times). While waiting, a version seen
+    /// for the first time is busy until it has stood that long. Judging late is safe: it only
+    /// delays breaking a stale marker, and breaking reads the marker afresh under the claim.
+    private func quickLook(_ attempt: Attempt) -> Bool? {
+        let status: FileStatus
+        switch System.lstat(lockPath.absolute) {
+        case .success(let found): status = found
+        case .failure(.noSuchFile): return false
+        case .failure: return nil
+        }
+        guard status.isRegularFile else { return nil }
+        let version = MarkerVersion(status)
+        attempt.lastVersion = version
+        if let lifetime, age(ofModification: UnixTime(status)) >= lifetime { return nil }
+        let now = MonotonicInstant.now
+        guard let seen = attempt.seen, seen.version == version else {
+            guard attempt.isWaiting else { return nil }
+            attempt.seen = (version, nil, now)
+            return true
+        }
+        if now.duration(since: seen.since) < judgementInterval { return true }
+        guard let observed = seen.observed, !isStale(observed) else { return nil }
+        attempt.seen?.since = now
+        return true
+    }
+
     func prepareToWait(_ attempt: Attempt) {
+        attempt.isWaiting = true
         attempt.isPauseSkipped = setUpWatch(attempt)
     }
 
     func pause(_ attempt: Attempt, upTo duration: Duration) {
         guard !skipsPause(attempt) else { return }
-        if let watch = attempt.watch {
-            watch.wait(upTo: duration)
+        if let backOff = backOff(attempt, upTo: duration) {
+            Threads.sleep(backOff)
+        } else if let watch = attempt.watch {
+            attempt.wasWokenByChange = watch.wait(upTo: duration)
         } else {
             Threads.sleep(duration)
         }
@@ -99,11 +209,26 @@ struct SoftPrimitive: LockPrimitive {
 
     func pause(_ attempt: Attempt, upTo duration: Duration) async throws {
         guard !skipsPause(attempt) else { return }
-        if let watch = attempt.watch {
-            try await watch.changed(within: duration)
+        if let backOff = backOff(attempt, upTo: duration) {
+            try await Task.sleep(for: backOff)
+        } else if let watch = attempt.watch {
+            attempt.wasWokenByChange = try await watch.changed(within: duration)
         } else {
             try await Task.sleep(for: duration)
         }
+    }
+
+    /// The longest back-off after lost races: short, so that a lock freed while every waiter
+    /// backs off is taken within milliseconds.
+    static let maximumBackOff = Duration.milliseconds(8)
+
+    /// While backing off, a random pause up to a window that doubles with each lost race, from
+    /// 0.5 ms to `maximumBackOff` (and at most `duration`); `nil` otherwise. Nothing is missed
+    /// meanwhile, only seen later: a lock freed during the back-off is found by the next try.
+    private func backOff(_ attempt: Attempt, upTo duration: Duration) -> Duration? {
+        guard attempt.isBackingOff else { return nil }
+        let window = min(duration, Self.maximumBackOff, .microseconds(500) * (1 << min(max(attempt.lostRaces, 1) - 1, 8)))
+        return .nanoseconds(Int64(QuickRandom.next() % UInt64(max(1, window.totalNanoseconds))))
     }
 
     private func skipsPause(_ attempt: Attempt) -> Bool {
@@ -120,8 +245,12 @@ struct SoftPrimitive: LockPrimitive {
     private func setUpWatch(_ attempt: Attempt) -> Bool {
         guard !attempt.isWatchSetUp else { return false }
         attempt.isWatchSetUp = true
-        attempt.watch = FolderWatch(folder: lockPath.parent, name: CPath.lastComponent(of: lockPath.absolute.pathBytes))
+        attempt.watch = makeWatch()
         return attempt.watch != nil
+    }
+
+    private func makeWatch() -> FolderWatch? {
+        FolderWatch(folder: lockPath.parent, name: CPath.lastComponent(of: lockPath.absolute.pathBytes))
     }
 
     func abandon(_ attempt: Attempt) {}
@@ -350,13 +479,7 @@ struct SoftPrimitive: LockPrimitive {
     /// malformed marker is then abandoned once its modification time is the grace period past
     /// on this host's wall clock.
     func isStale(_ observed: Observed, judgingUnparsableByAge: Bool = false) -> Bool {
-        let (seconds, nanoseconds) = System.wallClockNow()
-        // Saturating: a marker's mtime can be anything a `touch` (or a broken clock) sets.
-        let (difference, overflow) = seconds.subtractingReportingOverflow(observed.modified.seconds)
-        let age =
-            overflow
-            ? (difference < 0 ? Duration.seconds(Int64.max) : .seconds(Int64.min))
-            : .seconds(difference) + .nanoseconds(Int64(nanoseconds) - Int64(observed.modified.nanoseconds))
+        let age = age(ofModification: observed.modified)
         if let lifetime, age >= lifetime { return true }
         guard observed.isReadable else { return false }
         guard let record = observed.record else {
@@ -372,6 +495,16 @@ struct SoftPrimitive: LockPrimitive {
             return false
         }
         return !current.isSameStart(as: recorded)
+    }
+
+    /// How long ago `modified` was on this host's wall clock.
+    private func age(ofModification modified: UnixTime) -> Duration {
+        let (seconds, nanoseconds) = System.wallClockNow()
+        // Saturating: a marker's mtime can be anything a `touch` (or a broken clock) sets.
+        let (difference, overflow) = seconds.subtractingReportingOverflow(modified.seconds)
+        return overflow
+            ? (difference < 0 ? Duration.seconds(Int64.max) : .seconds(Int64.min))
+            : .seconds(difference) + .nanoseconds(Int64(nanoseconds) - Int64(modified.nanoseconds))
     }
 
     enum TakeOver {
@@ -571,6 +704,21 @@ struct MarkerVersion: Hashable, Sendable {
     var size: Int64
 }
 
+extension MarkerVersion {
+    init(_ status: FileStatus) {
+        self.init(
+            identity: FileIdentity(status), modified: UnixTime(status),
+            changed: UnixTime(seconds: status.changeSeconds, nanoseconds: status.changeNanoseconds), size: status.size)
+    }
+}
+
+extension UnixTime {
+    /// The modification time of `status`.
+    init(_ status: FileStatus) {
+        self.init(seconds: status.modificationSeconds, nanoseconds: status.modificationNanoseconds)
+    }
+}
+
 /// When each malformed marker version was first seen by this lock object.
 final class MalformedMarkerClock: Sendable {
     private let firstSeen = Mutex<[MarkerVersion: MonotonicInstant]>([:])
@@ -608,6 +756,21 @@ enum HelperName {
 
     static func unique(_ kind: String) -> String {
         ".\(kind).\(process.value).\(seed).\(counter.add(1, ordering: .relaxed).newValue)"
+    }
+}
+
+/// Cheap random numbers for back-off pauses (SplitMix64): `UInt64.random` costs a `getrandom`
+/// system call each time. Seeded once per process and mixed with the process id, so that children
+/// forked from one parent do not pause in step.
+enum QuickRandom {
+    private static let state = Atomic<UInt64>(UInt64.random(in: .min ... .max))
+    private static let process = OwnProcessID()
+
+    static func next() -> UInt64 {
+        var value = state.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue ^ UInt64(UInt32(bitPattern: process.value))
+        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
+        return value ^ (value >> 31)
     }
 }
 

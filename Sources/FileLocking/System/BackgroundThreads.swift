@@ -1,6 +1,7 @@
 /// What every helper of the engine that runs threads of its own shares (`WaitInterrupter`,
-/// `DeferredCloser`, `BlockingCallPool`): one condition lock guarding the helper's state, threads
-/// started lazily as work arrives (up to a cap), and the reset of a child forked without exec.
+/// `BlockingCallPool`, `KernelWaitThreads`, `BridgeExecutor`): one condition lock guarding the
+/// helper's state, threads started lazily as work arrives (up to a cap), and the reset of a child
+/// forked without exec.
 ///
 /// A forked child has none of its parent's threads and may inherit the lock taken by one of
 /// them: so the lock is held across `fork` (taken in the prepare handler, released in the parent)

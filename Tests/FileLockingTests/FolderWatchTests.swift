@@ -1,0 +1,155 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+@testable import FileLocking
+import Subprocesses
+import Testing
+
+/// The folder watches behind marker-lock waits: one inotify instance per process serves them all.
+@Suite("Folder watch")
+struct FolderWatchTests {
+    /// For each open inotify descriptor of this process (`anon_inode:inotify`), the inodes (hex,
+    /// as fdinfo writes them) of the folders it watches.
+    static func inotifyInstances() -> [Int32: [String]] {
+        var instances: [Int32: [String]] = [:]
+        for entry in System.folderEntries("/proc/self/fd") {
+            var buffer = [CChar](repeating: 0, count: 256)
+            let count = readlink("/proc/self/fd/" + entry, &buffer, buffer.count - 1)
+            guard count > 0, let descriptor = Int32(entry) else { continue }
+            let target = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            guard target == "anon_inode:inotify" else { continue }
+            guard case .success(let bytes) = System.readWholeFile("/proc/self/fdinfo/" + entry) else { continue }
+            instances[descriptor] = String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line in
+                guard line.hasPrefix("inotify wd:"), let field = line.split(separator: " ").first(where: { $0.hasPrefix("ino:") })
+                else { return nil }
+                return String(field.dropFirst(4))
+            }
+        }
+        return instances
+    }
+
+    /// Whether process `pid` has an inotify watch on the folder with `inode` (hex).
+    static func process(_ pid: Int32, watches inode: String) -> Bool {
+        System.folderEntries("/proc/\(pid)/fdinfo").contains { entry in
+            guard case .success(let bytes) = System.readWholeFile("/proc/\(pid)/fdinfo/" + entry) else { return false }
+            return String(decoding: bytes, as: UTF8.self).contains(" ino:\(inode) ")
+        }
+    }
+
+    static func inode(_ path: String) throws -> String {
+        String(try System.lstat(CPath(path)).get().inode, radix: 16)
+    }
+
+    /// How many kernel watches, over every inotify instance of the process, are on `folder`.
+    static func kernelWatches(on folder: String) throws -> Int {
+        let inode = try inode(folder)
+        return inotifyInstances().values.reduce(0) { $0 + $1.filter { $0 == inode }.count }
+    }
+
+    /// Six folders, each with a waiting task or thread whose pause only the watch can end (an
+    /// hour long), and two more waiters on two names in one of them: one inotify instance holds
+    /// every folder's watch, and removing a marker wakes its own waiter, not the others.
+    @Test func oneInstanceServesManySimultaneousWaitersOnDifferentFolders() async throws {
+        let folders = try (0..<6).map { _ in try TemporaryFolder() }
+        let paths = folders.map { $0.file("x.lock") } + [folders[0].file("y.lock")]
+        let primitives = try paths.map {
+            SoftPrimitive(lockPath: try LockPath($0), filePermissions: nil, lifetime: nil, pollInterval: .seconds(3600))
+        }
+        let attempts = try primitives.map { try $0.begin(.exclusive) }
+        for (primitive, attempt) in zip(primitives, attempts) {
+            // The first pause makes the watch and returns at once.
+            primitive.prepareToWait(attempt)
+            try await primitive.pause(attempt, upTo: .seconds(3600))
+        }
+        let woke = paths.map { _ in ThreadResult() }
+        var tasks: [Task<Void, any Error>] = []
+        for index in paths.indices {
+            let primitive = primitives[index]
+            let attempt = attempts[index]
+            let result = woke[index]
+            if index.isMultiple(of: 2) {
+                tasks.append(
+                    Task {
+                        try await primitive.pause(attempt, upTo: .seconds(3600))
+                        result.set("woke")
+                    })
+            } else {
+                _ = Threads.spawnDetached {
+                    primitive.pause(attempt, upTo: .seconds(3600))
+                    result.set("woke")
+                }
+            }
+        }
+        let inodes = try folders.map { try Self.inode($0.path) }
+        let instances = Self.inotifyInstances().filter { !Set($0.value).isDisjoint(with: inodes) }
+        #expect(instances.count == 1, "inotify instances watching the test folders: \(instances)")
+        #expect(Set(instances.values.first ?? []).isSuperset(of: inodes))
+
+        // Wake them one at a time, the name sharing a folder first; the others keep waiting.
+        var released: Set<Int> = []
+        for index in [paths.count - 1] + Array(0..<paths.count - 1) {
+            writeFile(paths[index], "1\nhost\n")
+            #expect(unlink(paths[index]) == 0)
+            if !(await eventually("the waiter of \(paths[index]) woke", timeout: 120, { woke[index].peek() != nil })) { break }
+            released.insert(index)
+            let wokenEarly = woke.indices.filter { !released.contains($0) && woke[$0].peek() != nil }
+            #expect(wokenEarly.isEmpty, "woken by another folder's or name's change: \(wokenEarly)")
+        }
+        #expect(woke.allSatisfy { $0.peek() != nil })
+        for task in tasks { task.cancel() }
+    }
+
+    /// Watches on one folder share its kernel watch; dropping the last removes it (the instance
+    /// itself is kept for the next wait: closing one waits for a kernel grace period).
+    @Test func watchesOnOneFolderShareOneKernelWatchRemovedWithTheLast() async throws {
+        let folder = try TemporaryFolder()
+        var watches: [FolderWatch] = []
+        for index in 0..<20 {
+            let watch = try #require(FolderWatch(folder: CPath(folder.path)))
+            if index.isMultiple(of: 2) {
+                _ = try await watch.changed(within: .milliseconds(1))
+            } else {
+                _ = watch.wait(upTo: .milliseconds(1))
+            }
+            watches.append(watch)
+        }
+        #expect(try Self.kernelWatches(on: folder.path) == 1)
+        watches.removeLast(19)
+        #expect(try Self.kernelWatches(on: folder.path) == 1, "one watch is left")
+        watches.removeAll()
+        #expect(await eventually("the folder's kernel watch was removed") { (try? Self.kernelWatches(on: folder.path)) == 0 })
+    }
+
+    /// A child forked without exec must not use its parent's instance (the parent's reader would
+    /// take the child's events, and the child's watches would change the parent's): its first
+    /// watch closes the inherited descriptor and makes an instance of its own, which works; the
+    /// parent's still works afterwards.
+    @Test func aForkedChildMakesAnInstanceOfItsOwn() throws {
+        let parentFolder = try TemporaryFolder()
+        let childFolder = try TemporaryFolder()
+        let parentWatch = try #require(FolderWatch(folder: CPath(parentFolder.path), name: Array("p".utf8)))
+        let childFolderPath = childFolder.path
+        let parentInode = try Self.inode(parentFolder.path)
+        let childInode = try Self.inode(childFolder.path)
+        let child = fork()
+        if child == 0 {
+            guard let watch = FolderWatch(folder: CPath(childFolderPath), name: Array("c".utf8)) else { _exit(10) }
+            let instances = Self.inotifyInstances()
+            // The inherited instance (watching the parent's folder) is closed; one of its own
+            // watches the child's folder.
+            guard !instances.values.contains(where: { $0.contains(parentInode) }) else { _exit(11) }
+            guard instances.values.filter({ $0.contains(childInode) }).count == 1 else { _exit(12) }
+            writeFile(childFolderPath + "/c", "")
+            unlink(childFolderPath + "/c")
+            guard watch.wait(upTo: .seconds(60)) else { _exit(13) }
+            _exit(0)
+        }
+        let status = waitForChild(child)
+        #expect(status == 0, "child: 10 no watch, 11 uses the parent's instance, 12 no instance of its own, 13 not woken (\(status))")
+        writeFile(parentFolder.file("p"), "")
+        unlink(parentFolder.file("p"))
+        #expect(parentWatch.wait(upTo: .seconds(60)), "the parent's watch still works")
+    }
+}
