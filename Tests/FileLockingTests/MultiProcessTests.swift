@@ -125,7 +125,7 @@ struct MultiProcessTests {
         try holder.expectLine(startingWith: "acquired")
         let lock = try FileLock(at: path)
         let waiter = Task { try await lock.acquire(timeout: .seconds(120)) }
-        guard await eventually("a waiter is blocked in the kernel", { taskWaits(for: lock) }) else { return }
+        guard await eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
         let started = ChildProcess.now()
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
@@ -144,20 +144,13 @@ struct MultiProcessTests {
         try holder.expectLine(startingWith: "acquired")
         let lock = try FileLock(at: path)
         let waiter = Task { try await lock.withLock(timeout: .seconds(60)) { lock.holdCount } }
-        guard await eventually("a waiter is blocked in the kernel", { taskWaits(for: lock) }) else { return }
+        guard await eventually("a waiter is blocked in the kernel", { lock.waiterCount > 0 }) else { return }
         holder.send("release")
         #expect(try await waiter.value == 1)
     }
 }
 
 /// A value set by another thread, waited for with a generous bound.
-/// Whether a task waits for `lock`: blocked in the kernel, or polling while a test running in
-/// parallel takes every kernel-wait thread (the cap is the process's; a polling waiter must
-/// behave the same: get the lock once released, end when cancelled).
-func taskWaits(for lock: FileLock) -> Bool {
-    lock.waiterCount > 0 || KernelWaitThreads.inUse >= KernelWaitThreads.maximum
-}
-
 final class ThreadResult: @unchecked Sendable {
     private let lock = FileLockTestMutex()
     private var value: String?

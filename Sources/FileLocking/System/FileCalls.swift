@@ -1,5 +1,8 @@
-// The one thin layer over the C library. Every other file of the module works with the Swift
-// types defined here and never sees `errno`.
+// The one thin layer over the C library, by job: file and folder calls here (with the helpers
+// every call uses: EINTR retries, the C names), lock calls in LockCalls.swift, the folder watch's
+// waiting calls in EventCalls.swift, threads and fork in Threads.swift, signals in Signals.swift.
+// Every other file of the module works with the Swift types defined in System/ and never sees
+// `errno`.
 
 #if canImport(Glibc)
     import Glibc
@@ -14,7 +17,7 @@ import CFileLockShims
 
 /// Runs `body` until it does not fail with `EINTR`; `-1` means failure.
 @inline(__always)
-private func retryingInterrupts<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, Errno> {
+func retryingInterrupts<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, Errno> {
     while true {
         let result = body()
         if result != -1 { return .success(result) }
@@ -24,25 +27,11 @@ private func retryingInterrupts<T: FixedWidthInteger>(_ body: () -> T) -> Result
 }
 
 @inline(__always)
-private func once<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, Errno> {
+func once<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, Errno> {
     let result = body()
     return result == -1 ? .failure(.current) : .success(result)
 }
 
-/// The `flock(2)` operations.
-enum FlockOperation: Sendable {
-    case exclusive
-    case shared
-    case unlock
-
-    fileprivate var rawValue: Int32 {
-        switch self {
-        case .exclusive: LOCK_EX
-        case .shared: LOCK_SH
-        case .unlock: LOCK_UN
-        }
-    }
-}
 
 /// The access modes the locks open files with (`O_CLOEXEC | O_NOFOLLOW | O_NOCTTY` are always added).
 enum OpenFlags {
@@ -53,62 +42,7 @@ enum OpenFlags {
     static let readOnlyNonBlocking: Int32 = O_RDONLY | O_NONBLOCK
 }
 
-/// One `struct flock` request or answer: a byte range and its lock type.
-struct RangeLockRequest: Sendable, Equatable {
-    enum Kind: Sendable, Equatable {
-        case read
-        case write
-        case unlock
-    }
 
-    var kind: Kind
-    /// Absolute start offset.
-    var start: Int64
-    /// Bytes; 0 means to the end of the file, however it grows.
-    var length: Int64
-    /// Who holds a conflicting lock (answers only; -1 for open-file-description locks).
-    var pid: Int32 = 0
-
-    fileprivate var raw: CFlock {
-        var raw = CFlock()
-        raw.l_type = Int16(kind == .read ? F_RDLCK : kind == .write ? F_WRLCK : F_UNLCK)
-        raw.l_whence = Int16(SEEK_SET)
-        raw.l_start = off_t(start)
-        raw.l_len = off_t(length)
-        raw.l_pid = 0
-        return raw
-    }
-
-    fileprivate init(_ raw: CFlock) {
-        kind = Int32(raw.l_type) == F_RDLCK ? .read : Int32(raw.l_type) == F_WRLCK ? .write : .unlock
-        start = Int64(raw.l_start)
-        length = Int64(raw.l_len)
-        pid = Int32(raw.l_pid)
-    }
-
-    init(kind: Kind, start: Int64, length: Int64) {
-        self.kind = kind
-        self.start = start
-        self.length = length
-    }
-}
-
-/// Which record locks `fcntl` sets: Linux open-file-description locks (owned by the open file,
-/// not the process), or classic POSIX locks where OFD locks do not exist.
-enum RangeLockCommands {
-    #if os(Linux)
-        // F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW (linux/fcntl.h); Glibc exposes them only with _GNU_SOURCE.
-        static let get: Int32 = 36
-        static let set: Int32 = 37
-        static let setWait: Int32 = 38
-        static let areOpenFileDescriptionLocks = true
-    #else
-        static let get: Int32 = F_GETLK
-        static let set: Int32 = F_SETLK
-        static let setWait: Int32 = F_SETLKW
-        static let areOpenFileDescriptionLocks = false
-    #endif
-}
 
 /// A namespace of raw system calls. `EINTR` is retried where the call is restartable; calls
 /// that must return `EINTR` to their caller (a blocking lock that a timeout interrupts) say so.
@@ -128,25 +62,6 @@ enum System {
         _ = Glibc_close(descriptor)
     }
 
-    /// `flock(2)` that never waits: `.success(false)` when another open file holds a conflicting lock.
-    static func flockNonBlocking(_ descriptor: Int32, _ operation: FlockOperation) -> Result<Bool, Errno> {
-        switch retryingInterrupts({ Glibc_flock(descriptor, operation.rawValue | LOCK_NB) }) {
-        case .success: return .success(true)
-        case .failure(let error) where error == .wouldBlock || error == .resourceTemporarilyUnavailable:
-            return .success(false)
-        case .failure(let error): return .failure(error)
-        }
-    }
-
-    /// Blocking `flock(2)`, called once: `EINTR` is returned so that a signal can end the wait.
-    static func flockBlockingOnce(_ descriptor: Int32, _ operation: FlockOperation) -> Result<Void, Errno> {
-        once { Glibc_flock(descriptor, operation.rawValue) }.map { _ in () }
-    }
-
-    static func unlock(_ descriptor: Int32) {
-        _ = retryingInterrupts { Glibc_flock(descriptor, LOCK_UN) }
-    }
-
     static func fstat(_ descriptor: Int32) -> Result<FileStatus, Errno> {
         var raw = CStat()
         return retryingInterrupts { Glibc_fstat(descriptor, &raw) }.map { _ in FileStatus(raw) }
@@ -160,32 +75,6 @@ enum System {
     static func lstat(_ path: CPath) -> Result<FileStatus, Errno> {
         var raw = CStat()
         return path.withPointer { path in retryingInterrupts { Glibc_lstat(path, &raw) } }.map { _ in FileStatus(raw) }
-    }
-
-    /// Sets or clears a record lock without waiting: `.success(false)` when another open file
-    /// (or process) holds a conflicting lock.
-    static func setRangeLock(_ descriptor: Int32, _ request: RangeLockRequest) -> Result<Bool, Errno> {
-        var raw = request.raw
-        switch retryingInterrupts({ Glibc_fcntl(descriptor, RangeLockCommands.set, &raw) }) {
-        case .success: return .success(true)
-        case .failure(let error) where error == .accessDenied || error == .resourceTemporarilyUnavailable:
-            return .success(false)
-        case .failure(let error): return .failure(error)
-        }
-    }
-
-    /// Waits for a record lock, once: `EINTR` is returned so that a signal can end the wait.
-    static func setRangeLockWaitingOnce(_ descriptor: Int32, _ request: RangeLockRequest) -> Result<Void, Errno> {
-        var raw = request.raw
-        return once { Glibc_fcntl(descriptor, RangeLockCommands.setWait, &raw) }.map { _ in () }
-    }
-
-    /// The first lock that would conflict with `request`, or `nil` when it could be set now.
-    static func conflictingRangeLock(_ descriptor: Int32, _ request: RangeLockRequest) -> Result<RangeLockRequest?, Errno> {
-        var raw = request.raw
-        return retryingInterrupts { Glibc_fcntl(descriptor, RangeLockCommands.get, &raw) }.map { _ in
-            Int32(raw.l_type) == F_UNLCK ? nil : RangeLockRequest(raw)
-        }
     }
 
     /// `lseek(2)`; returns the new offset.
@@ -303,64 +192,6 @@ enum System {
         }
     }
 
-    /// `read(2)` of whatever is available into `buffer` (a non-blocking descriptor: `EAGAIN` when
-    /// nothing is).
-    static func readSome(_ descriptor: Int32, into buffer: UnsafeMutableRawPointer, capacity: Int) -> Result<Int, Errno> {
-        retryingInterrupts { Glibc_read(descriptor, buffer, capacity) }
-    }
-
-    /// Blocks in `poll(2)` until `descriptor` is readable (or reports an error or hang-up).
-    static func waitUntilReadable(_ descriptor: Int32) {
-        var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-        _ = retryingInterrupts { poll(&poller, 1, -1) }
-    }
-
-    /// `poll(2)` for two descriptors, at most `duration`; whether each is readable (an
-    /// interrupted or timed-out poll: neither).
-    static func pollReadable(_ first: Int32, _ second: Int32, upTo duration: Duration) -> (Bool, Bool) {
-        let nanoseconds = max(0, duration.totalNanoseconds)
-        let milliseconds = Int32(clamping: nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 > 0 ? 1 : 0))
-        var descriptors = [
-            pollfd(fd: first, events: Int16(POLLIN), revents: 0), pollfd(fd: second, events: Int16(POLLIN), revents: 0),
-        ]
-        guard poll(&descriptors, 2, milliseconds) > 0 else { return (false, false) }
-        return (descriptors[0].revents != 0, descriptors[1].revents != 0)
-    }
-
-    #if os(Linux)
-        /// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`.
-        static func eventDescriptor() -> Result<Int32, Errno> {
-            once { filelock_eventfd() }
-        }
-
-        /// Makes an eventfd readable (adds 1).
-        static func signalEventDescriptor(_ descriptor: Int32) {
-            var one: UInt64 = 1
-            _ = retryingInterrupts { Glibc_write(descriptor, &one, 8) }
-        }
-
-        /// Empties an eventfd (non-blocking: nothing to read is fine).
-        static func drainEventDescriptor(_ descriptor: Int32) {
-            var value: UInt64 = 0
-            _ = retryingInterrupts { Glibc_read(descriptor, &value, 8) }
-        }
-
-        /// `inotify_init1(IN_CLOEXEC | IN_NONBLOCK)`.
-        static func inotifyInit() -> Result<Int32, Errno> {
-            once { inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK)) }
-        }
-
-        /// `inotify_add_watch(2)`: the watch descriptor, the same one for every call on one folder.
-        static func inotifyAddWatch(_ descriptor: Int32, _ path: CPath, mask: UInt32) -> Result<Int32, Errno> {
-            path.withPointer { pointer in retryingInterrupts { inotify_add_watch(descriptor, pointer, mask) } }
-        }
-
-        /// `inotify_rm_watch(2)`.
-        static func inotifyRemoveWatch(_ descriptor: Int32, _ watchDescriptor: Int32) -> Result<Void, Errno> {
-            retryingInterrupts { inotify_rm_watch(descriptor, watchDescriptor) }.map { _ in () }
-        }
-    #endif
-
     /// The names in a folder (without `.` and `..`); empty when it cannot be read.
     static func folderEntries(_ path: String) -> [String] {
         guard let folder = opendir(path) else { return [] }
@@ -439,53 +270,53 @@ enum System {
 // File-scope wrappers: inside `enum System` the Swift functions shadow the C names.
 typealias CStat = stat
 typealias CFlock = flock
-@inline(__always) private func Glibc_fcntl(_ fd: Int32, _ command: Int32, _ lock: UnsafeMutablePointer<CFlock>) -> Int32 {
+@inline(__always) func Glibc_fcntl(_ fd: Int32, _ command: Int32, _ lock: UnsafeMutablePointer<CFlock>) -> Int32 {
     fcntl(fd, command, lock)
 }
-@inline(__always) private func Glibc_lseek(_ fd: Int32, _ offset: off_t, _ whence: Int32) -> off_t {
+@inline(__always) func Glibc_lseek(_ fd: Int32, _ offset: off_t, _ whence: Int32) -> off_t {
     lseek(fd, offset, whence)
 }
-@inline(__always) private func Glibc_pwrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, _ offset: off_t) -> Int {
+@inline(__always) func Glibc_pwrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, _ offset: off_t) -> Int {
     pwrite(fd, buffer, count, offset)
 }
-@inline(__always) private func Glibc_open(_ path: UnsafePointer<CChar>, _ flags: Int32, _ mode: mode_t) -> Int32 {
+@inline(__always) func Glibc_open(_ path: UnsafePointer<CChar>, _ flags: Int32, _ mode: mode_t) -> Int32 {
     open(path, flags, mode)
 }
-@inline(__always) private func Glibc_close(_ fd: Int32) -> Int32 { close(fd) }
-@inline(__always) private func Glibc_flock(_ fd: Int32, _ operation: Int32) -> Int32 { flock(fd, operation) }
-@inline(__always) private func Glibc_fstat(_ fd: Int32, _ buffer: UnsafeMutablePointer<CStat>) -> Int32 {
+@inline(__always) func Glibc_close(_ fd: Int32) -> Int32 { close(fd) }
+@inline(__always) func Glibc_flock(_ fd: Int32, _ operation: Int32) -> Int32 { flock(fd, operation) }
+@inline(__always) func Glibc_fstat(_ fd: Int32, _ buffer: UnsafeMutablePointer<CStat>) -> Int32 {
     fstat(fd, buffer)
 }
-@inline(__always) private func Glibc_stat(_ path: UnsafePointer<CChar>, _ buffer: UnsafeMutablePointer<CStat>) -> Int32 {
+@inline(__always) func Glibc_stat(_ path: UnsafePointer<CChar>, _ buffer: UnsafeMutablePointer<CStat>) -> Int32 {
     stat(path, buffer)
 }
-@inline(__always) private func Glibc_lstat(_ path: UnsafePointer<CChar>, _ buffer: UnsafeMutablePointer<CStat>) -> Int32 {
+@inline(__always) func Glibc_lstat(_ path: UnsafePointer<CChar>, _ buffer: UnsafeMutablePointer<CStat>) -> Int32 {
     lstat(path, buffer)
 }
-@inline(__always) private func Glibc_fchmod(_ fd: Int32, _ mode: mode_t) -> Int32 { fchmod(fd, mode) }
-@inline(__always) private func Glibc_mkdir(_ path: UnsafePointer<CChar>, _ mode: mode_t) -> Int32 { mkdir(path, mode) }
-@inline(__always) private func Glibc_rename(_ from: UnsafePointer<CChar>, _ to: UnsafePointer<CChar>) -> Int32 {
+@inline(__always) func Glibc_fchmod(_ fd: Int32, _ mode: mode_t) -> Int32 { fchmod(fd, mode) }
+@inline(__always) func Glibc_mkdir(_ path: UnsafePointer<CChar>, _ mode: mode_t) -> Int32 { mkdir(path, mode) }
+@inline(__always) func Glibc_rename(_ from: UnsafePointer<CChar>, _ to: UnsafePointer<CChar>) -> Int32 {
     rename(from, to)
 }
-@inline(__always) private func Glibc_link(_ from: UnsafePointer<CChar>, _ to: UnsafePointer<CChar>) -> Int32 {
+@inline(__always) func Glibc_link(_ from: UnsafePointer<CChar>, _ to: UnsafePointer<CChar>) -> Int32 {
     link(from, to)
 }
-@inline(__always) private func Glibc_unlink(_ path: UnsafePointer<CChar>) -> Int32 { unlink(path) }
-@inline(__always) private func Glibc_write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+@inline(__always) func Glibc_unlink(_ path: UnsafePointer<CChar>) -> Int32 { unlink(path) }
+@inline(__always) func Glibc_write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
     write(fd, buffer, count)
 }
-@inline(__always) private func Glibc_read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+@inline(__always) func Glibc_read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
     read(fd, buffer, count)
 }
-@inline(__always) private func Glibc_pread(
+@inline(__always) func Glibc_pread(
     _ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: off_t
 ) -> Int {
     pread(fd, buffer, count, offset)
 }
-@inline(__always) private func Glibc_ftruncate(_ fd: Int32, _ length: off_t) -> Int32 { ftruncate(fd, length) }
-@inline(__always) private func Glibc_realpath(
+@inline(__always) func Glibc_ftruncate(_ fd: Int32, _ length: off_t) -> Int32 { ftruncate(fd, length) }
+@inline(__always) func Glibc_realpath(
     _ path: UnsafePointer<CChar>, _ resolved: UnsafeMutablePointer<CChar>?
 ) -> UnsafeMutablePointer<CChar>? {
     realpath(path, resolved)
 }
-@inline(__always) private func Glibc_kill(_ pid: pid_t, _ signal: Int32) -> Int32 { kill(pid, signal) }
+@inline(__always) func Glibc_kill(_ pid: pid_t, _ signal: Int32) -> Int32 { kill(pid, signal) }
