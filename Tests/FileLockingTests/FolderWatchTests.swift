@@ -5,6 +5,7 @@
 #endif
 @testable import FileLocking
 import Subprocesses
+import Synchronization
 import Testing
 
 /// The folder watches behind marker-lock waits: one inotify instance per process serves them all.
@@ -151,5 +152,68 @@ struct FolderWatchTests {
         writeFile(parentFolder.file("p"), "")
         unlink(parentFolder.file("p"))
         #expect(parentWatch.wait(upTo: .seconds(60)), "the parent's watch still works")
+    }
+
+    /// Threads make and drop watches on one folder while others wait for their own name's
+    /// removal: every waiter is woken (a second watch on a folder must add to the kernel watch's
+    /// mask, not replace it, which passes through an empty mask that a removal can fall into),
+    /// and no kernel watch is left.
+    @Test func watchesMadeWhileNamesGoLoseNoWakeUp() throws {
+        let folder = try TemporaryFolder()
+        final class Counts: Sendable {
+            let missed = Atomic(0)
+            let done = Atomic(0)
+            let isChurning = Atomic(true)
+        }
+        let counts = Counts()
+        for _ in 0..<4 {
+            _ = Threads.spawnDetached {
+                while counts.isChurning.load(ordering: .relaxed) { _ = FolderWatch(folder: CPath(folder.path)) }
+                counts.done.add(1, ordering: .relaxed)
+            }
+        }
+        for thread in 0..<4 {
+            _ = Threads.spawnDetached {
+                for round in 0..<500 {
+                    let name = "t\(thread)-\(round)"
+                    guard let watch = FolderWatch(folder: CPath(folder.path), name: Array(name.utf8)) else {
+                        counts.missed.add(1, ordering: .relaxed)
+                        continue
+                    }
+                    writeFile(folder.file(name), "")
+                    unlink(folder.file(name))
+                    if !watch.wait(upTo: .seconds(10)) { counts.missed.add(1, ordering: .relaxed) }
+                }
+                counts.done.add(1, ordering: .relaxed)
+            }
+        }
+        guard eventually("the waiting threads are done", timeout: 600, { counts.done.load(ordering: .relaxed) == 4 }) else { return }
+        counts.isChurning.store(false, ordering: .relaxed)
+        guard eventually("the churning threads are done", { counts.done.load(ordering: .relaxed) == 8 }) else { return }
+        let missed = counts.missed.load(ordering: .relaxed)
+        #expect(missed == 0, "\(missed) of 2000 waits were not woken by their own name's removal")
+        #expect(try Self.kernelWatches(on: folder.path) == 0, "a kernel watch on the folder is left")
+    }
+
+    /// A child forked without exec that closes the inherited inotify descriptor's number and
+    /// reuses it for a file of its own keeps that file: the inherited instance is closed at the
+    /// fork, not at the child's first watch.
+    @Test func aForkedChildKeepsAFileOnTheInheritedDescriptorsNumber() throws {
+        let folder = try TemporaryFolder()
+        let parentWatch = try #require(FolderWatch(folder: CPath(folder.path), name: Array("p".utf8)))
+        let inherited = try #require(Self.inotifyInstances().keys.first)
+        let logPath = folder.file("child.log")
+        let child = fork()
+        if child == 0 {
+            // The number is free in the child (closed at the fork); the file takes it.
+            close(inherited)
+            let log = open(logPath, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard log == inherited else { _exit(10) }
+            guard FolderWatch(folder: CPath(folder.path), name: Array("c".utf8)) != nil else { _exit(11) }
+            _exit(write(log, "kept", 4) == 4 ? 0 : 12)
+        }
+        let status = waitForChild(child)
+        #expect(status == 0, "child: 10 the number was taken, 11 no watch, 12 its file was closed (\(status))")
+        _ = parentWatch
     }
 }

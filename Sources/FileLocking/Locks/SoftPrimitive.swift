@@ -45,15 +45,18 @@ struct SoftPrimitive: LockPrimitive {
         var lastVersion: MarkerVersion?
         /// When a try last tried to create the marker.
         var lastCreate: MonotonicInstant?
-        /// The marker version last looked at, what it held (`nil`: not read yet), and when it was
-        /// last judged (or first seen).
-        var seen: (version: MarkerVersion, observed: Observed?, since: MonotonicInstant)?
+        /// The marker version last looked at, what it held (`nil`: not read yet), when it was
+        /// last judged (or first seen), and when it was read.
+        var seen: (version: MarkerVersion, observed: Observed?, since: MonotonicInstant, read: MonotonicInstant)?
     }
 
     /// How long a judgement of one marker version stands: a busy try on that version within it
     /// costs an `lstat` (and a failed create at most once per interval); later tries judge the
     /// holder's liveness again without reading the marker again (its version is the same).
     var judgementInterval: Duration { min(pollInterval, .milliseconds(50)) }
+
+    /// How long a record read from a marker stands for that marker version (see `quickLook`).
+    static let rereadInterval = Duration.seconds(1)
 
     /// Our marker: kept open while held, to mark it released if someone displaced it.
     struct Hold: Sendable {
@@ -148,7 +151,8 @@ struct SoftPrimitive: LockPrimitive {
             if observed.isNoMarker { throw noMarkerError(observed) }
             attempt.lastVersion = observed.version
             guard isStale(observed) else {
-                attempt.seen = (observed.version, observed, MonotonicInstant.now)
+                let now = MonotonicInstant.now
+                attempt.seen = (observed.version, observed, now, now)
                 return .busy
             }
             switch try takeOver(observed, judgement: .stale) {
@@ -182,11 +186,15 @@ struct SoftPrimitive: LockPrimitive {
         let now = MonotonicInstant.now
         guard let seen = attempt.seen, seen.version == version else {
             guard attempt.isWaiting else { return nil }
-            attempt.seen = (version, nil, now)
+            attempt.seen = (version, nil, now, now)
             return true
         }
         if now.duration(since: seen.since) < judgementInterval { return true }
-        guard let observed = seen.observed, !isStale(observed) else { return nil }
+        // The record read is trusted for `rereadInterval` at most: a marker made anew can have the
+        // same inode (freed and reused at once by ext4), size and (coarse) times as the one read,
+        // and name another, perhaps dead, holder.
+        guard let observed = seen.observed, now.duration(since: seen.read) < Self.rereadInterval, !isStale(observed)
+        else { return nil }
         attempt.seen?.since = now
         return true
     }

@@ -81,6 +81,11 @@ final class FolderWatch: @unchecked Sendable {
 
     #if os(Linux)
         private func poll(until deadline: MonotonicInstant) -> Bool {
+            // One waiting thread at a time polls the instance itself; the others only their
+            // eventfd, written by whoever reads their event (that thread or the reader).
+            let isPollingInstance = InotifyHub.shared.takePolling()
+            defer { if isPollingInstance { InotifyHub.shared.givePollingBack() } }
+            let instance = isPollingInstance ? registration.instance : -1
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: InotifyHub.bufferSize, alignment: 8)
             defer { buffer.deallocate() }
             while true {
@@ -99,7 +104,7 @@ final class FolderWatch: @unchecked Sendable {
                         return isChangePending
                     }
                 }
-                let (instanceReadable, isWoken) = System.pollReadable(registration.instance, wakeDescriptor, upTo: remaining)
+                let (instanceReadable, isWoken) = System.pollReadable(instance, wakeDescriptor, upTo: remaining)
                 if isWoken { System.drainEventDescriptor(wakeDescriptor) }
                 if instanceReadable {
                     InotifyHub.shared.drain(registration.instance, generation: registration.generation, into: buffer)
@@ -228,9 +233,37 @@ final class InotifyHub: BackgroundThreads, @unchecked Sendable {
     /// Per watch descriptor, the watches on it.
     private var folders: [Int32: [ObjectIdentifier: WeakWatch]] = [:]
 
-    /// One reader thread. Its lock is held around fork, so that the child's copy is consistent;
-    /// the child's state is replaced on its first use (`currentDescriptor()`).
+    /// One reader thread. Its lock is held around fork, so that the child's copy is consistent.
     private init() { super.init(maximumThreads: 1) }
+
+    /// In a child forked without exec: the inherited instance is the parent's (its reader thread
+    /// is not the child's), so it is closed here, before any of the child's own code runs and may
+    /// reuse the descriptor's number; the first use makes the child's own instance.
+    override func resetInChild() {
+        if descriptor >= 0 { System.close(descriptor) }
+        descriptor = -1
+        folders = [:]
+        emptied = []
+        registrationsInFlight = 0
+        isPollerTaken = false
+    }
+
+    /// Whether a waiting thread polls the instance now: at most one does (besides the reader),
+    /// so that an event wakes two threads, not every waiting one.
+    private var isPollerTaken = false
+
+    /// Makes the calling waiting thread the one that polls the instance, if none does.
+    fileprivate func takePolling() -> Bool {
+        lock.withLock {
+            if isPollerTaken { return false }
+            isPollerTaken = true
+            return true
+        }
+    }
+
+    fileprivate func givePollingBack() {
+        lock.withLock { isPollerTaken = false }
+    }
 
     /// Registrations between their `inotify_add_watch` and their entry in `folders`. The call is
     /// made without the lock (its path lookup can stall on a network filesystem, and the lock
@@ -252,7 +285,10 @@ final class InotifyHub: BackgroundThreads, @unchecked Sendable {
             else { return nil }
             // Only a name going away can free a lock: a name moved in (a breaker's marker renamed
             // over a stale one, a marker given back) leaves it held.
-            let mask = UInt32(IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR)
+            // IN_MASK_ADD: a second watch on a folder already watched must add to the kernel
+            // watch's mask, not replace it; a replacement passes through an empty mask, and a
+            // removal at that moment would reach none of the folder's waiters.
+            let mask = UInt32(IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR | IN_MASK_ADD)
             let added = System.inotifyAddWatch(descriptor, folder, mask: mask)
             return lock.withLock { () -> Registration? in
                 // A fork meanwhile: this thread is the child's, and the instance its parent's.
@@ -303,8 +339,7 @@ final class InotifyHub: BackgroundThreads, @unchecked Sendable {
         let current = ForkGeneration.current
         if generation == current, descriptor >= 0 { return descriptor }
         if generation != current {
-            // Inherited from the parent (or never made): its reader thread is not ours.
-            if descriptor >= 0 { System.close(descriptor) }
+            // Never made in this process (the fork reset closed an inherited one).
             descriptor = -1
             folders = [:]
             emptied = []
