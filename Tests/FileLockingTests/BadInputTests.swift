@@ -25,6 +25,24 @@ struct BadInputTests {
         #expect(error?.message.contains("empty") == true)
     }
 
+    /// A NUL byte is refused, and shown escaped: a raw one would cut the message short wherever
+    /// it becomes a C string (a log, a terminal).
+    @Test func aNULByteIsShownEscaped() throws {
+        let error = #expect(throws: FileLockError.self) { _ = try FileLock(at: folder.path + "/a\u{0}b.lock") }
+        #expect(error?.code == .invalidPath)
+        #expect(error?.message.contains("a\\x00b.lock") == true, "\(error?.message ?? "")")
+        #expect(error?.message.utf8.contains(0) == false)
+        #expect(error?.path.utf8.contains(0) == false)
+    }
+
+    /// A folder whose filesystem creates no files on request (/proc) is said so, not taken for a
+    /// folder that vanished.
+    @Test func aFolderThatMakesNoFilesIsSaidSo() throws {
+        let error = try acquireError("/proc/filelock-test.lock")
+        #expect(error?.code == .invalidPath)
+        #expect(error?.message.contains("does not create files there") == true, "\(error?.message ?? "")")
+    }
+
     @Test func pathIsADirectory() throws {
         let error = try acquireError(folder.path)
         #expect(error?.code == .isDirectory)

@@ -3,7 +3,7 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import FileLocking
+@testable import FileLocking
 import Subprocesses
 import Testing
 
@@ -17,6 +17,20 @@ extension CommandLineTests {
         #expect(access(path, F_OK) != 0, "the lock file is gone after release")
         #expect(try filelock("run", path, "true").0 == 0)
         #expect(access(path, F_OK) == 0, "without the option the lock file stays")
+    }
+
+    /// The lock pointed at a data file by mistake: the file has something in it, so it is no lock
+    /// file of ours and stays, from the command as from the API.
+    @Test func removeOnReleaseKeepsAFileWithData() throws {
+        let path = folder.file("data.json")
+        writeFile(path, "important data\n")
+        let (status, output) = try filelock("run", "--remove-on-release", path, "--", "true")
+        #expect(status == 0, "\(output)")
+        #expect(access(path, F_OK) == 0, "the data file was deleted")
+        let lock = try FileLock(at: path, removesFileOnRelease: true)
+        try lock.withLock {}
+        let data = System.readWholeFile(path)
+        #expect((try? data.get()) == Array("important data\n".utf8), "the data file was deleted or changed")
     }
 
     /// Without `flock` (a preloaded shim), the command runs under a marker at the lock path that

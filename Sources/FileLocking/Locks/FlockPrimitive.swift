@@ -54,6 +54,15 @@ struct FlockPrimitive: LockPrimitive {
                     message: "cannot open lock file '\(path)': its folder path has too many symbolic links (a loop?)",
                     errno: Errno.tooManySymbolicLinks.rawValue)
             case .failure(.noSuchFile):
+                // The folders were made (or found) just before: either one went again meanwhile,
+                // or the folder exists and its filesystem makes no files on request (/proc, /sys).
+                if case .success(let folder) = System.lstat(lockPath.parent), folder.isDirectory {
+                    throw FileLockError(
+                        .invalidPath, path: path,
+                        message: "cannot create lock file '\(path)': the filesystem of its folder '\(lockPath.parent)' "
+                            + "does not create files there (as /proc and /sys); put the lock file in another folder",
+                        errno: Errno.noSuchFile.rawValue)
+                }
                 throw FileLockError(
                     .invalidPath, path: path,
                     message: "cannot create lock file '\(path)': its folder '\(lockPath.parent)' vanished while it was "
@@ -97,7 +106,8 @@ struct FlockPrimitive: LockPrimitive {
             return FileLockError(
                 .notSupportedByFilesystem, path: path,
                 message: "the filesystem of '\(path)' does not support flock (\(error)); use SoftFileLock, which "
-                    + "works on any filesystem including NFS", errno: error.rawValue)
+                    + "works on any filesystem including NFS, or FileLock(at:fallsBackToSoft: true) (filelock run "
+                    + "--kind soft or --fallback-to-soft)", errno: error.rawValue)
         default:
             return FileLockError.system(error, path: path, operation: "lock")
         }
@@ -141,12 +151,13 @@ struct FlockPrimitive: LockPrimitive {
     /// Deletes the lock file while we still hold it, and only if the path still names it. Only an
     /// exclusive holder may: a shared hold first converts to exclusive without waiting (`flock`
     /// drops the shared lock first, which is fine on the way out); when other shared holders
-    /// remain, the file stays.
+    /// remain, the file stays. A file with anything in it stays too: lock files are empty, so it
+    /// is data the lock was pointed at by mistake (`data.json` instead of `data.json.lock`).
     private func removeFile(_ descriptor: Int32) {
         // Convert first, check second: while a shared lock converts, another holder may come and
         // go and delete the file, and the path may name a successor's file by then.
         guard case .success(true) = System.flockNonBlocking(descriptor, .exclusive),
-            case .success(let status) = System.fstat(descriptor),
+            case .success(let status) = System.fstat(descriptor), status.size == 0,
             case .success(let named) = System.lstat(lockPath.absolute),
             named.device == status.device && named.inode == status.inode
         else { return }

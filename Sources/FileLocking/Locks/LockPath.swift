@@ -18,8 +18,10 @@ struct LockPath: Sendable, Hashable {
                 .invalidPath, path: given, message: "the lock file path is empty: pass a file path such as '/tmp/app.lock'")
         }
         guard !given.utf8.contains(0) else {
+            // Shown escaped: a raw NUL would cut the message short in C strings and logs.
+            let shown = given.unicodeScalars.map { $0 == "\0" ? "\\x00" : String($0) }.joined()
             throw FileLockError(
-                .invalidPath, path: given, message: "the lock file path '\(given)' contains a NUL byte; remove it")
+                .invalidPath, path: shown, message: "the lock file path '\(shown)' contains a NUL byte; remove it")
         }
         if given.hasSuffix("/") {
             throw LockPath.namesFolder(given, folder: Array(given.utf8))
