@@ -227,7 +227,7 @@ if command -v flock >/dev/null; then
 fi
 
 echo
-echo "targets: FileLock cycle within 1.5x of C; wake-up p50 within 2x of C blocking flock; re-acquire under 200 ns;"
+echo "targets: FileLock cycle within 1.5x of C; wake-up p50 within 2x of C blocking flock (async: within 3x); re-acquire under 200 ns;"
 echo "         SoftFileLock cycle within 1.5x of C and 10x faster than Python; soft wake-up p50 under 5 ms;"
 echo "         ByteRangeLock lock+unlock within 1.5x of C F_OFD_SETLK; filelock run within 2x of flock(1);"
 echo "         contended SoftFileLock (8 processes) at least 3x faster than Python's"
