@@ -145,7 +145,10 @@ func checkThrown(
     }
     let isAllowed = allowed.contains(failure.code)
     #expect(isAllowed, "\(what): code \(failure.code) for \(failure.message)", sourceLocation: sourceLocation)
-    #expect(failure.path == path, "\(what): \(failure.message)", sourceLocation: sourceLocation)
+    // The path as given; a NUL byte (refused) shown escaped, never raw.
+    let shown = path.unicodeScalars.map { $0 == "\0" ? "\\x00" : String($0) }.joined()
+    #expect(failure.path == shown, "\(what): \(failure.message)", sourceLocation: sourceLocation)
+    #expect(!failure.message.utf8.contains(0), "\(what): a raw NUL in the message", sourceLocation: sourceLocation)
     #expect(!failure.message.isEmpty, sourceLocation: sourceLocation)
 }
 

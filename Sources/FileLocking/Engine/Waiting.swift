@@ -124,9 +124,21 @@ extension LockEngine {
     func wait(
         _ attempt: Primitive.Attempt, _ schedule: WaitSchedule, cancelCheck: (() -> Bool)?, token: CancellationToken?
     ) throws -> Primitive.Hold {
-        var outcome: Result<Primitive.Hold, any Error>?
-        wait(attempt, schedule, cancelCheck: cancelCheck, token: token) { outcome = $0 }
-        return try outcome!.get()
+        let interrupts = startInterrupts(schedule, cancelCheck: cancelCheck, token: token)
+        do {
+            guard token?.attach(interrupts.registration) ?? true else {
+                primitive.abandon(attempt)
+                throw CancellationError()
+            }
+            let hold = try waitLoop(attempt, schedule, step: interrupts.step, cancelCheck: cancelCheck, token: token)
+            interrupts.stop()
+            return hold
+        } catch {
+            // A failure waits for the interrupts to stop: after the deadline they come every
+            // millisecond, and naming the holder may take a while (a look through /proc).
+            interrupts.stop()
+            throw error is WaitExpired ? timedOutError(schedule) : error
+        }
     }
 
     /// `wait` that hands its outcome to `deliver` as soon as it is known, before it stops the
@@ -135,41 +147,54 @@ extension LockEngine {
         _ attempt: Primitive.Attempt, _ schedule: WaitSchedule, cancelCheck: (() -> Bool)?, token: CancellationToken?,
         deliver: (Result<Primitive.Hold, any Error>) -> Void
     ) {
-        var step: WaitStep
-        let needsInterrupts = schedule.deadline != nil || cancelCheck != nil || token != nil
-        switch primitive.waitStrategy {
-        case .kernel: step = !needsInterrupts || InterruptSignal.isAvailable ? .kernel : .pause
-        case .polling: step = .pause
-        case .remote: step = .remote
-        }
-
-        var registration: Int?
-        var savedMask: SignalMask?
-        if step == .kernel && needsInterrupts {
-            savedMask = SignalMask.unblockInterrupts()
-            registration = WaitInterrupter.shared.register(
-                deadline: schedule.deadline, tick: cancelCheck == nil ? nil : configuration.pollInterval)
-            // Without the helper thread nothing could end a kernel wait: poll instead.
-            if registration == nil { step = .pause }
-        }
-        func stopInterrupts() {
-            if let registration { WaitInterrupter.shared.unregister(registration) }
-            savedMask?.restore()
-        }
-        guard token?.attach(registration) ?? true else {
-            stopInterrupts()
+        let interrupts = startInterrupts(schedule, cancelCheck: cancelCheck, token: token)
+        guard token?.attach(interrupts.registration) ?? true else {
+            interrupts.stop()
             primitive.abandon(attempt)
             return deliver(.failure(CancellationError()))
         }
-        let result = Result { try waitLoop(attempt, schedule, step: step, cancelCheck: cancelCheck, token: token) }
+        let result = Result {
+            try waitLoop(attempt, schedule, step: interrupts.step, cancelCheck: cancelCheck, token: token)
+        }
         guard case .failure(let error) = result else {
             deliver(result)
-            return stopInterrupts()
+            return interrupts.stop()
         }
-        // A failure waits for the interrupts to stop: after the deadline they come every
-        // millisecond, and naming the holder may take a while (a look through /proc).
-        stopInterrupts()
+        interrupts.stop()
         deliver(.failure(error is WaitExpired ? timedOutError(schedule) : error))
+    }
+
+    /// How a thread's wait waits, and the interrupts (signals at the deadline, at each cancel-check
+    /// tick, on cancellation) that a kernel wait needs.
+    private struct Interrupts {
+        var step: WaitStep
+        var registration: Int?
+        var savedMask: SignalMask?
+
+        func stop() {
+            if let registration { WaitInterrupter.shared.unregister(registration) }
+            savedMask?.restore()
+        }
+    }
+
+    private func startInterrupts(
+        _ schedule: WaitSchedule, cancelCheck: (() -> Bool)?, token: CancellationToken?
+    ) -> Interrupts {
+        var interrupts = Interrupts(step: .kernel)
+        let needsInterrupts = schedule.deadline != nil || cancelCheck != nil || token != nil
+        switch primitive.waitStrategy {
+        case .kernel: interrupts.step = !needsInterrupts || InterruptSignal.isAvailable ? .kernel : .pause
+        case .polling: interrupts.step = .pause
+        case .remote: interrupts.step = .remote
+        }
+        if interrupts.step == .kernel && needsInterrupts {
+            interrupts.savedMask = SignalMask.unblockInterrupts()
+            interrupts.registration = WaitInterrupter.shared.register(
+                deadline: schedule.deadline, tick: cancelCheck == nil ? nil : configuration.pollInterval)
+            // Without the helper thread nothing could end a kernel wait: poll instead.
+            if interrupts.registration == nil { interrupts.step = .pause }
+        }
+        return interrupts
     }
 
     /// The rounds of a thread's wait. Consumes the attempt: on any failure it is abandoned.
