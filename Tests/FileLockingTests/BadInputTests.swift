@@ -248,6 +248,45 @@ struct NoFlockTests {
         return shim
     }
 
+    /// A program that runs a command with the `flock` system call failing with `errno` (a seccomp
+    /// filter, inherited across exec): `runner ERRNO COMMAND ARGUMENTS...`. Unlike a preloaded
+    /// shim it also reaches a static executable (the release `filelock`).
+    static func withoutFlockRunner(in folder: TemporaryFolder) throws -> String {
+        let sourcePath = folder.file("noflock-runner.c")
+        writeFile(
+            sourcePath,
+            """
+            #include <linux/filter.h>
+            #include <linux/seccomp.h>
+            #include <stddef.h>
+            #include <stdio.h>
+            #include <stdlib.h>
+            #include <sys/prctl.h>
+            #include <sys/syscall.h>
+            #include <unistd.h>
+            int main(int argc, char **argv) {
+                if (argc < 3) return 2;
+                struct sock_filter filter[] = {
+                    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_flock, 0, 1),
+                    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (atoi(argv[1]) & SECCOMP_RET_DATA)),
+                    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+                };
+                struct sock_fprog program = { .len = 4, .filter = filter };
+                if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) { perror("prctl"); return 126; }
+                if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) { perror("seccomp"); return 126; }
+                execvp(argv[2], argv + 2);
+                perror("exec");
+                return 127;
+            }
+            """)
+        let runner = folder.file("noflock-runner")
+        guard runShell("'\(compiler ?? "cc")' -o '\(runner)' '\(sourcePath)'") == 0 else {
+            throw ChildProcessError(description: "cannot build the seccomp runner")
+        }
+        return runner
+    }
+
     /// On NFS, `flock` is a POSIX record lock whose exclusive form needs write access: after the
     /// read-only fallback it fails with `EBADF`, which must say what to do.
     @Test(.enabled(if: TestEnvironment.requires(compiler != nil), "needs Linux and a C compiler for the LD_PRELOAD shim"))

@@ -33,24 +33,21 @@ extension CommandLineTests {
         #expect((try? data.get()) == Array("important data\n".utf8), "the data file was deleted or changed")
     }
 
-    /// Without `flock` (a preloaded shim), the command runs under a marker at the lock path that
-    /// names `filelock`'s process, and the marker goes afterwards.
-    @Test(.enabled(if: TestEnvironment.requires(NoFlockTests.compiler != nil), "needs Linux and a C compiler for the shim"))
+    /// Without `flock` (a seccomp filter, which also reaches the static release executable), the
+    /// command runs under a marker at the lock path that names `filelock`'s process, and the
+    /// marker goes afterwards.
+    @Test(.enabled(if: TestEnvironment.requires(NoFlockTests.compiler != nil), "needs Linux and a C compiler for the runner"))
     func runFallbackToSoftLocksWithAMarkerWhereFlockIsMissing() throws {
-        let shim = try NoFlockTests.shim(
-            """
-            #include <errno.h>
-            int flock(int fd, int operation) { (void)fd; (void)operation; errno = EOPNOTSUPP; return -1; }
-            """, in: folder, name: "noflock")
+        let runner = try NoFlockTests.withoutFlockRunner(in: folder)
+        let notSupported = "\(EOPNOTSUPP)"
         let path = folder.file("fuse.lock")
-        let tool = try ChildProcess(
-            Self.tool, ["run", "--fallback-to-soft", path, "--", "cat", path], environment: ["LD_PRELOAD": shim])
+        let tool = try ChildProcess(runner, [notSupported, Self.tool, "run", "--fallback-to-soft", path, "--", "cat", path])
         let output = try tool.readRemainingOutput()
         #expect(try tool.waitForExit() == 0, "\(output)")
         #expect(output.hasPrefix("\(tool.pid)\n"), "the marker names filelock's process: \(output)")
         #expect(access(path, F_OK) != 0, "the marker is removed on release")
 
-        let refused = try ChildProcess(Self.tool, ["run", path, "--", "true"], environment: ["LD_PRELOAD": shim])
+        let refused = try ChildProcess(runner, [notSupported, Self.tool, "run", path, "--", "true"])
         let message = try refused.readRemainingOutput()
         #expect(try refused.waitForExit() == 2, "\(message)")
     }
