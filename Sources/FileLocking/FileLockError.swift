@@ -127,7 +127,13 @@ extension FileLockError {
         path: String, waited: Duration, holder: LockHolder?, what: String? = nil, triedOnce: Bool = false,
         hint: String? = nil
     ) -> FileLockError {
-        let who = holder.map { " held by \($0)" } ?? " held by another process"
+        let who = holder.map { holder in
+            // Another thread, task or lock object of this very process: say so, a bare pid of
+            // one's own is easily taken for some other program.
+            let isThisProcess = holder.kind == .process && holder.pid == System.processID
+                && holder.host == ProcessIdentity.hostName
+            return " held by \(holder)" + (isThisProcess ? " (this process: another thread, task or lock object)" : "")
+        } ?? " held by another process"
         let subject = what ?? "lock '\(path)'"
         let advice =
             hint

@@ -157,6 +157,8 @@ struct ContractTests {
         let waited = #expect(throws: FileLockError.self) { try timed.acquire() }
         #expect(waited?.code == .timedOut)
         #expect((waited?.waited ?? .zero) >= .milliseconds(50))
+        // The holder is this very process (another lock object): the message says so.
+        #expect(waited?.message.contains("(this process: another thread, task or lock object)") == true, "\(waited?.message ?? "")")
     }
 
     @Test(arguments: WholeFileKind.allCases)
@@ -206,6 +208,7 @@ struct ContractTests {
         #expect((error?.waited ?? .zero) >= .milliseconds(300))
         #expect(error?.message.contains(path) == true)
         #expect(error?.message.contains("pid \(pid ?? 0)") == true)
+        #expect(error?.message.contains("this process") == false, "\(error?.message ?? "")")
         holder.send("release")
         try holder.expectLine(startingWith: "released")
         #expect(try lock.tryAcquire())
