@@ -426,6 +426,7 @@ struct CommandLineTests {
         let (exclusiveCode, message) = try folder.toolAsNobody(["run", "--range", "0:10", path, "--", "true"])
         #expect(exclusiveCode == 2)
         #expect(message.contains("permission denied") && message.contains(path), "\(message)")
+        #expect(message.contains("filelock run -s"), "the message should offer a shared range: \(message)")
         // A missing file is still created for a shared range.
         #expect(try filelock("run", "-s", "--range", "0:10", folder.file("new.bin"), "--", "true").0 == 0)
         #expect(access(folder.file("new.bin"), F_OK) == 0)

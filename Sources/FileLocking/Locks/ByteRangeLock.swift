@@ -123,6 +123,14 @@ public final class ByteRangeLock: Sendable {
         let opened: Int32
         switch try lockPath.open(flags: flags, mode: filePermissions ?? 0o666, creatingFolders: !readOnly) {
         case .success(let descriptor): opened = descriptor
+        case .failure(.accessDenied) where !readOnly && System.isReadable(lockPath.absolute):
+            // The file is there and readable, only not writable: say what needs writing.
+            throw FileLockError(
+                .permissionDenied, path: path,
+                message: "permission denied opening '\(path)' for writing: an exclusive (write) range lock needs "
+                    + "the file open for writing; take shared ranges only (ByteRangeLock(at:readOnly: true), "
+                    + "filelock run -s), or give this user write access to the file",
+                errno: Errno.accessDenied.rawValue)
         case .failure(let error): throw FileLockError.system(error, path: path, operation: "open")
         }
         self.path = path

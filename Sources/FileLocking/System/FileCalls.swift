@@ -137,6 +137,11 @@ enum System {
         }.map { _ in () }
     }
 
+    /// `access(2)` with `R_OK`: whether this process may read the file (by its real ids).
+    static func isReadable(_ path: CPath) -> Bool {
+        path.withPointer { access($0, R_OK) == 0 }
+    }
+
     static func unlink(_ path: CPath) -> Result<Void, Errno> {
         path.withPointer { path in retryingInterrupts { Glibc_unlink(path) } }.map { _ in () }
     }
