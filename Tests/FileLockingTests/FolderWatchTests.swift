@@ -205,15 +205,17 @@ struct FolderWatchTests {
         let logPath = folder.file("child.log")
         let child = fork()
         if child == 0 {
-            // The number is free in the child (closed at the fork); the file takes it.
-            close(inherited)
-            let log = open(logPath, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
-            guard log == inherited else { _exit(10) }
+            // The number is free in the child (closed at the fork); the child's file takes it
+            // (`dup2`: other numbers below it may be free too, in a test process with threads).
+            let opened = open(logPath, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard opened >= 0, dup2(opened, inherited) == inherited else { _exit(10) }
+            if opened != inherited { close(opened) }
+            let log = inherited
             guard FolderWatch(folder: CPath(folder.path), name: Array("c".utf8)) != nil else { _exit(11) }
             _exit(write(log, "kept", 4) == 4 ? 0 : 12)
         }
         let status = waitForChild(child)
-        #expect(status == 0, "child: 10 the number was taken, 11 no watch, 12 its file was closed (\(status))")
+        #expect(status == 0, "child: 10 no file at the number, 11 no watch, 12 its file was closed (\(status))")
         _ = parentWatch
     }
 }
