@@ -54,6 +54,11 @@ enum AttemptOutcome<Hold: Sendable>: Sendable {
     case busy
     /// The attempt is void (for example the lock file was replaced): abandon it and begin again.
     case restart
+
+    var isBusy: Bool {
+        if case .busy = self { return true }
+        return false
+    }
 }
 
 /// One kind of lock reduced to what only it knows: how to try once, how to wait efficiently,

@@ -55,8 +55,10 @@ struct WaitSchedule {
         case beginAgain
     }
 
+    /// - Parameter counting: Whether a start-over counts against `maximumRestarts` (not one that
+    ///   follows a real wait, which someone else's progress explains).
     /// - Throws: when the primitive asked to start over more than `maximumRestarts` times in a row.
-    mutating func next<Hold>(after outcome: AttemptOutcome<Hold>, path: String) throws -> Next<Hold> {
+    mutating func next<Hold>(after outcome: AttemptOutcome<Hold>, path: String, counting: Bool = true) throws -> Next<Hold> {
         switch outcome {
         case .acquired(let hold):
             return .acquired(hold)
@@ -64,7 +66,7 @@ struct WaitSchedule {
             restarts = 0
             return .waitAgain
         case .restart:
-            try WaitSchedule.count(&restarts, path: path)
+            if counting { try WaitSchedule.count(&restarts, path: path) }
             return .beginAgain
         }
     }
@@ -205,8 +207,10 @@ extension LockEngine {
         var schedule = schedule
         var attempt = attempt
         var isAttemptOpen = true
+        var hasWaited = false
         defer { if isAttemptOpen { primitive.abandon(attempt) } }
         while true {
+            var countsRestart = true
             if let token, token.isCancelled { throw CancellationError() }
             if let cancelCheck, cancelCheck() { throw cancelledError(schedule) }
             let now = MonotonicInstant.now
@@ -214,11 +218,23 @@ extension LockEngine {
             let outcome: AttemptOutcome<Primitive.Hold>
             switch step {
             case .kernel:
-                switch try primitive.waitInKernel(attempt, schedule.request) {
-                case .interrupted:
-                    outcome = .busy
-                case .locked:
-                    outcome = try primitive.confirm(attempt, schedule.request)
+                // A kernel wait may end on a lock file that the holder we waited for removed (or
+                // renamed away): starting over then is the normal course of things (the next
+                // round waits on the file now at the path), so it is not counted against
+                // `maximumRestarts`. A try comes first in every round but the first (which follows
+                // the caller's own try): a free file that keeps vanishing restarts in the try, and
+                // is counted, so a wait can never spin on it unbounded.
+                if hasWaited, case let tried = try primitive.tryOnce(attempt, schedule.request), !tried.isBusy {
+                    outcome = tried
+                } else {
+                    hasWaited = true
+                    switch try primitive.waitInKernel(attempt, schedule.request) {
+                    case .interrupted:
+                        outcome = .busy
+                    case .locked:
+                        outcome = try primitive.confirm(attempt, schedule.request)
+                        if case .restart = outcome { countsRestart = false }
+                    }
                 }
             case .pause:
                 let sleep = schedule.nextPause(at: now)
@@ -246,7 +262,7 @@ extension LockEngine {
                     outcome = .busy
                 }
             }
-            switch try schedule.next(after: outcome, path: path) {
+            switch try schedule.next(after: outcome, path: path, counting: countsRestart) {
             case .acquired(let hold):
                 isAttemptOpen = false
                 return hold

@@ -14,17 +14,8 @@ struct FileLockPrimitive: LockPrimitive {
     let choice = MechanismChoice()
 
     enum Attempt: Sendable {
-        case kernel(KernelAttempt)
+        case kernel(FlockPrimitive.OpenLockFile)
         case marker(SoftPrimitive.Attempt)
-    }
-
-    /// The open lock file of a `flock` attempt; a wait may swap it for the file now at the path.
-    final class KernelAttempt: @unchecked Sendable {
-        // Only the acquiring thread uses it, one step at a time.
-        var file: FlockPrimitive.OpenLockFile
-        /// Whether the last kernel wait took a lock that was free when it came (see `confirm`).
-        var tookAFreeLock = false
-        init(_ file: FlockPrimitive.OpenLockFile) { self.file = file }
     }
 
     enum Hold: Sendable {
@@ -44,11 +35,11 @@ struct FileLockPrimitive: LockPrimitive {
     }
 
     func begin(_ request: LockRequest) throws -> Attempt {
-        guard let marker else { return .kernel(KernelAttempt(try kernel.begin(request))) }
+        guard let marker else { return .kernel(try kernel.begin(request)) }
         let mechanism = try choice.current ?? probe()
         switch mechanism {
         case .flock:
-            return .kernel(KernelAttempt(try kernel.begin(request)))
+            return .kernel(try kernel.begin(request))
         case .marker:
             guard request.mode == .exclusive else {
                 throw FileLockError(
@@ -92,7 +83,7 @@ struct FileLockPrimitive: LockPrimitive {
     func tryOnce(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
         switch attempt {
         case .kernel(let file):
-            return Self.kernelOutcome(try kernel.tryOnce(file.file, request))
+            return Self.kernelOutcome(try kernel.tryOnce(file, request))
         case .marker(let attempt):
             return Self.markerOutcome(try marker!.tryOnce(attempt, request))
         }
@@ -101,10 +92,7 @@ struct FileLockPrimitive: LockPrimitive {
     func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> KernelWaitEnd {
         switch attempt {
         case .kernel(let file):
-            // A try first, to tell a lock that was free when we came from one that a holder we
-            // waited for gave up (see `confirm`).
-            file.tookAFreeLock = try kernel.lockNow(file.file, request)
-            return file.tookAFreeLock ? .locked : try kernel.waitInKernel(file.file, request)
+            return try kernel.waitInKernel(file, request)
         case .marker(let attempt):
             // Not expected (the mechanism is known before the engine picks a wait): pause, then
             // `confirm` tries.
@@ -113,23 +101,12 @@ struct FileLockPrimitive: LockPrimitive {
         }
     }
 
+    /// A file that a holder we waited for removed (`removesFileOnRelease`) asks to start over;
+    /// the engine does not count a start-over after a wait (see `LockEngine.waitLoop`).
     func confirm(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
         switch attempt {
-        case .kernel(let file):
-            // A file that a holder we waited for removed (`removesFileOnRelease`) is the normal
-            // course of things, not a fault: open the file now at the path and report "busy", so
-            // that a waiter that keeps losing to others is never counted as a lock file that
-            // "keeps vanishing" (the engine gives up after 100 restarts in a row). Only a file
-            // that nobody held when we came (a free file deleted right after we locked it) asks
-            // the engine to restart, and counts.
-            let outcome = kernel.confirm(file.file, request)
-            guard case .restart = outcome, !file.tookAFreeLock else { return Self.kernelOutcome(outcome) }
-            kernel.abandon(file.file)
-            file.file.descriptor = -1
-            file.file = try kernel.begin(request)
-            return .busy
-        case .marker(let attempt):
-            return Self.markerOutcome(try marker!.tryOnce(attempt, request))
+        case .kernel(let file): return Self.kernelOutcome(kernel.confirm(file, request))
+        case .marker(let attempt): return Self.markerOutcome(try marker!.tryOnce(attempt, request))
         }
     }
 
@@ -165,7 +142,7 @@ struct FileLockPrimitive: LockPrimitive {
 
     func abandon(_ attempt: Attempt) {
         switch attempt {
-        case .kernel(let file): if file.file.descriptor >= 0 { kernel.abandon(file.file) }
+        case .kernel(let file): kernel.abandon(file)
         case .marker(let attempt): marker!.abandon(attempt)
         }
     }

@@ -73,13 +73,9 @@ struct FlockPrimitive: LockPrimitive {
     }
 
     func tryOnce(_ file: OpenLockFile, _ request: LockRequest) throws -> AttemptOutcome<Int32> {
-        try lockNow(file, request) ? confirm(file, request) : .busy
-    }
-
-    /// Takes the lock if it is free now, unconfirmed.
-    func lockNow(_ file: OpenLockFile, _ request: LockRequest) throws -> Bool {
         switch System.flockNonBlocking(file.descriptor, request.mode.flockOperation) {
-        case .success(let isLocked): return isLocked
+        case .success(true): return confirm(file, request)
+        case .success(false): return .busy
         case .failure(let error): throw lockError(error, request.mode)
         }
     }
