@@ -43,6 +43,18 @@ struct BadInputTests {
         #expect(error?.message.contains("does not create files there") == true, "\(error?.message ?? "")")
     }
 
+    /// A FIFO at the lock path is refused by every whole-file kind alike, never locked.
+    @Test(arguments: WholeFileKind.allCases)
+    func aFIFOIsRefused(kind: WholeFileKind) throws {
+        let path = folder.file("fifo-\(kind)")
+        #expect(mkfifo(path, 0o644) == 0)
+        let lock = try kind.make(path)
+        let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .seconds(5)) }
+        #expect(error?.code == .invalidPath)
+        #expect(error?.message.contains("not a regular file") == true, "\(error?.message ?? "")")
+        #expect(!lock.isLocked)
+    }
+
     @Test func pathIsADirectory() throws {
         let error = try acquireError(folder.path)
         #expect(error?.code == .isDirectory)

@@ -31,6 +31,14 @@ struct FlockPrimitive: LockPrimitive {
         guard case .success(let status) = System.fstat(descriptor) else {
             return OpenLockFile(descriptor: descriptor, status: nil)
         }
+        guard status.isRegularFile else {
+            // A FIFO, socket or device at the path: refused, as `SoftFileLock` and `filelock
+            // status` refuse it (locking one would lock whatever it is shared with).
+            System.close(descriptor)
+            throw FileLockError(
+                .invalidPath, path: path,
+                message: "'\(path)' is not a regular file (a device, FIFO or socket?); choose another lock file path")
+        }
         return OpenLockFile(descriptor: descriptor, status: status)
     }
 
