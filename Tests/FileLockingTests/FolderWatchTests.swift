@@ -158,41 +158,47 @@ struct FolderWatchTests {
     /// removal: every waiter is woken (a second watch on a folder must add to the kernel watch's
     /// mask, not replace it, which passes through an empty mask that a removal can fall into),
     /// and no kernel watch is left.
-    @Test func watchesMadeWhileNamesGoLoseNoWakeUp() throws {
-        let folder = try TemporaryFolder()
-        final class Counts: Sendable {
-            let missed = Atomic(0)
-            let done = Atomic(0)
-            let isChurning = Atomic(true)
-        }
-        let counts = Counts()
-        for _ in 0..<4 {
-            _ = Threads.spawnDetached {
-                while counts.isChurning.load(ordering: .relaxed) { _ = FolderWatch(folder: CPath(folder.path)) }
-                counts.done.add(1, ordering: .relaxed)
+    @Test func watchesMadeWhileNamesGoLoseNoWakeUp() async {
+        // In a process of its own (an exit test): its spinning threads would otherwise hold up the
+        // other tests of this process for as long as it runs.
+        await #expect(processExitsWith: .success) {
+            let folder = try TemporaryFolder()
+            final class Counts: Sendable {
+                let missed = Atomic(0)
+                let done = Atomic(0)
+                let isChurning = Atomic(true)
             }
-        }
-        for thread in 0..<4 {
-            _ = Threads.spawnDetached {
-                for round in 0..<500 {
-                    let name = "t\(thread)-\(round)"
-                    guard let watch = FolderWatch(folder: CPath(folder.path), name: Array(name.utf8)) else {
-                        counts.missed.add(1, ordering: .relaxed)
-                        continue
-                    }
-                    writeFile(folder.file(name), "")
-                    unlink(folder.file(name))
-                    if !watch.wait(upTo: .seconds(10)) { counts.missed.add(1, ordering: .relaxed) }
+            let counts = Counts()
+            for _ in 0..<4 {
+                _ = Threads.spawnDetached {
+                    while counts.isChurning.load(ordering: .relaxed) { _ = FolderWatch(folder: CPath(folder.path)) }
+                    counts.done.add(1, ordering: .relaxed)
                 }
-                counts.done.add(1, ordering: .relaxed)
             }
+            for thread in 0..<4 {
+                _ = Threads.spawnDetached {
+                    for round in 0..<500 {
+                        let name = "t\(thread)-\(round)"
+                        guard let watch = FolderWatch(folder: CPath(folder.path), name: Array(name.utf8)) else {
+                            counts.missed.add(1, ordering: .relaxed)
+                            continue
+                        }
+                        writeFile(folder.file(name), "")
+                        unlink(folder.file(name))
+                        if !watch.wait(upTo: .seconds(10)) { counts.missed.add(1, ordering: .relaxed) }
+                    }
+                    counts.done.add(1, ordering: .relaxed)
+                }
+            }
+            // 2: the waiting threads did not finish; 3: a wait was not woken; 4: a kernel watch is left.
+            let deadline = MonotonicInstant.now.advanced(by: .seconds(600))
+            while counts.done.load(ordering: .relaxed) < 4 && MonotonicInstant.now < deadline { Threads.sleep(.milliseconds(10)) }
+            guard counts.done.load(ordering: .relaxed) >= 4 else { exit(2) }
+            counts.isChurning.store(false, ordering: .relaxed)
+            while counts.done.load(ordering: .relaxed) < 8 { Threads.sleep(.milliseconds(10)) }
+            guard counts.missed.load(ordering: .relaxed) == 0 else { exit(3) }
+            exit((try? Self.kernelWatches(on: folder.path)) == 0 ? 0 : 4)
         }
-        guard eventually("the waiting threads are done", timeout: 600, { counts.done.load(ordering: .relaxed) == 4 }) else { return }
-        counts.isChurning.store(false, ordering: .relaxed)
-        guard eventually("the churning threads are done", { counts.done.load(ordering: .relaxed) == 8 }) else { return }
-        let missed = counts.missed.load(ordering: .relaxed)
-        #expect(missed == 0, "\(missed) of 2000 waits were not woken by their own name's removal")
-        #expect(try Self.kernelWatches(on: folder.path) == 0, "a kernel watch on the folder is left")
     }
 
     /// A child forked without exec that closes the inherited inotify descriptor's number and
