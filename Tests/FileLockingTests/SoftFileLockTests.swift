@@ -933,6 +933,14 @@ func waitForChild(_ child: pid_t) -> Int32 {
     let deadline = ChildProcess.now() + 30
     while waitpid(child, &status, WNOHANG) == 0 {
         if ChildProcess.now() > deadline {
+            // A hung child: print where its threads are (with gdb, where installed) before the
+            // kill, so that a rare hang after fork can be diagnosed from the test log.
+            let stacks = "/tmp/filelock-hung-child-\(child).txt"
+            _ = runShell("command -v gdb >/dev/null && gdb -p \(child) -batch -ex 'thread apply all bt' > '\(stacks)' 2>&1")
+            if let text = readFile(stacks) {
+                Issue.record("forked child \(child) hung for 30 s; its threads:\n\(text)")
+                unlink(stacks)
+            }
             kill(child, SIGKILL)
             waitpid(child, &status, 0)
             return -1
