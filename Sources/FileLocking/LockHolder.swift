@@ -130,6 +130,10 @@ public struct LockHolder: Sendable, Hashable, CustomStringConvertible {
     /// The name a server session's client gave itself (PostgreSQL's `application_name`); `nil`
     /// for a process, or when unknown.
     public var applicationName: String?
+    /// The holding process's command line (arguments joined by spaces, at most 200 characters),
+    /// where this process may read it (Linux `/proc/PID/cmdline`); `nil` when unknown. Filled in by
+    /// ``ReadWriteLock``'s holders, whose readers are often several different programs.
+    public var command: String?
 
     /// Creates a description of a holding process.
     public init(pid: Int32, host: String? = nil, since: UnixTime? = nil, isShared: Bool = false, looksStale: Bool = false) {
@@ -162,8 +166,9 @@ public struct LockHolder: Sendable, Hashable, CustomStringConvertible {
         return holder
     }
 
-    /// As messages name the holder: `pid 42 on buildhost (shared) since 2026-11-30T19:55:00Z`, or
-    /// for a server session `session (server pid 4242) on db.example:5432, client 10.0.0.7:51234,
+    /// As messages name the holder: `pid 42 on buildhost (shared) since 2026-11-30T19:55:00Z`, with
+    /// a known command line `pid 42 (python3 report.py) on buildhost (shared)`, or for a server
+    /// session `session (server pid 4242) on db.example:5432, client 10.0.0.7:51234,
     /// application 'nightly-report' since 2026-11-30T19:55:00Z`.
     public var description: String {
         var text: String
@@ -174,6 +179,7 @@ public struct LockHolder: Sendable, Hashable, CustomStringConvertible {
             if let applicationName { text += ", application '\(applicationName)'" }
         } else {
             text = "pid \(pid)"
+            if let command { text += " (\(command))" }
             if let host { text += " on \(host)" }
         }
         if isShared { text += " (shared)" }

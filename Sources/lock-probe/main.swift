@@ -23,7 +23,14 @@
 //   lock-probe race PATH                     rounds: on "go" tryAcquire once and print "won PID" or
 //                                            "lost"; on "release" release if won, print "released"
 //
-// Option --kind kernel|soft picks FileLock (default) or SoftFileLock. For FileLock, --fallback
+//   lock-probe pair PATH DATA N [--shared]  with --kind rw: N times, a writer (default) adds 1 to
+//                                            both numbers in DATA ("A B"), one after the other with
+//                                            a yield between; a reader (--shared) reads both and
+//                                            counts the times they differ. "ready", waits for "go",
+//                                            then "done TORN" (TORN: readings with A != B)
+//
+// Option --kind kernel|soft|rw picks FileLock (default), SoftFileLock or ReadWriteLock (its
+// write lock, or with --shared its read lock). For FileLock, --fallback
 // sets fallsBackToSoft (and "hold"/"try" print "mechanism flock|marker" after "acquired"), and
 // --removes-file sets removesFileOnRelease.
 //
@@ -140,9 +147,11 @@ let path = arguments[1]
 do {
     if try runRangeCommand() { exit(0) }
     let lock: any CrossProcessLock =
-        kind == "soft"
-        ? try SoftFileLock(at: path)
-        : try FileLock(at: path, fallsBackToSoft: fallsBackToSoft, removesFileOnRelease: removesFile)
+        switch kind {
+        case "soft": try SoftFileLock(at: path)
+        case "rw": shared ? try ReadWriteLock(at: path).readLock : try ReadWriteLock(at: path).writeLock
+        default: try FileLock(at: path, fallsBackToSoft: fallsBackToSoft, removesFileOnRelease: removesFile)
+        }
     func sayMechanism() {
         guard fallsBackToSoft, let lock = lock as? FileLock else { return }
         say("mechanism \(lock.mechanism.map { "\($0)" } ?? "unknown")")
@@ -156,6 +165,45 @@ do {
         waitForRelease(lock)
     case "holder":
         say("holder \(lock.holder.map { String($0.pid) } ?? "none")")
+    case "pair":
+        guard arguments.count >= 4, let count = Int(arguments[3]) else {
+            say("usage: lock-probe pair PATH DATA N [--shared]")
+            exit(2)
+        }
+        let data = open(arguments[2], O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard data >= 0 else {
+            say("error io - - cannot open data file")
+            exit(3)
+        }
+        /// The two numbers, each in a 32-byte field (so that a writer can change one at a time).
+        func field(_ index: Int) -> Int {
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let read = pread(data, &buffer, 32, off_t(index * 32))
+            return Int(String(decoding: buffer.prefix(max(0, read)).prefix { $0 != 0 }, as: UTF8.self)) ?? 0
+        }
+        func setField(_ index: Int, _ value: Int) {
+            var text = Array(String(value).utf8)
+            text += [UInt8](repeating: 0, count: 32 - text.count)
+            _ = pwrite(data, text, 32, off_t(index * 32))
+        }
+        say("ready")
+        guard readLine() == "go" else { exit(2) }
+        var torn = 0
+        for _ in 0..<count {
+            if !withoutLock { try lock.acquire(timeout: .seconds(120)) }
+            if shared {
+                let first = field(0)
+                sched_yield()
+                if field(1) != first { torn += 1 }
+            } else {
+                setField(0, field(0) + 1)
+                sched_yield()
+                setField(1, field(1) + 1)
+            }
+            if !withoutLock { lock.release() }
+        }
+        close(data)
+        say("done \(torn)")
     case "try":
         if try lock.tryAcquire() {
             say("acquired \(getpid())")

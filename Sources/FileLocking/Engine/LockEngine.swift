@@ -141,6 +141,19 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         return holds.withLock { $0.contains { $0.owner == owner && $0.generation == generation } }
     }
 
+    /// The mode in which the calling thread (or task) holds the lock here, or `nil`.
+    var modeOfCurrentOwner: LockMode? {
+        let owner = currentOwner
+        let generation = ForkGeneration.current
+        return holds.withLock { $0.first { $0.owner == owner && $0.generation == generation }?.mode }
+    }
+
+    /// How many unreleased acquisitions in `mode` this lock object has (in this process).
+    func holdCount(mode: LockMode) -> Int {
+        let generation = ForkGeneration.current
+        return holds.withLock { $0.reduce(0) { $0 + ($1.generation == generation && $1.mode == mode ? $1.count : 0) } }
+    }
+
     /// Who acquires or releases now: the calling thread or task, or with `.lockObject` ownership
     /// this lock object whoever calls.
     private var currentOwner: Owner {

@@ -3,9 +3,13 @@
 protocol EngineBackedLock: CrossProcessLock, Hashable {
     associatedtype Primitive: LockPrimitive
     var engine: LockEngine<Primitive> { get }
+    /// The mode this lock object acquires in (`.exclusive`, except a read-write lock's read side).
+    var lockMode: LockMode { get }
 }
 
 extension EngineBackedLock {
+    var lockMode: LockMode { .exclusive }
+
     /// The lock file's path as given at construction.
     public var path: String { engine.path }
 
@@ -16,15 +20,15 @@ extension EngineBackedLock {
     public var isBlocking: Bool { engine.configuration.isBlocking }
 
     public func acquire(timeout: Duration?, cancelCheck: (() -> Bool)?) throws {
-        try engine.acquire(mode: .exclusive, timeout: timeout, cancelCheck: cancelCheck)
+        try engine.acquire(mode: lockMode, timeout: timeout, cancelCheck: cancelCheck)
     }
 
     public func acquire(timeout: Duration?) async throws {
-        try await engine.acquire(mode: .exclusive, timeout: timeout)
+        try await engine.acquire(mode: lockMode, timeout: timeout)
     }
 
     public func tryAcquire() throws -> Bool {
-        try engine.tryAcquire(mode: .exclusive)
+        try engine.tryAcquire(mode: lockMode)
     }
 
     @discardableResult

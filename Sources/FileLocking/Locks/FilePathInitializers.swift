@@ -79,3 +79,16 @@ extension ByteRangeLock {
         try self.init(descriptor: descriptor.rawValue, lockPath: LockPath(path), pollInterval: pollInterval)
     }
 }
+
+extension ReadWriteLock {
+    /// Creates a lock object for the lock file at `path`, a path of any bytes. The other
+    /// parameters are as for the `String` form.
+    public init(
+        at path: FilePath, timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
+        ownership: LockOwnership = .caller, isSingleton: Bool = true, pollInterval: Duration = .milliseconds(50)
+    ) throws {
+        try self.init(
+            lockPath: LockPath(path), timeout: timeout, isBlocking: isBlocking, filePermissions: filePermissions,
+            ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval)
+    }
+}

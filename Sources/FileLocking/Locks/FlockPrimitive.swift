@@ -17,67 +17,11 @@ struct FlockPrimitive: LockPrimitive {
     var path: String { lockPath.given }
     var waitStrategy: WaitStrategy { .kernel }
 
-    /// An open lock file, with what `fstat` said of it when opened (the file an open descriptor
-    /// refers to never changes, so the check after locking needs only the path's side).
-    struct OpenLockFile: Sendable {
-        var descriptor: Int32
-        /// `nil` when the file could not be examined (an NFS handle gone stale): never confirmed.
-        var status: FileStatus?
-    }
+    typealias OpenLockFile = FileLocking.OpenLockFile
 
     /// Opens (creating if needed) the lock file, never following a symbolic link.
     func begin(_ request: LockRequest) throws -> OpenLockFile {
-        let descriptor = try open()
-        guard case .success(let status) = System.fstat(descriptor) else {
-            return OpenLockFile(descriptor: descriptor, status: nil)
-        }
-        guard status.isRegularFile else {
-            // A FIFO, socket or device at the path: refused, as `SoftFileLock` and `filelock
-            // status` refuse it (locking one would lock whatever it is shared with).
-            System.close(descriptor)
-            throw FileLockError(
-                .invalidPath, path: path,
-                message: "'\(path)' is not a regular file (a device, FIFO or socket?); choose another lock file path")
-        }
-        return OpenLockFile(descriptor: descriptor, status: status)
-    }
-
-    private func open() throws -> Int32 {
-        switch try lockPath.open(flags: OpenFlags.readWriteCreate, mode: filePermissions ?? 0o666) {
-            case .success(let descriptor):
-                return descriptor
-            case .failure(let error) where error == .accessDenied || error == .readOnlyFilesystem:
-                // flock needs no write access: an existing lock file we may only read still works
-                // (a shared /var/lock file owned by another user, a read-only mount).
-                if case .success(let descriptor) = System.open(lockPath.absolute, flags: OpenFlags.readOnly, mode: 0) {
-                    return descriptor
-                }
-                throw FileLockError.system(error, path: path, operation: "open")
-            case .failure(.tooManySymbolicLinks):
-                if case .success(let status) = System.lstat(lockPath.absolute), status.isSymbolicLink {
-                    throw FileLockError.system(.tooManySymbolicLinks, path: path, operation: "open")
-                }
-                throw FileLockError(
-                    .invalidPath, path: path,
-                    message: "cannot open lock file '\(path)': its folder path has too many symbolic links (a loop?)",
-                    errno: Errno.tooManySymbolicLinks.rawValue)
-            case .failure(.noSuchFile):
-                // The folders were made (or found) just before: either one went again meanwhile,
-                // or the folder exists and its filesystem makes no files on request (/proc, /sys).
-                if case .success(let folder) = System.lstat(lockPath.parent), folder.isDirectory {
-                    throw FileLockError(
-                        .invalidPath, path: path,
-                        message: "cannot create lock file '\(path)': the filesystem of its folder '\(lockPath.parent)' "
-                            + "does not create files there (as /proc and /sys); put the lock file in another folder",
-                        errno: Errno.noSuchFile.rawValue)
-                }
-                throw FileLockError(
-                    .invalidPath, path: path,
-                    message: "cannot create lock file '\(path)': its folder '\(lockPath.parent)' vanished while it was "
-                        + "being created; try again", errno: Errno.noSuchFile.rawValue)
-            case .failure(let error):
-                throw FileLockError.system(error, path: path, operation: "open")
-        }
+        try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666)
     }
 
     func tryOnce(_ file: OpenLockFile, _ request: LockRequest) throws -> AttemptOutcome<Int32> {
@@ -196,4 +140,74 @@ struct FlockPrimitive: LockPrimitive {
 
 extension LockMode {
     var flockOperation: FlockOperation { self == .exclusive ? .exclusive : .shared }
+}
+
+extension LockPath {
+    /// Opens (creating if needed, with any missing folders) a lock file for a kernel lock, never
+    /// following a symbolic link; an existing file this user may only read is opened read-only
+    /// (`flock` and shared record locks need no write access).
+    ///
+    /// - Throws: `FileLockError` naming the path and what to do.
+    /// Opens the lock file as `openLockFile` does and checks that it is a regular file.
+    func openRegularLockFile(mode: UInt32) throws -> OpenLockFile {
+        let descriptor = try openLockFile(mode: mode)
+        guard case .success(let status) = System.fstat(descriptor) else {
+            return OpenLockFile(descriptor: descriptor, status: nil)
+        }
+        guard status.isRegularFile else {
+            // A FIFO, socket or device at the path: refused, as `SoftFileLock` and `filelock
+            // status` refuse it (locking one would lock whatever it is shared with).
+            System.close(descriptor)
+            throw FileLockError(
+                .invalidPath, path: given,
+                message: "'\(given)' is not a regular file (a device, FIFO or socket?); choose another lock file path")
+        }
+        return OpenLockFile(descriptor: descriptor, status: status)
+    }
+
+    func openLockFile(mode: UInt32) throws -> Int32 {
+        switch try open(flags: OpenFlags.readWriteCreate, mode: mode) {
+            case .success(let descriptor):
+                return descriptor
+            case .failure(let error) where error == .accessDenied || error == .readOnlyFilesystem:
+                // flock needs no write access: an existing lock file we may only read still works
+                // (a shared /var/lock file owned by another user, a read-only mount).
+                if case .success(let descriptor) = System.open(absolute, flags: OpenFlags.readOnly, mode: 0) {
+                    return descriptor
+                }
+                throw FileLockError.system(error, path: given, operation: "open")
+            case .failure(.tooManySymbolicLinks):
+                if case .success(let status) = System.lstat(absolute), status.isSymbolicLink {
+                    throw FileLockError.system(.tooManySymbolicLinks, path: given, operation: "open")
+                }
+                throw FileLockError(
+                    .invalidPath, path: given,
+                    message: "cannot open lock file '\(given)': its folder path has too many symbolic links (a loop?)",
+                    errno: Errno.tooManySymbolicLinks.rawValue)
+            case .failure(.noSuchFile):
+                // The folders were made (or found) just before: either one went again meanwhile,
+                // or the folder exists and its filesystem makes no files on request (/proc, /sys).
+                if case .success(let folder) = System.lstat(parent), folder.isDirectory {
+                    throw FileLockError(
+                        .invalidPath, path: given,
+                        message: "cannot create lock file '\(given)': the filesystem of its folder '\(parent)' "
+                            + "does not create files there (as /proc and /sys); put the lock file in another folder",
+                        errno: Errno.noSuchFile.rawValue)
+                }
+                throw FileLockError(
+                    .invalidPath, path: given,
+                    message: "cannot create lock file '\(given)': its folder '\(parent)' vanished while it was "
+                        + "being created; try again", errno: Errno.noSuchFile.rawValue)
+            case .failure(let error):
+                throw FileLockError.system(error, path: given, operation: "open")
+        }
+    }
+}
+
+/// An open lock file, with what `fstat` said of it when opened (the file an open descriptor
+/// refers to never changes, so the check after locking needs only the path's side).
+struct OpenLockFile: Sendable {
+    var descriptor: Int32
+    /// `nil` when the file could not be examined (an NFS handle gone stale): never confirmed.
+    var status: FileStatus?
 }

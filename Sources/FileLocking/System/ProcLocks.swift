@@ -181,3 +181,43 @@ extension ProcLocks {
         return scan
     }
 }
+
+extension ProcLocks {
+    /// Every record lock held on `file` (not the waiters), with its process: POSIX locks name
+    /// their process in `/proc/locks`; open-file-description locks show pid -1 there, so their
+    /// processes are found through `/proc/PID/fdinfo` (newest process first), only when there are
+    /// any, and only until each is found or `deadline` passes. With `identifyingOpenFileHolders`
+    /// false, open-file-description locks are left out rather than looked for.
+    static func recordLocks(
+        on file: FileStatus, mountID: Int?, deadline: MonotonicInstant?, identifyingOpenFileHolders: Bool = true
+    ) -> [(pid: Int32, entry: KernelLockEntry)] {
+        let held = entries(for: file, mountID: mountID).filter { !$0.isWaiting && ($0.kind == .posix || $0.kind == .openFileDescription) }
+        var found: [(pid: Int32, entry: KernelLockEntry)] = held.filter { $0.kind == .posix && $0.pid > 0 }.map { ($0.pid, $0) }
+        var missing = held.filter { $0.kind == .openFileDescription }
+        guard identifyingOpenFileHolders, !missing.isEmpty else { return found }
+        #if os(Linux)
+            let processes = System.folderEntries("/proc").compactMap { name in Int32(name).map { (name, $0) } }
+                .sorted { $0.1 > $1.1 }
+            for (process, pid) in processes {
+                let fdinfo = "/proc/\(process)/fdinfo"
+                for descriptor in System.folderEntries(fdinfo) {
+                    if let deadline, MonotonicInstant.now >= deadline { return found }
+                    guard case .success(let bytes) = System.readWholeFile(fdinfo + "/" + descriptor) else { continue }
+                    for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("lock:") {
+                        guard let entry = parse(String(line.dropFirst(5))).first, entry.kind == .openFileDescription,
+                            let index = missing.firstIndex(where: {
+                                $0.inode == entry.inode && $0.start == entry.start && $0.end == entry.end
+                                    && $0.isWrite == entry.isWrite
+                            })
+                        else { continue }
+                        // One open file may be open in several descriptors (and processes): count it once.
+                        missing.remove(at: index)
+                        found.append((pid, entry))
+                        if missing.isEmpty { return found }
+                    }
+                }
+            }
+        #endif
+        return found
+    }
+}

@@ -99,6 +99,31 @@ enum ProcessIdentity {
         return name.isEmpty ? "?" : name
     }()
 
+    /// A process's command line as `ps -o args` shows it (arguments joined by spaces, bytes that
+    /// are not UTF-8 replaced), at most `maximumCommandLength` characters; `nil` where it cannot be
+    /// read (not Linux, a process gone, a kernel thread, another user's process under `hidepid`).
+    static func commandLine(of pid: Int32) -> String? {
+        #if os(Linux)
+            guard pid > 0, case .success(let bytes) = System.readWholeFile("/proc/\(pid)/cmdline"), !bytes.isEmpty
+            else { return nil }
+            return commandLine(fromProcCmdline: bytes)
+        #else
+            return nil
+        #endif
+    }
+
+    static let maximumCommandLength = 200
+
+    /// The text of a `/proc/PID/cmdline` file: NUL-separated arguments, the last often NUL-ended.
+    static func commandLine(fromProcCmdline bytes: [UInt8]) -> String? {
+        var trimmed = bytes[...]
+        while trimmed.last == 0 { trimmed = trimmed.dropLast() }
+        guard !trimmed.isEmpty else { return nil }
+        let text = String(decoding: trimmed.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
+        guard text.count > maximumCommandLength else { return text }
+        return String(text.prefix(maximumCommandLength - 3)) + "..."
+    }
+
     /// Whether a process exists: `kill(pid, 0)` fails with `ESRCH` only when it does not.
     /// `EPERM` (another user's process) means it exists.
     static func isAlive(_ pid: Int32) -> Bool {

@@ -1,0 +1,304 @@
+/// Many readers or one writer, between processes, threads and tasks, on a lock file kept by the
+/// kernel with record locks in **SQLite's own locking protocol**.
+///
+/// ```swift
+/// let lock = try ReadWriteLock(at: "/var/cache/app/index.lock")
+/// let entries = try lock.withReadLock(timeout: .seconds(5)) {
+///     try loadIndex()              // any number of readers at once
+/// }
+/// try lock.withWriteLock(timeout: .seconds(30)) {
+///     try rebuildIndex()           // alone: no reader, no other writer
+/// }
+/// ```
+///
+/// The lock file is treated as an SQLite database: a reader takes SQLite's SHARED lock and a
+/// writer its EXCLUSIVE lock, on the bytes SQLite locks (at 1 GiB; the file stays empty). So a
+/// `ReadWriteLock`, Python `filelock`'s `ReadWriteLock` and any SQLite connection on the same file
+/// (`sqlite3 FILE 'BEGIN EXCLUSIVE; ...'`, Python's `sqlite3`) exclude one another exactly as SQLite's
+/// readers and writers do. Writers have preference, as in SQLite: once a writer waits, no new
+/// reader gets in; the writer enters as soon as the readers inside have left, and waiting readers
+/// enter together when it releases.
+///
+/// Every wait is a kernel wait, woken the moment the lock is freed; timeouts, cancel checks and
+/// task cancellation end it promptly. The kernel frees a holder's part when it exits or is killed
+/// (even `SIGKILL`); a crashed writer leaves nothing behind.
+///
+/// Holds are per thread (or task), counted per mode: a holder may read-lock again while it reads,
+/// but may not switch modes while it holds: taking the write lock while holding the read lock (an
+/// upgrade, which would wait for itself) or the other way round throws `.modeChangeNotAllowed`.
+/// Release, then acquire in the other mode. By default there is one lock object per path in a
+/// process (`isSingleton: true`, as Python's), so code in different places shares the counts.
+///
+/// **Use it on local filesystems.** SQLite warns that record locks on network filesystems are
+/// often broken, and so does this lock; across hosts use ``SoftFileLock``. A file that is an SQLite
+/// database in WAL mode is refused (its readers and writers lock elsewhere); any other file can be
+/// locked (an SQLite database in rollback-journal mode then shares its locks with SQLite), but a
+/// lock file of its own is best. Do not open an SQLite connection on the lock file in the same
+/// process: SQLite's POSIX locks belong to the process, and closing any descriptor of the file in
+/// that process (the library closes its own) drops them.
+///
+/// On macOS the locks are POSIX locks, which belong to the process: threads of one process then
+/// do not exclude one another through different lock objects (one singleton per path does it).
+public struct ReadWriteLock: Sendable, Hashable {
+    let engine: LockEngine<ReadWritePrimitive>
+
+    /// Creates a lock object for the lock file at `path`. Nothing is opened until it is acquired.
+    ///
+    /// - Parameters:
+    ///   - path: The lock file (created empty, with any missing folders, on first use). Relative
+    ///     paths are resolved against the current folder now.
+    ///   - timeout: The default for acquisitions without a timeout argument; `nil` waits forever.
+    ///   - isBlocking: `false` makes acquisitions without a timeout argument try exactly once.
+    ///   - filePermissions: Permission bits for the lock file (for example `0o666` so that every
+    ///     user can share it); `nil` lets the umask decide. A user who may only read the file can
+    ///     take read locks, not write locks.
+    ///   - ownership: Whether holds belong to the acquiring thread or task, or to this lock object
+    ///     (see ``LockOwnership``).
+    ///   - isSingleton: Share one lock object per canonical path in this process (the default, as
+    ///     Python's `ReadWriteLock`), so that reentrancy and mode checks work without passing the
+    ///     object around. All singletons of one path must be created with the same settings.
+    ///   - pollInterval: How often a cancel check is asked while waiting.
+    /// - Throws: `FileLockError` with `.invalidPath`/`.isDirectory` for an empty or folder-like
+    ///   path, `.invalidTimeout` for a negative timeout, `.invalidConfiguration` for bad settings or
+    ///   a singleton of this path with other settings.
+    public init(
+        at path: String, timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
+        ownership: LockOwnership = .caller, isSingleton: Bool = true, pollInterval: Duration = .milliseconds(50)
+    ) throws {
+        try self.init(
+            lockPath: LockPath(path), timeout: timeout, isBlocking: isBlocking, filePermissions: filePermissions,
+            ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval)
+    }
+
+    init(
+        lockPath: LockPath, timeout: Duration?, isBlocking: Bool, filePermissions: UInt32?, ownership: LockOwnership,
+        isSingleton: Bool, pollInterval: Duration
+    ) throws {
+        let configuration = try LockConfiguration(
+            defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: filePermissions,
+            ownership: ownership
+        ).validated(path: lockPath.given)
+        engine = try LockEngine.make(
+            primitive: ReadWritePrimitive(lockPath: lockPath, filePermissions: filePermissions),
+            configuration: configuration, canonicalPath: lockPath.absolute, isSingleton: isSingleton)
+    }
+
+    /// One mode of a ``ReadWriteLock`` as a lock of its own: everything ``CrossProcessLock``
+    /// offers (`withLock { }`, `acquire`, `tryAcquire`, sync and `async`) in that mode. Pass
+    /// `lock.readLock` or `lock.writeLock` wherever a `some CrossProcessLock` is expected.
+    public struct Side: EngineBackedLock {
+        let engine: LockEngine<ReadWritePrimitive>
+        /// `.shared` for the read lock, `.exclusive` for the write lock.
+        public let mode: LockMode
+
+        var lockMode: LockMode { mode }
+
+        /// Whether this lock object holds the lock in this mode (for any of its threads or tasks).
+        public var isLocked: Bool { engine.holdCount(mode: mode) > 0 }
+
+        /// How many unreleased acquisitions in this mode this lock object has.
+        public var holdCount: Int { engine.holdCount(mode: mode) }
+
+        /// Whether the calling thread (or task) holds the lock in this mode.
+        public var isHeldByCaller: Bool { engine.modeOfCurrentOwner == mode }
+
+        /// For the read lock the writer (holding, or waiting with the readers' entry closed), for
+        /// the write lock the writer or else a reader: the first process in the way.
+        public var holder: LockHolder? {
+            engine.primitive.blockingHolder(for: LockRequest(mode), timeout: nil)
+        }
+
+        public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine && lhs.mode == rhs.mode }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(ObjectIdentifier(engine))
+            hasher.combine(mode)
+        }
+    }
+
+    /// The read (shared) side: `lock.readLock.withLock { }` is `lock.withReadLock { }`.
+    public var readLock: Side { Side(engine: engine, mode: .shared) }
+
+    /// The write (exclusive) side: `lock.writeLock.withLock { }` is `lock.withWriteLock { }`.
+    public var writeLock: Side { Side(engine: engine, mode: .exclusive) }
+
+    // MARK: Settings and state
+
+    /// The lock file's path as given.
+    public var path: String { engine.path }
+
+    /// The absolute path that is opened: the key for singletons.
+    public var canonicalPath: String { engine.primitive.lockPath.absolute.description }
+
+    /// The timeout acquisitions use when none is passed; `nil` waits forever.
+    public var defaultTimeout: Duration? { engine.configuration.defaultTimeout }
+
+    /// Whether acquisitions without a timeout argument wait at all.
+    public var isBlocking: Bool { engine.configuration.isBlocking }
+
+    /// Whether holds belong to the acquiring thread or task, or to this lock object.
+    public var ownership: LockOwnership { engine.configuration.ownership }
+
+    /// Whether this lock object holds the lock, in either mode.
+    public var isLocked: Bool { engine.isLocked }
+
+    /// How many unreleased acquisitions this lock object has, in both modes.
+    public var holdCount: Int { engine.holdCount }
+
+    /// The mode in which the calling thread (or task) holds the lock, or `nil`.
+    public var heldMode: LockMode? { engine.modeOfCurrentOwner }
+
+    /// Every process holding the lock: the writer first (exclusive), or the readers (shared), each
+    /// process once per mode, with its command line where this user may read it. From the kernel's
+    /// lock table (Linux `/proc/locks`, and `/proc/PID/fdinfo` for open-file-description locks,
+    /// which takes a look through every process's open files: milliseconds); empty when free or
+    /// on other systems.
+    public var holders: [LockHolder] { engine.primitive.holders() }
+
+    /// A writer that has closed the entry to new readers and waits for the readers inside to leave
+    /// (SQLite's PENDING lock), or `nil`.
+    public var waitingWriter: LockHolder? { engine.primitive.lockTable(deadline: nil).pendingWriter }
+
+    // MARK: Acquiring and releasing
+
+    /// Takes the read lock for the calling thread, waiting at most `timeout` (`nil`: forever).
+    ///
+    /// - Parameter cancelCheck: Asked before each try and at every poll interval while waiting;
+    ///   `true` ends the wait with `.cancelled`.
+    /// - Throws: `FileLockError` with `.timedOut` (naming the writer), `.cancelled`,
+    ///   `.modeChangeNotAllowed` when the caller holds the write lock, or a code for a bad path.
+    public func acquireRead(timeout: Duration?, cancelCheck: (() -> Bool)? = nil) throws {
+        try readLock.acquire(timeout: timeout, cancelCheck: cancelCheck)
+    }
+
+    /// Takes the read lock with the lock's default timeout.
+    public func acquireRead() throws {
+        try readLock.acquire()
+    }
+
+    /// Takes the write lock for the calling thread, waiting at most `timeout` (`nil`: forever):
+    /// first for another writer to finish, then for the readers inside to leave (no new reader
+    /// gets in meanwhile).
+    ///
+    /// - Throws: `FileLockError` with `.timedOut` (naming the writer or a reader), `.cancelled`,
+    ///   `.modeChangeNotAllowed` when the caller holds the read lock, `.permissionDenied` when this
+    ///   user may only read the lock file, or a code for a bad path.
+    public func acquireWrite(timeout: Duration?, cancelCheck: (() -> Bool)? = nil) throws {
+        try writeLock.acquire(timeout: timeout, cancelCheck: cancelCheck)
+    }
+
+    /// Takes the write lock with the lock's default timeout.
+    public func acquireWrite() throws {
+        try writeLock.acquire()
+    }
+
+    /// Takes the read lock for the current task without blocking a thread of the cooperative pool.
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled while waiting, else as
+    ///   ``acquireRead(timeout:cancelCheck:)``.
+    public func acquireRead(timeout: Duration?) async throws {
+        try await readLock.acquire(timeout: timeout)
+    }
+
+    /// Takes the read lock for the current task with the lock's default timeout.
+    public func acquireRead() async throws {
+        try await readLock.acquire()
+    }
+
+    /// Takes the write lock for the current task without blocking a thread of the cooperative pool.
+    ///
+    /// - Throws: `CancellationError` when the task is cancelled while waiting, else as
+    ///   ``acquireWrite(timeout:cancelCheck:)``.
+    public func acquireWrite(timeout: Duration?) async throws {
+        try await writeLock.acquire(timeout: timeout)
+    }
+
+    /// Takes the write lock for the current task with the lock's default timeout.
+    public func acquireWrite() async throws {
+        try await writeLock.acquire()
+    }
+
+    /// Tries once for the read lock; `false` when a writer holds or waits for it.
+    public func tryAcquireRead() throws -> Bool {
+        try readLock.tryAcquire()
+    }
+
+    /// Tries once for the write lock; `false` when anyone else holds it.
+    public func tryAcquireWrite() throws -> Bool {
+        try writeLock.tryAcquire()
+    }
+
+    /// Gives up one hold of the caller, in whichever mode it holds; the lock is free for others
+    /// when the last hold goes.
+    ///
+    /// - Parameter force: Drop every hold of this object at once (both modes, every thread).
+    /// - Returns: `false` when the caller held nothing here.
+    @discardableResult
+    public func release(force: Bool = false) -> Bool {
+        engine.release(force: force)
+    }
+
+    // MARK: Scoped use
+
+    /// Runs `body` holding the read lock, waiting at most `timeout`; releases even when it throws.
+    @_disfavoredOverload
+    public func withReadLock<Result>(
+        timeout: Duration?, cancelCheck: (() -> Bool)? = nil, _ body: () throws -> Result
+    ) throws -> Result {
+        try readLock.withLock(timeout: timeout, cancelCheck: cancelCheck, body)
+    }
+
+    /// Runs `body` holding the read lock, with the lock's default timeout.
+    @_disfavoredOverload
+    public func withReadLock<Result>(_ body: () throws -> Result) throws -> Result {
+        try readLock.withLock(body)
+    }
+
+    /// Runs `body` holding the write lock, waiting at most `timeout`; releases even when it throws.
+    @_disfavoredOverload
+    public func withWriteLock<Result>(
+        timeout: Duration?, cancelCheck: (() -> Bool)? = nil, _ body: () throws -> Result
+    ) throws -> Result {
+        try writeLock.withLock(timeout: timeout, cancelCheck: cancelCheck, body)
+    }
+
+    /// Runs `body` holding the write lock, with the lock's default timeout.
+    @_disfavoredOverload
+    public func withWriteLock<Result>(_ body: () throws -> Result) throws -> Result {
+        try writeLock.withLock(body)
+    }
+
+    /// Runs `body` while the current task holds the read lock; releases even when it throws. The
+    /// body runs on the caller's actor (if any); only the wait happens elsewhere.
+    nonisolated(nonsending) public func withReadLock<Result>(
+        timeout: Duration?, _ body: nonisolated(nonsending) () async throws -> Result
+    ) async throws -> Result {
+        try await readLock.withLock(timeout: timeout, body)
+    }
+
+    /// Runs `body` while the current task holds the read lock, with the lock's default timeout.
+    nonisolated(nonsending) public func withReadLock<Result>(
+        _ body: nonisolated(nonsending) () async throws -> Result
+    ) async throws -> Result {
+        try await readLock.withLock(body)
+    }
+
+    /// Runs `body` while the current task holds the write lock; releases even when it throws.
+    nonisolated(nonsending) public func withWriteLock<Result>(
+        timeout: Duration?, _ body: nonisolated(nonsending) () async throws -> Result
+    ) async throws -> Result {
+        try await writeLock.withLock(timeout: timeout, body)
+    }
+
+    /// Runs `body` while the current task holds the write lock, with the lock's default timeout.
+    nonisolated(nonsending) public func withWriteLock<Result>(
+        _ body: nonisolated(nonsending) () async throws -> Result
+    ) async throws -> Result {
+        try await writeLock.withLock(body)
+    }
+
+    /// Two values are equal when they are the same lock object (copies, or one singleton).
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(engine)) }
+}

@@ -1,0 +1,351 @@
+import Synchronization
+
+/// The bytes SQLite's Unix VFS locks on a database file (`os_unix.c`, `sqlite3.h`; the same on
+/// every platform and SQLite version since 3.0): one byte at 1 GiB (the "pending" byte), the next
+/// one (the "reserved" byte), then 510 bytes (the "shared" range). SQLite never stores data in
+/// the page that holds them, so locking them never blocks reading or writing the file.
+enum SQLiteLockBytes {
+    static let pending: Int64 = 0x4000_0000
+    static let reserved: Int64 = pending + 1
+    static let sharedFirst: Int64 = pending + 2
+    static let sharedSize: Int64 = 510
+    /// The last byte of the shared range, the last byte SQLite locks.
+    static let sharedLast: Int64 = sharedFirst + sharedSize - 1
+
+    static func read(_ start: Int64, _ length: Int64 = 1) -> RangeLockRequest {
+        RangeLockRequest(kind: .read, start: start, length: length)
+    }
+
+    static func write(_ start: Int64, _ length: Int64 = 1) -> RangeLockRequest {
+        RangeLockRequest(kind: .write, start: start, length: length)
+    }
+
+    static let readPending = read(pending)
+    static let readShared = read(sharedFirst, sharedSize)
+    static let writeReserved = write(reserved)
+    static let writePending = write(pending)
+    static let writeShared = write(sharedFirst, sharedSize)
+    static let unlockPending = RangeLockRequest(kind: .unlock, start: pending, length: 1)
+    /// Everything this open file holds, in one call (length 0: to the end of the file).
+    static let unlockAll = RangeLockRequest(kind: .unlock, start: 0, length: 0)
+}
+
+/// SQLite's locking protocol with record locks on the lock file: the primitive behind
+/// `ReadWriteLock`. A shared hold is SQLite's SHARED lock, an exclusive one its EXCLUSIVE lock, so
+/// a `ReadWriteLock`, Python's `filelock.ReadWriteLock` and any SQLite connection on the same file
+/// exclude one another as SQLite's own readers and writers do.
+///
+/// - A reader read-locks the pending byte, read-locks the shared range, and unlocks the pending
+///   byte again: while a writer holds the pending byte, no new reader gets in.
+/// - A writer write-locks the reserved byte (one writer at a time), then the pending byte (no new
+///   readers from now on: SQLite's writer preference), then the shared range (waiting for the
+///   readers inside to leave). It keeps what it has while it waits, as SQLite does.
+/// - Release unlocks everything the open file holds, in one call.
+///
+/// Locks are Linux open-file-description locks (`F_OFD_SETLK`): each acquisition uses an open file
+/// of its own, so holders in one process exclude one another as in different processes, and
+/// closing some other descriptor of the file does not drop them. They conflict with SQLite's
+/// classic POSIX locks (`F_SETLK`) of other processes and of this one. Waits are kernel waits
+/// (`F_OFD_SETLKW`), woken by the release.
+///
+/// Open files are kept for the next acquisition (up to `IdleFiles.capacity`, never across a
+/// fork): each acquisition checks, once it holds the lock, that the path still names the file it
+/// locked, and otherwise starts over on the file now there.
+struct ReadWritePrimitive: LockPrimitive {
+    let lockPath: LockPath
+    let filePermissions: UInt32?
+    let idleFiles = IdleFiles()
+
+    var path: String { lockPath.given }
+    var waitStrategy: WaitStrategy { .kernel }
+
+    /// One acquisition: an open lock file and, for a writer, how far up SQLite's lock ladder it
+    /// got (kept between the rounds of a wait, so that a waiting writer keeps its place).
+    final class Attempt: Sendable {
+        let file: OpenLockFile
+        /// 0 nothing, 1 the reserved byte, 2 and the pending byte, 3 and the shared range.
+        let writerStep = Atomic<Int>(0)
+        /// The path no longer names the file: close it rather than keep it.
+        let isStale = Atomic<Bool>(false)
+
+        init(file: OpenLockFile) { self.file = file }
+
+        var descriptor: Int32 { file.descriptor }
+    }
+
+    func begin(_ request: LockRequest) throws -> Attempt {
+        if let file = idleFiles.take() { return Attempt(file: file) }
+        return Attempt(file: try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666))
+    }
+
+    // MARK: Trying and waiting
+
+    func tryOnce(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<OpenLockFile> {
+        let descriptor = attempt.descriptor
+        switch request.mode {
+        case .shared:
+            guard try set(descriptor, SQLiteLockBytes.readPending, request) else { return .busy }
+            let entered = try set(descriptor, SQLiteLockBytes.readShared, request)
+            _ = System.setRangeLock(descriptor, SQLiteLockBytes.unlockPending)
+            return entered ? try confirm(attempt, request) : .busy
+        case .exclusive:
+            for (step, lock) in Self.writerLadder.enumerated() where attempt.writerStep.load(ordering: .acquiring) <= step {
+                guard try set(descriptor, lock, request) else { return .busy }
+                attempt.writerStep.store(step + 1, ordering: .releasing)
+            }
+            return try confirm(attempt, request)
+        }
+    }
+
+    /// A writer's locks, in SQLite's order.
+    private static let writerLadder = [
+        SQLiteLockBytes.writeReserved, SQLiteLockBytes.writePending, SQLiteLockBytes.writeShared,
+    ]
+
+    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> KernelWaitEnd {
+        let descriptor = attempt.descriptor
+        switch request.mode {
+        case .shared:
+            // Wait while a writer holds (or waits with) the pending byte.
+            guard try setWaiting(descriptor, SQLiteLockBytes.readPending, request) else { return .interrupted }
+            if try set(descriptor, SQLiteLockBytes.readShared, request) {
+                _ = System.setRangeLock(descriptor, SQLiteLockBytes.unlockPending)
+                return .locked
+            }
+            // The shared range is write-locked without the pending byte: an SQLite writer between
+            // the two unlocks of its release (or a program outside the protocol). Wait for that
+            // without holding the pending byte, which would hold up writers, then try again.
+            _ = System.setRangeLock(descriptor, SQLiteLockBytes.unlockPending)
+            guard try setWaiting(descriptor, SQLiteLockBytes.readShared, request) else { return .interrupted }
+            _ = System.setRangeLock(descriptor, SQLiteLockBytes.unlockAll)
+            return .interrupted
+        case .exclusive:
+            for (step, lock) in Self.writerLadder.enumerated() where attempt.writerStep.load(ordering: .acquiring) <= step {
+                guard try setWaiting(descriptor, lock, request) else { return .interrupted }
+                attempt.writerStep.store(step + 1, ordering: .releasing)
+            }
+            return .locked
+        }
+    }
+
+    /// Checks a lock just taken: the path must still name the locked file (else start over on the
+    /// file there now), and that file must not be an SQLite database in WAL mode, whose readers
+    /// and writers lock elsewhere.
+    func confirm(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<OpenLockFile> {
+        let file = attempt.file
+        guard let status = file.status, case .success(let named) = System.lstat(lockPath.absolute),
+            named.device == status.device && named.inode == status.inode
+        else {
+            attempt.isStale.store(true, ordering: .relaxed)
+            unlockAll(attempt)
+            return .restart
+        }
+        if named.size > 0, let problem = databaseProblem(file.descriptor) {
+            unlockAll(attempt)
+            throw FileLockError(.invalidConfiguration, path: path, message: problem)
+        }
+        if let filePermissions, named.permissions != filePermissions, named.owner == System.effectiveUserID {
+            _ = System.fchmod(file.descriptor, filePermissions)
+        }
+        return .acquired(file)
+    }
+
+    /// Why a non-empty lock file cannot be locked with SQLite's locks, or `nil` when it can: any
+    /// file that is not an SQLite database, or a database in rollback-journal mode (file format
+    /// versions 1, bytes 18 and 19 of its header). A WAL database (version 2) is refused, as
+    /// Python `filelock` refuses it: SQLite's WAL readers and writers use other locks.
+    private func databaseProblem(_ descriptor: Int32) -> String? {
+        guard case .success(let header) = System.read(descriptor, count: 20, at: 0), header.count == 20,
+            header.starts(with: Array("SQLite format 3".utf8) + [0])
+        else { return nil }
+        let versions = (header[18], header[19])
+        if versions.0 == 2 || versions.1 == 2 {
+            return "'\(path)' is an SQLite database in WAL mode, whose readers and writers do not take the locks a "
+                + "ReadWriteLock shares with SQLite; give the ReadWriteLock a file of its own (such as '\(path).lock')"
+        }
+        guard versions == (1, 1) else {
+            return "'\(path)' is an SQLite database with file format versions \(versions.0).\(versions.1), which this "
+                + "library does not know; give the ReadWriteLock a file of its own (such as '\(path).lock')"
+        }
+        return nil
+    }
+
+    /// One lock of the ladder, not waiting: `false` when held elsewhere.
+    private func set(_ descriptor: Int32, _ lock: RangeLockRequest, _ request: LockRequest) throws -> Bool {
+        switch System.setRangeLock(descriptor, lock) {
+        case .success(let isSet): return isSet
+        case .failure(let error): throw self.error(error, request)
+        }
+    }
+
+    /// One lock of the ladder, waiting in the kernel: `false` when a signal ended the wait.
+    private func setWaiting(_ descriptor: Int32, _ lock: RangeLockRequest, _ request: LockRequest) throws -> Bool {
+        switch System.setRangeLockWaitingOnce(descriptor, lock) {
+        case .success: return true
+        case .failure(.interrupted): return false
+        case .failure(let error): throw self.error(error, request)
+        }
+    }
+
+    private func error(_ error: Errno, _ request: LockRequest) -> FileLockError {
+        switch error {
+        case .badFileDescriptor:
+            // Only a file opened read-only gets here: a write lock needs write access.
+            return FileLockError(
+                .permissionDenied, path: path,
+                message: "cannot take the write lock of '\(path)': this user may only read the lock file, and a write "
+                    + "lock needs it open for writing (read locks work); give this user write access to the file",
+                errno: error.rawValue)
+        case .noLocks:
+            return FileLockError(
+                .notSupportedByFilesystem, path: path,
+                message: "cannot lock '\(path)': no record locks available (the kernel's lock table is full, or an NFS "
+                    + "mount without lock support); use SoftFileLock on such filesystems", errno: error.rawValue)
+        case _ where error.isNotSupported:
+            return FileLockError(
+                .notSupportedByFilesystem, path: path,
+                message: "the filesystem of '\(path)' does not support record locks (\(error)); put the lock file on a "
+                    + "local filesystem, or use SoftFileLock", errno: error.rawValue)
+        default:
+            return FileLockError.system(error, path: path, operation: "lock")
+        }
+    }
+
+    // MARK: Letting go
+
+    private func unlockAll(_ attempt: Attempt) {
+        _ = System.setRangeLock(attempt.descriptor, SQLiteLockBytes.unlockAll)
+        attempt.writerStep.store(0, ordering: .releasing)
+    }
+
+    func abandon(_ attempt: Attempt) {
+        unlockAll(attempt)
+        if attempt.isStale.load(ordering: .relaxed) {
+            System.close(attempt.descriptor)
+        } else {
+            idleFiles.keep(attempt.file)
+        }
+    }
+
+    func release(_ file: OpenLockFile) {
+        _ = System.setRangeLock(file.descriptor, SQLiteLockBytes.unlockAll)
+        idleFiles.keep(file)
+    }
+
+    func forget(_ file: OpenLockFile) {
+        // The parent shares this open file and its locks: closing our copy leaves both alone.
+        System.close(file.descriptor)
+    }
+
+    // MARK: Who holds it
+
+    func holders() -> [LockHolder] { lockTable(deadline: nil).holders }
+
+    /// Who stands in the way: for a reader the writer (holding, or waiting with the pending byte);
+    /// for a writer the writer, else a reader. A try does not look through `/proc` for holders
+    /// with open-file locks; a wait spends at most `RangePrimitive.holderLookupBudget` on it.
+    func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? {
+        let table = lockTable(
+            deadline: MonotonicInstant.now.advanced(by: RangePrimitive.holderLookupBudget(forTimeout: timeout)),
+            identifyingOpenFileHolders: timeout != .zero)
+        let writer = table.holders.first { !$0.isShared }
+        switch request.mode {
+        case .shared: return writer ?? table.pendingWriter
+        case .exclusive: return writer ?? table.pendingWriter ?? table.holders.first
+        }
+    }
+
+    func subject(of request: LockRequest) -> String? {
+        "the \(request.mode == .shared ? "read" : "write") lock '\(path)'"
+    }
+
+    /// The readers and the writer, and a writer waiting for the readers to leave, from the kernel's
+    /// lock table (see `ProcLocks.recordLocks`).
+    func lockTable(deadline: MonotonicInstant?, identifyingOpenFileHolders: Bool = true) -> ReadWriteLockTable {
+        guard case .success(let status) = System.lstat(lockPath.absolute), status.isRegularFile else {
+            return ReadWriteLockTable()
+        }
+        let locks = ProcLocks.recordLocks(
+            on: status, mountID: status.deviceMajor == 0 ? System.mountID(of: lockPath.absolute) : nil,
+            deadline: deadline, identifyingOpenFileHolders: identifyingOpenFileHolders)
+        return ReadWriteLockTable(locks)
+    }
+}
+
+/// Who holds a `ReadWriteLock`'s file, read from the record locks on SQLite's lock bytes.
+struct ReadWriteLockTable: Sendable {
+    /// The readers (shared) and the writer (exclusive), one entry per process and mode.
+    var holders: [LockHolder] = []
+    /// A writer that holds the pending byte and waits for the readers inside to leave.
+    var pendingWriter: LockHolder?
+
+    init() {}
+
+    init(_ locks: [(pid: Int32, entry: KernelLockEntry)]) {
+        let host = ProcessIdentity.hostName
+        var seen: Set<[Int32]> = []
+        for (pid, entry) in locks {
+            let start = Int64(clamping: entry.start)
+            let end = entry.end.map { Int64(clamping: $0) } ?? .max
+            let coversShared = start <= SQLiteLockBytes.sharedFirst && end >= SQLiteLockBytes.sharedLast
+            if coversShared {
+                guard seen.insert([pid, entry.isWrite ? 1 : 0]).inserted else { continue }
+                var holder = LockHolder(pid: pid, host: host, isShared: !entry.isWrite)
+                holder.command = ProcessIdentity.commandLine(of: pid)
+                holders.append(holder)
+            } else if entry.isWrite, start <= SQLiteLockBytes.pending, end >= SQLiteLockBytes.pending,
+                pendingWriter == nil
+            {
+                var holder = LockHolder(pid: pid, host: host)
+                holder.command = ProcessIdentity.commandLine(of: pid)
+                pendingWriter = holder
+            }
+        }
+        // The writer first: it is the one a waiter waits for.
+        holders.sort { !$0.isShared && $1.isShared }
+    }
+}
+
+/// Open lock files kept for the next acquisition: opening and examining a file costs more than
+/// the three record-lock calls of an acquisition. Never used across a fork: a child's open files
+/// share their open file descriptions (and so their locks) with the parent's.
+final class IdleFiles: Sendable {
+    static let capacity = 4
+
+    private struct Entry {
+        var file: OpenLockFile
+        var generation: Int
+    }
+
+    private let entries = Mutex<[Entry]>([])
+
+    deinit {
+        for entry in entries.withLock({ $0 }) { System.close(entry.file.descriptor) }
+    }
+
+    /// An idle open file of this process, or `nil`; files inherited across a fork are closed.
+    func take() -> OpenLockFile? {
+        let generation = ForkGeneration.current
+        var inherited: [Int32] = []
+        let file = entries.withLock { entries -> OpenLockFile? in
+            if entries.contains(where: { $0.generation != generation }) {
+                inherited = entries.filter { $0.generation != generation }.map(\.file.descriptor)
+                entries.removeAll { $0.generation != generation }
+            }
+            return entries.popLast()?.file
+        }
+        for descriptor in inherited { System.close(descriptor) }
+        return file
+    }
+
+    /// Keeps an unlocked open file for the next acquisition, or closes it when enough are kept.
+    func keep(_ file: OpenLockFile) {
+        let generation = ForkGeneration.current
+        let kept = entries.withLock { entries -> Bool in
+            guard entries.count < Self.capacity else { return false }
+            entries.append(Entry(file: file, generation: generation))
+            return true
+        }
+        if !kept { System.close(file.descriptor) }
+    }
+}
