@@ -28,7 +28,6 @@
 //                                            a yield between; a reader (--shared) reads both and
 //                                            counts the times they differ. "ready", waits for "go",
 //                                            then "done TORN" (TORN: readings with A != B)
-//
 // Option --kind kernel|soft|rw picks FileLock (default), SoftFileLock or ReadWriteLock (its
 // write lock, or with --shared its read lock). For FileLock, --fallback
 // sets fallsBackToSoft (and "hold"/"try" print "mechanism flock|marker" after "acquired"), and

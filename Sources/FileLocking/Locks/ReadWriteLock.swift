@@ -105,7 +105,7 @@ public struct ReadWriteLock: Sendable, Hashable {
         /// For the read lock the writer (holding, or waiting with the readers' entry closed), for
         /// the write lock the writer or else a reader: the first process in the way.
         public var holder: LockHolder? {
-            engine.primitive.blockingHolder(for: LockRequest(mode), timeout: nil)
+            engine.primitive.lockTable(deadline: nil).holder(inTheWayOf: mode)
         }
 
         public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine && lhs.mode == rhs.mode }

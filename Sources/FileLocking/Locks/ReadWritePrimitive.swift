@@ -248,11 +248,7 @@ struct ReadWritePrimitive: LockPrimitive {
         let table = lockTable(
             deadline: MonotonicInstant.now.advanced(by: RangePrimitive.holderLookupBudget(forTimeout: timeout)),
             identifyingOpenFileHolders: timeout != .zero)
-        let writer = table.holders.first { !$0.isShared }
-        switch request.mode {
-        case .shared: return writer ?? table.pendingWriter
-        case .exclusive: return writer ?? table.pendingWriter ?? table.holders.first
-        }
+        return table.holder(inTheWayOf: request.mode)
     }
 
     func subject(of request: LockRequest) -> String? {
@@ -278,6 +274,16 @@ struct ReadWriteLockTable: Sendable {
     var holders: [LockHolder] = []
     /// A writer that holds the pending byte and waits for the readers inside to leave.
     var pendingWriter: LockHolder?
+
+    /// The first process in the way of a reader (the writer, holding or waiting) or of a writer
+    /// (the writer, else a reader).
+    func holder(inTheWayOf mode: LockMode) -> LockHolder? {
+        let writer = holders.first { !$0.isShared }
+        switch mode {
+        case .shared: return writer ?? pendingWriter
+        case .exclusive: return writer ?? pendingWriter ?? holders.first
+        }
+    }
 
     init() {}
 

@@ -186,8 +186,10 @@ extension ProcLocks {
     /// Every record lock held on `file` (not the waiters), with its process: POSIX locks name
     /// their process in `/proc/locks`; open-file-description locks show pid -1 there, so their
     /// processes are found through `/proc/PID/fdinfo` (newest process first), only when there are
-    /// any, and only until each is found or `deadline` passes. With `identifyingOpenFileHolders`
-    /// false, open-file-description locks are left out rather than looked for.
+    /// any, and only until each is found or `deadline` passes. This process is looked at first,
+    /// whatever the deadline: another lock object or thread of the caller's own program is a
+    /// common holder, and its own open files are few. With `identifyingOpenFileHolders` false, open-file-description locks are
+    /// left out rather than looked for.
     static func recordLocks(
         on file: FileStatus, mountID: Int?, deadline: MonotonicInstant?, identifyingOpenFileHolders: Bool = true
     ) -> [(pid: Int32, entry: KernelLockEntry)] {
@@ -196,12 +198,14 @@ extension ProcLocks {
         var missing = held.filter { $0.kind == .openFileDescription }
         guard identifyingOpenFileHolders, !missing.isEmpty else { return found }
         #if os(Linux)
-            let processes = System.folderEntries("/proc").compactMap { name in Int32(name).map { (name, $0) } }
-                .sorted { $0.1 > $1.1 }
-            for (process, pid) in processes {
-                let fdinfo = "/proc/\(process)/fdinfo"
+            let own = System.processID
+            let others = System.folderEntries("/proc").compactMap { name in Int32(name) }.filter { $0 != own }
+            for pid in [own] + others.sorted(by: >) {
+                let fdinfo = "/proc/\(pid)/fdinfo"
                 for descriptor in System.folderEntries(fdinfo) {
-                    if let deadline, MonotonicInstant.now >= deadline { return found }
+                    // This process's own files are read to the end: they are few, and the answer
+                    // "this process" must not depend on how busy the machine is.
+                    if pid != own, let deadline, MonotonicInstant.now >= deadline { return found }
                     guard case .success(let bytes) = System.readWholeFile(fdinfo + "/" + descriptor) else { continue }
                     for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("lock:") {
                         guard let entry = parse(String(line.dropFirst(5))).first, entry.kind == .openFileDescription,

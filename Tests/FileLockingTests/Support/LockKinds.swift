@@ -8,6 +8,8 @@ enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible 
     case soft
     /// `FileLock` that deletes its lock file on release (`removesFileOnRelease`).
     case kernelRemovingFile
+    /// `ReadWriteLock`'s write lock (SQLite's protocol on record locks).
+    case readWrite
 
     func make(
         _ path: String, timeout: Duration? = nil, isBlocking: Bool = true, ownership: LockOwnership = .caller,
@@ -22,6 +24,11 @@ enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible 
             try FileLock(
                 at: path, timeout: timeout, isBlocking: isBlocking, ownership: ownership, isSingleton: isSingleton,
                 pollInterval: pollInterval, removesFileOnRelease: true)
+        case .readWrite:
+            try ReadWriteLock(
+                at: path, timeout: timeout, isBlocking: isBlocking, ownership: ownership, isSingleton: isSingleton,
+                pollInterval: pollInterval
+            ).writeLock
         case .soft:
             try SoftFileLock(
                 at: path, timeout: timeout, isBlocking: isBlocking, ownership: ownership, isSingleton: isSingleton,
@@ -37,6 +44,7 @@ enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible 
         case .kernel: ["--kind", "kernel"]
         case .soft: ["--kind", "soft"]
         case .kernelRemovingFile: ["--kind", "kernel", "--removes-file"]
+        case .readWrite: ["--kind", "rw"]
         }
     }
 }
