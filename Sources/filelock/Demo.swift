@@ -7,30 +7,44 @@ import ArgumentParser
 import FileLocking
 import Subprocesses
 
-/// `filelock demo`: the lost-update race between processes, and its fix.
+/// `filelock demo`: the lost-update race between processes, and its fix; with `--kind rw`, torn
+/// reads of data that writers change in two steps, and a read-write lock's readers never seeing
+/// them.
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the lost-update race between processes, and FileLock fixing it.",
+        abstract: "Show the lost-update race between processes (or torn reads), and a lock fixing it.",
         discussion: """
             Starts PROCESSES worker processes that each add 1 to a shared counter file INCREMENTS \
             times: first without a lock (read-modify-write steps interleave and updates are lost), \
             then with a FileLock around each increment (the count is exact).
+
+            With --kind rw, 2 writer processes each add 1 to both of two numbers in a data file, \
+            one after the other, INCREMENTS times, while PROCESSES reader processes read both \
+            numbers until the writers are done and count the readings where they differ: without a \
+            lock readers see a writer half-way (torn reads) and writers may lose updates; with a \
+            ReadWriteLock (readers share its read lock, each writer takes its write lock) no reading \
+            is torn and both numbers end exact.
 
             Examples:
               filelock demo
               filelock demo --processes 8 --increments 500
               filelock demo --kind soft        # a marker-file lock, as on NFS
               filelock demo --kind range       # a byte-range lock on the counter's own bytes
+              filelock demo --kind rw          # readers and writers: torn reads, then none
             """
     )
 
-    @Option(help: "kernel (FileLock), soft (SoftFileLock) or range (ByteRangeLock on the counter file).")
+    @Option(
+        help: """
+            kernel (FileLock), soft (SoftFileLock), range (ByteRangeLock on the counter file) or rw \
+            (ReadWriteLock: readers and writers).
+            """)
     var kind: DemoKind = .kernel
 
-    @Option(name: [.short, .long], help: "How many worker processes run at once.")
+    @Option(name: [.short, .long], help: "How many worker processes run at once (with --kind rw: readers, beside 2 writers).")
     var processes: Int = 4
 
-    @Option(name: [.short, .long], help: "How many increments each worker makes.")
+    @Option(name: [.short, .long], help: "How many increments each worker (with --kind rw: each writer) makes.")
     var increments: Int = 1000
 
     func validate() throws {
@@ -39,6 +53,7 @@ struct Demo: ParsableCommand {
     }
 
     func run() throws {
+        if kind == .rw { return try runReadersAndWriters() }
         var template = Array("/tmp/filelock-demo-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw ValidationError("cannot create a temporary folder in /tmp") }
         let folder = String(cString: made)
@@ -55,6 +70,7 @@ struct Demo: ParsableCommand {
             case .kernel: "with FileLock"
             case .soft: "with SoftFileLock"
             case .range: "with ByteRangeLock"
+            case .rw: "with ReadWriteLock"
             }
         for useLock in [false, true] {
             let counter = folder + "/counter"
@@ -90,6 +106,80 @@ struct Demo: ParsableCommand {
         return (value, seconds)
     }
 
+    /// How many writers `--kind rw` starts.
+    static let writers = 2
+
+    /// `--kind rw`: writers keep two numbers equal (between their two writes they differ), readers
+    /// check them; first without a lock, then with a ReadWriteLock.
+    private func runReadersAndWriters() throws {
+        var template = Array("/tmp/filelock-demo-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw ValidationError("cannot create a temporary folder in /tmp") }
+        let folder = String(cString: made)
+        defer {
+            for name in ["data", "data.lock", "stop"] { unlink(folder + "/" + name) }
+            rmdir(folder)
+        }
+        let expected = Self.writers * increments
+        print(
+            "filelock demo: \(Self.writers) writers x \(increments) updates of two numbers that must stay equal, "
+                + "\(processes) readers checking them")
+        print("")
+        print(
+            pad("", 20) + pad("reads", 10) + pad("torn", 10) + pad("expected", 10) + pad("first", 10) + pad("second", 10)
+                + pad("time", 12))
+        for useLock in [false, true] {
+            let round = try runReadWriteRound(folder: folder, useLock: useLock)
+            print(
+                pad(useLock ? "with ReadWriteLock" : "without a lock", -20) + pad(String(round.reads), 10)
+                    + pad(String(round.torn), 10) + pad(String(expected), 10) + pad(String(round.first), 10)
+                    + pad(String(round.second), 10) + pad(String(Int((round.seconds * 1000).rounded())) + " ms", 12))
+        }
+        print("")
+        print("Without a lock, readers catch a writer between its two writes (torn: the numbers differ),")
+        print("and writers that read-modify-write at once overwrite each other's updates.")
+        print("ReadWriteLock lets the readers read together and each writer write alone: nothing torn, nothing lost.")
+    }
+
+    /// One round of `--kind rw`: the writers write, the readers read until the writers are done.
+    private func runReadWriteRound(folder: String, useLock: Bool) throws
+        -> (reads: Int, torn: Int, first: Int, second: Int, seconds: Double)
+    {
+        let data = folder + "/data"
+        let stop = folder + "/stop"
+        unlink(data)
+        unlink(stop)
+        var arguments = ["demo-worker", folder + "/data.lock", data, String(increments), "--kind", "rw"]
+        if !useLock { arguments.append("--no-lock") }
+        let writers = try (0..<Self.writers).map { _ in try ChildProcess(executablePath(), arguments) }
+        let readers = try (0..<processes).map { _ in
+            try ChildProcess(executablePath(), arguments + ["--reader", "--stop", stop])
+        }
+        for worker in writers + readers { try worker.expectLine(startingWith: "ready") }
+        let start = ChildProcess.now()
+        for worker in writers + readers { worker.send("go") }
+        for worker in writers {
+            let line = try worker.expectLine(startingWith: "", timeout: 600)
+            guard line == "done" else { throw ValidationError("a writer failed: \(line)") }
+        }
+        let seconds = ChildProcess.now() - start
+        // The readers read until the writers are done, then stop.
+        close(open(stop, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644))
+        var reads = 0
+        var torn = 0
+        for worker in readers {
+            let line = try worker.expectLine(startingWith: "", timeout: 600)
+            let parts = line.split(separator: " ")
+            guard parts.count == 3, parts[0] == "done", let count = Int(parts[1]), let mismatches = Int(parts[2]) else {
+                throw ValidationError("a reader failed: \(line)")
+            }
+            reads += count
+            torn += mismatches
+        }
+        for worker in writers + readers { _ = try worker.waitForExit() }
+        let numbers = readFields(data)
+        return (reads, torn, numbers.0, numbers.1, seconds)
+    }
+
     private func pad(_ text: String, _ width: Int) -> String {
         let size = abs(width)
         guard text.count < size else { return text + " " }
@@ -103,6 +193,7 @@ enum DemoKind: String, ExpressibleByArgument, CaseIterable {
     case kernel
     case soft
     case range
+    case rw
 }
 
 /// One worker of the demo (started by `filelock demo`, not meant to be run by hand).
@@ -115,8 +206,12 @@ struct DemoWorker: ParsableCommand {
     @Argument var increments: Int
     @Flag var noLock = false
     @Option var kind: DemoKind = .kernel
+    /// With --kind rw: read the two numbers (until the file `stop` exists) instead of writing them.
+    @Flag var reader = false
+    @Option var stop: String?
 
     func run() throws {
+        if kind == .rw { return try runReadWrite() }
         let counter = open(counterPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard counter >= 0 else { throw ValidationError("cannot open \(counterPath)") }
         defer { close(counter) }
@@ -132,6 +227,8 @@ struct DemoWorker: ParsableCommand {
             // The counter's own first 32 bytes: a record lock, no separate lock file.
             let file = try ByteRangeLock(at: counterPath)
             locked = { body in try file.withLock(ByteRange(start: 0, length: 32), body) }
+        case .rw:
+            return try runReadWrite()  // (taken above, before the counter is opened)
         }
         say("ready")
         guard readLine() == "go" else { return }
@@ -143,6 +240,45 @@ struct DemoWorker: ParsableCommand {
             }
         }
         say("done")
+    }
+
+    /// A writer adds 1 to both numbers in the data file, one after the other; a reader reads both
+    /// until the file `stop` exists and says "done READS TORN".
+    private func runReadWrite() throws {
+        let data = open(counterPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard data >= 0 else { throw ValidationError("cannot open \(counterPath)") }
+        defer { close(data) }
+        let lock = try ReadWriteLock(at: lockPath, isSingleton: false)
+        let side = reader ? lock.readLock : lock.writeLock
+        say("ready")
+        guard readLine() == "go" else { return }
+        func locked(_ body: () -> Void) throws {
+            if noLock { body() } else { try side.withLock(body) }
+        }
+        if reader {
+            var reads = 0
+            var torn = 0
+            repeat {
+                try locked {
+                    let first = field(data, 0)
+                    sched_yield()
+                    if field(data, 1) != first { torn += 1 }
+                }
+                reads += 1
+            } while stop.map({ access($0, F_OK) != 0 }) ?? false
+            say("done \(reads) \(torn)")
+        } else {
+            for _ in 0..<increments {
+                try locked {
+                    setField(data, 0, field(data, 0) + 1)
+                    // A writer that has more to do between its two writes (as most have): readers
+                    // that do not wait for it see the first number changed and the second not yet.
+                    usleep(50)
+                    setField(data, 1, field(data, 1) + 1)
+                }
+            }
+            say("done")
+        }
     }
 
     private func increment(_ counter: Int32) {
@@ -157,6 +293,28 @@ struct DemoWorker: ParsableCommand {
 func say(_ line: String) {
     let bytes = Array((line + "\n").utf8)
     _ = bytes.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+}
+
+/// Number `index` of the `--kind rw` demo's data file: decimal text in a 32-byte field of its own
+/// (so that a writer can change one without the other).
+func field(_ descriptor: Int32, _ index: Int) -> Int {
+    var buffer = [UInt8](repeating: 0, count: 32)
+    let count = pread(descriptor, &buffer, 32, off_t(index * 32))
+    return Int(String(decoding: buffer.prefix(max(0, count)).prefix { $0 != 0 }, as: UTF8.self)) ?? 0
+}
+
+func setField(_ descriptor: Int32, _ index: Int, _ value: Int) {
+    var text = Array(String(value).utf8)
+    text += [UInt8](repeating: 0, count: 32 - text.count)
+    _ = pwrite(descriptor, text, 32, off_t(index * 32))
+}
+
+/// Both numbers of the `--kind rw` demo's data file.
+func readFields(_ path: String) -> (Int, Int) {
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { return (0, 0) }
+    defer { close(descriptor) }
+    return (field(descriptor, 0), field(descriptor, 1))
 }
 
 func readCounter(_ path: String) -> Int {

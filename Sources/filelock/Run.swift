@@ -11,6 +11,8 @@ import Subprocesses
 enum LockKind: String, ExpressibleByArgument, CaseIterable {
     case kernel
     case soft
+    /// A `ReadWriteLock`: SQLite's locking protocol with record locks on the lock file.
+    case rw
 }
 
 /// `filelock run`: take a lock, run a command, release when it exits.
@@ -27,6 +29,12 @@ struct Run: ParsableCommand {
             passed on to the command; if filelock itself is killed, a kernel lock is freed by the \
             kernel and a soft lock is left stale, so the next taker breaks it.
 
+            --kind rw takes a read-write lock: with -s its read lock (any number of readers at \
+            once), else its write lock (one writer, no readers; once a writer waits, no new reader \
+            gets in). It speaks SQLite's locking protocol on the lock file, so it is shared with \
+            Python filelock's ReadWriteLock and with sqlite3 transactions on the same file. Local \
+            filesystems only; it takes neither --range, --fallback-to-soft nor --remove-on-release.
+
             The short options match flock(1): -s -x -n -w -E, and as in flock(1) `-c 'COMMAND'` \
             after the lock file runs one shell command line with $SHELL (or /bin/sh).
 
@@ -35,6 +43,8 @@ struct Run: ParsableCommand {
               filelock run -n /tmp/cron.lock -- ./nightly.sh                # skip if the last run still runs
               filelock run -w 30 -E 75 /var/tmp/cache.lock -- make cache    # wait 30 s, then exit 75
               filelock run --kind soft /nfs/jobs/queue.lock -- ./drain      # on NFS
+              filelock run --kind rw -s /var/cache/app.lock -- ./report     # many readers at once
+              filelock run --kind rw -w 60 /var/cache/app.lock -- ./rebuild # one writer, no readers
               filelock run --fallback-to-soft /mnt/fuse/x.lock -- ./job     # flock, or a marker where none
               filelock run --range 0:100 /var/db/records.bin -- ./fix-first-record
               filelock run -w5 /tmp/deploy.lock -c 'git pull && make install'   # flock(1) style
@@ -58,7 +68,11 @@ struct Run: ParsableCommand {
         help: "Exit code when the lock is held (-n) or the timeout passes.")
     var conflictExitCode: Int32 = 1
 
-    @Option(help: "kernel (flock, the default) or soft (a marker file, for NFS).")
+    @Option(
+        help: """
+            kernel (flock, the default), soft (a marker file, for NFS) or rw (a read-write lock in SQLite's \
+            protocol: -s reads, -x writes).
+            """)
     var kind: LockKind = .kernel
 
     @Option(help: "Lock bytes START:LENGTH of LOCKFILE itself (LENGTH 0: to the end) instead of the whole file.")
@@ -147,6 +161,24 @@ struct RunRequest: Equatable {
         }
         if shared && exclusive { throw fail("Choose --shared or --exclusive, not both.") }
         if shared && kind == .soft { throw fail("A soft lock is exclusive only; drop --shared.") }
+        if kind == .rw {
+            if range != nil {
+                throw fail(
+                    "--range locks bytes of a file with a kernel lock; --kind rw locks the bytes SQLite's protocol "
+                        + "names on its lock file: drop --range or --kind rw.")
+            }
+            if fallbackToSoft {
+                throw fail(
+                    "--fallback-to-soft is for the kernel lock of a whole file; a read-write lock has no marker "
+                        + "form (on NFS use --kind soft, exclusive only): drop --fallback-to-soft or --kind rw.")
+            }
+            if removeOnRelease {
+                throw fail(
+                    "--remove-on-release does not go with --kind rw: readers, writers and SQLite share the lock file, "
+                        + "and one that removes it lets the next taker lock a new file while others hold the old one; "
+                        + "drop --remove-on-release.")
+            }
+        }
         if range != nil && kind == .soft { throw fail("--range needs a kernel lock; drop --kind soft.") }
         if fallbackToSoft && (kind == .soft || range != nil) {
             throw fail("--fallback-to-soft is for the kernel lock of a whole file; drop it, --kind soft or --range.")
@@ -196,6 +228,12 @@ struct RunRequest: Equatable {
                 let lock = try SoftFileLock(at: try RawArguments.filePath(lockFile))
                 try lock.acquire(timeout: wait) { progress.report { lock.holder } }
                 release = { lock.release() }
+            case (.rw, nil):
+                // One lock object, used once: no per-process singleton needed.
+                let lock = try ReadWriteLock(at: try RawArguments.filePath(lockFile), isSingleton: false)
+                let side = shared ? lock.readLock : lock.writeLock
+                try side.acquire(timeout: wait) { progress.report { blocker(of: lock, shared: shared) } }
+                release = { _ = side.release() }
             }
             progress.finish()
             if verbose { note("got the lock on \(lockFile); running \(program.joined(separator: " "))") }
@@ -372,6 +410,17 @@ extension RunRequest {
         self.lockFile = lockFile
         words = Array(rest)
     }
+}
+
+/// Who a waiting reader (`shared`) or writer of `lock` waits for: the writer, else a writer that
+/// waits for the readers to leave (for a writer, unless that is this process), else for a writer
+/// a reader. Unlike `Side.holder`, which may spend only milliseconds on it, this looks through
+/// every process's open files for the holders' record locks: it is asked once, after a second.
+func blocker(of lock: ReadWriteLock, shared: Bool) -> LockHolder? {
+    let holders = lock.holders
+    if let writer = holders.first(where: { !$0.isShared }) { return writer }
+    if let waiting = lock.waitingWriter, waiting.pid != getpid() { return waiting }
+    return shared ? nil : holders.first
 }
 
 /// `START:LENGTH` as a byte range; `nil` unless the kernel can take it (checked here, before the

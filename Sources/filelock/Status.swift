@@ -18,24 +18,47 @@ struct LockReport {
     /// What stands at the path, read as a soft lock's marker.
     var marker: SoftFileLock.MarkerState
 
+    /// For a read-write lock, a writer that holds SQLite's pending byte and waits for the readers
+    /// inside to leave (no new reader gets in meanwhile).
+    var waitingWriter: LockHolder? = nil
+
     /// Looks at the path without creating anything. A holder record means a soft lock; so does
-    /// a malformed or unreadable non-empty file that no kernel lock holds; anything else (an
-    /// empty file above all, which is what `flock` leaves) is taken for a kernel lock file.
+    /// a malformed or unreadable non-empty file that no kernel lock holds; a file that no flock
+    /// holds but whose record locks sit on SQLite's lock bytes is a read-write lock (held: a free
+    /// one cannot be told from a free kernel lock file, and needs none of its settings); anything
+    /// else (an empty file above all, which is what `flock` leaves) is taken for a kernel lock file.
     ///
     /// - Throws: `FileLockError` when the path is no regular file (a directory, a symbolic link,
     ///   which is never followed, a FIFO), as `run` refuses it.
     static func inspect(_ path: String, kind: LockKind?) throws -> LockReport {
         let marker = try SoftFileLock(at: try RawArguments.filePath(path)).inspectMarker()
         let kernel = try FileLock(at: try RawArguments.filePath(path))
-        let kernelHolders = kind == .soft ? [] : kernel.holders
+        let kernelHolders = kind == nil || kind == .kernel ? kernel.holders : []
+        // Read only when asked for, or when no flock and no marker record says what the file is.
+        var readWrite: (holders: [LockHolder], waitingWriter: LockHolder?)?
+        func readWriteTable() throws -> (holders: [LockHolder], waitingWriter: LockHolder?) {
+            if let readWrite { return readWrite }
+            let lock = try ReadWriteLock(at: try RawArguments.filePath(path), isSingleton: false)
+            let holders = lock.holders
+            // Read after the holders: a writer seen waiting then has not entered since. A writer
+            // that holds waits for nothing.
+            let waiting = holders.contains { !$0.isShared } ? nil : lock.waitingWriter
+            readWrite = (holders, waiting)
+            return (holders, waiting)
+        }
         let detected: LockKind
         if let kind {
             detected = kind
+        } else if case .record = marker {
+            detected = .soft
+        } else if !kernelHolders.isEmpty {
+            detected = .kernel
+        } else if case let table = try readWriteTable(), !table.holders.isEmpty || table.waitingWriter != nil {
+            detected = .rw
         } else {
             switch marker {
-            case .record: detected = .soft
-            case .malformed, .unreadable(_, 1...): detected = kernelHolders.isEmpty ? .soft : .kernel
-            case .absent, .empty, .unreadable: detected = .kernel
+            case .malformed, .unreadable(_, 1...): detected = .soft
+            case .absent, .empty, .unreadable, .record: detected = .kernel
             }
         }
         switch detected {
@@ -47,11 +70,23 @@ struct LockReport {
             return LockReport(
                 path: path, kind: .kernel, isGuessed: kind == nil, holders: kernelHolders,
                 waiting: kernel.waiterCount, marker: marker)
+        case .rw:
+            let table = try readWriteTable()
+            return LockReport(
+                path: path, kind: .rw, isGuessed: kind == nil, holders: table.holders, waiting: 0, marker: marker,
+                waitingWriter: table.waitingWriter)
         }
     }
 
-    /// A soft lock is held while its marker exists, whether or not it names its holder.
-    var isHeld: Bool { kind == .soft ? marker != .absent : !holders.isEmpty }
+    /// A soft lock is held while its marker exists, whether or not it names its holder; a
+    /// read-write lock also while a writer waits for its readers (no new reader gets in).
+    var isHeld: Bool {
+        switch kind {
+        case .soft: marker != .absent
+        case .kernel: !holders.isEmpty
+        case .rw: !holders.isEmpty || waitingWriter != nil
+        }
+    }
 
     var json: String {
         func quoted(_ text: String) -> String {
@@ -67,27 +102,44 @@ struct LockReport {
             }
             return result + "\""
         }
-        let holderObjects = holders.map { holder -> String in
+        func object(_ holder: LockHolder) -> String {
             var fields = ["\"pid\":\(holder.pid)"]
             fields.append("\"host\":" + (holder.host.map(quoted) ?? "null"))
             fields.append("\"since\":" + (holder.since.map { quoted(formatted($0)) } ?? "null"))
             fields.append("\"shared\":\(holder.isShared)")
             fields.append("\"stale\":\(holder.looksStale)")
-            fields.append("\"command\":" + (commandLine(of: holder, inMarker: kind == .soft).map(quoted) ?? "null"))
+            fields.append("\"command\":" + (command(of: holder).map(quoted) ?? "null"))
             return "{" + fields.joined(separator: ",") + "}"
         }
-        var markerFields = ""
-        if kind == .soft {
-            markerFields = ",\"marker\":\"\(marker.name)\",\"modified\":" + (marker.modified.map { quoted(formatted($0)) } ?? "null")
+        var kindFields = ""
+        switch kind {
+        case .soft:
+            kindFields = ",\"marker\":\"\(marker.name)\",\"modified\":" + (marker.modified.map { quoted(formatted($0)) } ?? "null")
+        case .rw:
+            kindFields = ",\"waitingWriter\":" + (waitingWriter.map(object) ?? "null")
+        case .kernel:
+            break
         }
-        return "{\"path\":\(quoted(path)),\"kind\":\"\(kind.rawValue)\",\"held\":\(isHeld),"
-            + "\"holders\":[\(holderObjects.joined(separator: ","))],\"waiting\":\(waiting)\(markerFields)}"
+        // A read-write lock's waiters are not counted (only a writer waiting for readers is known).
+        let waitingField = kind == .rw ? "null" : "\(waiting)"
+        return "{\"path\":\(quoted(path)),\"kind\":\"\(kind.rawValue)\",\"guessed\":\(isGuessed),\"held\":\(isHeld),"
+            + "\"holders\":[\(holders.map(object).joined(separator: ","))],\"waiting\":\(waitingField)\(kindFields)}"
+    }
+
+    /// What `holder` runs, where this host can tell (a read-write lock's holders come with it).
+    private func command(of holder: LockHolder) -> String? {
+        holder.command ?? commandLine(of: holder, inMarker: kind == .soft)
     }
 
     /// The report for people; control characters (from a marker, a path, a command line) are
     /// escaped when printed.
     var lines: [String] {
-        let kindName = kind == .kernel ? "kernel lock (flock)" : "soft lock (marker file)"
+        let kindName =
+            switch kind {
+            case .kernel: "kernel lock (flock)"
+            case .soft: "soft lock (marker file)"
+            case .rw: "read-write lock (SQLite's protocol)"
+            }
         guard isHeld else {
             var lines = ["\(path): free (\(kindName))"]
             if isGuessed, marker.modified != nil {
@@ -98,10 +150,26 @@ struct LockReport {
         }
         var lines = ["\(path): held (\(kindName))"]
         for holder in holders {
-            var line = "  holder: \(describe(holder))"
-            if holder.isShared { line += " (shared)" }
-            if let command = commandLine(of: holder, inMarker: kind == .soft) { line += ", running \(command)" }
+            var line: String
+            if kind == .rw {
+                line = "  \(holder.isShared ? "reader" : "writer"): \(describe(holder))"
+            } else {
+                line = "  holder: \(describe(holder))"
+                if holder.isShared { line += " (shared)" }
+            }
+            if let command = command(of: holder) { line += ", running \(command)" }
             lines.append(line)
+        }
+        if kind == .rw {
+            if let waitingWriter {
+                var line = "  waiting writer: \(describe(waitingWriter))"
+                if let command = command(of: waitingWriter) { line += ", running \(command)" }
+                lines.append(line + " (waits for the readers to leave; no new reader gets in)")
+            }
+            if isGuessed {
+                lines.append("  note: guessed from its record locks on SQLite's lock bytes (--kind rw)")
+            }
+            return lines
         }
         if kind == .kernel { lines.append("  waiting: \(waiting)") }
         guard kind == .soft else { return lines }
@@ -163,18 +231,25 @@ struct Status: ParsableCommand {
         abstract: "Show whether a lock is free or held, and by whom. Exit 0 free, 1 held.",
         discussion: """
             For a kernel lock: the holding processes (from /proc/locks) and how many wait. For a soft \
-            lock: the marker's pid, host, since when, and whether it looks stale.
+            lock: the marker's pid, host, since when, and whether it looks stale. For a read-write \
+            lock (--kind rw): the writer or the readers, and a writer waiting for the readers to \
+            leave, each with its command line.
+
+            Without --kind, the kind is guessed: a marker record is a soft lock; a file held by \
+            record locks on SQLite's lock bytes (and no flock) a read-write lock; a free read-write \
+            lock looks like a free kernel lock file, and is reported as one (free either way).
 
             Examples:
               filelock status /tmp/backup.lock
               filelock status --json /nfs/jobs/queue.lock
+              filelock status --kind rw /var/cache/app.lock
             """
     )
 
     @Flag(help: "Print one JSON object.")
     var json = false
 
-    @Option(help: "kernel or soft; guessed from the file by default.")
+    @Option(help: "kernel, soft or rw; guessed from the file by default.")
     var kind: LockKind?
 
     @Argument(help: "The lock file.")
@@ -221,6 +296,14 @@ struct Break: ParsableCommand {
                 var text = "\(lockFile) is a kernel lock held by \(describe(holder))"
                 if let command = commandLine(of: holder, inMarker: false) { text += ", running \(command)" }
                 note(text + "; kernel locks cannot be broken: the kernel frees them when the holder exits (stop it)")
+                throw ExitCode(1)
+            }
+            // A read-write lock's file is empty, as an abandoned empty marker: never remove it under its holders.
+            let readWrite = try ReadWriteLock(at: try RawArguments.filePath(lockFile), isSingleton: false)
+            if let holder = readWrite.holders.first ?? readWrite.waitingWriter {
+                var text = "\(lockFile) is a read-write lock (SQLite's protocol) held by \(describe(holder))"
+                if let command = holder.command ?? commandLine(of: holder, inMarker: false) { text += ", running \(command)" }
+                note(text + "; its record locks cannot be broken: the kernel frees them when the holder exits (stop it)")
                 throw ExitCode(1)
             }
             switch try lock.breakMarker(force: force) {

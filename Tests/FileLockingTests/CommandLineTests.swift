@@ -451,6 +451,120 @@ struct CommandLineTests {
         run.send("go")
         #expect(try run.waitForExit() == 0)
     }
+
+    // MARK: Read-write locks (--kind rw)
+
+    /// Two readers inside at once (the second gets in with -n while the first stays), then a
+    /// writer that waits for them (its -v report, after a second, is the handshake) and names a
+    /// reader; `status` lists both readers and the waiting writer, which keeps new readers out;
+    /// once the readers leave, the writer runs and `status` shows it.
+    @Test func rwReadersShareTheLockAndAWriterWaitsForThem() throws {
+        let path = folder.file("rw.lock")
+        let reader = ["run", "--kind", "rw", "-s", path, "--", "sh", "-c", "echo inside; read line"]
+        let first = try ChildProcess(Self.tool, reader)
+        try first.expectLine(startingWith: "inside")
+        let second = try ChildProcess(Self.tool, ["run", "-n"] + reader.dropFirst())
+        try second.expectLine(startingWith: "inside")
+        // Both are inside now: neither has been told to leave.
+        let (busy, _) = try filelock("run", "-n", "-E", "75", "--kind", "rw", path, "--", "true")
+        #expect(busy == 75, "a writer got in beside two readers")
+
+        let writer = try ChildProcess(
+            "/bin/sh",
+            ["-c", "exec \"$0\" \"$@\" 2>&1", Self.tool, "run", "-v", "--kind", "rw", path, "--", "sh", "-c", "echo writing; read line"])
+        let waiting = try writer.expectLine(startingWith: "filelock: waiting for")
+        #expect(waiting.contains("held by pid \(first.pid)") || waiting.contains("held by pid \(second.pid)"), "\(waiting)")
+        #expect(waiting.contains("running \(Self.tool) run"), "\(waiting)")
+
+        let (code, json) = try filelock("status", "--json", "--kind", "rw", path)
+        #expect(code == 1, "\(json)")
+        #expect(json.contains("\"kind\":\"rw\"") && json.contains("\"held\":true") && json.contains("\"guessed\":false"), "\(json)")
+        for pid in [first.pid, second.pid] {
+            let object = holderObject(in: json, pid: pid)
+            #expect(object?.contains("\"shared\":true") == true, "reader \(pid): \(json)")
+            #expect(object?.contains("\"command\":\"\(Self.tool) run") == true, "reader \(pid): \(json)")
+            #expect(object?.contains("\"host\":\"") == true, "reader \(pid): \(json)")
+        }
+        #expect(json.contains("\"waitingWriter\":{\"pid\":\(writer.pid),"), "\(json)")
+        let waitingObject = holderObject(in: json, pid: writer.pid)
+        #expect(waitingObject?.contains("\"shared\":false") == true, "\(json)")
+        #expect(waitingObject?.contains("run -v --kind rw") == true, "\(json)")
+        let (_, text) = try filelock("status", "--kind", "rw", path)
+        #expect(text.contains("held (read-write lock"), "\(text)")
+        #expect(text.contains("reader: pid \(first.pid)") && text.contains("reader: pid \(second.pid)"), "\(text)")
+        #expect(text.contains("waiting writer: pid \(writer.pid)"), "\(text)")
+        // A writer waits: no new reader gets in (SQLite's writer preference).
+        #expect(try filelock("run", "-n", "-s", "--kind", "rw", path, "--", "true").0 == 1)
+
+        first.send("go")
+        second.send("go")
+        #expect(try first.waitForExit() == 0)
+        #expect(try second.waitForExit() == 0)
+        try writer.expectLine(startingWith: "filelock: got the lock")
+        try writer.expectLine(startingWith: "writing")
+        let (held, heldJSON) = try filelock("status", "--json", path)
+        #expect(held == 1)
+        #expect(heldJSON.contains("\"kind\":\"rw\"") && heldJSON.contains("\"guessed\":true"), "guessed: \(heldJSON)")
+        #expect(holderObject(in: heldJSON, pid: writer.pid)?.contains("\"shared\":false") == true, "\(heldJSON)")
+        #expect(heldJSON.contains("\"waitingWriter\":null"), "\(heldJSON)")
+        let (_, heldText) = try filelock("status", path)
+        #expect(heldText.contains("writer: pid \(writer.pid)") && heldText.contains("guessed"), "\(heldText)")
+        #expect(try filelock("run", "-n", "-s", "--kind", "rw", path, "--", "true").0 == 1, "a reader got in beside the writer")
+        writer.send("go")
+        #expect(try writer.waitForExit() == 0)
+        #expect(try filelock("status", "--kind", "rw", path).0 == 0)
+    }
+
+    /// A reader of another program (the library's ReadWriteLock in lock-probe) keeps `run --kind
+    /// rw` writers out: -n and a timeout give the conflict exit code; readers still get in.
+    @Test func rwWriterIsKeptOutByAReaderOfAnotherProgram() throws {
+        let path = folder.file("rw-probe.lock")
+        let holder = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "rw", "--shared"])
+        try holder.expectLine(startingWith: "acquired")
+        #expect(try filelock("run", "-n", "--kind", "rw", path, "--", "true").0 == 1)
+        #expect(try filelock("run", "-x", "-n", "-E", "75", "--kind", "rw", path, "--", "true").0 == 75)
+        #expect(try filelock("run", "-nE9", "--kind", "rw", path, "true").0 == 9, "flock(1)-style bundle")
+        let (timedOut, message) = try filelock("run", "-v", "-w", "0.3", "-E", "74", "--kind", "rw", path, "--", "echo", "ran")
+        #expect(timedOut == 74, "\(message)")
+        #expect(message.contains("timed out") && message.contains("pid \(holder.pid)") && !message.contains("ran\n"), "\(message)")
+        let (shared, output) = try filelock("run", "-n", "-s", "--kind", "rw", path, "--", "echo", "reader ran")
+        #expect(shared == 0 && output.contains("reader ran"), "\(output)")
+        let (_, json) = try filelock("status", "--json", path)
+        #expect(json.contains("\"kind\":\"rw\"") && json.contains("\"guessed\":true"), "\(json)")
+        #expect(holderObject(in: json, pid: holder.pid)?.contains("lock-probe hold") == true, "\(json)")
+        // A flock on the same file is another lock: the read-write lock does not hold it.
+        #expect(try filelock("run", "-n", path, "--", "true").0 == 0)
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try filelock("run", "-n", "--kind", "rw", path, "--", "true").0 == 0)
+        #expect(try filelock("status", "--kind", "rw", path).0 == 0)
+    }
+
+    /// A read-write lock's file is empty, as an abandoned soft marker: `break` must not remove it
+    /// while its holders hold it.
+    @Test func breakRefusesAHeldReadWriteLock() throws {
+        let path = folder.file("rw-break.lock")
+        let holder = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "rw"])
+        try holder.expectLine(startingWith: "acquired")
+        runShell("touch -d '1 hour ago' '\(path)'")
+        let (code, message) = try filelock("break", path)
+        #expect(code == 1, "\(message)")
+        #expect(message.contains("read-write lock") && message.contains("pid \(holder.pid)"), "\(message)")
+        #expect(access(path, F_OK) == 0, "the held lock file was removed")
+    }
+
+    @Test(arguments: [["--range", "0:10"], ["--fallback-to-soft"], ["--remove-on-release"], ["-s", "--remove-on-release"]])
+    func rwRefusesOptionsThatDoNotApply(_ options: [String]) throws {
+        let path = folder.file("rw-refused.lock")
+        let option = options.last!.hasPrefix("--") ? options.last! : options.first!
+        for order in [["--kind", "rw"] + options, options + ["--kind=rw"]] {
+            let (code, message) = try filelock(["run"] + order + [path, "--", "echo", "ran"])
+            #expect(code == 2, "\(order): \(message)")
+            #expect(message.contains(option) && message.contains("--kind rw"), "\(order): \(message)")
+            #expect(!message.contains("ran\n"), "\(order): \(message)")
+        }
+        #expect(access(path, F_OK) != 0, "a refused run created the lock file")
+    }
 }
 
 /// The host name as markers record it (computed the same way, independently: plain names only).
@@ -458,6 +572,14 @@ func ProcessIdentity_hostName() -> String {
     var buffer = [CChar](repeating: 0, count: 256)
     gethostname(&buffer, 255)
     return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// The object of the holder with `pid` in `filelock status --json` output (holders or the waiting
+/// writer): from `{"pid":PID,` to its closing brace.
+func holderObject(in json: String, pid: Int32) -> String? {
+    guard let start = json.range(of: "{\"pid\":\(pid),") else { return nil }
+    guard let end = json[start.upperBound...].firstIndex(of: "}") else { return nil }
+    return String(json[start.lowerBound...end])
 }
 
 extension String {

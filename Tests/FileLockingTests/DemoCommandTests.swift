@@ -27,6 +27,29 @@ struct DemoCommandTests {
         #expect(locked[2...4] == ["600", "600", "0"], "\(output)")
     }
 
+    /// Readers without a lock catch writers half-way (torn readings); with a ReadWriteLock none
+    /// is torn and both numbers end exact.
+    @Test func demoReadWriteShowsTornReadsWithoutALockAndNoneWithIt() throws {
+        let demo = try ChildProcess(
+            TestEnvironment.tool, ["demo", "--kind", "rw", "--processes", "3", "--increments", "200"])
+        let output = try demo.readRemainingOutput(timeout: 120)
+        #expect(try demo.waitForExit() == 0)
+        let rows = output.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        #expect(output.contains("2 writers x 200 updates") && output.contains("3 readers"), "\(output)")
+        // reads, torn, expected, first, second, time
+        let unlocked = try #require(rows.first { $0.starts(with: ["without", "a", "lock"]) }, "\(output)")
+        #expect(unlocked.count == 10, "\(output)")
+        let unlockedReads = try #require(Int(unlocked[3]), "\(output)")
+        let unlockedTorn = try #require(Int(unlocked[4]), "\(output)")
+        #expect(unlockedTorn > 0 && unlockedTorn <= unlockedReads, "torn readings without a lock: \(output)")
+        #expect(unlocked[5] == "400", "\(output)")
+        let locked = try #require(rows.first { $0.starts(with: ["with", "ReadWriteLock"]) }, "\(output)")
+        #expect(locked.count == 9, "\(output)")
+        let lockedReads = try #require(Int(locked[2]), "\(output)")
+        #expect(lockedReads >= 3, "every reader read at least once: \(output)")
+        #expect(locked[3...6] == ["0", "400", "400", "400"], "\(output)")
+    }
+
     @Test func demoRejectsBadCounts() throws {
         let demo = try ChildProcess(TestEnvironment.tool, ["demo", "--processes", "0"])
         #expect(try demo.waitForExit() != 0)

@@ -54,6 +54,9 @@ import Testing
         ["--remove-on-release", "-n", "X", "true"],
         ["-s", "--remove-on-release", "--fallback-to-soft", "X", "true"],
         ["-n", "-w", "3", "-E", "9", "--kind", "soft", "-v", "/tmp/some folder/x.lock", "--", "make", "-j", "2"],
+        ["--kind", "rw", "-s", "X", "true"],
+        ["--kind=rw", "-x", "X", "true"],
+        ["-snw5", "--kind", "rw", "-E", "75", "X", "--", "true"],
         // Read alike, then refused alike by validation.
         ["X"],
         ["X", "--"],
@@ -62,6 +65,9 @@ import Testing
         ["--kind", "soft", "--range", "0:1", "X", "true"],
         ["--kind", "soft", "--fallback-to-soft", "X", "true"],
         ["--remove-on-release", "--range", "0:1", "X", "true"],
+        ["--kind", "rw", "--range", "0:1", "X", "true"],
+        ["--kind", "rw", "--fallback-to-soft", "X", "true"],
+        ["--remove-on-release", "--kind", "rw", "-s", "X", "true"],
         ["-w", "nan", "X", "true"],
         ["--timeout=-1", "X", "true"],
         // A negative value after -w is joined to it (say what is wrong with it, not "missing value").
