@@ -21,6 +21,8 @@ struct LockReport {
     /// For a read-write lock, a writer that holds SQLite's pending byte and waits for the readers
     /// inside to leave (no new reader gets in meanwhile).
     var waitingWriter: LockHolder? = nil
+    /// For a read-write lock, locks whose process this user cannot see (another user's).
+    var unidentifiedCount = 0
 
     /// Looks at the path without creating anything. A holder record means a soft lock; so does
     /// a malformed or unreadable non-empty file that no kernel lock holds; a file that no flock
@@ -35,16 +37,12 @@ struct LockReport {
         let kernel = try FileLock(at: try RawArguments.filePath(path))
         let kernelHolders = kind == nil || kind == .kernel ? kernel.holders : []
         // Read only when asked for, or when no flock and no marker record says what the file is.
-        var readWrite: (holders: [LockHolder], waitingWriter: LockHolder?)?
-        func readWriteTable() throws -> (holders: [LockHolder], waitingWriter: LockHolder?) {
+        var readWrite: ReadWriteLockHolders?
+        func readWriteTable() throws -> ReadWriteLockHolders {
             if let readWrite { return readWrite }
-            let lock = try ReadWriteLock(at: try RawArguments.filePath(path), isSingleton: false)
-            let holders = lock.holders
-            // Read after the holders: a writer seen waiting then has not entered since. A writer
-            // that holds waits for nothing.
-            let waiting = holders.contains { !$0.isShared } ? nil : lock.waitingWriter
-            readWrite = (holders, waiting)
-            return (holders, waiting)
+            let table = try ReadWriteLock(at: try RawArguments.filePath(path), isSingleton: false).currentHolders
+            readWrite = table
+            return table
         }
         let detected: LockKind
         if let kind {
@@ -53,7 +51,7 @@ struct LockReport {
             detected = .soft
         } else if !kernelHolders.isEmpty {
             detected = .kernel
-        } else if case let table = try readWriteTable(), !table.holders.isEmpty || table.waitingWriter != nil {
+        } else if try readWriteTable().isHeld {
             detected = .rw
         } else {
             switch marker {
@@ -73,8 +71,8 @@ struct LockReport {
         case .rw:
             let table = try readWriteTable()
             return LockReport(
-                path: path, kind: .rw, isGuessed: kind == nil, holders: table.holders, waiting: 0, marker: marker,
-                waitingWriter: table.waitingWriter)
+                path: path, kind: .rw, isGuessed: kind == nil, holders: (table.writer.map { [$0] } ?? []) + table.readers,
+                waiting: 0, marker: marker, waitingWriter: table.waitingWriter, unidentifiedCount: table.unidentifiedCount)
         }
     }
 
@@ -84,7 +82,7 @@ struct LockReport {
         switch kind {
         case .soft: marker != .absent
         case .kernel: !holders.isEmpty
-        case .rw: !holders.isEmpty || waitingWriter != nil
+        case .rw: !holders.isEmpty || waitingWriter != nil || unidentifiedCount > 0
         }
     }
 
@@ -116,7 +114,7 @@ struct LockReport {
         case .soft:
             kindFields = ",\"marker\":\"\(marker.name)\",\"modified\":" + (marker.modified.map { quoted(formatted($0)) } ?? "null")
         case .rw:
-            kindFields = ",\"waitingWriter\":" + (waitingWriter.map(object) ?? "null")
+            kindFields = ",\"waitingWriter\":" + (waitingWriter.map(object) ?? "null") + ",\"unidentified\":\(unidentifiedCount)"
         case .kernel:
             break
         }
@@ -165,6 +163,11 @@ struct LockReport {
                 var line = "  waiting writer: \(describe(waitingWriter))"
                 if let command = command(of: waitingWriter) { line += ", running \(command)" }
                 lines.append(line + " (waits for the readers to leave; no new reader gets in)")
+            }
+            if unidentifiedCount > 0 {
+                lines.append(
+                    "  \(unidentifiedCount) lock\(unidentifiedCount == 1 ? "" : "s") of processes this user cannot see "
+                        + "(another user's; run as root to name them)")
             }
             if isGuessed {
                 lines.append("  note: guessed from its record locks on SQLite's lock bytes (--kind rw)")
@@ -299,10 +302,15 @@ struct Break: ParsableCommand {
                 throw ExitCode(1)
             }
             // A read-write lock's file is empty, as an abandoned empty marker: never remove it under its holders.
-            let readWrite = try ReadWriteLock(at: try RawArguments.filePath(lockFile), isSingleton: false)
-            if let holder = readWrite.holders.first ?? readWrite.waitingWriter {
-                var text = "\(lockFile) is a read-write lock (SQLite's protocol) held by \(describe(holder))"
-                if let command = holder.command ?? commandLine(of: holder, inMarker: false) { text += ", running \(command)" }
+            let readWrite = try ReadWriteLock(at: try RawArguments.filePath(lockFile), isSingleton: false).currentHolders
+            if readWrite.isHeld {
+                var text = "\(lockFile) is a read-write lock (SQLite's protocol) held by "
+                if let holder = readWrite.writer ?? readWrite.readers.first ?? readWrite.waitingWriter {
+                    text += describe(holder)
+                    if let command = holder.command ?? commandLine(of: holder, inMarker: false) { text += ", running \(command)" }
+                } else {
+                    text += "a process this user cannot see (another user's)"
+                }
                 note(text + "; its record locks cannot be broken: the kernel frees them when the holder exits (stop it)")
                 throw ExitCode(1)
             }

@@ -517,6 +517,28 @@ struct CommandLineTests {
 
     /// A reader of another program (the library's ReadWriteLock in lock-probe) keeps `run --kind
     /// rw` writers out: -n and a timeout give the conflict exit code; readers still get in.
+    /// Another user's reader cannot be named (its `/proc/PID/fdinfo` is closed to this user), but
+    /// the lock is still reported held, and `break` still refuses it.
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func rwHeldByAnotherUserIsReportedHeld() throws {
+        let path = folder.file("other-user.lock")
+        writeFile(path, "")
+        chmod(path, 0o666)
+        let reader = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "rw", "--shared"])
+        try reader.expectLine(startingWith: "acquired")
+        let (code, output) = try folder.toolAsNobody(["status", "--kind", "rw", "--json", path])
+        #expect(code == 1, "held: \(output)")
+        #expect(output.contains("\"held\":true") && output.contains("\"unidentified\":1"), "\(output)")
+        let (textCode, text) = try folder.toolAsNobody(["status", path])
+        #expect(textCode == 1 && text.contains("cannot see"), "\(text)")
+        let (breakCode, breakText) = try folder.toolAsNobody(["break", path])
+        #expect(breakCode == 1 && breakText.contains("cannot see"), "\(breakText)")
+        reader.send("release")
+        try reader.expectLine(startingWith: "released")
+        let (freeCode, free) = try folder.toolAsNobody(["status", "--kind", "rw", path])
+        #expect(freeCode == 0 && free.contains("free"), "\(free)")
+    }
+
     @Test func rwWriterIsKeptOutByAReaderOfAnotherProgram() throws {
         let path = folder.file("rw-probe.lock")
         let holder = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "rw", "--shared"])

@@ -152,12 +152,16 @@ public struct ReadWriteLock: Sendable, Hashable {
     /// process once per mode, with its command line where this user may read it. From the kernel's
     /// lock table (Linux `/proc/locks`, and `/proc/PID/fdinfo` for open-file-description locks,
     /// which takes a look through every process's open files: milliseconds); empty when free or
-    /// on other systems.
+    /// on other systems. Processes this user may not inspect are missing: see ``currentHolders``.
     public var holders: [LockHolder] { engine.primitive.holders() }
 
     /// A writer that has closed the entry to new readers and waits for the readers inside to leave
     /// (SQLite's PENDING lock), or `nil`.
     public var waitingWriter: LockHolder? { engine.primitive.lockTable(deadline: nil).pendingWriter }
+
+    /// The writer, the readers and a waiting writer at one look, with the number of locks whose
+    /// process cannot be named (see ``ReadWriteLockHolders``).
+    public var currentHolders: ReadWriteLockHolders { engine.primitive.lockTable(deadline: nil).snapshot }
 
     // MARK: Acquiring and releasing
 
@@ -301,4 +305,21 @@ public struct ReadWriteLock: Sendable, Hashable {
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(engine)) }
+}
+
+/// Who holds a ``ReadWriteLock`` at one look.
+public struct ReadWriteLockHolders: Sendable, Hashable {
+    /// The process holding the write lock, or `nil`.
+    public var writer: LockHolder?
+    /// The processes holding the read lock, each once.
+    public var readers: [LockHolder]
+    /// A writer waiting for the readers inside to leave, with the entry closed to new readers.
+    public var waitingWriter: LockHolder?
+    /// Locks on the lock file whose process could not be found: the kernel shows the lock but not
+    /// whose it is (an open-file-description lock of a process whose `/proc/PID/fdinfo` this user
+    /// may not read: another user's, unless running as root). The lock is held all the same.
+    public var unidentifiedCount: Int
+
+    /// Whether anyone holds the lock (or a writer waits, which keeps new readers out), named or not.
+    public var isHeld: Bool { writer != nil || !readers.isEmpty || waitingWriter != nil || unidentifiedCount > 0 }
 }

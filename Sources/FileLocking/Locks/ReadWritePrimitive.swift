@@ -270,10 +270,45 @@ struct ReadWritePrimitive: LockPrimitive {
 
 /// Who holds a `ReadWriteLock`'s file, read from the record locks on SQLite's lock bytes.
 struct ReadWriteLockTable: Sendable {
-    /// The readers (shared) and the writer (exclusive), one entry per process and mode.
+    /// The readers (shared) and the writer (exclusive), one entry per process and mode, the
+    /// writer first.
     var holders: [LockHolder] = []
     /// A writer that holds the pending byte and waits for the readers inside to leave.
     var pendingWriter: LockHolder?
+    /// Locks on the lock bytes whose process could not be found (see `ProcLocks.recordLocks`).
+    var unidentifiedCount = 0
+
+    init() {}
+
+    init(_ locks: [(pid: Int32, entry: KernelLockEntry)]) {
+        let host = ProcessIdentity.hostName
+        var seen: Set<[Int32]> = []
+        for (pid, entry) in locks {
+            let start = Int64(clamping: entry.start)
+            let end = entry.end.map { Int64(clamping: $0) } ?? .max
+            let coversShared = start <= SQLiteLockBytes.sharedFirst && end >= SQLiteLockBytes.sharedLast
+            let coversPending = entry.isWrite && start <= SQLiteLockBytes.pending && end >= SQLiteLockBytes.pending
+            guard coversShared || coversPending else { continue }
+            guard pid > 0 else {
+                unidentifiedCount += 1
+                continue
+            }
+            if coversShared {
+                guard seen.insert([pid, entry.isWrite ? 1 : 0]).inserted else { continue }
+                var holder = LockHolder(pid: pid, host: host, isShared: !entry.isWrite)
+                holder.command = ProcessIdentity.commandLine(of: pid)
+                holders.append(holder)
+            } else if pendingWriter == nil {
+                var holder = LockHolder(pid: pid, host: host)
+                holder.command = ProcessIdentity.commandLine(of: pid)
+                pendingWriter = holder
+            }
+        }
+        // The writer first: it is the one a waiter waits for.
+        holders.sort { !$0.isShared && $1.isShared }
+        // A writer that holds the shared range waits for nothing (its pending byte is its own).
+        if let writer = holders.first, !writer.isShared, pendingWriter?.pid == writer.pid { pendingWriter = nil }
+    }
 
     /// The first process in the way of a reader (the writer, holding or waiting) or of a writer
     /// (the writer, else a reader).
@@ -285,30 +320,10 @@ struct ReadWriteLockTable: Sendable {
         }
     }
 
-    init() {}
-
-    init(_ locks: [(pid: Int32, entry: KernelLockEntry)]) {
-        let host = ProcessIdentity.hostName
-        var seen: Set<[Int32]> = []
-        for (pid, entry) in locks {
-            let start = Int64(clamping: entry.start)
-            let end = entry.end.map { Int64(clamping: $0) } ?? .max
-            let coversShared = start <= SQLiteLockBytes.sharedFirst && end >= SQLiteLockBytes.sharedLast
-            if coversShared {
-                guard seen.insert([pid, entry.isWrite ? 1 : 0]).inserted else { continue }
-                var holder = LockHolder(pid: pid, host: host, isShared: !entry.isWrite)
-                holder.command = ProcessIdentity.commandLine(of: pid)
-                holders.append(holder)
-            } else if entry.isWrite, start <= SQLiteLockBytes.pending, end >= SQLiteLockBytes.pending,
-                pendingWriter == nil
-            {
-                var holder = LockHolder(pid: pid, host: host)
-                holder.command = ProcessIdentity.commandLine(of: pid)
-                pendingWriter = holder
-            }
-        }
-        // The writer first: it is the one a waiter waits for.
-        holders.sort { !$0.isShared && $1.isShared }
+    var snapshot: ReadWriteLockHolders {
+        ReadWriteLockHolders(
+            writer: holders.first { !$0.isShared }, readers: holders.filter(\.isShared), waitingWriter: pendingWriter,
+            unidentifiedCount: unidentifiedCount)
     }
 }
 

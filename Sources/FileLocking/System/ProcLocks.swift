@@ -189,7 +189,8 @@ extension ProcLocks {
     /// any, and only until each is found or `deadline` passes. This process is looked at first,
     /// whatever the deadline: another lock object or thread of the caller's own program is a
     /// common holder, and its own open files are few. With `identifyingOpenFileHolders` false, open-file-description locks are
-    /// left out rather than looked for.
+    /// left out rather than looked for. Open-file-description locks whose process was not found
+    /// come back with pid -1.
     static func recordLocks(
         on file: FileStatus, mountID: Int?, deadline: MonotonicInstant?, identifyingOpenFileHolders: Bool = true
     ) -> [(pid: Int32, entry: KernelLockEntry)] {
@@ -205,7 +206,7 @@ extension ProcLocks {
                 for descriptor in System.folderEntries(fdinfo) {
                     // This process's own files are read to the end: they are few, and the answer
                     // "this process" must not depend on how busy the machine is.
-                    if pid != own, let deadline, MonotonicInstant.now >= deadline { return found }
+                    if pid != own, let deadline, MonotonicInstant.now >= deadline { return found + unidentified(missing) }
                     guard case .success(let bytes) = System.readWholeFile(fdinfo + "/" + descriptor) else { continue }
                     for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("lock:") {
                         guard let entry = parse(String(line.dropFirst(5))).first, entry.kind == .openFileDescription,
@@ -222,6 +223,12 @@ extension ProcLocks {
                 }
             }
         #endif
-        return found
+        return found + unidentified(missing)
+    }
+
+    /// Open-file-description locks whose process was not found (another user's, whose
+    /// `/proc/PID/fdinfo` this user may not read, or a look cut short by its deadline), with pid -1.
+    private static func unidentified(_ entries: [KernelLockEntry]) -> [(pid: Int32, entry: KernelLockEntry)] {
+        entries.map { (-1, $0) }
     }
 }
