@@ -131,6 +131,49 @@ rs50=$(percentile 50 < "$work/range-swift"); rs99=$(percentile 99 < "$work/range
 printf '%-52s %10s %10s %10s %10s\n' "ByteRangeLock lock(timeout: nil)" "$(us "$rs50")" "$(us "$rs99")" "$(ratio "$rs50" "$rc50")" "$(ratio "$rs99" "$rc99")"
 
 echo
+echo "ReadWriteLock (SQLite's lock protocol: open-file-description record locks on its lock bytes)"
+printf '%-52s %12s %10s %10s\n' "acquire + release, one process" "per cycle" "vs C" "vs C+open"
+for mode in read write; do
+  rwc=(); rwo=(); rws=(); rwp=()
+  for _ in $(seq "$ROUNDS"); do
+    rwc+=("$("$out/baseline" rw-cycle "$work/rw.lock" "$CYCLES" "$mode")")
+    rwo+=("$("$out/baseline" rw-cycle "$work/rw.lock" $((CYCLES / 2)) "$mode" reopen)")
+    rws+=("$("$bench" rw-cycle "$work/rw.lock" "$CYCLES" "$mode")")
+    if [ -n "$PYTHON" ]; then rwp+=("$("$PYTHON" Benchmarks/rw_cycle.py "$work/rw.lock" $((CYCLES / 100)) "$mode")"); fi
+  done
+  c=$(printf '%s\n' "${rwc[@]}" | median); o=$(printf '%s\n' "${rwo[@]}" | median); s=$(printf '%s\n' "${rws[@]}" | median)
+  printf '%-52s %12s %10s %10s\n' "C $mode sequence, file kept open" "$(us "$c")" "1.00x" "-"
+  printf '%-52s %12s %10s %10s\n' "C open + $mode sequence + close" "$(us "$o")" "$(ratio "$o" "$c")" "1.00x"
+  printf '%-52s %12s %10s %10s\n' "ReadWriteLock acquire${mode^} + release" "$(us "$s")" "$(ratio "$s" "$c")" "$(ratio "$s" "$o")"
+  if [ -n "$PYTHON" ]; then
+    p=$(printf '%s\n' "${rwp[@]}" | median)
+    printf '%-52s %12s %10s %10s   (ReadWriteLock %s faster)\n' "Python filelock.ReadWriteLock acquire_$mode + release" "$(us "$p")" "$(ratio "$p" "$c")" "$(ratio "$p" "$o")" "$(ratio "$p" "$s")"
+  fi
+done
+printf '%-52s %10s %10s %10s %10s\n' "wake-up after the writer's release, other process" "p50" "p99" "p50 vs C" "p99 vs C"
+for mode in read write; do
+  : > "$work/rw-c"; : > "$work/rw-swift"; : > "$work/rw-async"
+  for _ in $(seq "$ROUNDS"); do
+    "$out/baseline" rw-holder "$work/rw-wake.lock" "$per_round" "$out/baseline" rw-waiter "$work/rw-wake.lock" "$mode" >> "$work/rw-c"
+    "$out/baseline" rw-holder "$work/rw-wake.lock" "$per_round" "$bench" rw-waiter "$work/rw-wake.lock" "$mode" >> "$work/rw-swift"
+    "$out/baseline" rw-holder "$work/rw-wake.lock" "$per_round" "$bench" rw-waiter "$work/rw-wake.lock" "$mode" async >> "$work/rw-async"
+  done
+  w50=$(percentile 50 < "$work/rw-c"); w99=$(percentile 99 < "$work/rw-c")
+  printf '%-52s %10s %10s %10s %10s\n' "C $mode, F_OFD_SETLKW steps" "$(us "$w50")" "$(us "$w99")" "1.00x" "1.00x"
+  for variant in swift async; do
+    label="ReadWriteLock acquire${mode^}(timeout: nil)"
+    [ "$variant" = async ] && label="ReadWriteLock async acquire${mode^}(timeout: 60 s)"
+    v50=$(percentile 50 < "$work/rw-$variant"); v99=$(percentile 99 < "$work/rw-$variant")
+    printf '%-52s %10s %10s %10s %10s\n' "$label" "$(us "$v50")" "$(us "$v99")" "$(ratio "$v50" "$w50")" "$(ratio "$v99" "$w99")"
+  done
+  if [ -n "$PYTHON" ]; then
+    "$out/baseline" rw-holder-timed "$work/rw-wake.lock" 20 "$PYTHON" Benchmarks/rw_waiter.py "$work/rw-wake.lock" "$mode" > "$work/rw-python"
+    v50=$(percentile 50 < "$work/rw-python"); v99=$(percentile 99 < "$work/rw-python")
+    printf '%-52s %10s %10s %10s %10s\n' "Python ReadWriteLock acquire_$mode (20 wake-ups)" "$(us "$v50")" "$(us "$v99")" "$(ratio "$v50" "$w50")" "$(ratio "$v99" "$w99")"
+  fi
+done
+
+echo
 echo "Contention: P processes at once, each $CONTENTION_N times: acquire, read-increment-write one counter file, release"
 echo "(per acquisition: wall time / (P x $CONTENTION_N), median of $CONTENTION_ROUNDS rounds; longest wait: the longest single"
 echo " acquire of any process in any round; the final counter is checked in every run)"

@@ -14,6 +14,17 @@
 //   baseline range-waiter PATH       like waiter, with a blocking F_OFD_SETLKW on bytes 0-99
 //   baseline range-holder PATH N CMD...
 //                                    like holder, holding bytes 0-99 with an OFD lock
+//   baseline rw-cycle PATH N read|write [reopen]
+//                                    ns per SQLite-protocol acquire + release with OFD locks on an
+//                                    open file (read: read pending, read shared, unlock pending;
+//                                    write: write reserved, pending, shared; then unlock all);
+//                                    reopen: open and close the file in every cycle too
+//   baseline rw-waiter PATH read|write
+//                                    like range-waiter, taking the read or write lock as above with
+//                                    F_OFD_SETLKW for every step
+//   baseline rw-holder PATH N CMD...  like holder, holding SQLite's EXCLUSIVE lock (OFD write lock on
+//                                    the pending, reserved and shared bytes); rw-holder-timed: as
+//                                    holder-timed (for waiters that poll: Python's ReadWriteLock)
 //   baseline soft-cycle PATH N       ns per marker cycle: open(O_CREAT|O_EXCL)+write(record)+close+unlink
 //   baseline soft-holder PATH N CMD...
 //                                    like holder-timed, with a marker file: create it, tell the
@@ -103,6 +114,50 @@ static int range_waiter(const char *path) {
     return 0;
 }
 
+// SQLite's lock bytes (os_unix.c): pending at 1 GiB, reserved after it, then 510 shared bytes.
+#define PENDING_BYTE 0x40000000LL
+#define RESERVED_BYTE (PENDING_BYTE + 1)
+#define SHARED_FIRST (PENDING_BYTE + 2)
+#define SHARED_SIZE 510
+
+static int rw_acquire(int fd, int write, int command) {
+    if (!write) {
+        if (range_lock(fd, command, F_RDLCK, PENDING_BYTE, 1) != 0) return -1;
+        int rc = range_lock(fd, command, F_RDLCK, SHARED_FIRST, SHARED_SIZE);
+        range_lock(fd, F_OFD_SETLK, F_UNLCK, PENDING_BYTE, 1);
+        return rc;
+    }
+    if (range_lock(fd, command, F_WRLCK, RESERVED_BYTE, 1) != 0) return -1;
+    if (range_lock(fd, command, F_WRLCK, PENDING_BYTE, 1) != 0) return -1;
+    return range_lock(fd, command, F_WRLCK, SHARED_FIRST, SHARED_SIZE);
+}
+
+static int rw_cycle(const char *path, long n, int write, int reopen) {
+    int fd = reopen ? -1 : open_lock(path);
+    long long start = now_ns();
+    for (long i = 0; i < n; i++) {
+        if (reopen) fd = open_lock(path);
+        if (rw_acquire(fd, write, F_OFD_SETLK) != 0) { perror("fcntl"); return 1; }
+        range_lock(fd, F_OFD_SETLK, F_UNLCK, 0, 0);
+        if (reopen) close(fd);
+    }
+    printf("%.1f\n", (double)(now_ns() - start) / n);
+    return 0;
+}
+
+static int rw_waiter(const char *path, int write) {
+    char line[64];
+    int fd = open_lock(path);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (fgets(line, sizeof line, stdin)) {
+        if (rw_acquire(fd, write, F_OFD_SETLKW) != 0) { perror("fcntl"); return 1; }
+        long long woke = now_ns();
+        range_lock(fd, F_OFD_SETLK, F_UNLCK, 0, 0);
+        printf("%lld\n", woke);
+    }
+    return 0;
+}
+
 static int soft_cycle(const char *path, long n) {
     char record[128];
     int length = snprintf(record, sizeof record, "%d\nbenchmark-host\n", getpid());
@@ -147,7 +202,7 @@ static int has_waiter(unsigned maj, unsigned min, unsigned long ino) {
     return found;
 }
 
-static int holder(const char *path, long n, char **command, int timed, int soft, int range) {
+static int holder(const char *path, long n, char **command, int timed, int soft, int range, int rw) {
     int to_child[2], from_child[2];
     if (pipe(to_child) || pipe(from_child)) { perror("pipe"); return 1; }
     pid_t pid = fork();
@@ -176,6 +231,8 @@ static int holder(const char *path, long n, char **command, int timed, int soft,
             while ((marker = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) usleep(100);
             if (write(marker, record, (size_t)length) != length) { perror("write"); return 1; }
             close(marker);
+        } else if (rw) {
+            if (range_lock(fd, F_OFD_SETLK, F_WRLCK, PENDING_BYTE, 2 + SHARED_SIZE) != 0) { perror("fcntl"); return 1; }
         } else if (range) {
             if (range_lock(fd, F_OFD_SETLK, F_WRLCK, 0, 100) != 0) { perror("fcntl"); return 1; }
         } else if (flock(fd, LOCK_EX) != 0) { perror("flock"); return 1; }
@@ -189,6 +246,7 @@ static int holder(const char *path, long n, char **command, int timed, int soft,
         }
         long long released = now_ns();
         if (soft) unlink(path);
+        else if (rw) range_lock(fd, F_OFD_SETLK, F_UNLCK, 0, 0);
         else if (range) range_lock(fd, F_OFD_SETLK, F_UNLCK, 0, 100);
         else flock(fd, LOCK_UN);
         if (!fgets(line, sizeof line, in)) { fprintf(stderr, "waiter ended\n"); return 1; }
@@ -315,12 +373,17 @@ int main(int argc, char **argv) {
     if (argc >= 6 && strcmp(argv[1], "contend") == 0) return contend(atol(argv[2]), atol(argv[3]), argv[4], argv + 5);
     if (argc >= 4 && strcmp(argv[1], "cycle") == 0) return cycle(argv[2], atol(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "waiter") == 0) return waiter(argv[2]);
-    if (argc >= 5 && strcmp(argv[1], "holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0, 0, 0);
-    if (argc >= 5 && strcmp(argv[1], "holder-timed") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 0, 0);
-    if (argc >= 5 && strcmp(argv[1], "soft-holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 1, 0);
-    if (argc >= 5 && strcmp(argv[1], "range-holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0, 0, 1);
+    if (argc >= 5 && strcmp(argv[1], "holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0, 0, 0, 0);
+    if (argc >= 5 && strcmp(argv[1], "holder-timed") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 0, 0, 0);
+    if (argc >= 5 && strcmp(argv[1], "soft-holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 1, 0, 0);
+    if (argc >= 5 && strcmp(argv[1], "range-holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0, 0, 1, 0);
     if (argc >= 4 && strcmp(argv[1], "range-cycle") == 0) return range_cycle(argv[2], atol(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "range-waiter") == 0) return range_waiter(argv[2]);
+    if (argc >= 5 && strcmp(argv[1], "rw-holder") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 0, 0, 0, 1);
+    if (argc >= 5 && strcmp(argv[1], "rw-holder-timed") == 0) return holder(argv[2], atol(argv[3]), argv + 4, 1, 0, 0, 1);
+    if (argc >= 5 && strcmp(argv[1], "rw-cycle") == 0)
+        return rw_cycle(argv[2], atol(argv[3]), strcmp(argv[4], "write") == 0, argc >= 6 && strcmp(argv[5], "reopen") == 0);
+    if (argc >= 4 && strcmp(argv[1], "rw-waiter") == 0) return rw_waiter(argv[2], strcmp(argv[3], "write") == 0);
     if (argc >= 4 && strcmp(argv[1], "soft-cycle") == 0) return soft_cycle(argv[2], atol(argv[3]));
     fprintf(stderr, "usage: baseline cycle PATH N | waiter PATH | holder PATH N CMD...\n");
     return 2;

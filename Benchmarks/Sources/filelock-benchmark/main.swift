@@ -10,6 +10,11 @@
 //                                               (acquire(timeout: nil), the default) | async
 //   filelock-benchmark range-cycle PATH N       ns per ByteRangeLock lock + unlock of bytes 100-199
 //   filelock-benchmark range-waiter PATH        waiter (as above) locking bytes 0-99 with ByteRangeLock
+//   filelock-benchmark rw-cycle PATH N read|write
+//                                               ns per ReadWriteLock acquireRead/acquireWrite + release
+//   filelock-benchmark rw-waiter PATH read|write [async]
+//                                               waiter (as above) taking ReadWriteLock's read or write
+//                                               lock (acquire(timeout: nil), or async with a timeout)
 //   filelock-benchmark contend kernel|soft|range PATH COUNTER N
 //                                               one contender (see baseline.c contend-worker): "ready",
 //                                               wait for "go", N times lock (FileLock, SoftFileLock, or
@@ -103,6 +108,40 @@ if arguments[1].hasPrefix("range-") {
             try file.lock(record, timeout: nil)
             let woke = nowNanoseconds()
             try file.unlock(record)
+            say(String(woke))
+        }
+    }
+    exit(0)
+}
+if arguments[1].hasPrefix("rw-") {
+    let readWrite = try ReadWriteLock(at: path, isSingleton: false)
+    if arguments[1] == "rw-cycle", arguments.count >= 5 {
+        let count = Int(arguments[3])!
+        let side = arguments[4] == "write" ? readWrite.writeLock : readWrite.readLock
+        let start = nowNanoseconds()
+        for _ in 0..<count {
+            try side.acquire(timeout: nil)
+            side.release()
+        }
+        say(String(Double(nowNanoseconds() - start) / Double(count)))
+    } else {
+        let side = arguments[3] == "write" ? readWrite.writeLock : readWrite.readLock
+        let isAsync = arguments.count > 4 && arguments[4] == "async"
+        while readLine() != nil {
+            if isAsync {
+                let done = Atomicish()
+                Task.detached {
+                    try await side.acquire(timeout: .seconds(60))
+                    done.set(nowNanoseconds())
+                }
+                let woke = done.wait()
+                side.release(force: true)
+                say(String(woke))
+                continue
+            }
+            try side.acquire(timeout: nil)
+            let woke = nowNanoseconds()
+            side.release()
             say(String(woke))
         }
     }
