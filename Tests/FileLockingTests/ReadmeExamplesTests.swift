@@ -89,5 +89,27 @@ extension ReadmeExamplesTests {
     }
 }
 
+extension ReadmeExamplesTests {
+    @Test func readWriteLockExample() throws {
+        let folder = try TemporaryFolder()
+        let index = Mutex<[String]>(["first"])
+        func loadIndex() throws -> [String] { index.withLock { $0 } }
+        func saveIndex(_ entries: [String]) throws { index.withLock { $0 = entries } }
+
+        let lock = try ReadWriteLock(at: folder.file("index.lock"))
+        let entries = try lock.withReadLock(timeout: .seconds(5)) {
+            try loadIndex()  // any number of readers at once
+        }
+        try lock.withWriteLock(timeout: .seconds(30)) {
+            try saveIndex(entries + ["new"])  // alone: no reader, no other writer
+        }
+        for holder in lock.holders {  // the writer, or every reader, with its command line
+            print("\(holder.isShared ? "reader" : "writer"): \(holder)")
+        }
+        #expect(try loadIndex() == ["first", "new"])
+        #expect(lock.holders.isEmpty)
+    }
+}
+
 private let readmeDownloads = Atomic<Int>(0)
 private func downloadIntoCache() async throws { readmeDownloads.add(1, ordering: .relaxed) }
