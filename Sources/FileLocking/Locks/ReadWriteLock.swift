@@ -37,8 +37,10 @@
 /// process: SQLite's POSIX locks belong to the process, and closing any descriptor of the file in
 /// that process (the library closes its own) drops them.
 ///
-/// On macOS the locks are POSIX locks, which belong to the process: threads of one process then
-/// do not exclude one another through different lock objects (one singleton per path does it).
+/// On macOS (no open-file-description locks) the locks are POSIX locks, which belong to the
+/// process: holders within one process do not exclude one another, and one holder's release drops
+/// the others' locks on the file. There, hold a `ReadWriteLock` from one thread or task at a time
+/// per process (other processes are excluded as on Linux). This is not tested in CI (Linux only).
 public struct ReadWriteLock: Sendable, Hashable {
     let engine: LockEngine<ReadWritePrimitive>
 
