@@ -244,4 +244,67 @@ struct ContractTests {
         let directoryError = #expect(throws: FileLockError.self) { try kind.make(directory).acquire(timeout: .seconds(1)) }
         #expect(directoryError?.code == .isDirectory)
     }
+
+    /// The bad paths of `BadInputTests`, for every kind: the code, the path in the message, and
+    /// nothing created or changed on the way.
+    @Test(arguments: WholeFileKind.allCases)
+    func badPathsAreRefusedWithTheirCode(kind: WholeFileKind) throws {
+        func refusal(_ path: String) -> FileLockError? {
+            let error = #expect(throws: FileLockError.self) { try kind.make(path).acquire(timeout: .seconds(1)) }
+            #expect(error?.message.contains(path.count > 200 ? "x.lock'" : path) == true, "\(error?.message ?? "")")
+            return error
+        }
+        let dangling = folder.file("dangling.lock")
+        symlink(folder.file("nowhere"), dangling)
+        #expect(refusal(dangling)?.code == .isSymbolicLink)
+        #expect(access(folder.file("nowhere"), F_OK) != 0, "the link's target was not created")
+
+        writeFile(folder.file("plain"), "x")
+        #expect(refusal(folder.file("plain/sub/x.lock"))?.code == .invalidPath)
+        #expect(readFile(folder.file("plain")) == "x")
+
+        let longName = folder.file(String(repeating: "n", count: 300) + ".x.lock")
+        let nameError = #expect(throws: FileLockError.self) { try kind.make(longName).acquire(timeout: .seconds(1)) }
+        #expect(nameError?.code == .nameTooLong)
+
+        let longPath = folder.path + String(repeating: "/abcdefgh", count: 600) + "/x.lock"
+        #expect(refusal(longPath)?.code == .nameTooLong)
+        #expect(access(folder.file("abcdefgh"), F_OK) != 0, "no folder is created on the way to the refusal")
+
+        let negative = try kind.make(folder.file("neg.lock"))
+        let timeoutError = #expect(throws: FileLockError.self) { try negative.acquire(timeout: .seconds(-3)) }
+        #expect(timeoutError?.code == .invalidTimeout)
+    }
+
+    // Permission checks do not apply to root, so as root the probe runs as `nobody`.
+    @Test(
+        .enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"),
+        arguments: WholeFileKind.allCases)
+    func noPermissionIsSaidWithThePath(kind: WholeFileKind) throws {
+        let locked = folder.file("private")
+        mkdir(locked, 0o755)
+        let path = locked + "/x.lock"
+        let creating = try folder.probeAsNobody(["hold", path] + kind.probeArguments)
+        let line = try creating.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error permissionDenied") && line.contains(path), "\(line)")
+        #expect(access(path, F_OK) != 0)
+
+        // For a marker lock an existing file is a held lock (waited for, not opened), as in Python.
+        guard kind != .soft else { return }
+        let secret = folder.file("secret.lock")
+        writeFile(secret, "")
+        chmod(secret, 0o600)
+        let opening = try folder.probeAsNobody(["hold", secret] + kind.probeArguments)
+        let openLine = try opening.expectLine(startingWith: "error")
+        #expect(openLine.hasPrefix("error permissionDenied") && openLine.contains(secret), "\(openLine)")
+    }
+
+    @Test(
+        .enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root for a private read-only mount"),
+        arguments: WholeFileKind.allCases)
+    func aReadOnlyFilesystemIsSaid(kind: WholeFileKind) throws {
+        let (child, path) = try folder.probeOnReadOnlyMount(["hold", "LOCK"] + kind.probeArguments)
+        let line = try child.expectLine(startingWith: "error")
+        #expect(line.hasPrefix("error readOnlyFilesystem") && line.contains(path), "\(line)")
+    }
 }
