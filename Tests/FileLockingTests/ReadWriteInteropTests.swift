@@ -204,6 +204,38 @@ struct ReadWriteInteropTests {
             try expectValidEmptyDatabase(path)
         }
 
+        /// The other way: a Python or SQLite waiter (SQLite's busy handler, which polls) enters once
+        /// the Swift holder releases, not before.
+        @Test(
+            .enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"),
+            arguments: [
+                (Mode.write, ["rw-hold", "read", "60"]), (.write, ["rw-hold", "write", "60"]),
+                (.read, ["rw-hold", "write", "60"]), (.write, ["sqlite-hold", "shared", "60"]),
+                (.read, ["sqlite-hold", "exclusive", "60"]),
+            ])
+        func foreignWaiterEntersWhenSwiftReleases(swift: Mode, waiter arguments: [String]) throws {
+            let path = folder.file("foreign-waits.lock")
+            let lock = try ReadWriteLock(at: path)
+            try acquire(lock, swift, timeout: .seconds(10))
+            let waiter = try python(arguments[0], path, arguments[1], arguments[2])
+            if swift == .read {
+                // A writer waiting for a reader holds the pending byte (Python's between its retries).
+                guard eventually("the foreign writer waits", { lock.waitingWriter?.pid == waiter.pid }) else { return }
+            } else {
+                // A waiter for a writer shows nowhere; a try in its mode shows it would wait.
+                let tryCommand = arguments[0] == "rw-hold" ? "rw-try" : "sqlite-try"
+                #expect(try python(tryCommand, path, arguments[1]).readLine() == "busy")
+            }
+            // Nobody else got the lock meanwhile (a waiting SQLite writer does hold SHARED).
+            let writers = lock.holders.filter { !$0.isShared }.map(\.pid)
+            #expect(writers == (swift == .write ? [getpid()] : []))
+            lock.release()
+            #expect(try acquiredPID(waiter) == waiter.pid)
+            #expect(try !tryAcquire(lock, .write))
+            try release(waiter)
+            try expectValidEmptyDatabase(path)
+        }
+
         /// Writer preference across implementations: a Swift writer waiting for a Python reader
         /// holds SQLite's pending byte, so new Python readers and SQLite readers stay out.
         @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
@@ -225,9 +257,12 @@ struct ReadWriteInteropTests {
                     done.set("released")
                 } catch { result.set("\(error)") }
             }
-            let ownPID = getpid()
-            guard eventually("the Swift writer waits with the pending byte", { lock.waitingWriter?.pid == ownPID })
+            guard
+                eventually(
+                    "the Swift writer is blocked in the kernel",
+                    { KernelLockTable.entries(on: path).contains { $0.isBlocked && $0.kind == "OFDLCK" } })
             else { return }
+            #expect(lock.waitingWriter?.pid == getpid(), "the Swift writer waits with the pending byte")
             // In the kernel: reserved and pending write-locked, the shared range a blocked request.
             let entries = KernelLockTable.entries(on: path).filter { $0.kind == "OFDLCK" }.map(\.description)
             #expect(entries.contains("OFDLCK WRITE 1073741824-1073741825"))
