@@ -133,7 +133,7 @@ struct ReadWriteInteropTests {
     }
 
     @Test(
-        .enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python (sqlite3) is not installed"),
+        .enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"),
         arguments: Mode.allCases, SQLiteLevel.allCases)
     func swiftHoldsSQLiteTries(swift: Mode, level: SQLiteLevel) throws {
         let path = folder.file("swift-holds-sqlite.lock")
@@ -155,7 +155,7 @@ struct ReadWriteInteropTests {
     }
 
     @Test(
-        .enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python (sqlite3) is not installed"),
+        .enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"),
         arguments: SQLiteLevel.allCases, Mode.allCases)
     func sqliteHoldsSwiftTries(level: SQLiteLevel, swift: Mode) throws {
         let path = folder.file("sqlite-holds.lock")
@@ -293,7 +293,7 @@ struct ReadWriteInteropTests {
 
         /// The other way: an SQLite writer waiting (busy handler) for a Swift reader holds the
         /// pending byte, and a new Swift reader stays out, naming that writer.
-        @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python (sqlite3) is not installed"))
+        @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
         func sqliteWaitingWriterShutsOutNewSwiftReaders() throws {
             let path = folder.file("preference-sqlite.lock")
             let reader = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "rw", "--shared"])
@@ -382,7 +382,7 @@ struct ReadWriteInteropTests {
 
     /// An SQLite database in WAL mode takes its readers' and writers' locks elsewhere: the lock
     /// refuses it, saying so, and leaves no lock behind.
-    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python (sqlite3) is not installed"))
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
     func walDatabaseIsRefused() throws {
         let path = folder.file("wal.db")
         let maker = try python("sqlite-make-wal", path)
