@@ -9,7 +9,7 @@ import Testing
 
 /// Each bad input: its own small test, asserting the error code and that the message names the
 /// path. Nothing may hang and nothing next to the lock file may change.
-@Suite("Bad input")
+@Suite("Bad input", .ownThreads)
 struct BadInputTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }
@@ -213,7 +213,7 @@ struct BadInputTests {
 
 /// A filesystem without `flock` (some FUSE and NFS mounts): simulated by a preloaded shim whose
 /// `flock` fails with the errno such filesystems return, in a real probe process.
-@Suite("Filesystem without flock")
+@Suite("Filesystem without flock", .ownThreads)
 struct NoFlockTests {
     /// LD_PRELOAD interposition is a Linux (glibc) technique.
     static let compiler: String? = {

@@ -15,7 +15,7 @@ func rangeWaiterCount(_ path: String) -> Int {
 }
 
 /// The reference's `os.lockf` examples, with real processes on the other side.
-@Suite("ByteRangeLock")
+@Suite("ByteRangeLock", .ownThreads)
 struct ByteRangeLockTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }
@@ -425,7 +425,7 @@ struct ByteRangeLockTests {
     }
 }
 
-@Suite("ByteRangeLock edge cases")
+@Suite("ByteRangeLock edge cases", .ownThreads)
 struct ByteRangeLockEdgeTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }

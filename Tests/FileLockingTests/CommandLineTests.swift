@@ -8,7 +8,7 @@ import Subprocesses
 import Testing
 
 /// `filelock` run as a user runs it: exit codes, output, signals, other tools on the same file.
-@Suite("filelock command")
+@Suite("filelock command", .ownThreads)
 struct CommandLineTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }

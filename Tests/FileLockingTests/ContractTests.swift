@@ -10,7 +10,7 @@ import Testing
 
 /// What every whole-file lock kind promises, run over each kind (`WholeFileKind`): a new kind
 /// joins by adding a case there. The per-kind suites keep only what is specific to their kind.
-@Suite("Every lock kind's contract")
+@Suite("Every lock kind's contract", .ownThreads)
 struct ContractTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }

@@ -1,7 +1,7 @@
 import Subprocesses
 import Testing
 
-@Suite("filelock demo")
+@Suite("filelock demo", .ownThreads)
 struct DemoCommandTests {
     @Test func demoShowsLostUpdatesWithoutALockAndNoneWithIt() throws {
         let demo = try ChildProcess(

@@ -10,7 +10,7 @@ import Testing
 /// `fallsBackToSoft`: a `FileLock` on a filesystem without `flock` (simulated in real probe
 /// processes by a preloaded shim whose `flock` fails with `ENOSYS`) locks with a marker file at
 /// the lock path instead.
-@Suite("FileLock falling back to a marker")
+@Suite("FileLock falling back to a marker", .ownThreads)
 struct FileLockFallbackTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }

@@ -9,7 +9,7 @@ import Testing
 
 /// `removesFileOnRelease`, and the check every acquirer makes that keeps it safe: once locked,
 /// the path must still name the file that was locked.
-@Suite("FileLock removing its file on release")
+@Suite("FileLock removing its file on release", .ownThreads)
 struct FileLockRemovalTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }

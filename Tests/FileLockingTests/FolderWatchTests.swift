@@ -9,7 +9,7 @@ import Synchronization
 import Testing
 
 /// The folder watches behind marker-lock waits: one inotify instance per process serves them all.
-@Suite("Folder watch")
+@Suite("Folder watch", .ownThreads)
 struct FolderWatchTests {
     /// For each open inotify descriptor of this process (`anon_inode:inotify`), the inodes (hex,
     /// as fdinfo writes them) of the folders it watches.

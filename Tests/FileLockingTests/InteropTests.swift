@@ -8,7 +8,7 @@ import Subprocesses
 import Testing
 
 /// A `FileLock` and the tools already on users' machines exclude each other on the same path.
-@Suite("Interoperation with Python filelock and flock(1)")
+@Suite("Interoperation with Python filelock and flock(1)", .ownThreads)
 struct InteropTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }
@@ -129,7 +129,7 @@ struct InteropTests {
 
 /// Swift and Python share soft-lock markers: each sees the other's holder and breaks the
 /// other's stale marker after the holder is killed.
-@Suite("SoftFileLock interoperation with Python filelock")
+@Suite("SoftFileLock interoperation with Python filelock", .ownThreads)
 struct SoftInteropTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }
@@ -190,7 +190,7 @@ struct SoftInteropTests {
     }
 }
 
-@Suite("Lock file replaced while waiting")
+@Suite("Lock file replaced while waiting", .ownThreads)
 struct ReplacedLockFileTests {
     /// Some programs delete the lock file while they hold it. A waiter that wins the lock on the
     /// deleted file must not count it as held: it starts over on the file now at the path.

@@ -8,7 +8,7 @@ import Subprocesses
 import SystemPackage
 import Testing
 
-@Suite("Lock paths are bytes")
+@Suite("Lock paths are bytes", .ownThreads)
 struct LockPathTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }

@@ -8,7 +8,7 @@ import Subprocesses
 import Testing
 
 /// Other processes are real processes: `lock-probe`, driven over its stdin/stdout.
-@Suite("FileLock between processes")
+@Suite("FileLock between processes", .ownThreads)
 struct MultiProcessTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }

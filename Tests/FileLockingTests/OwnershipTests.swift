@@ -17,7 +17,7 @@ func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () -> Result)
     }
 }
 
-@Suite("Who holds a lock: threads, tasks, lock objects and forked children")
+@Suite("Who holds a lock: threads, tasks, lock objects and forked children", .ownThreads)
 struct OwnershipTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }

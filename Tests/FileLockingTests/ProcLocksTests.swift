@@ -12,7 +12,7 @@ import Testing
 /// `/proc/PID/fdinfo`; a timed-out `lock` bounds that look so a short timeout ends about on time.
 /// (Wall-clock bounds would flake on a loaded machine: these tests inject the deadline and count
 /// what was scanned instead.)
-@Suite("Naming a range's holder", .enabled(if: hasProcFdinfo, "reads /proc/PID/fdinfo (Linux)"))
+@Suite("Naming a range's holder", .enabled(if: hasProcFdinfo, "reads /proc/PID/fdinfo (Linux)"), .ownThreads)
 struct RangeHolderLookupTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }

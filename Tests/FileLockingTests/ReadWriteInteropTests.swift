@@ -10,7 +10,7 @@ import Testing
 /// A `ReadWriteLock`, Python `filelock`'s `ReadWriteLock` and plain SQLite transactions on the same
 /// file exclude one another both ways, as SQLite's readers and writers do: real processes, the
 /// lock bytes checked in the kernel's lock table rather than assumed.
-@Suite("ReadWriteLock interoperation with Python filelock and SQLite")
+@Suite("ReadWriteLock interoperation with Python filelock and SQLite", .ownThreads)
 struct ReadWriteInteropTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }
@@ -462,7 +462,20 @@ enum LockTableCase: String, CaseIterable, Sendable, CustomTestStringConvertible 
             }
         }
 
+        /// Read until two looks agree: the kernel writes /proc/locks a page per read, each from
+        /// where the list stands then, so under other processes' locking a line can be read twice
+        /// or missed.
         static func entries(on path: String) -> [Entry] {
+            var previous = entriesOnce(on: path)
+            for _ in 0..<9 {
+                let current = entriesOnce(on: path)
+                if current.map(\.description) == previous.map(\.description) { return current }
+                previous = current
+            }
+            return previous
+        }
+
+        private static func entriesOnce(on path: String) -> [Entry] {
             var status = stat()
             guard stat(path, &status) == 0, let table = readFile("/proc/locks") else { return [] }
             let device = UInt64(status.st_dev)

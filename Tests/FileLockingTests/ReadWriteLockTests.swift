@@ -12,7 +12,7 @@ import Testing
 /// The exclusive contract (reentrancy, forced release, bad paths, fork) runs for its write lock in
 /// `ContractTests` and the other suites over `WholeFileKind`; the interop with Python and SQLite
 /// is in `ReadWriteInteropTests`.
-@Suite("ReadWriteLock")
+@Suite("ReadWriteLock", .ownThreads)
 struct ReadWriteLockTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }
@@ -414,6 +414,22 @@ func writeBytes(_ path: String, _ bytes: [UInt8]) {
 extension TestEnvironment {
     /// The `/proc/locks` lines of the file at `path` (record locks held or waited for).
     static func recordLockLines(on path: String) -> [String] {
+        // Until two looks agree: see `KernelLockTable.entries`.
+        var previous = recordLockLinesOnce(on: path)
+        for _ in 0..<9 {
+            let current = recordLockLinesOnce(on: path)
+            if current.map(Self.withoutNumber) == previous.map(Self.withoutNumber) { return current }
+            previous = current
+        }
+        return previous
+    }
+
+    /// A line without its leading position number, which moves as other locks come and go.
+    private static func withoutNumber(_ line: String) -> Substring {
+        line.drop { $0 != " " }
+    }
+
+    private static func recordLockLinesOnce(on path: String) -> [String] {
         var status = stat()
         guard stat(path, &status) == 0, let table = readFile("/proc/locks") else { return [] }
         return table.split(separator: "\n").map(String.init).filter {

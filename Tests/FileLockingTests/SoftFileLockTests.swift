@@ -8,7 +8,7 @@ import Subprocesses
 import Testing
 
 /// Marker-file locks, with real processes for holders, breakers and waiters.
-@Suite("SoftFileLock")
+@Suite("SoftFileLock", .ownThreads)
 struct SoftFileLockTests {
     let folder: TemporaryFolder
     init() throws { folder = try TemporaryFolder() }
@@ -887,7 +887,7 @@ struct SoftFileLockTests {
     }
 }
 
-@Suite("Soft marker format")
+@Suite("Soft marker format", .ownThreads)
 struct SoftMarkerFormatTests {
     @Test func startTokenDecimalMatchesPythonFilelock() throws {
         // From Python filelock 4.3.1: boot id 75689cef-1940-405e-84e6-f559a5e7753e, start time 534021.

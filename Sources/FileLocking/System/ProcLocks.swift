@@ -39,6 +39,19 @@ enum ProcLocks {
     /// mount (`mountID`, from `/proc/PID/fdinfo`; an entry whose process this user may not
     /// inspect is kept).
     static func entries(for file: FileStatus, mountID: Int? = nil) -> [KernelLockEntry] {
+        // The kernel writes /proc/locks a page per read(2), each page from where the list stands
+        // then: while other processes lock and unlock, a line can move from one page to the next
+        // and be read twice or not at all. Read until two looks at this file agree (at most 4).
+        var previous = entriesOnce(for: file, mountID: mountID)
+        for _ in 0..<3 {
+            let current = entriesOnce(for: file, mountID: mountID)
+            if current == previous { return current }
+            previous = current
+        }
+        return previous
+    }
+
+    private static func entriesOnce(for file: FileStatus, mountID: Int?) -> [KernelLockEntry] {
         entries().filter { entry in
             guard entry.inode == file.inode else { return false }
             if entry.deviceMajor == file.deviceMajor && entry.deviceMinor == file.deviceMinor { return true }
