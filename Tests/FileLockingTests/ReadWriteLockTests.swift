@@ -124,7 +124,7 @@ struct ReadWriteLockTests {
         relay.stop()
         for result in finished {
             let rounds = Int(result.wait() ?? "") ?? 0
-            #expect(rounds > 1, "the relay ran")
+            #expect(rounds >= 1, "the relay ran")
         }
     }
 

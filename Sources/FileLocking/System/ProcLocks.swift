@@ -215,12 +215,18 @@ extension ProcLocks {
             let own = System.processID
             let others = System.folderEntries("/proc").compactMap { name in Int32(name) }.filter { $0 != own }
             for pid in [own] + others.sorted(by: >) {
-                let fdinfo = "/proc/\(pid)/fdinfo"
-                for descriptor in System.folderEntries(fdinfo) {
+                let process = "/proc/\(pid)"
+                for descriptor in System.folderEntries(process + "/fd") {
                     // This process's own files are read to the end: they are few, and the answer
                     // "this process" must not depend on how busy the machine is.
                     if pid != own, let deadline, MonotonicInstant.now >= deadline { return found + unidentified(missing) }
-                    guard case .success(let bytes) = System.readWholeFile(fdinfo + "/" + descriptor) else { continue }
+                    // One `stat` through the descriptor's link says whether it is our file; only
+                    // then its fdinfo is read (three calls and a parse), so a look costs about one
+                    // system call per open file on the machine.
+                    guard case .success(let target) = System.stat(process + "/fd/" + descriptor),
+                        target.inode == file.inode, file.deviceMajor == 0 || target.device == file.device,
+                        case .success(let bytes) = System.readWholeFile(process + "/fdinfo/" + descriptor)
+                    else { continue }
                     for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("lock:") {
                         guard let entry = parse(String(line.dropFirst(5))).first, entry.kind == .openFileDescription,
                             let index = missing.firstIndex(where: {
