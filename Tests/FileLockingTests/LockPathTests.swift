@@ -30,6 +30,26 @@ struct LockPathTests {
     /// swift-system's `FileDescriptor` and `FilePath` for a file the caller opened: the ranges
     /// are locked on the caller's open file (another open file of it is excluded), and the
     /// caller's descriptor stays open after the lock object goes.
+    /// Repeated slashes before the last name (`…/ /// `: folder " ", file " ") name one folder, as
+    /// the kernel reads them: the lock file is created there, the canonical path has no extra
+    /// folders, and a second lock object on the same path meets the first.
+    @Test(arguments: [" /// ", "x//y", "x///y"])
+    func repeatedSlashesNameOneFolder(_ suffix: String) throws {
+        let path = folder.file("slashes/") + suffix
+        let lock = try FileLock(at: path)
+        #expect(try lock.tryAcquire())
+        #expect(!lock.canonicalPath.contains("//"))
+        let expected = folder.path + "/slashes/" + suffix.split(separator: "/").joined(separator: "/")
+        #expect(lock.canonicalPath == expected)
+        var status = stat()
+        #expect(lstat(expected, &status) == 0 && (status.st_mode & S_IFMT) == S_IFREG, "the lock file is a file")
+        let other = try FileLock(at: path)
+        #expect(try !other.tryAcquire(), "the second object locks the same file")
+        lock.release()
+        #expect(try other.tryAcquire())
+        other.release()
+    }
+
     @Test func aByteRangeLockOnTheCallersFileDescriptor() throws {
         let path = filePath(oddBytes)
         let descriptor = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec], permissions: .ownerReadWrite)

@@ -46,11 +46,17 @@ extension CPath {
         return Array(trimmed[(index + 1)...])
     }
 
-    /// Everything before the last `/`: `"/"` for a top-level name, `"."` for a bare name.
+    /// The folder that holds the last component: everything before it, without the slashes
+    /// that separate them (`"/a"` for `"/a//b//"`); `"/"` for a top-level name, `"."` for a bare
+    /// name. (Repeated slashes left in would make `" "` of `"/x/ /// "` count as a folder of its own
+    /// for every slash.)
     static func parent(of path: [UInt8]) -> [UInt8] {
-        guard let index = path.lastIndex(of: slash) else { return [UInt8(ascii: ".")] }
-        if index == path.startIndex { return [slash] }
-        return Array(path[..<index])
+        var trimmed = path[...]
+        while trimmed.count > 1 && trimmed.last == slash { trimmed = trimmed.dropLast() }
+        guard let index = trimmed.lastIndex(of: slash) else { return [UInt8(ascii: ".")] }
+        var parent = trimmed[..<index]
+        while parent.last == slash { parent = parent.dropLast() }
+        return parent.isEmpty ? [slash] : Array(parent)
     }
 
     /// Removes `.`, `..` and repeated slashes from an absolute path without touching the disk.
