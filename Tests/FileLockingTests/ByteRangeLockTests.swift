@@ -40,7 +40,7 @@ struct ByteRangeLockTests {
         let lock = try ByteRangeLock(at: path)
         try lock.write([1, 2, 3], at: 0)
         try lock.lock(ByteRange(start: 0, length: 10))
-        let child = fork()
+        let child = forkChild()
         if child == 0 {
             var failures: Int32 = 0
             func refused(_ body: () throws -> Void) -> Bool {

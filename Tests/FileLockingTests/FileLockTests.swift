@@ -221,7 +221,7 @@ struct FileLockTests {
         let path = folder.file("fork.lock")
         let lock = try FileLock(at: path)
         try lock.acquire()
-        let child = fork()
+        let child = forkChild()
         if child == 0 {
             lock.release()  // inherited hold on the shared open file: must not unlock it
             _exit(0)

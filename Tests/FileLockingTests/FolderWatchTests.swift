@@ -134,7 +134,10 @@ struct FolderWatchTests {
         let childFolderPath = childFolder.path
         let parentInode = try Self.inode(parentFolder.path)
         let childInode = try Self.inode(childFolder.path)
-        let child = fork()
+        // The child's code runs here first: code run for the first time in the child makes the
+        // runtime's type metadata, whose lock another thread may have held at the fork.
+        _ = Self.inotifyInstances()
+        let child = forkChild()
         if child == 0 {
             guard let watch = FolderWatch(folder: CPath(childFolderPath), name: Array("c".utf8)) else { _exit(10) }
             let instances = Self.inotifyInstances()
@@ -209,7 +212,7 @@ struct FolderWatchTests {
         let parentWatch = try #require(FolderWatch(folder: CPath(folder.path), name: Array("p".utf8)))
         let inherited = try #require(Self.inotifyInstances().keys.first)
         let logPath = folder.file("child.log")
-        let child = fork()
+        let child = forkChild()
         if child == 0 {
             // The number is free in the child (closed at the fork); the child's file takes it
             // (`dup2`: other numbers below it may be free too, in a test process with threads).

@@ -127,7 +127,7 @@ struct LockPathTests {
     func aDeletedWorkingFolderIsAClearError(kind: WholeFileKind) throws {
         let gone = folder.file("gone")
         mkdir(gone, 0o755)
-        let child = fork()
+        let child = forkChild()
         if child == 0 {
             guard chdir(gone) == 0, rmdir(gone) == 0 else { _exit(10) }
             do {

@@ -29,7 +29,15 @@ struct OwnershipTests {
         let path = folder.file("fork-reenter.lock")
         let lock = try kind.make(path)
         try lock.acquire()
-        let child = fork()
+        // What the child does, first here (another object, another thread): code run for the first
+        // time in the child makes the runtime's type metadata, whose lock another thread may have
+        // held at the fork.
+        let other = try kind.make(path)
+        let rehearsed = onAnotherThread { () -> Bool in
+            (try? other.tryAcquire()) == false && (try? other.acquire(timeout: .milliseconds(1))) == nil
+        }
+        #expect(rehearsed)
+        let child = forkChild()
         if child == 0 {
             var failures: Int32 = 0
             if lock.isLocked || lock.holdCount != 0 || lock.isHeldByCaller { failures |= 1 }
@@ -58,7 +66,7 @@ struct OwnershipTests {
         let path = folder.file("fork-fresh.lock")
         let lock = try kind.make(path)
         try lock.acquire()
-        let child = fork()
+        let child = forkChild()
         if child == 0 {
             // Waits for the parent's release, then holds the lock on its own.
             guard (try? lock.acquire(timeout: .seconds(20))) != nil, lock.holdCount == 1 else { _exit(1) }
@@ -164,7 +172,7 @@ struct OwnershipTests {
         let warmedInATask = await errorThrown { try await waiter.acquire(timeout: .milliseconds(20)) }
         #expect((warmedOnAThread as? FileLockError)?.code == .timedOut)
         #expect((warmedInATask as? FileLockError)?.code == .timedOut)
-        let child = fork()
+        let child = forkChild()
         if child == 0 {
             // 2: the wait did not time out; 3: it took too long; 4, 5: no kernel-wait thread ran.
             let start = MonotonicInstant.now

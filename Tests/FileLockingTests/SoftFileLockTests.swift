@@ -358,7 +358,7 @@ struct SoftFileLockTests {
         let path = folder.file("fork.lock")
         let lock = try SoftFileLock(at: path)
         try lock.acquire()
-        let child = fork()
+        let child = forkChild()
         if child == 0 {
             lock.release()  // inherited hold: must leave the parent's marker alone
             _exit(access(path, F_OK) == 0 ? 0 : 1)
@@ -848,7 +848,7 @@ struct SoftFileLockTests {
         }
         for _ in 0..<3 {
             waitBriefly()
-            let child = fork()
+            let child = forkChild()
             if child == 0 {
                 for _ in 0..<3 {
                     _ = try? SoftFileLock(at: softPath).acquire(timeout: .milliseconds(20))

@@ -63,6 +63,9 @@ enum PathRegistry {
         weak var node: PathNode?
     }
 
+    /// Makes the global (see `LazyGlobals`).
+    static func finishGlobals() { nodes.withLock { _ in } }
+
     static func node(for canonicalPath: CPath) -> PathNode {
         nodes.withLock { nodes in
             if let existing = nodes.byPath[canonicalPath]?.node { return existing }

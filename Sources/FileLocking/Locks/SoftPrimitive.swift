@@ -762,6 +762,13 @@ enum HelperName {
     private static let counter = Atomic<UInt64>(0)
     private static let process = OwnProcessID()
 
+    /// Makes the globals (see `LazyGlobals`).
+    static func finishGlobals() {
+        _ = seed
+        _ = counter.load(ordering: .relaxed)
+        _ = process
+    }
+
     static func unique(_ kind: String) -> String {
         ".\(kind).\(process.value).\(seed).\(counter.add(1, ordering: .relaxed).newValue)"
     }
@@ -773,6 +780,12 @@ enum HelperName {
 enum QuickRandom {
     private static let state = Atomic<UInt64>(UInt64.random(in: .min ... .max))
     private static let process = OwnProcessID()
+
+    /// Makes the globals (see `LazyGlobals`).
+    static func finishGlobals() {
+        _ = state.load(ordering: .relaxed)
+        _ = process
+    }
 
     static func next() -> UInt64 {
         var value = state.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue ^ UInt64(UInt32(bitPattern: process.value))

@@ -52,21 +52,18 @@ class BackgroundThreads: @unchecked Sendable {
     }
 }
 
-/// Every `BackgroundThreads` of the process, for one `pthread_atfork` registration.
+/// Every `BackgroundThreads` of the process, and the process's one `pthread_atfork` registration.
 ///
-/// The registry's own lock (a pthread mutex, which a child can make anew) is held from the
-/// prepare handler until the fork is done, so that no helper is added half-way: one made on
+/// The prepare handler first finishes the library's lazily made globals (`LazyGlobals`), so that
+/// none is inherited half made. The registry's own lock (a pthread mutex, which a child can make
+/// anew) is then held until the fork is done, so that no helper is added half-way: one made on
 /// another thread during the fork is either reset in the child or made after it.
-private enum ForkRegistry {
+enum ForkRegistry {
     private struct Entry {
         weak var helper: BackgroundThreads?
     }
 
-    private static let lock: ConditionLock = {
-        ForkHandlers.register(
-            prepare: { ForkRegistry.prepare() }, parent: { ForkRegistry.parent() }, child: { ForkRegistry.child() })
-        return ConditionLock()
-    }()
+    private static let lock = ConditionLock()
 
     // Guarded by `lock`.
     nonisolated(unsafe) private static var entries: [Entry] = []
@@ -80,19 +77,31 @@ private enum ForkRegistry {
         }
     }
 
-    private static func prepare() {
+    /// The process's fork handlers: the generation's count and the helpers' resets. Registered
+    /// once, by the first read of `ForkGeneration.current` (every lock operation reads it), and
+    /// not by the registry's own lock: one made from the prepare handler below
+    /// (`LazyGlobals.finish()`) could not register while the fork holds the C library's
+    /// fork-handler lock.
+    static func registerHandlers(countingForks advance: @escaping @convention(c) () -> Void) {
+        ForkHandlers.register(prepare: { ForkRegistry.prepare() }, parent: { ForkRegistry.parent() }, child: advance)
+    }
+
+    fileprivate static func prepare() {
+        // First, without the lock (making a helper adds it here): no global of the library is
+        // left half made in the child.
+        LazyGlobals.finish()
         lock.lock()
         forking = entries.compactMap(\.helper)
         for helper in forking { helper.prepareForFork() }
     }
 
-    private static func parent() {
+    fileprivate static func parent() {
         for helper in forking.reversed() { helper.continueInParent() }
         forking = []
         lock.unlock()
     }
 
-    private static func child() {
+    static func child() {
         for helper in forking { helper.continueInChild() }
         forking = []
         lock.reinitializeInChild()

@@ -91,7 +91,11 @@ enum Threads {
 /// cached records) can be recognised as inherited.
 enum ForkGeneration {
     private static let counter: Atomic<Int> = {
-        ForkHandlers.register(prepare: {}, parent: {}, child: { ForkGeneration.counter.add(1, ordering: .relaxed) })
+        // With the helpers' fork handling (in the child: first the count, then the helpers).
+        ForkRegistry.registerHandlers(countingForks: {
+            ForkGeneration.counter.add(1, ordering: .relaxed)
+            ForkRegistry.child()
+        })
         return Atomic<Int>(0)
     }()
 

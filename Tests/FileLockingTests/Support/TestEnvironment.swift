@@ -209,3 +209,32 @@ func errorThrown(by body: () async throws -> Void) async -> (any Error)? {
         return error
     }
 }
+
+/// `fork()` for the tests' forked children, which run a little synchronous code and `_exit`.
+///
+/// A child has only the forking thread; a lock that another thread of the test process held at
+/// the fork stays held there. Swift Testing hooks every thrown error (`_swift_willThrow`, to record
+/// a backtrace) and takes a lock of its own in the hook, which the parallel tests' threads take all
+/// the time: a child whose lock wait throws (a timeout) hung there (gdb: pthread_mutex_lock <-
+/// Testing.Backtrace._willThrow <- swift_willThrow <- LockEngine.waitLoop). So the child turns the
+/// hooks off; their addresses are looked up in the parent (the loader's lock is no safer).
+func forkChild() -> pid_t {
+    let hooks = ThrowHooks.addresses
+    let child = fork()
+    if child == 0 {
+        for hook in hooks { UnsafeMutableRawPointer(bitPattern: hook)?.storeBytes(of: nil, as: UnsafeRawPointer?.self) }
+    }
+    return child
+}
+
+private enum ThrowHooks {
+    /// Addresses of process-wide hook variables (bit patterns: `UnsafeMutableRawPointer` is not
+    /// `Sendable`).
+    static let addresses: [UInt] = ["_swift_willThrow", "_swift_willThrowTypedImpl"].compactMap { (name: String) in
+        #if canImport(Darwin)
+            dlsym(UnsafeMutableRawPointer(bitPattern: -2), name).map { UInt(bitPattern: $0) }  // RTLD_DEFAULT
+        #else
+            dlsym(nil, name).map { UInt(bitPattern: $0) }  // RTLD_DEFAULT
+        #endif
+    }
+}
