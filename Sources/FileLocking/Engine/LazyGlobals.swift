@@ -29,5 +29,6 @@ enum LazyGlobals {
         HelperName.finishGlobals()
         QuickRandom.finishGlobals()
         PathRegistry.finishGlobals()
+        ReadWritePrimitive.finishGlobals()
     }
 }

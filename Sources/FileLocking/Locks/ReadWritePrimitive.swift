@@ -97,6 +97,13 @@ struct ReadWritePrimitive: LockPrimitive {
         }
     }
 
+    /// Makes the lazily made globals of this file (see `LazyGlobals`).
+    static func finishGlobals() {
+        _ = writerLadder
+        _ = (SQLiteLockBytes.readPending, SQLiteLockBytes.readShared, SQLiteLockBytes.unlockPending)
+        _ = SQLiteLockBytes.unlockAll
+    }
+
     /// A writer's locks, in SQLite's order.
     private static let writerLadder = [
         SQLiteLockBytes.writeReserved, SQLiteLockBytes.writePending, SQLiteLockBytes.writeShared,
