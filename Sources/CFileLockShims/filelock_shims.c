@@ -55,3 +55,12 @@ int filelock_eventfd(void) {
     return -1;
 #endif
 }
+
+int filelock_replace_descriptor(int source, int target) {
+#if defined(__linux__)
+    return dup3(source, target, O_CLOEXEC);
+#else
+    if (dup2(source, target) < 0) return -1;
+    return fcntl(target, F_SETFD, FD_CLOEXEC) < 0 ? -1 : target;
+#endif
+}

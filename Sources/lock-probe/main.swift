@@ -23,6 +23,14 @@
 //   lock-probe race PATH                     rounds: on "go" tryAcquire once and print "won PID" or
 //                                            "lost"; on "release" release if won, print "released"
 //
+//   lock-probe grant PATH                    ReadWriteLock: read lock and release ("read ok"), try the
+//                                            write lock ("write ok" or "write CODE"), wait for a
+//                                            line on stdin, try the write lock again ("write ...")
+//   lock-probe fork-hold PATH [--while-held]
+//                                            acquire and release, fork a child that idles until
+//                                            stdin closes, acquire again, print "acquired PID
+//                                            CHILDPID" (with --while-held: acquire, then fork), then
+//                                            as hold; for tests that kill this holder
 //   lock-probe pair PATH DATA N [--shared]  with --kind rw: N times, a writer (default) adds 1 to
 //                                            both numbers in DATA ("A B"), one after the other with
 //                                            a yield between; a reader (--shared) reads both and
@@ -85,6 +93,7 @@ let withoutLock = flag("--no-lock")
 let shared = flag("--shared")
 let fallsBackToSoft = flag("--fallback")
 let removesFile = flag("--removes-file")
+let whileHeld = flag("--while-held")
 guard arguments.count >= 2 else {
     say("usage: lock-probe hold|try|increment PATH ...")
     exit(2)
@@ -145,6 +154,26 @@ let path = arguments[1]
 
 do {
     if try runRangeCommand() { exit(0) }
+    if command == "grant" {
+        let readWrite = try ReadWriteLock(at: path)
+        try readWrite.withReadLock(timeout: .seconds(10)) {}
+        say("read ok")
+        func tryWriting() {
+            do {
+                try readWrite.acquireWrite(timeout: .seconds(10))
+                readWrite.release()
+                say("write ok")
+            } catch let error as FileLockError {
+                say("write \(error.code)")
+            } catch {
+                say("write \(error)")
+            }
+        }
+        tryWriting()
+        _ = readLine()
+        tryWriting()
+        exit(0)
+    }
     let lock: any CrossProcessLock =
         switch kind {
         case "soft": try SoftFileLock(at: path)
@@ -164,6 +193,22 @@ do {
         waitForRelease(lock)
     case "holder":
         say("holder \(lock.holder.map { String($0.pid) } ?? "none")")
+    case "fork-hold":
+        if !whileHeld {
+            try lock.acquire(timeout: .seconds(60))
+            lock.release()
+        } else {
+            try lock.acquire(timeout: .seconds(60))
+        }
+        let child = fork()
+        if child == 0 {
+            var byte: UInt8 = 0
+            while read(0, &byte, 1) > 0 {}
+            _exit(0)
+        }
+        if !whileHeld { try lock.acquire(timeout: .seconds(60)) }
+        say("acquired \(getpid()) \(child)")
+        waitForRelease(lock)
     case "pair":
         guard arguments.count >= 4, let count = Int(arguments[3]) else {
             say("usage: lock-probe pair PATH DATA N [--shared]")

@@ -1,4 +1,4 @@
-import FileLocking
+@testable import FileLocking
 import Subprocesses
 import Testing
 
@@ -106,5 +106,16 @@ struct LockHolderTests {
         #expect(error?.message.contains("T") == true && error?.message.contains("Z") == true)
         holder.send("release")
         try holder.expectLine(startingWith: "released")
+    }
+
+    /// A holder's command line is anyone's bytes: control characters are escaped so that they
+    /// cannot break or forge the message they appear in.
+    @Test func commandLinesAreEscaped() {
+        let raw = Array("python3\0-c\0print(1)\n\u{1B}[31mforged\0".utf8) + [0xFF, 0]
+        let text = ProcessIdentity.commandLine(fromProcCmdline: raw)
+        #expect(text == "python3 -c print(1)\\x0a\\x1b[31mforged \\xff", "\(text ?? "nil")")
+        #expect(ProcessIdentity.commandLine(fromProcCmdline: [0, 0]) == nil)
+        let long = ProcessIdentity.commandLine(fromProcCmdline: Array(String(repeating: "a", count: 500).utf8)) ?? ""
+        #expect(long.count == ProcessIdentity.maximumCommandLength && long.hasSuffix("..."))
     }
 }

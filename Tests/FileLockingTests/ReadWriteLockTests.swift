@@ -186,6 +186,28 @@ struct ReadWriteLockTests {
         try inside.expectLine(startingWith: "released")
     }
 
+    /// A holder's forked child (without exec) must not keep the holder's lock alive: the child
+    /// shares the open files, so the library points its copies elsewhere. Both ways a child can
+    /// share the lock: forked while the lock was held, and forked while an open file of the lock
+    /// was kept for reuse, which the holder then locked.
+    @Test(arguments: [(WholeFileKind.readWrite, false), (.readWrite, true), (.kernel, true)])
+    func aKilledHolderFreesTheLockWhileItsForkedChildLives(kind: WholeFileKind, whileHeld: Bool) throws {
+        let path = folder.file("forked.lock")
+        let holder = try ChildProcess(
+            TestEnvironment.probe, ["fork-hold", path] + kind.probeArguments + (whileHeld ? ["--while-held"] : []))
+        let words = try holder.expectLine(startingWith: "acquired").split(separator: " ")
+        let child = Int32(words.count == 3 ? words[2] : "") ?? 0
+        let lock = try kind.make(path)
+        #expect(try !lock.tryAcquire())
+        holder.signal(SIGKILL)
+        _ = try holder.waitForExit()
+        #expect(child > 0 && kill(child, 0) == 0, "the forked child still lives")
+        #expect(try lock.tryAcquire(), "the killed holder's lock is free, though its child lives")
+        lock.release()
+        holder.closeInput()
+        guard eventually("the forked child ends", { kill(child, 0) != 0 }) else { return }
+    }
+
     @Test func aBlockedReaderWakesWhenTheWriterReleases() throws {
         let path = folder.file("wake.lock")
         let holder = try writer(path)
@@ -247,6 +269,37 @@ struct ReadWriteLockTests {
         #expect(try lock.tryAcquireWrite(), "the write lock counts up")
         #expect(lock.release() && lock.release())
         #expect(!lock.isLocked)
+    }
+
+    /// Each side releases only its own mode's holds.
+    @Test func aSideReleasesOnlyItsOwnMode() throws {
+        let lock = try separate(folder.file("sides.lock"))
+        try lock.acquireRead()
+        #expect(!lock.writeLock.release(), "the write side holds nothing")
+        #expect(!lock.writeLock.release(force: true), "nor does a forced release of it drop the read hold")
+        #expect(lock.heldMode == .shared && lock.holdCount == 1)
+        #expect(lock.readLock.release())
+        try lock.acquireWrite()
+        try lock.acquireWrite()
+        #expect(!lock.readLock.release())
+        #expect(lock.holdCount == 2)
+        #expect(lock.writeLock.release() && lock.writeLock.release())
+        #expect(!lock.isLocked)
+    }
+
+    /// A try and a short timeout name the holder too (an open-file lock's holder is found through
+    /// /proc, within a small budget).
+    @Test func aTryNamesTheHolder() throws {
+        let path = folder.file("try-named.lock")
+        let holder = try writer(path)
+        let pid = Int32(try holder.expectLine(startingWith: "acquired").split(separator: " ")[1])
+        let lock = try separate(path)
+        let tried = #expect(throws: FileLockError.self) { try lock.acquireRead(timeout: .zero) }
+        #expect(tried?.holder?.pid == pid, "\(tried?.message ?? "")")
+        let short = #expect(throws: FileLockError.self) { try lock.acquireWrite(timeout: .milliseconds(10)) }
+        #expect(short?.holder?.pid == pid, "\(short?.message ?? "")")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
     }
 
     @Test func theDefaultIsOneSingletonPerPath() throws {
@@ -356,6 +409,23 @@ struct ReadWriteLockTests {
         let newcomer = try writer(path, "try", path)
         try newcomer.expectLine(startingWith: "busy")
         lock.release(force: true)
+    }
+
+    /// A read lock taken while the file was read-only for this user keeps no read-only file for
+    /// the writer: once the user may write, the same lock object writes.
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to switch to nobody"))
+    func aWriterIsNotHeldBackByAReadOnlyFileKeptFromAReader() throws {
+        let path = folder.file("grant.lock")
+        writeFile(path, "")
+        chmod(path, 0o644)
+        let probe = try folder.probeAsNobody(["grant", path])
+        try probe.expectLine(startingWith: "read ok")
+        let refused = try probe.expectLine(startingWith: "write")
+        #expect(refused.contains("permissionDenied"), "\(refused)")
+        chmod(path, 0o666)
+        probe.send("granted")
+        let second = try probe.expectLine(startingWith: "write")
+        #expect(second == "write ok", "\(second)")
     }
 
     @Test func aReadOnlyLockFileAllowsReadsOnly() throws {

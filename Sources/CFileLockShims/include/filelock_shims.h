@@ -15,4 +15,8 @@ int filelock_rename_no_replace(const char *from, const char *to);
 /// elsewhere. (The Glibc module does not carry <sys/eventfd.h>.)
 int filelock_eventfd(void);
 
+/// Points descriptor `target` at the open file of `source`, close-on-exec (Linux dup3 with
+/// O_CLOEXEC; dup2 and fcntl elsewhere). Returns `target`, or -1 with errno set.
+int filelock_replace_descriptor(int source, int target);
+
 #endif

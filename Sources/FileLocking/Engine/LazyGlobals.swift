@@ -14,6 +14,8 @@
 /// held, so waiting for a global that waits for that lock would deadlock the parent.
 enum LazyGlobals {
     static func finish() {
+        _ = ForkGeneration.forks
+        _ = OwnedLockFiles.null
         _ = WaitInterrupter.shared
         _ = KernelWaitThreads.shared
         _ = BlockingCallPool.shared

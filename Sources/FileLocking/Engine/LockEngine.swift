@@ -326,8 +326,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     /// must not drop another thread's lock) and gets `false`. `force` drops every hold of every
     /// owner (holds inherited across fork are let go without touching the parent's lock).
     @discardableResult
-    func release(force: Bool) -> Bool {
-        let (found, released) = takeHolds(force: force, owner: currentOwner)
+    func release(force: Bool, mode: LockMode? = nil) -> Bool {
+        let (found, released) = takeHolds(force: force, owner: currentOwner, mode: mode)
         for record in released { finishRelease(record) }
         return found
     }
@@ -335,8 +335,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     /// `release(force:)` from a task: the owner is the task, the file-system calls of the release
     /// run on the helper threads.
     @discardableResult
-    func releaseFromTask(force: Bool) async -> Bool {
-        let (found, released) = takeHolds(force: force, owner: currentOwner)
+    func releaseFromTask(force: Bool, mode: LockMode? = nil) async -> Bool {
+        let (found, released) = takeHolds(force: force, owner: currentOwner, mode: mode)
         if !released.isEmpty {
             // Not cancellable: a task cancelled in its `withLock` body still releases, off the pool.
             await BlockingCallPool.shared.runToTheEnd { [self] in for record in released { finishRelease(record) } }
@@ -344,19 +344,24 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         return found
     }
 
-    /// Counts down (or with `force` drops) holds; returns whether the owner held any, and the
-    /// records whose last hold went, still to be released.
-    private func takeHolds(force: Bool, owner: Owner) -> (found: Bool, released: [HoldRecord]) {
+    /// Counts down (or with `force` drops) holds, only those in `mode` when one is given; returns
+    /// whether the owner held any, and the records whose last hold went, still to be released.
+    private func takeHolds(force: Bool, owner: Owner, mode: LockMode?) -> (found: Bool, released: [HoldRecord]) {
         let generation = ForkGeneration.current
         if force {
             let released = holds.withLock { records in
-                defer { records.removeAll() }
-                return records
+                let taken = records.filter { mode == nil || $0.mode == mode }
+                records.removeAll { mode == nil || $0.mode == mode }
+                return taken
             }
             return (released.contains { $0.generation == generation }, released)
         }
         return holds.withLock { records in
-            guard let index = records.firstIndex(where: { $0.owner == owner && $0.generation == generation }) else {
+            guard
+                let index = records.firstIndex(where: {
+                    $0.owner == owner && $0.generation == generation && (mode == nil || $0.mode == mode)
+                })
+            else {
                 return (false, [])
             }
             records[index].count -= 1

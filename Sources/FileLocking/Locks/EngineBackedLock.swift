@@ -5,10 +5,15 @@ protocol EngineBackedLock: CrossProcessLock, Hashable {
     var engine: LockEngine<Primitive> { get }
     /// The mode this lock object acquires in (`.exclusive`, except a read-write lock's read side).
     var lockMode: LockMode { get }
+    /// The only mode `release` gives up, or `nil` for any (a read-write lock's side releases only
+    /// its own mode's holds).
+    var releaseMode: LockMode? { get }
 }
 
 extension EngineBackedLock {
     var lockMode: LockMode { .exclusive }
+
+    var releaseMode: LockMode? { nil }
 
     /// The lock file's path as given at construction.
     public var path: String { engine.path }
@@ -33,12 +38,12 @@ extension EngineBackedLock {
 
     @discardableResult
     public func release(force: Bool) -> Bool {
-        engine.release(force: force)
+        engine.release(force: force, mode: releaseMode)
     }
 
     /// `release()` from a task, with the file-system calls on the helper threads.
     func releaseOffThePool() async {
-        await engine.releaseFromTask(force: false)
+        await engine.releaseFromTask(force: false, mode: releaseMode)
     }
 
     /// Whether holds belong to the acquiring thread or task, or to this lock object.

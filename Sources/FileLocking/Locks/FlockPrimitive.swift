@@ -85,7 +85,7 @@ struct FlockPrimitive: LockPrimitive {
     }
 
     func abandon(_ file: OpenLockFile) {
-        System.close(file.descriptor)
+        OwnedLockFiles.close(file.descriptor)
     }
 
     func release(_ descriptor: Int32) {
@@ -93,7 +93,7 @@ struct FlockPrimitive: LockPrimitive {
         // Unlock before closing: a child forked without exec shares the open file and would
         // otherwise keep the lock alive.
         System.unlock(descriptor)
-        System.close(descriptor)
+        OwnedLockFiles.close(descriptor)
     }
 
     /// Deletes the lock file while we still hold it, and only if the path still names it. Only an
@@ -114,7 +114,7 @@ struct FlockPrimitive: LockPrimitive {
 
     func forget(_ descriptor: Int32) {
         // The parent shares this open file and its lock: closing our copy leaves both alone.
-        System.close(descriptor)
+        OwnedLockFiles.close(descriptor)
     }
 
     func holders() -> [LockHolder] {
@@ -143,37 +143,40 @@ extension LockMode {
 }
 
 extension LockPath {
-    /// Opens (creating if needed, with any missing folders) a lock file for a kernel lock, never
-    /// following a symbolic link; an existing file this user may only read is opened read-only
-    /// (`flock` and shared record locks need no write access).
-    ///
-    /// - Throws: `FileLockError` naming the path and what to do.
     /// Opens the lock file as `openLockFile` does and checks that it is a regular file.
+    /// The file is one of `OwnedLockFiles`: close it with `OwnedLockFiles.close`.
     func openRegularLockFile(mode: UInt32) throws -> OpenLockFile {
-        let descriptor = try openLockFile(mode: mode)
+        let (descriptor, readOnlyBecause) = try openLockFile(mode: mode)
+        OwnedLockFiles.add(descriptor)
         guard case .success(let status) = System.fstat(descriptor) else {
-            return OpenLockFile(descriptor: descriptor, status: nil)
+            return OpenLockFile(descriptor: descriptor, status: nil, readOnlyBecause: readOnlyBecause)
         }
         guard status.isRegularFile else {
             // A FIFO, socket or device at the path: refused, as `SoftFileLock` and `filelock
             // status` refuse it (locking one would lock whatever it is shared with).
-            System.close(descriptor)
+            OwnedLockFiles.close(descriptor)
             throw FileLockError(
                 .invalidPath, path: given,
                 message: "'\(given)' is not a regular file (a device, FIFO or socket?); choose another lock file path")
         }
-        return OpenLockFile(descriptor: descriptor, status: status)
+        return OpenLockFile(descriptor: descriptor, status: status, readOnlyBecause: readOnlyBecause)
     }
 
-    func openLockFile(mode: UInt32) throws -> Int32 {
+    /// Opens (creating if needed, with any missing folders) a lock file for a kernel lock, never
+    /// following a symbolic link; an existing file this user may only read is opened read-only
+    /// (`flock` and shared record locks need no write access), and the error that made it so is
+    /// returned with it.
+    ///
+    /// - Throws: `FileLockError` naming the path and what to do.
+    func openLockFile(mode: UInt32) throws -> (descriptor: Int32, readOnlyBecause: Errno?) {
         switch try open(flags: OpenFlags.readWriteCreate, mode: mode) {
             case .success(let descriptor):
-                return descriptor
+                return (descriptor, nil)
             case .failure(let error) where error == .accessDenied || error == .readOnlyFilesystem:
                 // flock needs no write access: an existing lock file we may only read still works
                 // (a shared /var/lock file owned by another user, a read-only mount).
                 if case .success(let descriptor) = System.open(absolute, flags: OpenFlags.readOnly, mode: 0) {
-                    return descriptor
+                    return (descriptor, error)
                 }
                 throw FileLockError.system(error, path: given, operation: "open")
             case .failure(.tooManySymbolicLinks):
@@ -210,4 +213,10 @@ struct OpenLockFile: Sendable {
     var descriptor: Int32
     /// `nil` when the file could not be examined (an NFS handle gone stale): never confirmed.
     var status: FileStatus?
+    /// Why the file is open for reading only (`EACCES`: this user may not write it; `EROFS`: a
+    /// read-only filesystem), or `nil` when it is open for writing too.
+    var readOnlyBecause: Errno? = nil
+    /// `ForkGeneration.forks` when it was opened: a file opened before a later fork is shared
+    /// with the child.
+    var forksWhenOpened = ForkGeneration.forks
 }

@@ -86,14 +86,18 @@ public struct ReadWriteLock: Sendable, Hashable {
     }
 
     /// One mode of a ``ReadWriteLock`` as a lock of its own: everything ``CrossProcessLock``
-    /// offers (`withLock { }`, `acquire`, `tryAcquire`, sync and `async`) in that mode. Pass
-    /// `lock.readLock` or `lock.writeLock` wherever a `some CrossProcessLock` is expected.
+    /// offers (`withLock { }`, `acquire`, `tryAcquire`, `release`, sync and `async`) in that mode:
+    /// `release` gives up only holds of this mode (`false` when the caller holds the other), and
+    /// `release(force: true)` drops this mode's holds of every thread. Pass `lock.readLock` or
+    /// `lock.writeLock` wherever a `some CrossProcessLock` is expected.
     public struct Side: EngineBackedLock {
         let engine: LockEngine<ReadWritePrimitive>
         /// `.shared` for the read lock, `.exclusive` for the write lock.
         public let mode: LockMode
 
         var lockMode: LockMode { mode }
+
+        var releaseMode: LockMode? { mode }
 
         /// Whether this lock object holds the lock in this mode (for any of its threads or tasks).
         public var isLocked: Bool { engine.holdCount(mode: mode) > 0 }
@@ -107,7 +111,7 @@ public struct ReadWriteLock: Sendable, Hashable {
         /// For the read lock the writer (holding, or waiting with the readers' entry closed), for
         /// the write lock the writer or else a reader: the first process in the way.
         public var holder: LockHolder? {
-            engine.primitive.lockTable(deadline: nil).holder(inTheWayOf: mode)
+            engine.primitive.lockTable(budget: nil).holder(inTheWayOf: mode)
         }
 
         public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine && lhs.mode == rhs.mode }
@@ -159,11 +163,11 @@ public struct ReadWriteLock: Sendable, Hashable {
 
     /// A writer that has closed the entry to new readers and waits for the readers inside to leave
     /// (SQLite's PENDING lock), or `nil`.
-    public var waitingWriter: LockHolder? { engine.primitive.lockTable(deadline: nil).pendingWriter }
+    public var waitingWriter: LockHolder? { engine.primitive.lockTable(budget: nil).pendingWriter }
 
     /// The writer, the readers and a waiting writer at one look, with the number of locks whose
     /// process cannot be named (see ``ReadWriteLockHolders``).
-    public var currentHolders: ReadWriteLockHolders { engine.primitive.lockTable(deadline: nil).snapshot }
+    public var currentHolders: ReadWriteLockHolders { engine.primitive.lockTable(budget: nil).snapshot }
 
     // MARK: Acquiring and releasing
 

@@ -74,23 +74,27 @@ struct ReadWritePrimitive: LockPrimitive {
     }
 
     func begin(_ request: LockRequest) throws -> Attempt {
-        if let file = idleFiles.take() { return Attempt(file: file) }
+        if let file = idleFiles.take() {
+            // A file kept from a read-only open would fail a writer for good, also once this user
+            // may write the file: open it again instead.
+            guard request.mode == .exclusive && file.readOnlyBecause != nil else { return Attempt(file: file) }
+            OwnedLockFiles.close(file.descriptor)
+        }
         return Attempt(file: try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666))
     }
 
     // MARK: Trying and waiting
 
     func tryOnce(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<OpenLockFile> {
-        let descriptor = attempt.descriptor
         switch request.mode {
         case .shared:
-            guard try set(descriptor, SQLiteLockBytes.readPending, request) else { return .busy }
-            let entered = try set(descriptor, SQLiteLockBytes.readShared, request)
-            _ = System.setRangeLock(descriptor, SQLiteLockBytes.unlockPending)
+            guard try set(attempt, SQLiteLockBytes.readPending, request) else { return .busy }
+            let entered = try set(attempt, SQLiteLockBytes.readShared, request)
+            _ = System.setRangeLock(attempt.descriptor, SQLiteLockBytes.unlockPending)
             return entered ? try confirm(attempt, request) : .busy
         case .exclusive:
             for (step, lock) in Self.writerLadder.enumerated() where attempt.writerStep.load(ordering: .acquiring) <= step {
-                guard try set(descriptor, lock, request) else { return .busy }
+                guard try set(attempt, lock, request) else { return .busy }
                 attempt.writerStep.store(step + 1, ordering: .releasing)
             }
             return try confirm(attempt, request)
@@ -110,25 +114,24 @@ struct ReadWritePrimitive: LockPrimitive {
     ]
 
     func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> KernelWaitEnd {
-        let descriptor = attempt.descriptor
         switch request.mode {
         case .shared:
             // Wait while a writer holds (or waits with) the pending byte.
-            guard try setWaiting(descriptor, SQLiteLockBytes.readPending, request) else { return .interrupted }
-            if try set(descriptor, SQLiteLockBytes.readShared, request) {
-                _ = System.setRangeLock(descriptor, SQLiteLockBytes.unlockPending)
+            guard try setWaiting(attempt, SQLiteLockBytes.readPending, request) else { return .interrupted }
+            if try set(attempt, SQLiteLockBytes.readShared, request) {
+                _ = System.setRangeLock(attempt.descriptor, SQLiteLockBytes.unlockPending)
                 return .locked
             }
             // The shared range is write-locked without the pending byte: an SQLite writer between
             // the two unlocks of its release (or a program outside the protocol). Wait for that
             // without holding the pending byte, which would hold up writers, then try again.
-            _ = System.setRangeLock(descriptor, SQLiteLockBytes.unlockPending)
-            guard try setWaiting(descriptor, SQLiteLockBytes.readShared, request) else { return .interrupted }
-            _ = System.setRangeLock(descriptor, SQLiteLockBytes.unlockAll)
+            _ = System.setRangeLock(attempt.descriptor, SQLiteLockBytes.unlockPending)
+            guard try setWaiting(attempt, SQLiteLockBytes.readShared, request) else { return .interrupted }
+            _ = System.setRangeLock(attempt.descriptor, SQLiteLockBytes.unlockAll)
             return .interrupted
         case .exclusive:
             for (step, lock) in Self.writerLadder.enumerated() where attempt.writerStep.load(ordering: .acquiring) <= step {
-                guard try setWaiting(descriptor, lock, request) else { return .interrupted }
+                guard try setWaiting(attempt, lock, request) else { return .interrupted }
                 attempt.writerStep.store(step + 1, ordering: .releasing)
             }
             return .locked
@@ -178,26 +181,35 @@ struct ReadWritePrimitive: LockPrimitive {
     }
 
     /// One lock of the ladder, not waiting: `false` when held elsewhere.
-    private func set(_ descriptor: Int32, _ lock: RangeLockRequest, _ request: LockRequest) throws -> Bool {
-        switch System.setRangeLock(descriptor, lock) {
+    private func set(_ attempt: Attempt, _ lock: RangeLockRequest, _ request: LockRequest) throws -> Bool {
+        switch System.setRangeLock(attempt.descriptor, lock) {
         case .success(let isSet): return isSet
-        case .failure(let error): throw self.error(error, request)
+        case .failure(let error): throw self.error(error, request, attempt)
         }
     }
 
     /// One lock of the ladder, waiting in the kernel: `false` when a signal ended the wait.
-    private func setWaiting(_ descriptor: Int32, _ lock: RangeLockRequest, _ request: LockRequest) throws -> Bool {
-        switch System.setRangeLockWaitingOnce(descriptor, lock) {
+    private func setWaiting(_ attempt: Attempt, _ lock: RangeLockRequest, _ request: LockRequest) throws -> Bool {
+        switch System.setRangeLockWaitingOnce(attempt.descriptor, lock) {
         case .success: return true
         case .failure(.interrupted): return false
-        case .failure(let error): throw self.error(error, request)
+        case .failure(let error): throw self.error(error, request, attempt)
         }
     }
 
-    private func error(_ error: Errno, _ request: LockRequest) -> FileLockError {
+    private func error(_ error: Errno, _ request: LockRequest, _ attempt: Attempt) -> FileLockError {
         switch error {
         case .badFileDescriptor:
-            // Only a file opened read-only gets here: a write lock needs write access.
+            // Only a file opened read-only gets here (a write lock needs write access): never
+            // keep it for another acquisition.
+            attempt.isStale.store(true, ordering: .relaxed)
+            if attempt.file.readOnlyBecause == .readOnlyFilesystem {
+                return FileLockError(
+                    .readOnlyFilesystem, path: path,
+                    message: "cannot take the write lock of '\(path)': the lock file is on a read-only filesystem, and a "
+                        + "write lock needs it open for writing (read locks work); put the lock file on a writable "
+                        + "filesystem", errno: Errno.readOnlyFilesystem.rawValue)
+            }
             return FileLockError(
                 .permissionDenied, path: path,
                 message: "cannot take the write lock of '\(path)': this user may only read the lock file, and a write "
@@ -228,7 +240,7 @@ struct ReadWritePrimitive: LockPrimitive {
     func abandon(_ attempt: Attempt) {
         unlockAll(attempt)
         if attempt.isStale.load(ordering: .relaxed) {
-            System.close(attempt.descriptor)
+            OwnedLockFiles.close(attempt.descriptor)
         } else {
             idleFiles.keep(attempt.file)
         }
@@ -241,21 +253,20 @@ struct ReadWritePrimitive: LockPrimitive {
 
     func forget(_ file: OpenLockFile) {
         // The parent shares this open file and its locks: closing our copy leaves both alone.
-        System.close(file.descriptor)
+        OwnedLockFiles.close(file.descriptor)
     }
 
     // MARK: Who holds it
 
-    func holders() -> [LockHolder] { lockTable(deadline: nil).holders }
+    func holders() -> [LockHolder] { lockTable(budget: nil).holders }
 
     /// Who stands in the way: for a reader the writer (holding, or waiting with the pending byte);
-    /// for a writer the writer, else a reader. A try does not look through `/proc` for holders
-    /// with open-file locks; a wait spends at most `RangePrimitive.holderLookupBudget` on it.
+    /// for a writer the writer, else a reader. Holders with open-file locks are looked for through
+    /// `/proc` (about one `stat` per open file of the machine) for a tenth of the timeout, at least
+    /// 5 ms (a try too) and at most 100 ms, besides this process's own files.
     func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? {
-        let table = lockTable(
-            deadline: MonotonicInstant.now.advanced(by: RangePrimitive.holderLookupBudget(forTimeout: timeout)),
-            identifyingOpenFileHolders: timeout != .zero)
-        return table.holder(inTheWayOf: request.mode)
+        let budget = max(RangePrimitive.holderLookupBudget(forTimeout: timeout), .milliseconds(5))
+        return lockTable(budget: budget).holder(inTheWayOf: request.mode)
     }
 
     func subject(of request: LockRequest) -> String? {
@@ -264,13 +275,13 @@ struct ReadWritePrimitive: LockPrimitive {
 
     /// The readers and the writer, and a writer waiting for the readers to leave, from the kernel's
     /// lock table (see `ProcLocks.recordLocks`).
-    func lockTable(deadline: MonotonicInstant?, identifyingOpenFileHolders: Bool = true) -> ReadWriteLockTable {
+    func lockTable(budget: Duration?) -> ReadWriteLockTable {
         guard case .success(let status) = System.lstat(lockPath.absolute), status.isRegularFile else {
             return ReadWriteLockTable()
         }
         let locks = ProcLocks.recordLocks(
             on: status, mountID: status.deviceMajor == 0 ? System.mountID(of: lockPath.absolute) : nil,
-            deadline: deadline, identifyingOpenFileHolders: identifyingOpenFileHolders)
+            budget: budget)
         return ReadWriteLockTable(locks)
     }
 }
@@ -335,45 +346,41 @@ struct ReadWriteLockTable: Sendable {
 }
 
 /// Open lock files kept for the next acquisition: opening and examining a file costs more than
-/// the three record-lock calls of an acquisition. Never used across a fork: a child's open files
-/// share their open file descriptions (and so their locks) with the parent's.
+/// the three record-lock calls of an acquisition. Never used across a fork, in the parent or the
+/// child: an open file made before a fork is shared with the child, so a lock taken through it
+/// later would stay held while the child lives, even after its holder was killed.
 final class IdleFiles: Sendable {
     static let capacity = 4
 
-    private struct Entry {
-        var file: OpenLockFile
-        var generation: Int
-    }
-
-    private let entries = Mutex<[Entry]>([])
+    private let files = Mutex<[OpenLockFile]>([])
 
     deinit {
-        for entry in entries.withLock({ $0 }) { System.close(entry.file.descriptor) }
+        for file in files.withLock({ $0 }) { OwnedLockFiles.close(file.descriptor) }
     }
 
-    /// An idle open file of this process, or `nil`; files inherited across a fork are closed.
+    /// An idle open file opened since the last fork, or `nil`; older ones are closed.
     func take() -> OpenLockFile? {
-        let generation = ForkGeneration.current
+        let forks = ForkGeneration.forks
         var inherited: [Int32] = []
-        let file = entries.withLock { entries -> OpenLockFile? in
-            if entries.contains(where: { $0.generation != generation }) {
-                inherited = entries.filter { $0.generation != generation }.map(\.file.descriptor)
-                entries.removeAll { $0.generation != generation }
+        let file = files.withLock { files -> OpenLockFile? in
+            if files.contains(where: { $0.forksWhenOpened != forks }) {
+                inherited = files.filter { $0.forksWhenOpened != forks }.map(\.descriptor)
+                files.removeAll { $0.forksWhenOpened != forks }
             }
-            return entries.popLast()?.file
+            return files.popLast()
         }
-        for descriptor in inherited { System.close(descriptor) }
+        for descriptor in inherited { OwnedLockFiles.close(descriptor) }
         return file
     }
 
-    /// Keeps an unlocked open file for the next acquisition, or closes it when enough are kept.
+    /// Keeps an unlocked open file for the next acquisition, or closes it: when enough are kept,
+    /// or when a fork happened since it was opened.
     func keep(_ file: OpenLockFile) {
-        let generation = ForkGeneration.current
-        let kept = entries.withLock { entries -> Bool in
-            guard entries.count < Self.capacity else { return false }
-            entries.append(Entry(file: file, generation: generation))
+        let kept = file.forksWhenOpened == ForkGeneration.forks && files.withLock { files -> Bool in
+            guard files.count < Self.capacity else { return false }
+            files.append(file)
             return true
         }
-        if !kept { System.close(file.descriptor) }
+        if !kept { OwnedLockFiles.close(file.descriptor) }
     }
 }

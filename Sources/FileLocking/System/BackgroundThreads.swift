@@ -90,6 +90,8 @@ enum ForkRegistry {
         // First, without the lock (making a helper adds it here): no global of the library is
         // left half made in the child.
         LazyGlobals.finish()
+        ForkGeneration.countFork()
+        OwnedLockFiles.prepareForFork()
         lock.lock()
         forking = entries.compactMap(\.helper)
         for helper in forking { helper.prepareForFork() }
@@ -99,11 +101,53 @@ enum ForkRegistry {
         for helper in forking.reversed() { helper.continueInParent() }
         forking = []
         lock.unlock()
+        OwnedLockFiles.continueInParent()
     }
 
     static func child() {
         for helper in forking { helper.continueInChild() }
         forking = []
+        lock.reinitializeInChild()
+        OwnedLockFiles.continueInChild()
+    }
+}
+
+/// The open lock files through which the library holds (or takes) kernel locks: `flock` and
+/// open-file-description locks belong to the open file, which a child forked without exec shares.
+/// A child that kept its copies would keep its parent's locks alive after the parent died (even
+/// `SIGKILL`ed), and a parent's lock taken later through a file opened before the fork would be
+/// held by the child too. So in the child every such descriptor is pointed at `/dev/null` (its
+/// number stays valid, so the parent's hold, which the child only forgets, closes a harmless
+/// copy): a forked child holds none of its parent's locks, as with POSIX locks and Python's.
+enum OwnedLockFiles {
+    private static let lock = ConditionLock()
+    // Guarded by `lock`.
+    nonisolated(unsafe) private static var descriptors: Set<Int32> = []
+    /// Opened before any fork (see `LazyGlobals`): the child's handler may only make system calls.
+    static let null: Int32 = {
+        if case .success(let descriptor) = System.open(CPath("/dev/null"), flags: OpenFlags.readOnly, mode: 0) { return descriptor }
+        return -1
+    }()
+
+    static func add(_ descriptor: Int32) {
+        lock.withLock { _ = descriptors.insert(descriptor) }
+    }
+
+    /// Closes a lock file opened through `openRegularLockFile`.
+    static func close(_ descriptor: Int32) {
+        lock.withLock { _ = descriptors.remove(descriptor) }
+        System.close(descriptor)
+    }
+
+    fileprivate static func prepareForFork() { lock.lock() }
+
+    fileprivate static func continueInParent() { lock.unlock() }
+
+    fileprivate static func continueInChild() {
+        if null >= 0 {
+            for descriptor in descriptors { System.replaceWithCloseOnExec(descriptor, by: null) }
+        }
+        descriptors = []
         lock.reinitializeInChild()
     }
 }

@@ -170,6 +170,12 @@ enum System {
         return result.map { read in Array(bytes.prefix(read)) }
     }
 
+    /// Points `descriptor` at the file `source` is open on, close-on-exec (`dup3`; `dup2` and
+    /// `fcntl` where there is none). Async-signal-safe: for fork handlers.
+    static func replaceWithCloseOnExec(_ descriptor: Int32, by source: Int32) {
+        _ = retryingInterrupts { filelock_replace_descriptor(source, descriptor) }
+    }
+
     /// `ftruncate(2)`.
     static func truncate(_ descriptor: Int32, to length: Int64) -> Result<Void, Errno> {
         retryingInterrupts { Glibc_ftruncate(descriptor, off_t(length)) }.map { _ in () }

@@ -198,23 +198,33 @@ extension ProcLocks {
 extension ProcLocks {
     /// Every record lock held on `file` (not the waiters), with its process: POSIX locks name
     /// their process in `/proc/locks`; open-file-description locks show pid -1 there, so their
-    /// processes are found through `/proc/PID/fdinfo` (newest process first), only when there are
-    /// any, and only until each is found or `deadline` passes. This process is looked at first,
-    /// whatever the deadline: another lock object or thread of the caller's own program is a
-    /// common holder, and its own open files are few. With `identifyingOpenFileHolders` false, open-file-description locks are
-    /// left out rather than looked for. Open-file-description locks whose process was not found
-    /// come back with pid -1.
+    /// processes are found through `/proc/PID/fd` and `fdinfo` (newest process first), only when there are
+    /// any, and only until each is found or `budget` is spent. This process is looked at first,
+    /// outside the budget: another lock object or thread of the caller's own program is a common
+    /// holder, and its own open files are few. Open-file-description locks whose process was not
+    /// found (another user's, whose `/proc/PID/fdinfo` this user may not read, or a look cut
+    /// short by the budget) come back with pid -1, if they are on the file's device as `stat` or
+    /// the file's own fdinfo lines name it.
     static func recordLocks(
-        on file: FileStatus, mountID: Int?, deadline: MonotonicInstant?, identifyingOpenFileHolders: Bool = true
+        on file: FileStatus, mountID: Int?, budget: Duration?
     ) -> [(pid: Int32, entry: KernelLockEntry)] {
+        var deadline: MonotonicInstant?
         let held = entries(for: file, mountID: mountID).filter { !$0.isWaiting && ($0.kind == .posix || $0.kind == .openFileDescription) }
         var found: [(pid: Int32, entry: KernelLockEntry)] = held.filter { $0.kind == .posix && $0.pid > 0 }.map { ($0.pid, $0) }
         var missing = held.filter { $0.kind == .openFileDescription }
-        guard identifyingOpenFileHolders, !missing.isEmpty else { return found }
+        guard !missing.isEmpty else { return found }
         #if os(Linux)
+            var devices: Set<[UInt64]> = [[file.deviceMajor, file.deviceMinor]]
+            func unidentified(_ entries: [KernelLockEntry]) -> [(pid: Int32, entry: KernelLockEntry)] {
+                // Only entries on our file's device: another file with the same inode number on
+                // another device (a second tmpfs, a btrfs subvolume) is none of ours.
+                entries.filter { devices.contains([$0.deviceMajor, $0.deviceMinor]) }.map { (-1, $0) }
+            }
             let own = System.processID
             let others = System.folderEntries("/proc").compactMap { name in Int32(name) }.filter { $0 != own }
             for pid in [own] + others.sorted(by: >) {
+                // The budget counts from the end of this process's own look.
+                if pid != own, deadline == nil, let budget { deadline = MonotonicInstant.now.advanced(by: budget) }
                 let process = "/proc/\(pid)"
                 for descriptor in System.folderEntries(process + "/fd") {
                     // This process's own files are read to the end: they are few, and the answer
@@ -224,14 +234,20 @@ extension ProcLocks {
                     // then its fdinfo is read (three calls and a parse), so a look costs about one
                     // system call per open file on the machine.
                     guard case .success(let target) = System.stat(process + "/fd/" + descriptor),
-                        target.inode == file.inode, file.deviceMajor == 0 || target.device == file.device,
+                        target.inode == file.inode, target.device == file.device,
                         case .success(let bytes) = System.readWholeFile(process + "/fdinfo/" + descriptor)
                     else { continue }
                     for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("lock:") {
-                        guard let entry = parse(String(line.dropFirst(5))).first, entry.kind == .openFileDescription,
+                        guard let entry = parse(String(line.dropFirst(5))).first, entry.kind == .openFileDescription
+                        else { continue }
+                        // The device as the lock table writes it for our file (overlay and btrfs
+                        // write another one than `stat` says).
+                        devices.insert([entry.deviceMajor, entry.deviceMinor])
+                        guard
                             let index = missing.firstIndex(where: {
-                                $0.inode == entry.inode && $0.start == entry.start && $0.end == entry.end
-                                    && $0.isWrite == entry.isWrite
+                                $0.inode == entry.inode && $0.deviceMajor == entry.deviceMajor
+                                    && $0.deviceMinor == entry.deviceMinor && $0.start == entry.start
+                                    && $0.end == entry.end && $0.isWrite == entry.isWrite
                             })
                         else { continue }
                         // One open file may be open in several descriptors (and processes): count it once.
@@ -241,13 +257,9 @@ extension ProcLocks {
                     }
                 }
             }
+            return found + unidentified(missing)
+        #else
+            return found
         #endif
-        return found + unidentified(missing)
-    }
-
-    /// Open-file-description locks whose process was not found (another user's, whose
-    /// `/proc/PID/fdinfo` this user may not read, or a look cut short by its deadline), with pid -1.
-    private static func unidentified(_ entries: [KernelLockEntry]) -> [(pid: Int32, entry: KernelLockEntry)] {
-        entries.map { (-1, $0) }
     }
 }

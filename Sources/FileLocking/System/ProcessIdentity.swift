@@ -119,7 +119,18 @@ enum ProcessIdentity {
         var trimmed = bytes[...]
         while trimmed.last == 0 { trimmed = trimmed.dropLast() }
         guard !trimmed.isEmpty else { return nil }
-        let text = String(decoding: trimmed.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
+        // Arguments are anyone's bytes: control characters (a newline, an escape sequence) would
+        // break or forge the message they end up in, so they are written as `\xNN`, and bytes
+        // that are not UTF-8 as paths are (`CPath.display`).
+        var text = ""
+        for character in CPath.display(trimmed.map { $0 == 0 ? UInt8(ascii: " ") : $0 }).unicodeScalars {
+            if character.value < 0x20 || character.value == 0x7F {
+                let digits = String(character.value, radix: 16)
+                text += "\\x" + (digits.count == 1 ? "0" : "") + digits
+            } else {
+                text.unicodeScalars.append(character)
+            }
+        }
         guard text.count > maximumCommandLength else { return text }
         return String(text.prefix(maximumCommandLength - 3)) + "..."
     }

@@ -100,6 +100,16 @@ enum ForkGeneration {
     }()
 
     static var current: Int { counter.load(ordering: .relaxed) }
+
+    /// How many forks this process (and, in a child, its parent before it) has made: counted as
+    /// each fork begins, so parent and child both see the new count. An open file made before it
+    /// changed may be shared with a child, which keeps any lock later taken through it alive.
+    static var forks: Int { forkCount.load(ordering: .relaxed) }
+
+    private static let forkCount = Atomic<Int>(0)
+
+    /// Called by the prepare handler, before the fork.
+    static func countFork() { forkCount.add(1, ordering: .relaxed) }
 }
 
 /// `pthread_atfork` for handlers that reach their state through a static.
