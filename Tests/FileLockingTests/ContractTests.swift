@@ -307,4 +307,22 @@ struct ContractTests {
         let line = try child.expectLine(startingWith: "error")
         #expect(line.hasPrefix("error readOnlyFilesystem") && line.contains(path), "\(line)")
     }
+
+    /// Breaking an abandoned empty marker never removes a file that a kernel lock holds: the
+    /// kernel kinds leave an empty file too, and one removed under its holder lets the next
+    /// acquirer lock a new file beside it.
+    @Test(arguments: [WholeFileKind.kernel, .readWrite])
+    func breakingAnEmptyMarkerSparesAFileAKernelLockHolds(kind: WholeFileKind) throws {
+        let path = folder.file("fenced.lock")
+        let holder = try probe(kind, "hold", path)
+        try holder.expectLine(startingWith: "acquired")
+        var times = [timespec(tv_sec: 1, tv_nsec: 0), timespec(tv_sec: 1, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, path, &times, 0) == 0, "the empty file looks abandoned (old)")
+        let outcome = try SoftFileLock(at: path).breakMarker()
+        #expect(outcome == .holderAlive(nil), "\(outcome)")
+        #expect(access(path, F_OK) == 0, "the held file is still there")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try SoftFileLock(at: path).breakMarker() == .broken(nil), "once free, an old empty file is broken")
+    }
 }

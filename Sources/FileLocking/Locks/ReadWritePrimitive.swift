@@ -26,6 +26,8 @@ enum SQLiteLockBytes {
     static let writePending = write(pending)
     static let writeShared = write(sharedFirst, sharedSize)
     static let unlockPending = RangeLockRequest(kind: .unlock, start: pending, length: 1)
+    /// All of SQLite's lock bytes, as its EXCLUSIVE lock holds them.
+    static let writeAll = write(pending, 2 + sharedSize)
     /// Everything this open file holds, in one call (length 0: to the end of the file).
     static let unlockAll = RangeLockRequest(kind: .unlock, start: 0, length: 0)
 }
@@ -105,7 +107,7 @@ struct ReadWritePrimitive: LockPrimitive {
     static func finishGlobals() {
         _ = writerLadder
         _ = (SQLiteLockBytes.readPending, SQLiteLockBytes.readShared, SQLiteLockBytes.unlockPending)
-        _ = SQLiteLockBytes.unlockAll
+        _ = (SQLiteLockBytes.unlockAll, SQLiteLockBytes.writeAll)
     }
 
     /// A writer's locks, in SQLite's order.

@@ -367,6 +367,19 @@ struct SoftPrimitive: LockPrimitive {
             if observed.isNoMarker && !force { throw noMarkerError(observed) }
             let judgement: BreakJudgement = force ? .forced : .staleOrAged
             guard judgement.allows(observed, self) else { return .holderAlive(holder) }
+            // A marker that names no holder may be a kernel lock's file (FileLock, ReadWriteLock,
+            // flock(1) and SQLite leave an empty file): hold its kernel locks while it goes, so
+            // that no one who opened it can lock it in between and be left holding a lock on a
+            // file that is gone while the next one creates a new one; a file locked now is held.
+            var fence: KernelLockFence?
+            if observed.record == nil {
+                switch KernelLockFence.take(on: lockPath.absolute, expecting: observed.identity) {
+                case .taken(let taken): fence = taken
+                case .held: return .holderAlive(nil)
+                case .replaced: continue
+                }
+            }
+            defer { fence?.release() }
             switch try takeOver(observed, judgement: judgement) {
             case .won(let ours):
                 release(ours)
@@ -805,5 +818,61 @@ final class OwnProcessID: Sendable {
         let pid = System.processID
         cache.withLock { $0 = (generation, pid) }
         return pid
+    }
+}
+
+/// The kernel locks others may take on a lock file, taken without waiting by someone about to
+/// remove the file: `flock` exclusively (FileLock, flock(1)) and the write lock on SQLite's lock
+/// bytes (ReadWriteLock, Python's ReadWriteLock, SQLite), through an open file of its own.
+struct KernelLockFence {
+    let descriptor: Int32
+
+    enum Outcome {
+        case taken(KernelLockFence)
+        /// Someone holds one of the locks (or the file cannot be opened to find out).
+        case held
+        /// The path no longer names the expected file.
+        case replaced
+    }
+
+    static func take(on path: CPath, expecting identity: FileIdentity) -> Outcome {
+        let descriptor: Int32
+        switch System.open(path, flags: OpenFlags.readWriteExistingNonBlocking, mode: 0) {
+        case .success(let opened): descriptor = opened
+        case .failure(.noSuchFile): return .replaced
+        case .failure:
+            // Not writable for this user: flock still fences; the record lock needs a writable file.
+            guard case .success(let opened) = System.open(path, flags: OpenFlags.readOnlyNonBlocking, mode: 0) else {
+                return .held
+            }
+            descriptor = opened
+        }
+        guard case .success(let status) = System.fstat(descriptor), FileIdentity(status) == identity else {
+            System.close(descriptor)
+            return .replaced
+        }
+        let flocked = System.flockNonBlocking(descriptor, .exclusive)
+        let recordLocked = System.setRangeLock(descriptor, SQLiteLockBytes.writeAll)
+        let isFree: Bool
+        switch (flocked, recordLocked) {
+        case (.success(true), .success(true)):
+            isFree = true
+        case (.success(true), .failure(.badFileDescriptor)):
+            // Open for reading only: no write lock to take; free when no one holds any lock there.
+            isFree = !System.hasConflictingRangeLock(descriptor, SQLiteLockBytes.writeAll)
+        default:
+            isFree = false
+        }
+        guard isFree else {
+            System.close(descriptor)
+            return .held
+        }
+        return .taken(KernelLockFence(descriptor: descriptor))
+    }
+
+    func release() {
+        System.unlock(descriptor)
+        _ = System.setRangeLock(descriptor, SQLiteLockBytes.unlockAll)
+        System.close(descriptor)
     }
 }

@@ -37,6 +37,7 @@ func once<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, Errno> {
 enum OpenFlags {
     static let readWriteCreate: Int32 = O_RDWR | O_CREAT
     static let readOnly: Int32 = O_RDONLY
+    static let readWriteExistingNonBlocking: Int32 = O_RDWR | O_NONBLOCK
     static let createExclusiveWriteOnly: Int32 = O_WRONLY | O_CREAT | O_EXCL
     static let createExclusiveReadWrite: Int32 = O_RDWR | O_CREAT | O_EXCL
     static let readOnlyNonBlocking: Int32 = O_RDONLY | O_NONBLOCK

@@ -118,6 +118,13 @@ extension System {
         return once { Glibc_fcntl(descriptor, RangeLockCommands.setWait, &raw) }.map { _ in () }
     }
 
+    /// Whether another open file (or process) holds a lock that conflicts with `request`; `true`
+    /// when that cannot be found out.
+    static func hasConflictingRangeLock(_ descriptor: Int32, _ request: RangeLockRequest) -> Bool {
+        guard case .success(let conflict) = conflictingRangeLock(descriptor, request) else { return true }
+        return conflict != nil
+    }
+
     /// The first lock that would conflict with `request`, or `nil` when it could be set now.
     static func conflictingRangeLock(_ descriptor: Int32, _ request: RangeLockRequest) -> Result<RangeLockRequest?, Errno> {
         var raw = request.raw
