@@ -23,6 +23,8 @@ struct LockReport {
     var waitingWriter: LockHolder? = nil
     /// For a read-write lock, locks whose process this user cannot see (another user's).
     var unidentifiedCount = 0
+    /// For a read-write lock, what its file holds.
+    var fileFormat: ReadWriteLock.FileFormat? = nil
 
     /// Looks at the path without creating anything. A holder record means a soft lock; so does
     /// a malformed or unreadable non-empty file that no kernel lock holds; a file that no flock
@@ -53,6 +55,12 @@ struct LockReport {
             detected = .kernel
         } else if try readWriteTable().isHeld {
             detected = .rw
+        } else if let format = try ReadWriteLock(at: try RawArguments.filePath(path), isSingleton: false).fileFormat,
+            format == .sqlite || format == .sqliteWAL
+        {
+            // An SQLite transaction on a read-write lock's file writes the database's first page:
+            // never a marker.
+            detected = .rw
         } else {
             switch marker {
             case .malformed, .unreadable(_, 1...): detected = .soft
@@ -72,7 +80,8 @@ struct LockReport {
             let table = try readWriteTable()
             return LockReport(
                 path: path, kind: .rw, isGuessed: kind == nil, holders: (table.writer.map { [$0] } ?? []) + table.readers,
-                waiting: 0, marker: marker, waitingWriter: table.waitingWriter, unidentifiedCount: table.unidentifiedCount)
+                waiting: 0, marker: marker, waitingWriter: table.waitingWriter, unidentifiedCount: table.unidentifiedCount,
+                fileFormat: try ReadWriteLock(at: try RawArguments.filePath(path), isSingleton: false).fileFormat)
         }
     }
 
@@ -114,7 +123,16 @@ struct LockReport {
         case .soft:
             kindFields = ",\"marker\":\"\(marker.name)\",\"modified\":" + (marker.modified.map { quoted(formatted($0)) } ?? "null")
         case .rw:
+            let format =
+                switch fileFormat {
+                case .empty?: "\"empty\""
+                case .sqlite?: "\"sqlite\""
+                case .sqliteWAL?: "\"sqlite-wal\""
+                case .other?: "\"other\""
+                case nil: "null"
+                }
             kindFields = ",\"waitingWriter\":" + (waitingWriter.map(object) ?? "null") + ",\"unidentified\":\(unidentifiedCount)"
+                + ",\"format\":\(format)"
         case .kernel:
             break
         }
@@ -138,9 +156,18 @@ struct LockReport {
             case .soft: "soft lock (marker file)"
             case .rw: "read-write lock (SQLite's protocol)"
             }
+        var formatNotes: [String] {
+            switch (kind, fileFormat) {
+            case (.rw, .sqliteWAL?):
+                ["  note: an SQLite database in WAL mode: a ReadWriteLock refuses it (WAL readers and writers take other locks)"]
+            case (.rw, .sqlite?) where isGuessed:
+                ["  note: guessed from the file, an SQLite database (an SQLite transaction on a read-write lock's file writes one)"]
+            default: []
+            }
+        }
         guard isHeld else {
-            var lines = ["\(path): free (\(kindName))"]
-            if isGuessed, marker.modified != nil {
+            var lines = ["\(path): free (\(kindName))"] + formatNotes
+            if isGuessed, kind != .rw, marker.modified != nil {
                 // Only an empty file (or one this user may not read) is guessed to be a free kernel lock.
                 lines.append("  note: the file is empty; if it is a soft lock's marker, that lock is held or abandoned (see --kind soft)")
             }
@@ -169,6 +196,7 @@ struct LockReport {
                     "  \(unidentifiedCount) lock\(unidentifiedCount == 1 ? "" : "s") of processes this user cannot see "
                         + "(another user's; run as root to name them)")
             }
+            lines += formatNotes
             if isGuessed {
                 lines.append("  note: guessed from its record locks on SQLite's lock bytes (--kind rw)")
             }

@@ -539,6 +539,25 @@ struct CommandLineTests {
         #expect(freeCode == 0 && free.contains("free"), "\(free)")
     }
 
+    /// An SQLite transaction on a read-write lock's file writes the database's first page: status
+    /// takes such a file for a (free) read-write lock, not for a malformed soft marker, and says
+    /// when it is a WAL database, which the lock refuses.
+    @Test func statusKnowsAnSQLiteDatabaseForAReadWriteLock() throws {
+        let path = folder.file("written.lock")
+        var page = Array("SQLite format 3".utf8) + [0, 0x10, 0x00, 1, 1]
+        page += [UInt8](repeating: 0, count: 4096 - page.count)
+        writeBytes(path, page)
+        let (code, output) = try filelock("status", path)
+        #expect(code == 0 && output.contains("free (read-write lock") && output.contains("SQLite database"), "\(output)")
+        let (_, json) = try filelock("status", "--json", path)
+        #expect(json.contains("\"kind\":\"rw\"") && json.contains("\"format\":\"sqlite\""), "\(json)")
+        page[18] = 2
+        page[19] = 2
+        writeBytes(path, page)
+        let (walCode, wal) = try filelock("status", "--kind", "rw", path)
+        #expect(walCode == 0 && wal.contains("WAL mode"), "\(wal)")
+    }
+
     @Test func rwWriterIsKeptOutByAReaderOfAnotherProgram() throws {
         let path = folder.file("rw-probe.lock")
         let holder = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "rw", "--shared"])

@@ -165,6 +165,21 @@ public struct ReadWriteLock: Sendable, Hashable {
     /// (SQLite's PENDING lock), or `nil`.
     public var waitingWriter: LockHolder? { engine.primitive.lockTable(budget: nil).pendingWriter }
 
+    /// What a lock file holds, as `filelock status` tells read-write lock files apart.
+    package enum FileFormat: Sendable {
+        /// Nothing (what every kernel lock leaves).
+        case empty
+        /// An SQLite database in rollback-journal mode (an SQLite transaction wrote it).
+        case sqlite
+        /// An SQLite database in WAL mode, which a `ReadWriteLock` refuses.
+        case sqliteWAL
+        /// Anything else.
+        case other
+    }
+
+    /// What the lock file holds; `nil` when it is missing or cannot be read.
+    package var fileFormat: FileFormat? { engine.primitive.fileFormat() }
+
     /// The writer, the readers and a waiting writer at one look, with the number of locks whose
     /// process cannot be named (see ``ReadWriteLockHolders``).
     public var currentHolders: ReadWriteLockHolders { engine.primitive.lockTable(budget: nil).snapshot }

@@ -182,6 +182,18 @@ struct ReadWritePrimitive: LockPrimitive {
         return nil
     }
 
+    /// What the lock file holds, as far as the lock cares (for `filelock status`): nothing, an
+    /// SQLite database (WAL or not), or anything else; `nil` when it cannot be read.
+    func fileFormat() -> ReadWriteLock.FileFormat? {
+        guard case .success(let descriptor) = System.open(lockPath.absolute, flags: OpenFlags.readOnlyNonBlocking, mode: 0)
+        else { return nil }
+        defer { System.close(descriptor) }
+        guard case .success(let header) = System.read(descriptor, count: 20, at: 0) else { return nil }
+        if header.isEmpty { return .empty }
+        guard header.count == 20, header.starts(with: Array("SQLite format 3".utf8) + [0]) else { return .other }
+        return header[18] == 2 || header[19] == 2 ? .sqliteWAL : .sqlite
+    }
+
     /// One lock of the ladder, not waiting: `false` when held elsewhere.
     private func set(_ attempt: Attempt, _ lock: RangeLockRequest, _ request: LockRequest) throws -> Bool {
         switch System.setRangeLock(attempt.descriptor, lock) {
