@@ -208,6 +208,32 @@ struct ReadWriteLockTests {
         guard eventually("the forked child ends", { kill(child, 0) != 0 }) else { return }
     }
 
+    /// A `FileLock` (flock) and a `ReadWriteLock` (record locks) on one path never wait for each
+    /// other: holding one while waiting for the other is no self-deadlock.
+    @Test func holdingAFileLockOnThePathIsNoDeadlockForAReadWriteLock() throws {
+        let path = folder.file("two-kinds.lock")
+        let holder = try writer(path)
+        try holder.expectLine(startingWith: "acquired")
+        let result = ThreadResult()
+        startThread {
+            do {
+                let fileLock = try FileLock(at: path)
+                try fileLock.acquire(timeout: nil)
+                defer { fileLock.release() }
+                let readWrite = try ReadWriteLock(at: path, isSingleton: false)
+                try readWrite.acquireWrite(timeout: nil)
+                readWrite.release()
+                result.set("acquired")
+            } catch { result.set("\(error)") }
+        }
+        guard eventually("the writer waits", { TestEnvironment.recordLockWaiters(on: path) > 0 || result.peek() != nil })
+        else { return }
+        #expect(result.peek() == nil, "\(result.peek() ?? "")")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(result.wait() == "acquired")
+    }
+
     @Test func aBlockedReaderWakesWhenTheWriterReleases() throws {
         let path = folder.file("wake.lock")
         let holder = try writer(path)
@@ -375,15 +401,18 @@ struct ReadWriteLockTests {
         // Nothing stays locked behind the refusal.
         #expect(TestEnvironment.recordLocks(on: path) == 0)
 
-        // A rollback-journal database (versions 1) is fine, and so is a file that is no database.
+        // A rollback-journal database (versions 1) is fine; a file that is no database is refused
+        // (as Python's ReadWriteLock cannot open it).
         header[18] = 1
         header[19] = 1
         writeBytes(path, header)
         #expect(try lock.tryAcquireWrite())
         lock.release()
-        writeFile(path, "some data, not a database")
-        #expect(try lock.tryAcquireRead())
-        lock.release()
+        writeFile(path, "{\"some\": \"data\"}")
+        let dataError = #expect(throws: FileLockError.self) { try lock.tryAcquireRead() }
+        #expect(dataError?.code == .invalidConfiguration)
+        #expect(dataError?.message.contains("neither empty nor an SQLite database") == true)
+        #expect(readFile(path) == "{\"some\": \"data\"}", "the data is untouched")
     }
 
     /// The lock file deleted and created anew while a waiter waits: the waiter locks the file now

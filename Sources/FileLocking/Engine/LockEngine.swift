@@ -193,7 +193,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     private func record(_ hold: Primitive.Hold, owner: Owner, mode: LockMode) {
         let generation = ForkGeneration.current
-        node.recordHolding(owner: owner, lockObject: ObjectIdentifier(self), generation: generation)
+        node.recordHolding(
+            owner: owner, lockObject: ObjectIdentifier(self), kind: ObjectIdentifier(Primitive.self), generation: generation)
         holds.withLock { $0.append(HoldRecord(owner: owner, hold: hold, count: 1, mode: mode, generation: generation)) }
     }
 
@@ -272,7 +273,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             throw timedOutError(schedule, triedOnce: true)
         }
         if let owner, schedule.timeout == nil, !canBeCancelled,
-            node.ownerHoldsThroughAnotherObject(owner, lockObject: ObjectIdentifier(self))
+            node.ownerHoldsThroughAnotherObject(owner, lockObject: ObjectIdentifier(self), kind: ObjectIdentifier(Primitive.self))
         {
             primitive.abandon(attempt)
             throw FileLockError.wouldDeadlock(path: path)

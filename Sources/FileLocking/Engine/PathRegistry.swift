@@ -6,6 +6,9 @@ final class PathNode: Sendable {
     struct Holding: Sendable {
         var owner: Owner
         var lockObject: ObjectIdentifier
+        /// The lock kind (its primitive's type): kinds that use different kernel locks (a
+        /// `FileLock`'s flock, a `ReadWriteLock`'s record locks) never wait for each other.
+        var kind: ObjectIdentifier
         /// The fork generation that took it: a forked child's thread has its parent's identity
         /// but holds nothing.
         var generation: Int
@@ -21,8 +24,10 @@ final class PathNode: Sendable {
 
     init(path: CPath) { self.path = path }
 
-    func recordHolding(owner: Owner, lockObject: ObjectIdentifier, generation: Int) {
-        state.withLock { $0.holdings.append(Holding(owner: owner, lockObject: lockObject, generation: generation)) }
+    func recordHolding(owner: Owner, lockObject: ObjectIdentifier, kind: ObjectIdentifier, generation: Int) {
+        state.withLock {
+            $0.holdings.append(Holding(owner: owner, lockObject: lockObject, kind: kind, generation: generation))
+        }
     }
 
     func removeHolding(owner: Owner, lockObject: ObjectIdentifier, generation: Int) {
@@ -37,10 +42,12 @@ final class PathNode: Sendable {
 
     /// Whether `owner` already holds this path through a lock object other than `lockObject`:
     /// waiting for `lockObject` without a timeout would then never end.
-    func ownerHoldsThroughAnotherObject(_ owner: Owner, lockObject: ObjectIdentifier) -> Bool {
+    func ownerHoldsThroughAnotherObject(_ owner: Owner, lockObject: ObjectIdentifier, kind: ObjectIdentifier) -> Bool {
         let generation = ForkGeneration.current
         return state.withLock { state in
-            state.holdings.contains { $0.owner == owner && $0.lockObject != lockObject && $0.generation == generation }
+            state.holdings.contains {
+                $0.owner == owner && $0.lockObject != lockObject && $0.kind == kind && $0.generation == generation
+            }
         }
     }
 }

@@ -162,22 +162,28 @@ struct ReadWritePrimitive: LockPrimitive {
         return .acquired(file)
     }
 
-    /// Why a non-empty lock file cannot be locked with SQLite's locks, or `nil` when it can: any
-    /// file that is not an SQLite database, or a database in rollback-journal mode (file format
-    /// versions 1, bytes 18 and 19 of its header). A WAL database (version 2) is refused, as
-    /// Python `filelock` refuses it: SQLite's WAL readers and writers use other locks.
+    /// Why a non-empty lock file cannot be locked with SQLite's locks, or `nil` when it can: an
+    /// SQLite database in rollback-journal mode (file format versions 1, bytes 18 and 19 of its
+    /// header; what an SQLite transaction on an empty lock file leaves). A WAL database (version
+    /// 2) is refused, as Python `filelock` refuses it (SQLite's WAL readers and writers use other
+    /// locks), and so is a file that is no SQLite database: Python's `ReadWriteLock` cannot open
+    /// it, so the two would not share the lock, and it is data rather than a lock file.
     private func databaseProblem(_ descriptor: Int32) -> String? {
-        guard case .success(let header) = System.read(descriptor, count: 20, at: 0), header.count == 20,
-            header.starts(with: Array("SQLite format 3".utf8) + [0])
-        else { return nil }
+        let advice = "give the ReadWriteLock a file of its own (such as '\(path).lock')"
+        guard case .success(let header) = System.read(descriptor, count: 20, at: 0) else { return nil }
+        if header.isEmpty { return nil }
+        guard header.count == 20, header.starts(with: Array("SQLite format 3".utf8) + [0]) else {
+            return "'\(path)' is neither empty nor an SQLite database: a ReadWriteLock keeps SQLite's locks on a lock file "
+                + "that SQLite (and Python filelock's ReadWriteLock) can open as a database; \(advice)"
+        }
         let versions = (header[18], header[19])
         if versions.0 == 2 || versions.1 == 2 {
             return "'\(path)' is an SQLite database in WAL mode, whose readers and writers do not take the locks a "
-                + "ReadWriteLock shares with SQLite; give the ReadWriteLock a file of its own (such as '\(path).lock')"
+                + "ReadWriteLock shares with SQLite; \(advice)"
         }
         guard versions == (1, 1) else {
             return "'\(path)' is an SQLite database with file format versions \(versions.0).\(versions.1), which this "
-                + "library does not know; give the ReadWriteLock a file of its own (such as '\(path).lock')"
+                + "library does not know; \(advice)"
         }
         return nil
     }
