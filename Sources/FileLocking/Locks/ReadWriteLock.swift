@@ -21,7 +21,8 @@
 ///
 /// Every wait is a kernel wait, woken the moment the lock is freed; timeouts, cancel checks and
 /// task cancellation end it promptly. The kernel frees a holder's part when it exits or is killed
-/// (even `SIGKILL`); a crashed writer leaves nothing behind.
+/// (even `SIGKILL`); a crashed writer leaves nothing behind. A child forked without exec holds
+/// none of its parent's locks and does not keep them alive.
 ///
 /// Holds are per thread (or task), counted per mode: a holder may read-lock again while it reads,
 /// but may not switch modes while it holds: taking the write lock while holding the read lock (an
@@ -30,10 +31,10 @@
 /// process (`isSingleton: true`, as Python's), so code in different places shares the counts.
 ///
 /// **Use it on local filesystems.** SQLite warns that record locks on network filesystems are
-/// often broken, and so does this lock; across hosts use ``SoftFileLock``. A file that is an SQLite
-/// database in WAL mode is refused (its readers and writers lock elsewhere); any other file can be
-/// locked (an SQLite database in rollback-journal mode then shares its locks with SQLite), but a
-/// lock file of its own is best. Do not open an SQLite connection on the lock file in the same
+/// often broken, and so does this lock; across hosts use ``SoftFileLock``. Give it a lock file of
+/// its own: a non-empty file that is no SQLite database is refused (Python's lock cannot open it
+/// either), and so is an SQLite database in WAL mode (its readers and writers lock elsewhere); an
+/// SQLite database in rollback-journal mode shares its locks with SQLite. Do not open an SQLite connection on the lock file in the same
 /// process: SQLite's POSIX locks belong to the process, and closing any descriptor of the file in
 /// that process (the library closes its own) drops them.
 ///
@@ -57,8 +58,9 @@ public struct ReadWriteLock: Sendable, Hashable {
     ///   - ownership: Whether holds belong to the acquiring thread or task, or to this lock object
     ///     (see ``LockOwnership``).
     ///   - isSingleton: Share one lock object per canonical path in this process (the default, as
-    ///     Python's `ReadWriteLock`), so that reentrancy and mode checks work without passing the
-    ///     object around. All singletons of one path must be created with the same settings.
+    ///     Python's `ReadWriteLock`, unlike ``FileLock``), so that reentrancy and mode checks work
+    ///     without passing the object around. All singletons of one path must be created with the
+    ///     same settings (else `.invalidConfiguration`); pass `false` for an object of your own.
     ///   - pollInterval: How often a cancel check is asked while waiting.
     /// - Throws: `FileLockError` with `.invalidPath`/`.isDirectory` for an empty or folder-like
     ///   path, `.invalidTimeout` for a negative timeout, `.invalidConfiguration` for bad settings or
