@@ -182,9 +182,10 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         guard let held else { return false }
         guard held == mode else {
             let (wanted, have) = mode == .exclusive ? ("exclusive", "shared") : ("shared", "exclusive")
+            let holderName = configuration.ownership == .caller ? "this thread or task" : "this lock object (ownership: .lockObject)"
             throw FileLockError(
                 .modeChangeNotAllowed, path: path,
-                message: "cannot take lock '\(path)' \(wanted): this thread or task already holds it \(have) "
+                message: "cannot take lock '\(path)' \(wanted): \(holderName) already holds it \(have) "
                     + "(\(mode == .exclusive ? "an upgrade" : "a downgrade"), which is not allowed); release it "
                     + "first, then acquire it \(wanted)")
         }
