@@ -313,19 +313,19 @@ struct ReadWriteLockTests {
         #expect(!lock.isLocked)
     }
 
-    /// A try and a short timeout name the holder too (an open-file lock's holder is found through
-    /// /proc, within a small budget).
+    /// A try's error names the holder too, here another lock object of this process (whose own
+    /// open files are looked at first, whatever the budget; another process's are looked for
+    /// within a budget of at least 5 ms, which a loaded machine may not give, so that part is
+    /// the contract suite's, with a longer timeout).
     @Test func aTryNamesTheHolder() throws {
         let path = folder.file("try-named.lock")
-        let holder = try writer(path)
-        let pid = Int32(try holder.expectLine(startingWith: "acquired").split(separator: " ")[1])
+        let holder = try separate(path)
+        try holder.acquireWrite()
         let lock = try separate(path)
         let tried = #expect(throws: FileLockError.self) { try lock.acquireRead(timeout: .zero) }
-        #expect(tried?.holder?.pid == pid, "\(tried?.message ?? "")")
-        let short = #expect(throws: FileLockError.self) { try lock.acquireWrite(timeout: .milliseconds(10)) }
-        #expect(short?.holder?.pid == pid, "\(short?.message ?? "")")
-        holder.send("release")
-        try holder.expectLine(startingWith: "released")
+        #expect(tried?.holder?.pid == getpid(), "\(tried?.message ?? "")")
+        #expect(tried?.message.contains("this process") == true, "\(tried?.message ?? "")")
+        holder.release()
     }
 
     @Test func theDefaultIsOneSingletonPerPath() throws {
