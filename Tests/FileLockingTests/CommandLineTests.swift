@@ -565,7 +565,7 @@ struct CommandLineTests {
         #expect(try filelock("run", "-n", "--kind", "rw", path, "--", "true").0 == 1)
         #expect(try filelock("run", "-x", "-n", "-E", "75", "--kind", "rw", path, "--", "true").0 == 75)
         #expect(try filelock("run", "-nE9", "--kind", "rw", path, "true").0 == 9, "flock(1)-style bundle")
-        let (timedOut, message) = try filelock("run", "-v", "-w", "0.3", "-E", "74", "--kind", "rw", path, "--", "echo", "ran")
+        let (timedOut, message) = try filelock("run", "-v", "-w", "1", "-E", "74", "--kind", "rw", path, "--", "echo", "ran")
         #expect(timedOut == 74, "\(message)")
         #expect(message.contains("timed out") && message.contains("pid \(holder.pid)") && !message.contains("ran\n"), "\(message)")
         let (shared, output) = try filelock("run", "-n", "-s", "--kind", "rw", path, "--", "echo", "reader ran")
