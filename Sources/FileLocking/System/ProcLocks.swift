@@ -148,11 +148,11 @@ struct RecordLockScan: Sendable {
 
 extension ProcLocks {
     /// The processes whose open files hold a record lock on `file` exactly over `start...end`
-    /// (`end` nil: to EOF). Open-file-description locks show pid -1 in `/proc/locks`, so this reads
-    /// every process's `/proc/PID/fdinfo/*` "lock:" lines (those this user may read), newest
-    /// process first. Slow (one read per open file on the machine, milliseconds with a few hundred
-    /// and far more on a busy server): only for reporting a conflict, and bounded by `deadline`
-    /// (checked before every file read) where the caller is itself short of time.
+    /// (`end` nil: to EOF). Open-file-description locks show pid -1 in `/proc/locks`, so this looks
+    /// at every process's open files (those this user may inspect), newest process first, and
+    /// reads the "lock:" lines of `/proc/PID/fdinfo` of those that are `file`. About one `stat`
+    /// per open file on the machine: only for reporting a conflict, and bounded by `deadline`
+    /// (checked before every file) where the caller is itself short of time.
     static func processesHoldingRecordLock(
         on file: FileStatus, start: UInt64, end: UInt64?, deadline: MonotonicInstant? = nil
     ) -> RecordLockScan {
@@ -170,10 +170,14 @@ extension ProcLocks {
             for (process, pid) in processes {
                 if pastDeadline() { return scan }
                 scan.processesScanned += 1
-                let fdinfo = "/proc/\(process)/fdinfo"
-                for descriptor in System.folderEntries(fdinfo) {
+                for descriptor in System.folderEntries("/proc/\(process)/fd") {
                     if pastDeadline() { return scan }
-                    guard case .success(let bytes) = System.readWholeFile(fdinfo + "/" + descriptor) else { continue }
+                    // One `stat` through the descriptor's link says whether it is our file; only
+                    // then its fdinfo is read (see `recordLocks`).
+                    guard case .success(let target) = System.stat("/proc/\(process)/fd/" + descriptor),
+                        target.inode == file.inode, target.device == file.device,
+                        case .success(let bytes) = System.readWholeFile("/proc/\(process)/fdinfo/" + descriptor)
+                    else { continue }
                     let text = String(decoding: bytes, as: UTF8.self)
                     for line in text.split(separator: "\n") where line.hasPrefix("lock:") {
                         let entries = parse(String(line.dropFirst(5)))
