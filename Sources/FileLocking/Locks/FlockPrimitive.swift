@@ -146,10 +146,13 @@ extension LockPath {
     /// Opens the lock file as `openLockFile` does and checks that it is a regular file.
     /// The file is one of `OwnedLockFiles`: close it with `OwnedLockFiles.close`.
     func openRegularLockFile(mode: UInt32) throws -> OpenLockFile {
+        // Counted before the open: a fork between the open and the count must mark the file as
+        // shared with a child, not as opened after the fork.
+        let forks = ForkGeneration.forks
         let (descriptor, readOnlyBecause) = try openLockFile(mode: mode)
         OwnedLockFiles.add(descriptor)
         guard case .success(let status) = System.fstat(descriptor) else {
-            return OpenLockFile(descriptor: descriptor, status: nil, readOnlyBecause: readOnlyBecause)
+            return OpenLockFile(descriptor: descriptor, status: nil, readOnlyBecause: readOnlyBecause, forksWhenOpened: forks)
         }
         guard status.isRegularFile else {
             // A FIFO, socket or device at the path: refused, as `SoftFileLock` and `filelock
@@ -159,7 +162,7 @@ extension LockPath {
                 .invalidPath, path: given,
                 message: "'\(given)' is not a regular file (a device, FIFO or socket?); choose another lock file path")
         }
-        return OpenLockFile(descriptor: descriptor, status: status, readOnlyBecause: readOnlyBecause)
+        return OpenLockFile(descriptor: descriptor, status: status, readOnlyBecause: readOnlyBecause, forksWhenOpened: forks)
     }
 
     /// Opens (creating if needed, with any missing folders) a lock file for a kernel lock, never
