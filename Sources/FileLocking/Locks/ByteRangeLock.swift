@@ -444,7 +444,9 @@ struct RangePrimitive: LockPrimitive {
         guard case .success(let status) = System.fstat(file.descriptor) else { return [] }
         let own = System.processID
         let host = ProcessIdentity.hostName
-        return ProcLocks.processesHoldingRecordLock(on: status, start: 0, end: nil, deadline: nil).holders
+        return ProcLocks.processesHoldingRecordLock(
+            on: status, named: lookupName, start: 0, end: nil, deadline: nil
+        ).holders
             .filter { $0.pid != own }
             .map { LockHolder(pid: $0.pid, host: host, isShared: !$0.isWrite) }
     }
@@ -497,11 +499,18 @@ struct RangePrimitive: LockPrimitive {
         let end = range.length == 0 || last.overflow ? nil : UInt64(last.partialValue)
         let own = System.processID
         let holders = ProcLocks.processesHoldingRecordLock(
-            on: status, start: UInt64(range.start), end: end, deadline: deadline
+            on: status, named: lookupName, start: UInt64(range.start), end: end, deadline: deadline
         ).holders
         // Another open file of this process may hold it too; prefer another process.
         let chosen = holders.first { $0.pid != own } ?? holders.first
         return chosen.map { LockHolder(pid: $0.pid, host: ProcessIdentity.hostName, isShared: !$0.isWrite) }
+    }
+
+    /// The file's name as `/proc/PID/fd` links end, for the holder look-up; `nil` (look at every
+    /// descriptor) when the path as given is not its bytes (a name that is not UTF-8, shown with
+    /// `\x` escapes).
+    private var lookupName: [UInt8]? {
+        path.contains("\\x") ? nil : CPath.lastComponent(of: Array(path.utf8))
     }
 
     func error(_ error: Errno, operation: String) -> FileLockError {

@@ -300,7 +300,7 @@ struct ReadWritePrimitive: LockPrimitive {
             return ReadWriteLockTable()
         }
         let locks = ProcLocks.recordLocks(
-            on: status, mountID: status.deviceMajor == 0 ? System.mountID(of: lockPath.absolute) : nil,
+            on: status, named: CPath.lastComponent(of: lockPath.absolute.pathBytes), mountID: status.deviceMajor == 0 ? System.mountID(of: lockPath.absolute) : nil,
             budget: budget)
         return ReadWriteLockTable(locks)
     }

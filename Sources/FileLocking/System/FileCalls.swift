@@ -240,6 +240,17 @@ enum System {
         return .success(bytes(ofCString: resolved))
     }
 
+    /// `readlink(2)`: what a symbolic link says, as bytes; `nil` when it cannot be read. For
+    /// `/proc/PID/fd/N` the kernel answers from its own tables (the open file's path, ending in
+    /// " (deleted)" once unlinked) without asking the file's filesystem, so a stalled NFS server
+    /// or FUSE daemon cannot hold the call up.
+    static func readLink(_ path: String) -> [UInt8]? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = Glibc_readlink(path, &buffer, buffer.count)
+        guard count > 0 else { return nil }
+        return buffer.prefix(count).map { UInt8(bitPattern: $0) }
+    }
+
     /// `getcwd(3)`, as bytes. Fails (`ENOENT`) when the current folder was deleted; Linux then
     /// returns "(unreachable)/..." paths from the raw system call, which glibc turns into ENOENT.
     static func currentDirectory() -> Result<[UInt8], Errno> {
@@ -324,6 +335,9 @@ typealias CFlock = flock
     _ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: off_t
 ) -> Int {
     pread(fd, buffer, count, offset)
+}
+@inline(__always) func Glibc_readlink(_ path: UnsafePointer<CChar>, _ buffer: UnsafeMutablePointer<CChar>, _ size: Int) -> Int {
+    readlink(path, buffer, size)
 }
 @inline(__always) func Glibc_ftruncate(_ fd: Int32, _ length: off_t) -> Int32 { ftruncate(fd, length) }
 @inline(__always) func Glibc_realpath(

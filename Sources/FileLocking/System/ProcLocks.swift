@@ -136,6 +136,39 @@ enum ProcLocks {
     }
 }
 
+extension ProcLocks {
+    /// The "lock:" lines of process `pid`'s descriptors that are open on `file`, read without
+    /// touching the file's filesystem (a `stat` through `/proc/PID/fd/N` would ask it, and hang on
+    /// a dead NFS server): a descriptor whose link (`readlink`) does not end in `/name` is skipped
+    /// (when the name is known), and the others' fdinfo must name the file's inode. `nil` when
+    /// `pastDeadline` said stop.
+    static func lockLines(
+        ofProcess pid: Int32, on file: FileStatus, named name: [UInt8]?, pastDeadline: () -> Bool
+    ) -> [KernelLockEntry]? {
+        #if os(Linux)
+            let process = "/proc/\(pid)"
+            var lines: [KernelLockEntry] = []
+            for descriptor in System.folderEntries(process + "/fd") {
+                if pastDeadline() { return nil }
+                if let name {
+                    guard let link = System.readLink(process + "/fd/" + descriptor), link.count > name.count,
+                        link.suffix(name.count).elementsEqual(name), link[link.count - name.count - 1] == CPath.slash
+                    else { continue }
+                }
+                guard case .success(let bytes) = System.readWholeFile(process + "/fdinfo/" + descriptor) else { continue }
+                let text = String(decoding: bytes, as: UTF8.self)
+                guard FdInfo(text).inode.map({ $0 == file.inode }) ?? true else { continue }
+                for line in text.split(separator: "\n") where line.hasPrefix("lock:") {
+                    if let entry = parse(String(line.dropFirst(5))).first, entry.inode == file.inode { lines.append(entry) }
+                }
+            }
+            return lines
+        #else
+            return []
+        #endif
+    }
+}
+
 /// What a look through `/proc/*/fdinfo` for a record lock's holders found, and how far it got.
 struct RecordLockScan: Sendable {
     var holders: [(pid: Int32, isWrite: Bool)] = []
@@ -154,7 +187,7 @@ extension ProcLocks {
     /// per open file on the machine: only for reporting a conflict, and bounded by `deadline`
     /// (checked before every file) where the caller is itself short of time.
     static func processesHoldingRecordLock(
-        on file: FileStatus, start: UInt64, end: UInt64?, deadline: MonotonicInstant? = nil
+        on file: FileStatus, named name: [UInt8]? = nil, start: UInt64, end: UInt64?, deadline: MonotonicInstant? = nil
     ) -> RecordLockScan {
         var scan = RecordLockScan()
         #if os(Linux)
@@ -167,29 +200,19 @@ extension ProcLocks {
             // worker of the same job), and /proc lists the oldest first.
             let processes = System.folderEntries("/proc").compactMap { name in Int32(name).map { (name, $0) } }
                 .sorted { $0.1 > $1.1 }
-            for (process, pid) in processes {
+            for (_, pid) in processes {
                 if pastDeadline() { return scan }
                 scan.processesScanned += 1
-                for descriptor in System.folderEntries("/proc/\(process)/fd") {
-                    if pastDeadline() { return scan }
-                    // One `stat` through the descriptor's link says whether it is our file; only
-                    // then its fdinfo is read (see `recordLocks`).
-                    guard case .success(let target) = System.stat("/proc/\(process)/fd/" + descriptor),
-                        target.inode == file.inode, target.device == file.device,
-                        case .success(let bytes) = System.readWholeFile("/proc/\(process)/fdinfo/" + descriptor)
-                    else { continue }
-                    let text = String(decoding: bytes, as: UTF8.self)
-                    for line in text.split(separator: "\n") where line.hasPrefix("lock:") {
-                        let entries = parse(String(line.dropFirst(5)))
-                        if let entry = entries.first, !entry.isWaiting, entry.inode == file.inode,
-                            entry.kind == .openFileDescription || entry.kind == .posix,
-                            file.deviceMajor == 0
-                                || (entry.deviceMajor == file.deviceMajor && entry.deviceMinor == file.deviceMinor),
-                            entry.start == start, entry.end == end
-                        {
-                            scan.holders.append((pid, entry.isWrite))
-                        }
-                    }
+                guard let lines = lockLines(ofProcess: pid, on: file, named: name, pastDeadline: pastDeadline) else {
+                    return scan
+                }
+                for entry in lines
+                where !entry.isWaiting && (entry.kind == .openFileDescription || entry.kind == .posix)
+                    && (file.deviceMajor == 0
+                        || (entry.deviceMajor == file.deviceMajor && entry.deviceMinor == file.deviceMinor))
+                    && entry.start == start && entry.end == end
+                {
+                    scan.holders.append((pid, entry.isWrite))
                 }
                 // Another process is the answer we want; our own open files only if none is.
                 if scan.holders.contains(where: { $0.pid != System.processID }) { return scan }
@@ -202,7 +225,7 @@ extension ProcLocks {
 extension ProcLocks {
     /// Every record lock held on `file` (not the waiters), with its process: POSIX locks name
     /// their process in `/proc/locks`; open-file-description locks show pid -1 there, so their
-    /// processes are found through `/proc/PID/fd` and `fdinfo` (newest process first), only when there are
+    /// processes are found through `/proc/PID/fd` and `fdinfo` (see `lockLines`; newest process first), only when there are
     /// any, and only until each is found or `budget` is spent. This process is looked at first,
     /// outside the budget: another lock object or thread of the caller's own program is a common
     /// holder, and its own open files are few. Open-file-description locks whose process was not
@@ -210,7 +233,7 @@ extension ProcLocks {
     /// short by the budget) come back with pid -1, if they are on the file's device as `stat` or
     /// the file's own fdinfo lines name it.
     static func recordLocks(
-        on file: FileStatus, mountID: Int?, budget: Duration?
+        on file: FileStatus, named name: [UInt8]?, mountID: Int?, budget: Duration?
     ) -> [(pid: Int32, entry: KernelLockEntry)] {
         var deadline: MonotonicInstant?
         let held = entries(for: file, mountID: mountID).filter { !$0.isWaiting && ($0.kind == .posix || $0.kind == .openFileDescription) }
@@ -229,36 +252,27 @@ extension ProcLocks {
             for pid in [own] + others.sorted(by: >) {
                 // The budget counts from the end of this process's own look.
                 if pid != own, deadline == nil, let budget { deadline = MonotonicInstant.now.advanced(by: budget) }
-                let process = "/proc/\(pid)"
-                for descriptor in System.folderEntries(process + "/fd") {
-                    // This process's own files are read to the end: they are few, and the answer
-                    // "this process" must not depend on how busy the machine is.
-                    if pid != own, let deadline, MonotonicInstant.now >= deadline { return found + unidentified(missing) }
-                    // One `stat` through the descriptor's link says whether it is our file; only
-                    // then its fdinfo is read (three calls and a parse), so a look costs about one
-                    // system call per open file on the machine.
-                    guard case .success(let target) = System.stat(process + "/fd/" + descriptor),
-                        target.inode == file.inode, target.device == file.device,
-                        case .success(let bytes) = System.readWholeFile(process + "/fdinfo/" + descriptor)
+                // This process's own files are read to the end: they are few, and the answer
+                // "this process" must not depend on how busy the machine is.
+                let pastDeadline = { pid != own && deadline.map { MonotonicInstant.now >= $0 } == true }
+                guard let lines = lockLines(ofProcess: pid, on: file, named: name, pastDeadline: pastDeadline) else {
+                    return found + unidentified(missing)
+                }
+                for entry in lines where entry.kind == .openFileDescription {
+                    // The device as the lock table writes it for our file (overlay and btrfs
+                    // write another one than `stat` says).
+                    devices.insert([entry.deviceMajor, entry.deviceMinor])
+                    guard
+                        let index = missing.firstIndex(where: {
+                            $0.inode == entry.inode && $0.deviceMajor == entry.deviceMajor
+                                && $0.deviceMinor == entry.deviceMinor && $0.start == entry.start
+                                && $0.end == entry.end && $0.isWrite == entry.isWrite
+                        })
                     else { continue }
-                    for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("lock:") {
-                        guard let entry = parse(String(line.dropFirst(5))).first, entry.kind == .openFileDescription
-                        else { continue }
-                        // The device as the lock table writes it for our file (overlay and btrfs
-                        // write another one than `stat` says).
-                        devices.insert([entry.deviceMajor, entry.deviceMinor])
-                        guard
-                            let index = missing.firstIndex(where: {
-                                $0.inode == entry.inode && $0.deviceMajor == entry.deviceMajor
-                                    && $0.deviceMinor == entry.deviceMinor && $0.start == entry.start
-                                    && $0.end == entry.end && $0.isWrite == entry.isWrite
-                            })
-                        else { continue }
-                        // One open file may be open in several descriptors (and processes): count it once.
-                        missing.remove(at: index)
-                        found.append((pid, entry))
-                        if missing.isEmpty { return found }
-                    }
+                    // One open file may be open in several descriptors (and processes): count it once.
+                    missing.remove(at: index)
+                    found.append((pid, entry))
+                    if missing.isEmpty { return found }
                 }
             }
             return found + unidentified(missing)
