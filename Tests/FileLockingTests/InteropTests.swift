@@ -142,6 +142,27 @@ struct SoftInteropTests {
         return try ChildProcess(python, [InteropTests.pythonScript] + arguments + ["--soft"])
     }
 
+    /// Python's SoftFileLease writes a filelock/2 marker whose content never changes (it renews by
+    /// touching it every third of its duration): a SoftFileLock respects it as long as it is
+    /// renewed, not as a malformed marker that goes after 2 s unchanged, and names its holder.
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
+    func aPythonLeaseIsRespectedWhileItIsRenewed() throws {
+        let path = folder.file("py-lease.lock")
+        guard let python = TestEnvironment.python else { return }
+        let holder = try ChildProcess(python, [InteropTests.pythonScript, "lease-hold", path, "30"])
+        let pid = Int32(try holder.expectLine(startingWith: "acquired").split(separator: " ")[1])
+        let lock = try SoftFileLock(at: path)
+        #expect(lock.holder?.pid == pid)
+        let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .seconds(3)) }
+        #expect(error?.code == .timedOut, "a live lease is not broken after the 2 s of a malformed marker")
+        #expect(error?.holder?.pid == pid)
+        #expect(error?.message.contains("SoftFileLease") == true, "\(error?.message ?? "")")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        try lock.acquire(timeout: .seconds(10))
+        lock.release()
+    }
+
     @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
     func pythonHoldsSwiftSeesItThenBreaksItAfterSigkill() throws {
         let path = folder.file("py-soft.lock")

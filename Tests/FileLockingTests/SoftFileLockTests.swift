@@ -905,6 +905,29 @@ struct SoftMarkerFormatTests {
         #expect(!known.isSameStart(as: StartToken(bootHigh: 0, bootLow: 0, startTime: 8)))
     }
 
+    /// Python's filelock/2 markers, as its SoftFileLease writes them (fixture from filelock 4.3.1).
+    @Test func versionTwoMarkersAreRead() {
+        let lease = Array(
+            ("filelock/2\npid=28055\nhost=vm\nmode=lease\ntoken=1d240bbc667280166df2a192ac3a3063\nduration=30.0\n"
+                + "start=4515515446784249105709251557616435576515099639664750066478\n").utf8)
+        let parsed = VersionTwoMarkerRecord(parsing: lease)
+        #expect(parsed?.pid == 28055 && parsed?.host == "vm")
+        #expect(parsed?.mode == .lease(duration: .seconds(30)))
+        #expect(parsed?.startToken != nil)
+        #expect(MarkerRecord(parsing: lease) == nil, "not a legacy record")
+        func mode(_ text: String) -> VersionTwoMarkerRecord.Mode? { VersionTwoMarkerRecord(parsing: Array(text.utf8))?.mode }
+        #expect(mode("filelock/2\npid=1\nhost=h\nmode=exclusive\n") == .exclusive)
+        #expect(mode("filelock/2\npid=1\nhost=h\nmode=shared-v9\n") == .unknown)
+        #expect(mode("filelock/2\npid=1\nhost=h\nmode=lease\ntoken=t\nduration=1e5\n") == nil, "e needs a sign")
+        #expect(mode("filelock/2\npid=1\nhost=h\nmode=lease\ntoken=t\nduration=1e-05\n") != nil, "as repr writes it")
+        #expect(mode("filelock/2\npid=1\nhost=h\nmode=lease\nduration=5.0\n") == nil, "a lease needs a token")
+        #expect(mode("filelock/2\npid=1\nhost=h\nmode=lease\ntoken=t\nduration=0.0\n") == nil)
+        #expect(mode("filelock/2\npid=0\nhost=h\nmode=exclusive\n") == nil)
+        #expect(mode("filelock/2\npid=1\nhost=\nmode=exclusive\n") == nil)
+        #expect(mode("filelock/2\npid=1\nhost=h\nmode=exclusive") == nil, "no final newline")
+        #expect(mode("filelock/2\npid=1\nhost=h\nbroken line\nmode=exclusive\n") == nil)
+    }
+
     @Test func recordRoundTrips() throws {
         let record = MarkerRecord(pid: 4242, host: "vm", startToken: StartToken(bootHigh: 0, bootLow: 1, startTime: 2))
         #expect(String(decoding: record.encoded, as: UTF8.self) == "4242\nvm\n18446744073709551618\n")

@@ -58,6 +58,84 @@ struct MarkerRecord: Sendable, Equatable {
     }
 }
 
+/// A marker in the `filelock/2` format, which Python filelock 4.2 and later write for a
+/// `SoftFileLease` (`mode=lease`): key=value lines under a `filelock/2` header. Judged as Python
+/// judges it: a lease is abandoned once its marker stays unchanged for its duration (its holder
+/// touches it every third of that), an exclusive one only when its holder is provably dead, and
+/// one of a mode this library does not know never.
+struct VersionTwoMarkerRecord: Sendable, Equatable {
+    enum Mode: Sendable, Equatable {
+        case lease(duration: Duration)
+        case exclusive
+        case unknown
+    }
+
+    var pid: Int32
+    var host: String
+    var mode: Mode
+    var startToken: StartToken?
+
+    /// Parses a `filelock/2` marker; `nil` for anything else, or for one Python would not accept
+    /// (then the legacy rules judge it, as in Python).
+    init?(parsing bytes: [UInt8]) {
+        guard !bytes.isEmpty, bytes.count <= MarkerRecord.maximumSize, bytes.last == 10,
+            let text = String(validating: bytes, as: UTF8.self)
+        else { return nil }
+        let lines = text.trimmingWhitespace().split(omittingEmptySubsequences: false, whereSeparator: \.isLineSeparator)
+        guard lines.first == "filelock/2" else { return nil }
+        var fields: [Substring: Substring] = [:]
+        for line in lines.dropFirst() {
+            guard let equals = line.firstIndex(of: "=") else { return nil }
+            fields[line[..<equals]] = line[line.index(after: equals)...]
+        }
+        guard let modeText = fields["mode"], let host = fields["host"], !host.isEmpty, let pidText = fields["pid"],
+            !pidText.isEmpty, pidText.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let pid = Int32(pidText), pid >= 1
+        else { return nil }
+        self.pid = pid
+        self.host = String(host)
+        if let start = fields["start"] {
+            guard !start.isEmpty, start.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+            startToken = StartToken(decimal: start) ?? StartToken(bootHigh: .max, bootLow: .max, startTime: .max)
+        }
+        var duration: Double?
+        if let text = fields["duration"] {
+            guard Self.isDurationText(text), let value = Double(text) else { return nil }
+            duration = value
+        }
+        switch modeText {
+        case "lease":
+            guard let token = fields["token"], !token.isEmpty, let duration, duration.isFinite, duration > 0,
+                let leaseDuration = try? FileLock.timeout(seconds: duration, path: "")
+            else { return nil }
+            mode = .lease(duration: leaseDuration)
+        case "exclusive": mode = .exclusive
+        default: mode = .unknown
+        }
+    }
+
+    /// Python's `[0-9]+(\.[0-9]+)?(e[+-][0-9]+)?`.
+    private static func isDurationText(_ text: Substring) -> Bool {
+        var rest = text.utf8[...]
+        func digits() -> Bool {
+            let count = rest.prefix { $0 >= 48 && $0 <= 57 }.count
+            rest = rest.dropFirst(count)
+            return count > 0
+        }
+        guard digits() else { return false }
+        if rest.first == UInt8(ascii: ".") {
+            rest = rest.dropFirst()
+            guard digits() else { return false }
+        }
+        if rest.first == UInt8(ascii: "e") {
+            rest = rest.dropFirst()
+            guard let sign = rest.first, sign == UInt8(ascii: "+") || sign == UInt8(ascii: "-") else { return false }
+            rest = rest.dropFirst()
+            guard digits() else { return false }
+        }
+        return rest.isEmpty
+    }
+}
+
 extension Character {
     /// The separators of Python's `str.splitlines`.
     fileprivate var isLineSeparator: Bool {

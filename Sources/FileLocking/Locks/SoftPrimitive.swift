@@ -327,11 +327,13 @@ struct SoftPrimitive: LockPrimitive {
     }
 
     func holders() -> [LockHolder] {
-        guard let observed = try? inspect(), let record = observed.record else { return [] }
-        return [
-            LockHolder(
-                pid: record.pid, host: record.host, since: observed.modified, looksStale: isStale(observed))
-        ]
+        guard let observed = try? inspect() else { return [] }
+        if let record = observed.record {
+            return [LockHolder(pid: record.pid, host: record.host, since: observed.modified, looksStale: isStale(observed))]
+        }
+        // A Python SoftFileLease's marker (filelock/2); its modification time is its last renewal.
+        guard let marker = VersionTwoMarkerRecord(parsing: observed.contents) else { return [] }
+        return [LockHolder(pid: marker.pid, host: marker.host, looksStale: isStale(observed))]
     }
 
     func busyHint() -> String? {
@@ -340,6 +342,14 @@ struct SoftPrimitive: LockPrimitive {
             return "the marker belongs to a user this one may not read: ask its owner, or run as that user"
         }
         guard let record = observed.record else {
+            if let marker = VersionTwoMarkerRecord(parsing: observed.contents) {
+                guard case .lease(let duration) = marker.mode else {
+                    return "the marker is a filelock/2 record (Python filelock 4.2 or later) of a mode that is broken only "
+                        + "when its holder is gone (mode exclusive) or never"
+                }
+                return "a Python SoftFileLease holds it (a filelock/2 marker, lease of \(duration.formattedSeconds), last "
+                    + "renewed \(observed.modified)): it is free once released, or once left unrenewed for its duration"
+            }
             let what = observed.size == 0 ? "empty" : "malformed (\(observed.size) bytes, no holder record)"
             return "the marker is \(what), last changed \(observed.modified): a process that writes no record holds it "
                 + "(Python filelock before 3.22), or it was abandoned; `filelock break` removes it once 2 s old"
@@ -504,6 +514,9 @@ struct SoftPrimitive: LockPrimitive {
         if let lifetime, age >= lifetime { return true }
         guard observed.isReadable else { return false }
         guard let record = observed.record else {
+            if let marker = VersionTwoMarkerRecord(parsing: observed.contents) {
+                return isStale(marker, observed, judgingByAge: judgingUnparsableByAge ? age : nil)
+            }
             if judgingUnparsableByAge { return age >= Self.malformedGrace }
             // An empty marker is never broken, as in Python filelock: its older releases keep the
             // marker empty for the whole hold.
@@ -516,6 +529,25 @@ struct SoftPrimitive: LockPrimitive {
             return false
         }
         return !current.isSameStart(as: recorded)
+    }
+
+    /// A `filelock/2` marker (Python's `SoftFileLease`), judged as Python judges it: never in a
+    /// mode we do not know; stale when its holder is provably gone (this host, process gone or pid
+    /// recycled); a lease also once the marker stayed unchanged for its duration on our monotonic
+    /// clock (`age`: for one look, by its modification time instead).
+    private func isStale(_ marker: VersionTwoMarkerRecord, _ observed: Observed, judgingByAge age: Duration?) -> Bool {
+        if marker.mode == .unknown { return false }
+        if marker.host == ProcessIdentity.hostName {
+            guard ProcessIdentity.isAlive(marker.pid) else { return true }
+            if let recorded = marker.startToken, let current = ProcessIdentity.startToken(of: marker.pid),
+                !current.isSameStart(as: recorded)
+            {
+                return true
+            }
+        }
+        guard case .lease(let duration) = marker.mode else { return false }
+        if let age { return age >= duration }
+        return malformedSince.unchangedDuration(of: observed.version) >= duration
     }
 
     /// How long ago `modified` was on this host's wall clock.

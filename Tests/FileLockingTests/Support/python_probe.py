@@ -4,6 +4,9 @@
     python_probe.py try PATH          timeout=0: "acquired PID" (then as hold) or "busy"
     python_probe.py increment PATH COUNTER N
                                       "ready", waits for "go", N locked increments, "done"
+    python_probe.py lease-hold PATH DURATION
+                                      SoftFileLease(PATH, lease_duration=DURATION): "acquired PID",
+                                      then as hold
     python_probe.py acquire PATH SECONDS
                                       acquire(timeout=SECONDS): "acquired PID" (then as hold) or
                                       "timeout"
@@ -147,7 +150,20 @@ def plain_sqlite(command, args):
     say("released")
 
 
+def lease_hold(path, duration):
+    """filelock.SoftFileLease(PATH, lease_duration=DURATION): "acquired PID", then as hold."""
+    from filelock import SoftFileLease
+
+    lease = SoftFileLease(path, lease_duration=duration)
+    lease.acquire()
+    say(f"acquired {os.getpid()}")
+    wait_for_release(lease)
+
+
 def main():
+    if sys.argv[1] == "lease-hold":
+        lease_hold(sys.argv[2], float(sys.argv[3]))
+        return
     if sys.argv[1].startswith("rw-"):
         read_write(sys.argv[1], sys.argv)
         return
