@@ -202,7 +202,7 @@ struct ContractTests {
         let lock = try kind.make(path)
         #expect(try !lock.tryAcquire())
         #expect(lock.holder?.pid == pid)
-        let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .seconds(1)) }
+        let error = #expect(throws: FileLockError.self) { try lock.acquire(timeout: .seconds(3)) }
         #expect(error?.code == .timedOut)
         #expect(error?.holder?.pid == pid)
         #expect((error?.waited ?? .zero) >= .milliseconds(300))

@@ -48,8 +48,8 @@ struct RangeHolderLookupTests {
     @Test func aTimedOutLockGivesTheLookATenthOfItsTimeoutBetweenTwoAndTwentyMilliseconds() {
         #expect(RangePrimitive.holderLookupBudget(forTimeout: .nanoseconds(1)) == .milliseconds(2))
         #expect(RangePrimitive.holderLookupBudget(forTimeout: .milliseconds(100)) == .milliseconds(10))
-        #expect(RangePrimitive.holderLookupBudget(forTimeout: .seconds(5)) == .milliseconds(100))
-        #expect(RangePrimitive.holderLookupBudget(forTimeout: .seconds(Int64.max) * 10) == .milliseconds(100))
+        #expect(RangePrimitive.holderLookupBudget(forTimeout: .seconds(5)) == .milliseconds(300))
+        #expect(RangePrimitive.holderLookupBudget(forTimeout: .seconds(Int64.max) * 10) == .milliseconds(300))
         #expect(RangePrimitive.holderLookupBudget(forTimeout: nil) == .milliseconds(2))
     }
 

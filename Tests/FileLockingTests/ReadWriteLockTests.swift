@@ -46,7 +46,7 @@ struct ReadWriteLockTests {
         #expect(Set(holders.map(\.pid)) == pids)
         #expect(holders.allSatisfy { $0.isShared })
         #expect(holders.allSatisfy { $0.command?.contains("lock-probe") == true })
-        let error = #expect(throws: FileLockError.self) { try lock.acquireWrite(timeout: .seconds(1)) }
+        let error = #expect(throws: FileLockError.self) { try lock.acquireWrite(timeout: .seconds(3)) }
         #expect(error?.code == .timedOut)
         #expect(error.flatMap(\.holder).map { pids.contains($0.pid) } == true)
         #expect(error?.message.contains("the write lock") == true)
@@ -66,7 +66,7 @@ struct ReadWriteLockTests {
         #expect(try !lock.tryAcquireWrite())
         #expect(lock.holders.map(\.pid) == [pid])
         #expect(lock.holders.first?.isShared == false)
-        let error = #expect(throws: FileLockError.self) { try lock.acquireRead(timeout: .seconds(1)) }
+        let error = #expect(throws: FileLockError.self) { try lock.acquireRead(timeout: .seconds(3)) }
         #expect(error?.holder?.pid == pid)
         #expect(error?.message.contains("the read lock") == true)
         try reader(path, "try", path).expectLine(startingWith: "busy")

@@ -206,7 +206,7 @@ public final class ByteRangeLock: Sendable {
     /// Finding the holder of another process's open-file lock reads `/proc/PID/fdinfo` of every
     /// process this user may inspect, which takes milliseconds (more on a server with many open
     /// files); `lockf(.test)` skips it. (A timed-out `lock` spends at most
-    /// a tenth of its timeout, between 2 and 100 ms, on the same look, so a short timeout ends
+    /// a tenth of its timeout, between 2 and 300 ms, on the same look, so a short timeout ends
     /// about on time; its error then may not name the holder.)
     public func conflict(for range: ByteRange = .wholeFile, mode: LockMode = .exclusive) throws -> RangeLockConflict? {
         try conflict(for: range, mode: mode, identifyingHolder: true)
@@ -462,11 +462,11 @@ struct RangePrimitive: LockPrimitive {
     func subject(of request: LockRequest) -> String? { "\(request.range) of '\(path)'" }
 
     /// How long a timed-out `lock` may look for the holder to name in its error: a tenth of the
-    /// timeout, at least 2 ms and at most 100 ms, so that a short timeout does not overshoot by the
+    /// timeout, at least 2 ms and at most 300 ms, so that a short timeout does not overshoot by the
     /// length of a scan of every process's open files.
     static func holderLookupBudget(forTimeout timeout: Duration?) -> Duration {
         guard let timeout, timeout > .zero else { return .milliseconds(2) }
-        return min(max(timeout / 10, .milliseconds(2)), .milliseconds(100))
+        return min(max(timeout / 10, .milliseconds(2)), .milliseconds(300))
     }
 
     /// The lock of another open file that conflicts with `request`, or `nil`.

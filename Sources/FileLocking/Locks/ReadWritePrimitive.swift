@@ -283,7 +283,7 @@ struct ReadWritePrimitive: LockPrimitive {
     /// Who stands in the way: for a reader the writer (holding, or waiting with the pending byte);
     /// for a writer the writer, else a reader. Holders with open-file locks are looked for through
     /// `/proc` (about one `stat` per open file of the machine) for a tenth of the timeout, at least
-    /// 5 ms (a try too) and at most 100 ms, besides this process's own files.
+    /// 5 ms (a try too) and at most 300 ms, besides this process's own files.
     func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? {
         let budget = max(RangePrimitive.holderLookupBudget(forTimeout: timeout), .milliseconds(5))
         return lockTable(budget: budget).holder(inTheWayOf: request.mode)
