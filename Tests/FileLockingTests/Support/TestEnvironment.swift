@@ -218,23 +218,33 @@ func errorThrown(by body: () async throws -> Void) async -> (any Error)? {
 /// the time: a child whose lock wait throws (a timeout) hung there (gdb: pthread_mutex_lock <-
 /// Testing.Backtrace._willThrow <- swift_willThrow <- LockEngine.waitLoop). So the child turns the
 /// hooks off; their addresses are looked up in the parent (the loader's lock is no safer).
+///
+/// The child's code uses no generic type: making a generic type's metadata for the first time
+/// takes a lock of the Swift runtime, which another thread may have held at the fork (gdb:
+/// `ConformanceState::cacheResult` <- `__swift_instantiateConcreteTypeFromMangledName` <- an
+/// `UnsafeRawPointer?` store here, once). Two plain addresses and `memset` need none.
 func forkChild() -> pid_t {
-    let hooks = ThrowHooks.addresses
+    let (first, second) = (ThrowHooks.first, ThrowHooks.second)
+    let width = MemoryLayout<UnsafeRawPointer>.size
     let child = fork()
     if child == 0 {
-        for hook in hooks { UnsafeMutableRawPointer(bitPattern: hook)?.storeBytes(of: nil, as: UnsafeRawPointer?.self) }
+        if let hook = UnsafeMutableRawPointer(bitPattern: first) { memset(hook, 0, width) }
+        if let hook = UnsafeMutableRawPointer(bitPattern: second) { memset(hook, 0, width) }
     }
     return child
 }
 
 private enum ThrowHooks {
-    /// Addresses of process-wide hook variables (bit patterns: `UnsafeMutableRawPointer` is not
-    /// `Sendable`).
-    static let addresses: [UInt] = ["_swift_willThrow", "_swift_willThrowTypedImpl"].compactMap { (name: String) in
+    /// Addresses of the process-wide hook variables (0 when absent; bit patterns, as
+    /// `UnsafeMutableRawPointer` is not `Sendable`).
+    static let first = address(of: "_swift_willThrow")
+    static let second = address(of: "_swift_willThrowTypedImpl")
+
+    private static func address(of name: String) -> UInt {
         #if canImport(Darwin)
-            dlsym(UnsafeMutableRawPointer(bitPattern: -2), name).map { UInt(bitPattern: $0) }  // RTLD_DEFAULT
+            dlsym(UnsafeMutableRawPointer(bitPattern: -2), name).map { UInt(bitPattern: $0) } ?? 0  // RTLD_DEFAULT
         #else
-            dlsym(nil, name).map { UInt(bitPattern: $0) }  // RTLD_DEFAULT
+            dlsym(nil, name).map { UInt(bitPattern: $0) } ?? 0  // RTLD_DEFAULT
         #endif
     }
 }
