@@ -331,13 +331,12 @@ struct ReadWriteLockTable: Sendable {
                 unidentifiedCount += 1
                 continue
             }
+            var holder = LockHolder(pid: pid, host: host, isShared: coversShared && !entry.isWrite)
             if coversShared {
                 guard seen.insert([pid, entry.isWrite ? 1 : 0]).inserted else { continue }
-                var holder = LockHolder(pid: pid, host: host, isShared: !entry.isWrite)
                 holder.command = ProcessIdentity.commandLine(of: pid)
                 holders.append(holder)
             } else if pendingWriter == nil {
-                var holder = LockHolder(pid: pid, host: host)
                 holder.command = ProcessIdentity.commandLine(of: pid)
                 pendingWriter = holder
             }

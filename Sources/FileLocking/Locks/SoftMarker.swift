@@ -29,12 +29,7 @@ struct MarkerRecord: Sendable, Equatable {
     /// Parses a marker; `nil` when it is malformed (empty, partly written, too large, not two or
     /// three lines, a pid or token that is not a number).
     init?(parsing bytes: [UInt8]) {
-        guard !bytes.isEmpty, bytes.count <= Self.maximumSize, bytes.last == 10,
-            let text = String(validating: bytes, as: UTF8.self)
-        else { return nil }
-        // As Python's str.strip().splitlines().
-        let lines = text.trimmingWhitespace().split(omittingEmptySubsequences: false, whereSeparator: \.isLineSeparator)
-        guard lines.count == 2 || lines.count == 3 else { return nil }
+        guard let lines = Self.lines(of: bytes), lines.count == 2 || lines.count == 3 else { return nil }
         guard lines[0].utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let pid = Int32(lines[0]), pid >= 1 else { return nil }
         self.pid = pid
         host = String(lines[1])
@@ -49,6 +44,15 @@ struct MarkerRecord: Sendable, Equatable {
         } else {
             startToken = nil
         }
+    }
+
+    /// A marker's lines as Python reads them (`str.strip().splitlines()`); `nil` for an empty,
+    /// oversized, unterminated or non-UTF-8 marker.
+    static func lines(of bytes: [UInt8]) -> [Substring]? {
+        guard !bytes.isEmpty, bytes.count <= maximumSize, bytes.last == 10,
+            let text = String(validating: bytes, as: UTF8.self)
+        else { return nil }
+        return text.trimmingWhitespace().split(omittingEmptySubsequences: false, whereSeparator: \.isLineSeparator)
     }
 
     init(pid: Int32, host: String, startToken: StartToken?) {
@@ -78,11 +82,7 @@ struct VersionTwoMarkerRecord: Sendable, Equatable {
     /// Parses a `filelock/2` marker; `nil` for anything else, or for one Python would not accept
     /// (then the legacy rules judge it, as in Python).
     init?(parsing bytes: [UInt8]) {
-        guard !bytes.isEmpty, bytes.count <= MarkerRecord.maximumSize, bytes.last == 10,
-            let text = String(validating: bytes, as: UTF8.self)
-        else { return nil }
-        let lines = text.trimmingWhitespace().split(omittingEmptySubsequences: false, whereSeparator: \.isLineSeparator)
-        guard lines.first == "filelock/2" else { return nil }
+        guard let lines = MarkerRecord.lines(of: bytes), lines.first == "filelock/2" else { return nil }
         var fields: [Substring: Substring] = [:]
         for line in lines.dropFirst() {
             guard let equals = line.firstIndex(of: "=") else { return nil }
