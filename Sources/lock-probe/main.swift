@@ -36,8 +36,9 @@
 //                                            a yield between; a reader (--shared) reads both and
 //                                            counts the times they differ. "ready", waits for "go",
 //                                            then "done TORN" (TORN: readings with A != B)
-// Option --kind kernel|soft|rw picks FileLock (default), SoftFileLock or ReadWriteLock (its
-// write lock, or with --shared its read lock). For FileLock, --fallback
+// Option --kind kernel|soft|rw|soft-rw picks FileLock (default), SoftFileLock, ReadWriteLock or
+// SoftReadWriteLock (the write lock, or with --shared the read lock); --heartbeat S and --stale S
+// set a SoftReadWriteLock's intervals (a lost hold prints "lost REASON" when found). For FileLock, --fallback
 // sets fallsBackToSoft (and "hold"/"try" print "mechanism flock|marker" after "acquired"), and
 // --removes-file sets removesFileOnRelease.
 //
@@ -94,6 +95,14 @@ let shared = flag("--shared")
 let fallsBackToSoft = flag("--fallback")
 let removesFile = flag("--removes-file")
 let whileHeld = flag("--while-held")
+let heartbeatText = option("--heartbeat")
+let staleText = option("--stale")
+let leaseText = option("--lease")
+/// A duration option in seconds.
+func seconds(_ text: String?, or fallback: Duration?) -> Duration? {
+    guard let text else { return fallback }
+    return (try? FileLock.timeout(seconds: Double(text) ?? .nan, path: path)) ?? fallback
+}
 guard arguments.count >= 2 else {
     say("usage: lock-probe hold|try|increment PATH ...")
     exit(2)
@@ -178,6 +187,14 @@ do {
         switch kind {
         case "soft": try SoftFileLock(at: path)
         case "rw": shared ? try ReadWriteLock(at: path).readLock : try ReadWriteLock(at: path).writeLock
+        case "soft-rw":
+            try {
+                let lock = try SoftReadWriteLock(
+                    at: path, heartbeatInterval: seconds(heartbeatText, or: .seconds(30))!,
+                    staleThreshold: seconds(staleText, or: nil),
+                    onLoss: { loss in say("lost \(loss.reason)") })
+                return shared ? lock.readLock : lock.writeLock
+            }()
         default: try FileLock(at: path, fallsBackToSoft: fallsBackToSoft, removesFileOnRelease: removesFile)
         }
     func sayMechanism() {

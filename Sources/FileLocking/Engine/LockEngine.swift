@@ -14,6 +14,8 @@ struct LockConfiguration: Sendable, Equatable {
     var lifetime: Duration? = nil
     /// Whether holds belong to the acquiring thread or task, or to the lock object.
     var ownership: LockOwnership = .caller
+    /// Heartbeat kinds: how often a holder refreshes, and when an unrefreshed one is stale.
+    var heartbeat: HeartbeatSettings? = nil
 
     func validated(path: String) throws -> LockConfiguration {
         if let defaultTimeout { try LockEngineSupport.validate(timeout: defaultTimeout, path: path) }
@@ -42,7 +44,44 @@ extension LockConfiguration {
         parts.append("filePermissions: \(filePermissions.map { "0o" + String($0, radix: 8) } ?? "nil")")
         parts.append("lifetime: \(lifetime.map { "\($0)" } ?? "nil")")
         parts.append("ownership: .\(ownership)")
+        if let heartbeat {
+            parts.append("heartbeatInterval: \(heartbeat.interval), staleThreshold: \(heartbeat.staleThreshold)")
+        }
         return parts.joined(separator: ", ")
+    }
+}
+
+/// How often a heartbeat kind's holder refreshes its record, and how long an unrefreshed record
+/// stands before others may evict it.
+struct HeartbeatSettings: Sendable, Equatable {
+    var interval: Duration
+    var staleThreshold: Duration
+
+    /// Checks `0 < interval < staleThreshold` and `pollInterval < staleThreshold`, as Python's.
+    static func validated(
+        interval: Duration, staleThreshold: Duration?, pollInterval: Duration, path: String,
+        names: (interval: String, threshold: String) = ("heartbeatInterval", "staleThreshold")
+    ) throws -> HeartbeatSettings {
+        guard interval > .zero, interval < .seconds(Int64(Int32.max)) else {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "\(names.interval) \(interval) for lock '\(path)' must be positive (and below 68 years), for example "
+                    + ".seconds(30)")
+        }
+        let threshold = staleThreshold ?? interval * 3
+        guard threshold > interval, threshold < .seconds(Int64(Int32.max)) else {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "\(names.threshold) \(threshold) for lock '\(path)' must exceed \(names.interval) (\(interval)): a "
+                    + "holder must refresh more than once before it counts as stale (the default is three intervals)")
+        }
+        guard pollInterval < threshold else {
+            throw FileLockError(
+                .invalidConfiguration, path: path,
+                message: "pollInterval \(pollInterval) for lock '\(path)' must be below \(names.threshold) (\(threshold)): a "
+                    + "waiter refreshes its record at every poll")
+        }
+        return HeartbeatSettings(interval: interval, staleThreshold: threshold)
     }
 }
 
@@ -172,14 +211,17 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     ///   counted on; as in Python `filelock`, release first, then acquire in the other mode.
     private func reenter(_ owner: Owner, mode: LockMode) throws -> Bool {
         let generation = ForkGeneration.current
-        let held: LockMode? = holds.withLock { records in
+        let (held, loss): (LockMode?, LockLoss?) = holds.withLock { records in
             guard let index = records.firstIndex(where: { $0.owner == owner && $0.generation == generation }) else {
-                return nil
+                return (nil, nil)
             }
+            if let loss = primitive.loss(of: records[index].hold) { return (records[index].mode, loss) }
             if records[index].mode == mode { records[index].count += 1 }
-            return records[index].mode
+            return (records[index].mode, nil)
         }
         guard let held else { return false }
+        // A hold that was lost is not counted up: the caller must learn it, release, and start over.
+        if let loss { throw loss.error }
         guard held == mode else {
             let (wanted, have) = mode == .exclusive ? ("exclusive", "shared") : ("shared", "exclusive")
             let holderName = configuration.ownership == .caller ? "this thread or task" : "this lock object (ownership: .lockObject)"
@@ -332,6 +374,40 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         let (found, released) = takeHolds(force: force, owner: currentOwner, mode: mode)
         for record in released { finishRelease(record) }
         return found
+    }
+
+    /// `release(force:mode:)`, then throws the loss (`.lockLost`) if a hold it gave up (or
+    /// counted down) had been lost: the caller's work under it ran without the lock.
+    @discardableResult
+    func checkedRelease(force: Bool, mode: LockMode? = nil) throws -> Bool {
+        let loss = lossOfCurrentOwner(mode: mode)
+        let found = release(force: force, mode: mode)
+        if found, let loss { throw loss.error }
+        return found
+    }
+
+    /// The loss of the calling owner's hold (in `mode`, if given), or `nil` while it stands or
+    /// when it holds nothing.
+    func lossOfCurrentOwner(mode: LockMode? = nil) -> LockLoss? {
+        let owner = currentOwner
+        let generation = ForkGeneration.current
+        return holds.withLock { records in
+            records.first { $0.owner == owner && $0.generation == generation && (mode == nil || $0.mode == mode) }
+                .flatMap { primitive.loss(of: $0.hold) }
+        }
+    }
+
+    /// Every hold of this object (this process) and its owner's mode, for a kind's holder list.
+    var currentHolds: [(mode: LockMode, hold: Primitive.Hold)] {
+        let generation = ForkGeneration.current
+        return holds.withLock { $0.filter { $0.generation == generation }.map { ($0.mode, $0.hold) } }
+    }
+
+    /// The hold of the calling owner, if any.
+    var holdOfCurrentOwner: Primitive.Hold? {
+        let owner = currentOwner
+        let generation = ForkGeneration.current
+        return holds.withLock { $0.first { $0.owner == owner && $0.generation == generation }?.hold }
     }
 
     /// `release(force:)` from a task: the owner is the task, the file-system calls of the release

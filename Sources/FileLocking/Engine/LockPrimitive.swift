@@ -122,6 +122,9 @@ protocol LockPrimitive: Sendable {
     /// Why the lock stays held, when the kind knows better than "wait longer" (for a timeout's
     /// message); `nil` for the generic advice.
     func busyHint() -> String?
+    /// Whether `hold` was lost without a release (evicted, taken over); `nil` while it stands.
+    /// Kinds that cannot lose a hold (the kernel keeps it) leave the default.
+    func loss(of hold: Hold) -> LockLoss?
 }
 
 extension LockPrimitive {
@@ -130,6 +133,8 @@ extension LockPrimitive {
     func prepareToWait(_ attempt: Attempt) {}
 
     func busyHint() -> String? { nil }
+
+    func loss(of hold: Hold) -> LockLoss? { nil }
 
     func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? { holders().first }
 

@@ -108,8 +108,25 @@ extension CrossProcessLock {
         timeout: Duration?, cancelCheck: (() -> Bool)? = nil, _ body: () throws -> Result
     ) throws -> Result {
         try acquire(timeout: timeout, cancelCheck: cancelCheck)
-        defer { release() }
-        return try body()
+        let result: Result
+        do {
+            result = try body()
+        } catch {
+            release()
+            throw error
+        }
+        try releaseEndingScope()
+        return result
+    }
+
+    /// Releases the hold a scope took; for a kind that can lose a hold (a lease), throws
+    /// `.lockLost` when it was lost while the body ran: the body's work ran without the lock.
+    private func releaseEndingScope() throws {
+        if let reporting = self as? any LossReportingLock {
+            try reporting.checkedRelease(force: false)
+        } else {
+            release()
+        }
     }
 
     /// Runs `body` while holding the lock, with the lock's default timeout.
@@ -131,18 +148,21 @@ extension CrossProcessLock {
         do {
             result = try await body()
         } catch {
-            await releaseFromTask()
+            try? await releaseFromTask()
             throw error
         }
-        await releaseFromTask()
+        try await releaseFromTask()
         return result
     }
 
     /// Releases one hold of the current task; for this library's kinds the release's file-system
     /// calls (a marker's rename and unlink, on NFS perhaps slow) run off the cooperative pool.
-    private func releaseFromTask() async {
+    /// Throws `.lockLost` as `releaseEndingScope`.
+    private func releaseFromTask() async throws {
         if let lock = self as? any EngineBackedLock {
-            await lock.releaseOffThePool()
+            try await lock.releaseOffThePool()
+        } else if let reporting = self as? any LossReportingLock {
+            try reporting.checkedRelease(force: false)
         } else {
             release()
         }
@@ -154,4 +174,30 @@ extension CrossProcessLock {
     ) async throws -> Result {
         try await withLock(timeout: isBlocking ? defaultTimeout : .zero, body)
     }
+}
+
+/// A lock whose hold can end without its holder releasing it: a lease kept alive by heartbeats
+/// (``SoftReadWriteLock``, ``SoftFileLease``), which another process evicts once its heartbeats
+/// stop reaching the filesystem. Such a holder is told, never silently continues:
+///
+/// - the lock's `onLoss` callback and its ``losses`` sequence report each loss as it is found
+///   (on the heartbeat thread, within a heartbeat interval);
+/// - ``checkHold()`` throws `.lockLost` (call it before a write that must not happen unlocked);
+/// - `withLock { }` throws `.lockLost` after its body when the hold was lost meanwhile, and so do
+///   ``checkedRelease(force:)`` and a re-entrant acquire.
+public protocol LossReportingLock: CrossProcessLock {
+    /// Throws `FileLockError` `.lockLost` when the caller's hold was lost (evicted, taken over);
+    /// returns when it stands or the caller holds nothing.
+    func checkHold() throws
+
+    /// Gives up one hold as `release(force:)` does, then throws `.lockLost` when that hold had
+    /// been lost: the work done under it ran without the lock.
+    ///
+    /// - Returns: `false` when the caller held nothing here.
+    @discardableResult
+    func checkedRelease(force: Bool) throws -> Bool
+
+    /// Every loss of a hold of this lock object from now on, as it is found. Each access makes a
+    /// new sequence (any number may listen); it keeps the newest 64 unread losses.
+    var losses: AsyncStream<LockLoss> { get }
 }

@@ -41,10 +41,14 @@ extension EngineBackedLock {
         engine.release(force: force, mode: releaseMode)
     }
 
-    /// `release()` from a task, with the file-system calls on the helper threads.
-    func releaseOffThePool() async {
-        await engine.releaseFromTask(force: false, mode: releaseMode)
+    /// `release()` from a task, with the file-system calls on the helper threads; throws
+    /// `.lockLost` when the hold given up had been lost.
+    func releaseOffThePool() async throws {
+        let loss = engine.lossOfCurrentOwner(mode: releaseMode)
+        let found = await engine.releaseFromTask(force: false, mode: releaseMode)
+        if found, let loss { throw loss.error }
     }
+
 
     /// Whether holds belong to the acquiring thread or task, or to this lock object.
     public var ownership: LockOwnership { engine.configuration.ownership }
@@ -62,4 +66,11 @@ extension EngineBackedLock {
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(engine)) }
+}
+
+extension EngineBackedLock {
+    /// What `LossReportingLock.checkHold()` does, for the kinds that conform.
+    func throwIfHoldLost() throws {
+        if let loss = engine.lossOfCurrentOwner(mode: releaseMode) { throw loss.error }
+    }
 }

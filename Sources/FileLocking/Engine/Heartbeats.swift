@@ -1,0 +1,185 @@
+import Synchronization
+
+/// The heartbeats of every held lease-like lock of the process (``SoftReadWriteLock``,
+/// ``SoftFileLease``), on **one** helper thread, not a thread per lock: each registration runs its
+/// beat every interval; a beat returns `false` to stop (its hold was lost or released).
+///
+/// The thread starts with the first registration and waits on a condition until the next beat is
+/// due. A beat that blocks (a stalled network filesystem) delays the others; a hold whose beats
+/// are delayed past its stale threshold may be evicted, and its holder is told (see
+/// ``LockLoss``). A child forked without exec has no heartbeats: what it inherited belongs to
+/// its parent, whose thread keeps beating.
+final class Heartbeats: BackgroundThreads, @unchecked Sendable {
+    static let shared = Heartbeats()
+
+    final class Registration: @unchecked Sendable {
+        let interval: Duration
+        let beat: @Sendable () -> Bool
+        // Guarded by the helper's lock.
+        var due: MonotonicInstant
+        var isCancelled = false
+        var isRunning = false
+
+        init(interval: Duration, beat: @escaping @Sendable () -> Bool) {
+            self.interval = interval
+            self.beat = beat
+            due = MonotonicInstant.now.advanced(by: interval)
+        }
+    }
+
+    // Guarded by `lock`.
+    private var registrations: [Registration] = []
+    private var beatingThread: ThreadHandle?
+
+    private init() { super.init(maximumThreads: 1) }
+
+    override func resetInChild() { registrations = [] }
+
+    /// Runs `beat` every `interval` from now on until it returns `false` or `cancel` is called.
+    func register(every interval: Duration, _ beat: @escaping @Sendable () -> Bool) -> Registration {
+        let registration = Registration(interval: interval, beat: beat)
+        lock.withLock {
+            registrations.append(registration)
+            if runningThreads == 0 { _ = startThread { [self] in run() } }
+            lock.signal()
+        }
+        return registration
+    }
+
+    /// Stops a registration; returns once a beat of it that is running has ended, so that a
+    /// release never races its own heartbeat.
+    func cancel(_ registration: Registration) {
+        var isRunning = lock.withLock {
+            registration.isCancelled = true
+            registrations.removeAll { $0 === registration }
+            // A beat that releases its own lock (a loss callback) must not wait for itself.
+            return registration.isRunning && beatingThread != ThreadHandle.current
+        }
+        while isRunning {
+            Threads.sleep(.milliseconds(1))
+            isRunning = lock.withLock { registration.isRunning }
+        }
+    }
+
+    private func run() {
+        lock.lock()
+        beatingThread = ThreadHandle.current
+        while true {
+            let now = MonotonicInstant.now
+            if let due = registrations.first(where: { $0.due <= now }) {
+                due.isRunning = true
+                lock.unlock()
+                let goesOn = due.beat()
+                lock.lock()
+                due.isRunning = false
+                due.due = MonotonicInstant.now.advanced(by: due.interval)
+                if !goesOn || due.isCancelled { registrations.removeAll { $0 === due } }
+                lock.signal()
+                continue
+            }
+            let next = registrations.map(\.due).min()
+            // With nothing to do the thread waits for a registration (no busy thread kept alive).
+            lock.wait(until: next ?? MonotonicInstant.now.advanced(by: .seconds(60)))
+        }
+    }
+}
+
+/// Why a held lock stopped being ours without our release.
+public struct LockLossReason: Sendable, Hashable, CustomStringConvertible {
+    private let value: String
+
+    private init(_ value: String) { self.value = value }
+
+    public var description: String { value }
+
+    /// Another process judged our record stale (it stopped changing for the stale threshold, on
+    /// that process's clock) and removed us: our heartbeats did not reach the filesystem in time
+    /// (a paused process, a stalled or partitioned network filesystem).
+    public static let evicted = LockLossReason("evicted")
+    /// Another process took the lock over: our marker was replaced.
+    public static let takenOver = LockLossReason("taken over")
+    /// Our marker or record disappeared (removed by hand or by `filelock break --force`).
+    public static let removed = LockLossReason("removed")
+    /// Heartbeats kept failing (I/O errors) for longer than the lock stays fresh without them.
+    public static let refreshFailed = LockLossReason("refresh failed")
+}
+
+/// A hold that ended without its holder releasing it: the lock may be held by someone else now,
+/// and whatever it protected may have been changed meanwhile. The holder must stop, and release.
+public struct LockLoss: Sendable, CustomStringConvertible {
+    /// The lock's path as given.
+    public var path: String
+    /// The mode that was held.
+    public var mode: LockMode
+    /// What happened.
+    public var reason: LockLossReason
+    /// The fencing token of the lost hold, where the kind has one (a soft read-write lock's
+    /// generation).
+    public var fencingToken: UInt64?
+    /// The `.lockLost` error that `checkHold()`, `checkedRelease()`, a re-entrant acquire and the
+    /// end of `withLock { }` throw for this hold.
+    public var error: FileLockError
+
+    public var description: String { error.message }
+
+    init(path: String, mode: LockMode, reason: LockLossReason, fencingToken: UInt64?, detail: String) {
+        self.path = path
+        self.mode = mode
+        self.reason = reason
+        self.fencingToken = fencingToken
+        let held = mode == .exclusive ? "exclusive" : "shared"
+        error = FileLockError(
+            .lockLost, path: path,
+            message: "the \(held) hold on lock '\(path)' was lost (\(reason)): \(detail); stop the work it protected "
+                + "(another process may hold the lock now), release, and acquire again")
+    }
+}
+
+/// Tells those who listen that a hold was lost: the callback given at construction, and every
+/// `losses` sequence made so far.
+final class LossReporter: Sendable {
+    private let callback: (@Sendable (LockLoss) -> Void)?
+    private let listeners = Mutex<(next: Int, continuations: [Int: AsyncStream<LockLoss>.Continuation])>((0, [:]))
+
+    init(callback: (@Sendable (LockLoss) -> Void)?) {
+        self.callback = callback
+    }
+
+    func report(_ loss: LockLoss) {
+        callback?(loss)
+        for continuation in listeners.withLock({ Array($0.continuations.values) }) { continuation.yield(loss) }
+    }
+
+    func stream() -> AsyncStream<LockLoss> {
+        let (stream, continuation) = AsyncStream<LockLoss>.makeStream(bufferingPolicy: .bufferingNewest(64))
+        let key = listeners.withLock { listeners -> Int in
+            defer { listeners.next += 1 }
+            listeners.continuations[listeners.next] = continuation
+            return listeners.next
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.listeners.withLock { $0.continuations.removeValue(forKey: key) }
+        }
+        return stream
+    }
+
+    deinit {
+        for continuation in listeners.withLock({ Array($0.continuations.values) }) { continuation.finish() }
+    }
+}
+
+/// Whether a hold was lost, set once by its heartbeat (or its release).
+final class LossMark: Sendable {
+    private let loss = Mutex<LockLoss?>(nil)
+
+    var value: LockLoss? { loss.withLock { $0 } }
+
+    /// Records `lost` unless a loss was recorded already; `true` when this call recorded it.
+    func mark(_ lost: LockLoss) -> Bool {
+        loss.withLock { current in
+            guard current == nil else { return false }
+            current = lost
+            return true
+        }
+    }
+}

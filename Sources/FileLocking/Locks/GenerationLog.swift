@@ -1,0 +1,588 @@
+import Synchronization
+
+/// The `filelock-rw/1` generation log of one `SoftReadWriteLock` object, as Python `filelock`
+/// 4.3 keeps it (see `SoftReadWriteFormat`): reading the newest snapshot, committing the next
+/// one by a no-replace hard link checked by file identity, keeping the newest 64, and the holder
+/// records with the observer's ledger that judges them stale.
+///
+/// Every call opens the log's folders afresh with `O_NOFOLLOW | O_DIRECTORY` and works relative
+/// to them, so a symbolic link planted at `<lock>.rw`, `gen` or `holders` is refused, never
+/// followed. What it remembers between calls (the epoch, the newest snapshot seen, when each
+/// record was first seen unchanged) is a cache and a clock: nothing on disk depends on it.
+final class GenerationLog: Sendable {
+    let lockPath: LockPath
+    /// `<lock>.rw`.
+    let root: CPath
+    /// The observer's threshold: a record unchanged this long (or its own `lease=`, if longer)
+    /// on our monotonic clock is stale.
+    let staleThreshold: Duration
+
+    var path: String { lockPath.given }
+
+    private struct LedgerEntry {
+        var bytes: [UInt8]?
+        var firstSeen: MonotonicInstant
+    }
+
+    private struct Memory {
+        var epoch: [UInt8]?
+        var latest: SoftReadWriteSnapshot?
+        var ledger: [String: LedgerEntry] = [:]
+        var sweepCursor: String?
+        var lastSweep: MonotonicInstant?
+        var isPrepared = false
+        /// The folder holding `<lock>.rw`: whether it is sticky (`/tmp`), and its owner.
+        var parentSticky: (isSticky: Bool, owner: UInt32)?
+    }
+
+    private let memory = Mutex(Memory())
+
+    init(lockPath: LockPath, staleThreshold: Duration) {
+        self.lockPath = lockPath
+        root = lockPath.absolute.appending(".rw")
+        self.staleThreshold = staleThreshold
+    }
+
+    // MARK: Folders
+
+    enum Folder: String {
+        case gen, holders
+    }
+
+    /// The log's folders, made where missing (`mkdir -p` above, 0700 for the log's own).
+    func prepare(force: Bool = false) throws {
+        if !force, memory.withLock({ $0.isPrepared }) { return }
+        switch System.mkdir(root, mode: 0o700) {
+        case .success, .failure(.fileExists): break
+        case .failure(.noSuchFile):
+            try lockPath.createParentFolders()
+            switch System.mkdir(root, mode: 0o700) {
+            case .success, .failure(.fileExists): break
+            case .failure(let error): throw folderError(error, root.description)
+            }
+        case .failure(let error): throw folderError(error, root.description)
+        }
+        guard let rootFolder = try openRoot() else {
+            throw FileLockError(
+                .io, path: path, message: "the folder '\(root)' of lock '\(path)' vanished while it was being set up; "
+                    + "try again")
+        }
+        defer { rootFolder.close() }
+        for folder in [Folder.gen, .holders] {
+            switch rootFolder.makeFolder(folder.rawValue, mode: 0o700) {
+            case .success, .failure(.fileExists): continue
+            case .failure(let error): throw folderError(error, "\(root)/\(folder.rawValue)")
+            }
+        }
+        memory.withLock { $0.isPrepared = true }
+    }
+
+    /// Runs `body` with `folder` open; `nil` when the folder (or the log) is missing.
+    func with<T>(_ folder: Folder, _ body: (OpenFolder) throws -> T) throws -> T? {
+        guard let rootFolder = try openRoot() else { return nil }
+        defer { rootFolder.close() }
+        let name = "\(root)/\(folder.rawValue)"
+        let opened: OpenFolder
+        switch rootFolder.openFolder(folder.rawValue) {
+        case .success(let made): opened = made
+        case .failure(.noSuchFile), .failure(.staleHandle): return nil
+        case .failure(let error): throw folderError(error, name)
+        }
+        defer { opened.close() }
+        try check(opened, name: name, containedBy: try rootFolder.status().get())
+        return try body(opened)
+    }
+
+    /// Like `with`, but makes the log when it is missing.
+    func withPrepared<T>(_ folder: Folder, _ body: (OpenFolder) throws -> T) throws -> T {
+        try prepare()
+        if let result = try with(folder, body) { return result }
+        try prepare(force: true)
+        if let result = try with(folder, body) { return result }
+        throw FileLockError(
+            .io, path: path, message: "the folder '\(root)/\(folder.rawValue)' of lock '\(path)' keeps vanishing "
+                + "(another program removes it?); try again")
+    }
+
+    private func openRoot() throws -> OpenFolder? {
+        let opened: OpenFolder
+        switch OpenFolder.open(root) {
+        case .success(let made): opened = made
+        case .failure(.noSuchFile), .failure(.staleHandle): return nil
+        case .failure(let error): throw folderError(error, root.description)
+        }
+        do {
+            try check(opened, name: root.description, containedBy: try parentStatus())
+        } catch {
+            opened.close()
+            throw error
+        }
+        return opened
+    }
+
+    /// In a sticky folder (`/tmp`), where anyone may create names, a folder of the log must
+    /// belong to us or to the folder's owner and be writable by no one else (as Python checks).
+    private func check(_ folder: OpenFolder, name: String, containedBy container: FileStatus?) throws {
+        let status: FileStatus
+        switch folder.status() {
+        case .success(let found): status = found
+        case .failure(let error): throw folderError(error, name)
+        }
+        guard status.isDirectory else { throw folderError(.notDirectory, name) }
+        guard let container, container.mode & 0o1000 != 0 else { return }
+        if status.owner != System.effectiveUserID && status.owner != container.owner {
+            throw FileLockError(
+                .permissionDenied, path: path,
+                message: "'\(name)' of lock '\(path)' belongs to uid \(status.owner), not to this process's account or "
+                    + "the folder's owner, in a folder where anyone may create names; refusing to use it (remove it, "
+                    + "or put the lock in a folder of your own)")
+        }
+        if status.mode & 0o022 != 0 {
+            throw FileLockError(
+                .permissionDenied, path: path,
+                message: "'\(name)' of lock '\(path)' is writable by other accounts; refusing to use it (chmod 700 it, "
+                    + "or remove it)")
+        }
+    }
+
+    private func parentStatus() throws -> FileStatus? {
+        // The root's folder: looked at once per lock object; only its sticky bit and owner count.
+        if let known = memory.withLock({ $0.parentSticky }) {
+            return known.isSticky ? FileStatus.stickyFolder(owner: known.owner) : nil
+        }
+        guard case .success(let status) = System.lstat(lockPath.parent) else { return nil }
+        let isSticky = status.mode & 0o1000 != 0
+        memory.withLock { $0.parentSticky = (isSticky, status.owner) }
+        return isSticky ? status : nil
+    }
+
+    func folderError(_ error: Errno, _ name: String) -> FileLockError {
+        switch error {
+        case .tooManySymbolicLinks, .notDirectory, Errno(rawValue: 31 /* EMLINK */):
+            return FileLockError(
+                .isSymbolicLink, path: path,
+                message: "'\(name)' of lock '\(path)' is not a directory or is a symbolic link; refusing to use it "
+                    + "(remove it: the lock makes it anew)", errno: error.rawValue)
+        default:
+            return FileLockError.system(error, path: path, operation: "use the folder '\(name)' of")
+        }
+    }
+
+    func readError(_ error: Errno, _ name: String) -> FileLockError {
+        FileLockError.system(error, path: path, operation: "read '\(name)' of")
+    }
+
+    func malformed(_ what: String) -> FileLockError {
+        FileLockError(
+            .io, path: path,
+            message: "invalid soft read-write lock state at '\(path)': \(what); remove '\(root)' when no process uses "
+                + "the lock (a damaged log wedges Python's SoftReadWriteLock too)")
+    }
+
+    // MARK: Reading the log
+
+    private func read(_ folder: OpenFolder, _ name: String) throws -> [UInt8]? {
+        switch folder.read(name, limit: SoftReadWriteFormat.maximumRecordSize + 1) {
+        case .success(let bytes): return bytes
+        case .failure(let error): throw readError(error, name)
+        }
+    }
+
+    private func readGeneration(_ gen: OpenFolder, _ number: UInt64) throws -> SoftReadWriteSnapshot? {
+        let name = SoftReadWriteFormat.generationName(number)
+        guard let bytes = try read(gen, name) else { return nil }
+        guard let snapshot = SoftReadWriteSnapshot(parsing: bytes), snapshot.generation == number else {
+            throw malformed("claim '\(name)': malformed generation record")
+        }
+        return snapshot
+    }
+
+    /// `gen/epoch`, made by whoever finds it missing.
+    private func epoch(_ gen: OpenFolder) throws -> [UInt8] {
+        if let bytes = try read(gen, "epoch") { return bytes }
+        let made = Array((ParticipantToken().text + "\n").utf8)
+        switch gen.openFile("epoch", flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600) {
+        case .success(let descriptor):
+            defer { System.close(descriptor) }
+            guard case .success = System.writeAll(descriptor, made) else { return try read(gen, "epoch") ?? [] }
+            _ = System.sync(descriptor)
+            return made
+        case .failure(.fileExists):
+            return try read(gen, "epoch") ?? []
+        case .failure(let error):
+            throw FileLockError.system(error, path: path, operation: "create '\(root)/gen/epoch' of")
+        }
+    }
+
+    private static func isValidEpoch(_ epoch: [UInt8]?) -> Bool {
+        guard let epoch, epoch.last == 10 else { return false }
+        return ParticipantToken.isToken(epoch.dropLast())
+    }
+
+    /// The snapshot in HEAD when HEAD belongs to `epoch` (a hint only: absent when torn or stale).
+    private func head(_ gen: OpenFolder, epoch: [UInt8]) -> SoftReadWriteSnapshot? {
+        guard Self.isValidEpoch(epoch), case .success(let bytes?) = gen.read("HEAD", limit: SoftReadWriteFormat.maximumRecordSize + 34),
+            bytes.count > epoch.count, bytes.starts(with: epoch)
+        else { return nil }
+        return SoftReadWriteSnapshot(parsing: bytes.dropFirst(epoch.count))
+    }
+
+    /// The generation numbers in `gen/`, sorted; removes the oldest beyond the newest 64 (at most
+    /// 256 a call, each only while the newest still exists) and returns the newest 64.
+    private func pruneListing(_ gen: OpenFolder) throws -> [UInt64] {
+        let names: [String]
+        switch gen.entries() {
+        case .success(let found): names = found
+        case .failure(let error): throw readError(error, "gen")
+        }
+        guard names.count <= SoftReadWriteFormat.listingLimit else {
+            throw malformed("the generation log holds more than \(SoftReadWriteFormat.listingLimit) names")
+        }
+        let numbers = names.compactMap(SoftReadWriteFormat.generationNumber(ofName:)).sorted()
+        let kept = SoftReadWriteFormat.keptGenerations
+        guard numbers.count > kept, let newest = numbers.last else { return numbers }
+        let witness = SoftReadWriteFormat.generationName(newest)
+        for old in numbers.dropLast(kept).prefix(SoftReadWriteFormat.pruneBatch) {
+            guard case .success = gen.status(witness) else { break }
+            _ = gen.unlink(SoftReadWriteFormat.generationName(old))
+        }
+        return Array(numbers.suffix(kept))
+    }
+
+    /// Reads forward from `start` while generations exist (stopping after `patience` missing in a
+    /// row, or 128 on).
+    private func probe(_ gen: OpenFolder, from start: SoftReadWriteSnapshot, patience: Int) throws -> SoftReadWriteSnapshot {
+        var found = start
+        var misses = 0
+        var number = start.generation + 1
+        while misses < patience, number <= start.generation + SoftReadWriteFormat.probeReach {
+            if let snapshot = try readGeneration(gen, number) {
+                found = snapshot
+                misses = 0
+            } else {
+                misses += 1
+            }
+            number += 1
+        }
+        return found
+    }
+
+    private func find(_ gen: OpenFolder) throws -> SoftReadWriteSnapshot? {
+        let epoch = try epoch(gen)
+        let remembered = memory.withLock { memory -> SoftReadWriteSnapshot? in
+            if memory.epoch != epoch {
+                memory.epoch = epoch
+                memory.latest = nil
+            }
+            return memory.latest
+        }
+        var named = Set(try pruneListing(gen))
+        if let remembered, remembered.generation > 0 { named.insert(remembered.generation) }
+        let headGeneration = head(gen, epoch: epoch)?.generation
+        if let headGeneration { named.insert(headGeneration) }
+        for number in named.sorted(by: >) {
+            guard let snapshot = try readGeneration(gen, number) else { continue }
+            return try probe(gen, from: snapshot, patience: number == headGeneration ? 1 : 64)
+        }
+        let newest = named.max() ?? 0
+        let found = try probe(gen, from: .empty(at: newest), patience: 64)
+        return found.generation > newest || named.isEmpty ? found : nil
+    }
+
+    /// The newest snapshot.
+    func latest() throws -> SoftReadWriteSnapshot {
+        try withPrepared(.gen) { gen in
+            if let found = try find(gen) ?? find(gen) { return found }
+            throw malformed("the generation log names no readable snapshot")
+        }
+    }
+
+    // MARK: Committing
+
+    enum CommitOutcome {
+        case won
+        case lost
+    }
+
+    /// Publishes `successor` as the next generation if no one else did first.
+    func commit(_ successor: SoftReadWriteSnapshot) throws -> CommitOutcome {
+        try withPrepared(.gen) { gen in try commit(successor, in: gen) }
+    }
+
+    private func extends(_ gen: OpenFolder, _ number: UInt64, epoch: [UInt8]?) throws -> Bool {
+        if number > 1 { return try read(gen, SoftReadWriteFormat.generationName(number - 1)) != nil }
+        guard let epoch else { return true }
+        return head(gen, epoch: epoch) == nil
+    }
+
+    private func commit(_ successor: SoftReadWriteSnapshot, in gen: OpenFolder) throws -> CommitOutcome {
+        let number = successor.generation
+        let remembered = memory.withLock { $0.epoch }
+        guard try extends(gen, number, epoch: remembered) else { return .lost }
+        let bytes = successor.encoded
+        let temporary = SoftReadWriteFormat.commitPrefix + ParticipantToken().text
+        switch gen.openFile(temporary, flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600) {
+        case .success(let descriptor):
+            let written = System.writeAll(descriptor, bytes).flatMap { System.sync(descriptor) }
+            System.close(descriptor)
+            if case .failure(let error) = written {
+                _ = gen.unlink(temporary)
+                throw FileLockError.system(error, path: path, operation: "write the next generation of")
+            }
+        case .failure(.noSuchFile), .failure(.staleHandle):
+            try prepare(force: true)
+            return .lost
+        case .failure(let error):
+            throw FileLockError.system(error, path: path, operation: "write the next generation of")
+        }
+        defer { _ = gen.unlink(temporary) }
+        guard try read(gen, "epoch") == remembered else { return .lost }
+        let target = SoftReadWriteFormat.generationName(number)
+        var linkError: Errno?
+        switch gen.link(temporary, to: target) {
+        case .success, .failure(.fileExists): break
+        case .failure(let error) where error.isNotSupported || error == .crossDevice:
+            throw FileLockError(
+                .notSupportedByFilesystem, path: path,
+                message: "the filesystem of '\(root)' does not support atomic no-replace hard links (\(error)), which "
+                    + "a soft read-write lock commits with; use a SoftFileLease (exclusive) there", errno: error.rawValue)
+        case .failure(.noSuchFile):
+            if case .success = gen.status(temporary) { throw FileLockError.system(.noSuchFile, path: path, operation: "commit") }
+            return .lost
+        case .failure(let error): linkError = error
+        }
+        // Judged by identity, not by what link said: NFS may report a link that landed as failed.
+        guard case .success(let ours) = gen.status(temporary), case .success(let there) = gen.status(target),
+            FileIdentity(ours) == FileIdentity(there)
+        else {
+            if let linkError { throw FileLockError.system(linkError, path: path, operation: "commit the next generation of") }
+            return .lost
+        }
+        // Won the name; still lost if the log moved on under us (a wiped log, a far newer head).
+        let listed: [UInt64]
+        if case .success(let names) = gen.entries() {
+            listed = names.compactMap(SoftReadWriteFormat.generationNumber(ofName:))
+        } else {
+            listed = []
+        }
+        let headGeneration = remembered.flatMap { head(gen, epoch: $0)?.generation } ?? 0
+        let newest = max(listed.max() ?? 0, headGeneration)
+        let stillExtends = try extends(gen, number, epoch: remembered)
+        guard try read(gen, "epoch") == remembered else { return .lost }
+        if newest >= number && newest - number >= UInt64(SoftReadWriteFormat.keptGenerations) {
+            if case .success = gen.status(SoftReadWriteFormat.generationName(newest)) { _ = gen.unlink(target) }
+            return .lost
+        }
+        guard stillExtends else { return .lost }
+        memory.withLock { $0.latest = successor }
+        if let remembered, Self.isValidEpoch(remembered), headGeneration < number {
+            updateHead(gen, epoch: remembered, bytes)
+        }
+        compact(gen, after: number)
+        return .won
+    }
+
+    /// Best effort: a torn or missing HEAD only costs readers a longer look.
+    private func updateHead(_ gen: OpenFolder, epoch: [UInt8], _ snapshot: [UInt8]) {
+        let temporary = SoftReadWriteFormat.commitPrefix + ParticipantToken().text
+        guard case .success(let descriptor) = gen.openFile(temporary, flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600)
+        else { return }
+        let written = System.writeAll(descriptor, epoch + snapshot)
+        System.close(descriptor)
+        guard case .success = written, case .success = gen.rename(temporary, to: "HEAD") else {
+            _ = gen.unlink(temporary)
+            return
+        }
+    }
+
+    /// Removes the generations older than the newest 65 after committing `number`.
+    private func compact(_ gen: OpenFolder, after number: UInt64) {
+        let kept = UInt64(SoftReadWriteFormat.keptGenerations) + 1
+        guard number > kept else { return }
+        let expired = number - kept
+        var oldest = expired
+        while oldest > 1, case .success = gen.status(SoftReadWriteFormat.generationName(oldest - 1)) {
+            oldest -= 1
+            if expired - oldest >= UInt64(SoftReadWriteFormat.pruneBatch) { return }
+        }
+        let witness = SoftReadWriteFormat.generationName(number)
+        for old in oldest...expired {
+            guard case .success = gen.status(witness) else { return }
+            _ = gen.unlink(SoftReadWriteFormat.generationName(old))
+        }
+    }
+
+    // MARK: Holder records
+
+    /// Creates our record; its identity, to refresh it later.
+    func publish(_ record: SoftReadWriteHolderRecord) throws -> FileIdentity {
+        try withPrepared(.holders) { holders in
+            switch holders.openFile(record.token.text, flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600) {
+            case .success(let descriptor):
+                defer { System.close(descriptor) }
+                let written = System.writeAll(descriptor, record.encoded)
+                let status = System.fstat(descriptor)
+                guard case .success = written, case .success(let status) = status else {
+                    _ = holders.unlink(record.token.text)
+                    let error = (written.failure ?? status.failure) ?? .noSuchFile
+                    throw FileLockError.system(error, path: path, operation: "write the holder record of")
+                }
+                return FileIdentity(status)
+            case .failure(let error):
+                throw FileLockError.system(error, path: path, operation: "create the holder record of")
+            }
+        }
+    }
+
+    enum RefreshOutcome: Equatable {
+        case refreshed
+        /// The record is gone or replaced: we were evicted.
+        case gone
+        /// A failure that may pass (an I/O error, a server away).
+        case failed(Errno)
+    }
+
+    /// Rewrites our record (a new nonce) in place, only if it is still the file we made.
+    func refresh(_ record: SoftReadWriteHolderRecord, identity: FileIdentity) -> RefreshOutcome {
+        do {
+            let outcome: RefreshOutcome? = try with(.holders) { holders in
+                let descriptor: Int32
+                switch holders.openFile(record.token.text, flags: OpenFlags.readWriteExistingNonBlocking, mode: 0) {
+                case .success(let opened): descriptor = opened
+                case .failure(.noSuchFile), .failure(.staleHandle), .failure(.noSuchDeviceOrAddress),
+                    .failure(.tooManySymbolicLinks):
+                    return .gone
+                case .failure(let error): return .failed(error)
+                }
+                defer { System.close(descriptor) }
+                guard case .success(let status) = System.fstat(descriptor), status.isRegularFile,
+                    FileIdentity(status) == identity, status.linkCount == 1
+                else { return .gone }
+                let header = SoftReadWriteHolderRecord.header(of: record.token)
+                guard case .success(let start) = System.read(descriptor, count: header.count, at: 0), start == header else {
+                    return .gone
+                }
+                switch System.write(descriptor, record.encoded, at: 0) {
+                case .success: return .refreshed
+                case .failure(let error): return .failed(error)
+                }
+            }
+            return outcome ?? .gone
+        } catch let error as FileLockError {
+            return error.code == .isSymbolicLink ? .gone : .failed(Errno(rawValue: error.errno ?? 5))
+        } catch {
+            return .failed(Errno(rawValue: 5))
+        }
+    }
+
+    /// Removes a holder record (ours when leaving, an evicted one's after the eviction).
+    func removeRecord(_ token: ParticipantToken) {
+        _ = try? with(.holders) { holders in _ = holders.unlink(token.text) }
+    }
+
+    /// The bytes of a holder record; `nil` when missing.
+    func record(of token: ParticipantToken) -> [UInt8]? {
+        (try? with(.holders) { holders in try read(holders, token.text) }) ?? nil
+    }
+
+    /// Whether `token`'s holder record exists (the folder is readable).
+    func recordStatus(of token: ParticipantToken) -> FileStatus? {
+        (try? with(.holders) { holders in try? holders.status(token.text).get() }) ?? nil
+    }
+
+    // MARK: Staleness
+
+    /// How long `key`'s bytes have stood unchanged, as this observer saw them (zero the first time).
+    private func age(_ key: String, read: () -> [UInt8]?) -> (Duration, [UInt8]?) {
+        let asked = MonotonicInstant.now
+        let bytes = read()
+        let now = MonotonicInstant.now
+        let age = memory.withLock { memory -> Duration in
+            if let entry = memory.ledger[key], entry.bytes == bytes { return asked.duration(since: entry.firstSeen) }
+            if memory.ledger.count >= 8192 { memory.ledger.removeAll() }
+            memory.ledger[key] = LedgerEntry(bytes: bytes, firstSeen: now)
+            return .zero
+        }
+        return (age, bytes)
+    }
+
+    private func threshold(for bytes: [UInt8]?) -> Duration {
+        guard let bytes, let lease = SoftReadWriteHolderRecord.fields(of: bytes).lease else { return staleThreshold }
+        return max(staleThreshold, lease)
+    }
+
+    /// Whether a member's record stood unchanged past the threshold (its own `lease=` if longer).
+    func isStale(_ token: ParticipantToken) -> Bool {
+        let (age, bytes) = age(token.text) { record(of: token) }
+        return age >= threshold(for: bytes)
+    }
+
+    /// How long a member's record has stood unchanged, as this observer saw it.
+    func unchangedDuration(of token: ParticipantToken) -> Duration {
+        age(token.text) { record(of: token) }.0
+    }
+
+    func forget(_ tokens: some Sequence<ParticipantToken>) {
+        memory.withLock { memory in for token in tokens { memory.ledger[token.text] = nil } }
+    }
+
+    /// Removes abandoned holder records and commit temporaries (unchanged past the threshold),
+    /// at most once per half threshold and 256 names a call.
+    func sweepIfDue(excluding own: ParticipantToken?, members: Set<ParticipantToken>) {
+        let now = MonotonicInstant.now
+        let isDue = memory.withLock { memory -> Bool in
+            if let last = memory.lastSweep, now.duration(since: last) < staleThreshold / 2 { return false }
+            memory.lastSweep = now
+            return true
+        }
+        guard isDue else { return }
+        var present: Set<String> = []
+        _ = try? with(.holders) { holders in
+            guard case .success(let names) = holders.entries() else { return }
+            let candidates = names.filter { name in
+                ParticipantToken.isToken(name.utf8) && name != own?.text && !members.contains(where: { $0.text == name })
+            }.sorted()
+            let cursor = memory.withLock { $0.sweepCursor }
+            var batch = candidates.filter { cursor == nil || $0 > cursor! }.prefix(SoftReadWriteFormat.pruneBatch)
+            if batch.isEmpty { batch = candidates.prefix(SoftReadWriteFormat.pruneBatch) }
+            memory.withLock { $0.sweepCursor = batch.last }
+            for name in batch {
+                let key = "holder:" + name
+                present.insert(key)
+                let (age, bytes) = age(key) { (try? read(holders, name)) ?? nil }
+                if bytes != nil, age >= threshold(for: bytes) { _ = holders.unlink(name) }
+            }
+        }
+        _ = try? with(.gen) { gen in
+            guard case .success(let names) = gen.entries() else { return }
+            for name in names where name.hasPrefix(SoftReadWriteFormat.commitPrefix) {
+                let key = "temporary:" + name
+                present.insert(key)
+                let (age, bytes) = age(key) { (try? read(gen, name)) ?? nil }
+                if bytes != nil, age >= staleThreshold { _ = gen.unlink(name) }
+            }
+        }
+        memory.withLock { memory in
+            memory.ledger = memory.ledger.filter { key, _ in
+                !(key.hasPrefix("holder:") || key.hasPrefix("temporary:")) || present.contains(key)
+            }
+        }
+    }
+}
+
+extension FileStatus {
+    /// A stand-in status for a sticky folder owned by `owner` (only mode and owner are read).
+    static func stickyFolder(owner: UInt32) -> FileStatus {
+        var status = FileStatus(CStat())
+        status.mode = 0o41777
+        status.owner = owner
+        return status
+    }
+}
+
+extension Result {
+    var failure: Failure? {
+        if case .failure(let error) = self { return error }
+        return nil
+    }
+}

@@ -1,0 +1,319 @@
+import Synchronization
+
+/// The primitive behind `SoftReadWriteLock`: Python `filelock`'s `filelock-rw/1` protocol (see
+/// `SoftReadWriteFormat` and `GenerationLog`).
+///
+/// Each acquisition is a participant with a new token and a holder record. A try reads the
+/// newest snapshot, refreshes its record, judges the other members' records (stale when
+/// unchanged past the threshold on our clock) and commits the next generation: entering (a
+/// reader is granted in the commit that adds it; a writer enters as the named writer, which
+/// closes the entry to new readers, and is granted by its own later commit once no reader is
+/// left), evicting stale members, or both. A hold's heartbeat rewrites its record's nonce and
+/// checks it is still a member; a hold found gone is reported lost.
+struct SoftReadWritePrimitive: LockPrimitive {
+    let log: GenerationLog
+    let heartbeatInterval: Duration
+    let pollInterval: Duration
+    let reporter: LossReporter
+
+    var staleThreshold: Duration { log.staleThreshold }
+    var path: String { log.path }
+    var waitStrategy: WaitStrategy { .polling(initial: .milliseconds(1), maximum: pollInterval) }
+
+    /// One acquisition: its token and record, and its wait's folder watch. Used by one thread at
+    /// a time (the acquiring one, then the heartbeat thread, then the releasing one).
+    final class Participant: @unchecked Sendable {
+        var record: SoftReadWriteHolderRecord
+        var identity: FileIdentity
+        /// When the record was last written, on the boot clock (counts suspend time).
+        var refreshed: MonotonicInstant
+        var watch: FolderWatch?
+        var isWatchSetUp = false
+        var isPauseSkipped = false
+
+        init(record: SoftReadWriteHolderRecord, identity: FileIdentity, refreshed: MonotonicInstant) {
+            self.record = record
+            self.identity = identity
+            self.refreshed = refreshed
+        }
+
+        var token: ParticipantToken { record.token }
+    }
+
+    typealias Attempt = Participant
+
+    final class Hold: @unchecked Sendable {
+        let participant: Participant
+        /// The generation whose commit granted the hold: a fencing token.
+        let generation: UInt64
+        let mode: LockMode
+        let lossMark = LossMark()
+        // Touched by the heartbeat thread only.
+        var lastRefresh: MonotonicInstant
+        let registration = Mutex<Heartbeats.Registration?>(nil)
+
+        init(participant: Participant, generation: UInt64, mode: LockMode) {
+            self.participant = participant
+            self.generation = generation
+            self.mode = mode
+            lastRefresh = participant.refreshed
+        }
+    }
+
+    func begin(_ request: LockRequest) throws -> Participant {
+        let record = SoftReadWriteHolderRecord(
+            token: ParticipantToken(), pid: System.processID, host: ProcessIdentity.hostName,
+            lease: staleThreshold.inSeconds, nonce: ParticipantToken())
+        let refreshed = BootClock.now
+        let identity = try log.publish(record)
+        return Participant(record: record, identity: identity, refreshed: refreshed)
+    }
+
+    private enum Step {
+        case granted(UInt64)
+        case notYet
+        case commitLost
+        /// Our record may have been judged stale meanwhile (we were paused): begin anew.
+        case startOver
+    }
+
+    func tryOnce(_ participant: Participant, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
+        for _ in 0..<4 {
+            switch try step(participant, request.mode) {
+            case .granted(let generation): return .acquired(makeHold(participant, generation, request.mode))
+            case .notYet: return .busy
+            case .startOver: return .restart
+            case .commitLost: continue
+            }
+        }
+        return .busy
+    }
+
+    private func step(_ participant: Participant, _ mode: LockMode) throws -> Step {
+        let latest = try log.latest()
+        // Keep the claim fresh: a waiter's record changes at every try.
+        let now = BootClock.now
+        if now.duration(since: participant.refreshed) >= staleThreshold { return .startOver }
+        participant.record.nonce = ParticipantToken()
+        switch log.refresh(participant.record, identity: participant.identity) {
+        case .refreshed:
+            participant.refreshed = now
+        case .gone:
+            // Swept or evicted while we waited: make it again (we are in no snapshot as a holder).
+            if let identity = try? log.publish(participant.record) {
+                participant.identity = identity
+                participant.refreshed = now
+            }
+        case .failed: break
+        }
+        let me = participant.token
+        let entered = latest.members.contains(me)
+        log.sweepIfDue(excluding: me, members: latest.members)
+        let stale = latest.members.subtracting([me]).filter { log.isStale($0) }
+        var writer = latest.writer.flatMap { stale.contains($0) ? nil : $0 }
+        var readers = latest.readers.subtracting(stale)
+        if !entered {
+            if writer != nil {
+                // A live writer is named (holding or waiting): no one enters. Evict the stale.
+                if !stale.isEmpty {
+                    let next = SoftReadWriteSnapshot(generation: latest.generation + 1, writer: writer, readers: readers)
+                    if try log.commit(next) == .won { evicted(stale) }
+                }
+                return .notYet
+            }
+            if mode == .exclusive { writer = me } else { readers.insert(me) }
+        }
+        let granted = mode == .shared || readers.isEmpty
+        if entered && stale.isEmpty && !granted { return .notYet }
+        let next = SoftReadWriteSnapshot(generation: latest.generation + 1, writer: writer, readers: readers)
+        guard try log.commit(next) == .won else { return .commitLost }
+        if !stale.isEmpty { evicted(stale) }
+        if BootClock.now.duration(since: participant.refreshed) >= staleThreshold { return .startOver }
+        return granted ? .granted(next.generation) : .notYet
+    }
+
+    private func evicted(_ tokens: Set<ParticipantToken>) {
+        for token in tokens { log.removeRecord(token) }
+        log.forget(tokens)
+    }
+
+    private func makeHold(_ participant: Participant, _ generation: UInt64, _ mode: LockMode) -> Hold {
+        participant.watch = nil
+        let hold = Hold(participant: participant, generation: generation, mode: mode)
+        let registration = Heartbeats.shared.register(every: heartbeatInterval) { [weak hold, self] in
+            guard let hold else { return false }
+            return beat(hold)
+        }
+        hold.registration.withLock { $0 = registration }
+        return hold
+    }
+
+    /// One heartbeat of a hold: a new nonce, then a look that we are still a member. `false`
+    /// once the hold is lost (reported) or released.
+    private func beat(_ hold: Hold) -> Bool {
+        guard hold.lossMark.value == nil else { return false }
+        let participant = hold.participant
+        participant.record.nonce = ParticipantToken()
+        let started = BootClock.now
+        switch log.refresh(participant.record, identity: participant.identity) {
+        case .refreshed:
+            hold.lastRefresh = started
+        case .gone:
+            report(hold, .evicted, "its holder record '\(log.root)/holders/\(participant.token)' is gone or replaced")
+            return false
+        case .failed(let error):
+            if BootClock.now.duration(since: hold.lastRefresh) >= staleThreshold - heartbeatInterval {
+                report(
+                    hold, .refreshFailed,
+                    "its holder record could not be refreshed for \(BootClock.now.duration(since: hold.lastRefresh).formattedSeconds) "
+                        + "(\(error)), so others may have judged it stale")
+                return false
+            }
+            return true
+        }
+        if let latest = try? log.latest() {
+            log.sweepIfDue(excluding: participant.token, members: latest.members)
+            if !latest.members.contains(participant.token) {
+                report(hold, .evicted, "generation \(latest.generation) of the log no longer names it")
+                return false
+            }
+        }
+        return true
+    }
+
+    private func report(_ hold: Hold, _ reason: LockLossReason, _ detail: String) {
+        let loss = LockLoss(path: path, mode: hold.mode, reason: reason, fencingToken: hold.generation, detail: detail)
+        if hold.lossMark.mark(loss) { reporter.report(loss) }
+    }
+
+    func loss(of hold: Hold) -> LockLoss? { hold.lossMark.value }
+
+    func prepareToWait(_ participant: Participant) {
+        participant.isPauseSkipped = setUpWatch(participant)
+    }
+
+    func pause(_ participant: Participant, upTo duration: Duration) {
+        guard !skipsPause(participant) else { return }
+        if let watch = participant.watch {
+            watch.wait(upTo: duration)
+        } else {
+            Threads.sleep(duration)
+        }
+    }
+
+    func pause(_ participant: Participant, upTo duration: Duration) async throws {
+        guard !skipsPause(participant) else { return }
+        if let watch = participant.watch {
+            try await watch.changed(within: duration)
+        } else {
+            try await Task.sleep(for: duration)
+        }
+    }
+
+    private func skipsPause(_ participant: Participant) -> Bool {
+        if participant.isPauseSkipped {
+            participant.isPauseSkipped = false
+            return true
+        }
+        return setUpWatch(participant)
+    }
+
+    /// Watches `gen/` (every commit changes it) on the first pause, then tries once more before
+    /// waiting, so that a commit between the last try and the watch is not missed.
+    private func setUpWatch(_ participant: Participant) -> Bool {
+        guard !participant.isWatchSetUp else { return false }
+        participant.isWatchSetUp = true
+        participant.watch = FolderWatch(folder: log.root.appending("/gen"))
+        return participant.watch != nil
+    }
+
+    func abandon(_ participant: Participant) {
+        participant.watch = nil
+        leave(participant)
+    }
+
+    func release(_ hold: Hold) {
+        if let registration = hold.registration.withLock({ $0 }) { Heartbeats.shared.cancel(registration) }
+        leave(hold.participant)
+    }
+
+    func forget(_ hold: Hold) {
+        // A child forked without exec: the hold is the parent's, whose heartbeat keeps it.
+    }
+
+    /// Commits ourselves out of the log (so that a waiting writer of ours stops shutting readers
+    /// out at once), then removes our record. Gives up after the stale threshold: by then others
+    /// evict us anyway.
+    private func leave(_ participant: Participant) {
+        let me = participant.token
+        let started = MonotonicInstant.now
+        var pause = Duration.milliseconds(1)
+        while let latest = try? log.latest(), latest.members.contains(me) {
+            let next = SoftReadWriteSnapshot(
+                generation: latest.generation + 1, writer: latest.writer == me ? nil : latest.writer,
+                readers: latest.readers.subtracting([me]))
+            if (try? log.commit(next)) == .won { break }
+            guard MonotonicInstant.now.duration(since: started) < staleThreshold else { break }
+            Threads.sleep(pause)
+            pause = min(pause * 2, .milliseconds(10))
+        }
+        log.removeRecord(me)
+        log.forget([me])
+    }
+
+    // MARK: Who holds it
+
+    /// The newest snapshot without making the log; `nil` when there is none.
+    func peek() -> SoftReadWriteSnapshot? {
+        (try? log.with(.gen) { _ in try log.latest() }) ?? nil
+    }
+
+    func holder(_ token: ParticipantToken, shared: Bool) -> LockHolder {
+        let fields = log.record(of: token).map(SoftReadWriteHolderRecord.fields(of:))
+        let status = log.recordStatus(of: token)
+        let since = status.map(UnixTime.init)
+        var holder = LockHolder(pid: fields?.pid ?? 0, host: fields?.host, since: since, isShared: shared)
+        if let since {
+            let (seconds, _) = System.wallClockNow()
+            let threshold = max(staleThreshold, fields?.lease ?? .zero)
+            holder.looksStale = seconds.subtractingReportingOverflow(since.seconds).partialValue > Int64(threshold.inSeconds)
+        } else {
+            holder.looksStale = true
+        }
+        return holder
+    }
+
+    /// The writer (holding, or waiting while readers are inside), the readers, and the generation.
+    func table() -> (holders: ReadWriteLockHolders, generation: UInt64?) {
+        guard let snapshot = peek() else {
+            return (ReadWriteLockHolders(writer: nil, readers: [], waitingWriter: nil, unidentifiedCount: 0), nil)
+        }
+        let readers = snapshot.readers.sorted().map { holder($0, shared: true) }
+        let writer = snapshot.writer.map { holder($0, shared: false) }
+        let isWaiting = writer != nil && !readers.isEmpty
+        return (
+            ReadWriteLockHolders(
+                writer: isWaiting ? nil : writer, readers: readers, waitingWriter: isWaiting ? writer : nil,
+                unidentifiedCount: 0),
+            snapshot.generation
+        )
+    }
+
+    func holders() -> [LockHolder] {
+        let (table, _) = table()
+        return (table.writer.map { [$0] } ?? []) + table.readers
+    }
+
+    func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? {
+        let (table, _) = table()
+        if let writer = table.writer ?? table.waitingWriter { return writer }
+        return request.mode == .exclusive ? table.readers.first : nil
+    }
+
+    func busyHint() -> String? {
+        guard let snapshot = peek(), !snapshot.members.isEmpty else { return nil }
+        return "holders that stop their heartbeat are evicted once their record stays unchanged for the stale "
+            + "threshold (\(staleThreshold.formattedSeconds), or a holder's own if longer): wait longer, or look with "
+            + "`filelock status --kind soft-rw`"
+    }
+}
