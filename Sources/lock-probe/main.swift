@@ -38,7 +38,8 @@
 //                                            then "done TORN" (TORN: readings with A != B)
 // Option --kind kernel|soft|rw|soft-rw picks FileLock (default), SoftFileLock, ReadWriteLock or
 // SoftReadWriteLock (the write lock, or with --shared the read lock); --heartbeat S and --stale S
-// set a SoftReadWriteLock's intervals (a lost hold prints "lost REASON" when found). For FileLock, --fallback
+// set a SoftReadWriteLock's intervals (a lost hold prints "lost REASON" when found); --kind lease
+// is a SoftFileLease of --lease S (and --heartbeat S). For FileLock, --fallback
 // sets fallsBackToSoft (and "hold"/"try" print "mechanism flock|marker" after "acquired"), and
 // --removes-file sets removesFileOnRelease.
 //
@@ -187,6 +188,10 @@ do {
         switch kind {
         case "soft": try SoftFileLock(at: path)
         case "rw": shared ? try ReadWriteLock(at: path).readLock : try ReadWriteLock(at: path).writeLock
+        case "lease":
+            try SoftFileLease(
+                at: path, duration: seconds(leaseText, or: .seconds(30))!, heartbeatInterval: seconds(heartbeatText, or: nil),
+                onLoss: { loss in say("lost \(loss.reason)") })
         case "soft-rw":
             try {
                 let lock = try SoftReadWriteLock(

@@ -380,9 +380,19 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     /// counted down) had been lost: the caller's work under it ran without the lock.
     @discardableResult
     func checkedRelease(force: Bool, mode: LockMode? = nil) throws -> Bool {
-        let loss = lossOfCurrentOwner(mode: mode)
+        let hold = holdOfCurrentOwner(mode: mode)
         let found = release(force: force, mode: mode)
-        if found, let loss { throw loss.error }
+        // Looked at after the release: releasing may be what finds the loss (a marker displaced).
+        if found, let hold, let loss = primitive.loss(of: hold) { throw loss.error }
+        return found
+    }
+
+    /// `checkedRelease` from a task, the release's file-system calls on the helper threads.
+    @discardableResult
+    func checkedReleaseFromTask(force: Bool, mode: LockMode? = nil) async throws -> Bool {
+        let hold = holdOfCurrentOwner(mode: mode)
+        let found = await releaseFromTask(force: force, mode: mode)
+        if found, let hold, let loss = primitive.loss(of: hold) { throw loss.error }
         return found
     }
 
@@ -403,11 +413,13 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         return holds.withLock { $0.filter { $0.generation == generation }.map { ($0.mode, $0.hold) } }
     }
 
-    /// The hold of the calling owner, if any.
-    var holdOfCurrentOwner: Primitive.Hold? {
+    /// The hold of the calling owner (in `mode`, if given), if any.
+    func holdOfCurrentOwner(mode: LockMode? = nil) -> Primitive.Hold? {
         let owner = currentOwner
         let generation = ForkGeneration.current
-        return holds.withLock { $0.first { $0.owner == owner && $0.generation == generation }?.hold }
+        return holds.withLock {
+            $0.first { $0.owner == owner && $0.generation == generation && (mode == nil || $0.mode == mode) }?.hold
+        }
     }
 
     /// `release(force:)` from a task: the owner is the task, the file-system calls of the release

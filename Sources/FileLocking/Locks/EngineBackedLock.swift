@@ -44,9 +44,7 @@ extension EngineBackedLock {
     /// `release()` from a task, with the file-system calls on the helper threads; throws
     /// `.lockLost` when the hold given up had been lost.
     func releaseOffThePool() async throws {
-        let loss = engine.lossOfCurrentOwner(mode: releaseMode)
-        let found = await engine.releaseFromTask(force: false, mode: releaseMode)
-        if found, let loss { throw loss.error }
+        try await engine.checkedReleaseFromTask(force: false, mode: releaseMode)
     }
 
 

@@ -78,6 +78,8 @@ struct VersionTwoMarkerRecord: Sendable, Equatable {
     var host: String
     var mode: Mode
     var startToken: StartToken?
+    /// `duration=` as a number, as Python compares it.
+    var durationSeconds: Double?
 
     /// Parses a `filelock/2` marker; `nil` for anything else, or for one Python would not accept
     /// (then the legacy rules judge it, as in Python).
@@ -102,6 +104,7 @@ struct VersionTwoMarkerRecord: Sendable, Equatable {
             guard Self.isDurationText(text), let value = Double(text) else { return nil }
             duration = value
         }
+        durationSeconds = duration
         switch modeText {
         case "lease":
             guard let token = fields["token"], !token.isEmpty, let duration, duration.isFinite, duration > 0,
@@ -111,6 +114,15 @@ struct VersionTwoMarkerRecord: Sendable, Equatable {
         case "exclusive": mode = .exclusive
         default: mode = .unknown
         }
+    }
+
+    /// Whether its holder is provably gone: this host, and its process is gone or its pid now
+    /// names a newer process.
+    var ownerIsGone: Bool {
+        guard host == ProcessIdentity.hostName else { return false }
+        guard ProcessIdentity.isAlive(pid) else { return true }
+        guard let recorded = startToken, let current = ProcessIdentity.startToken(of: pid) else { return false }
+        return !current.isSameStart(as: recorded)
     }
 
     /// Python's `[0-9]+(\.[0-9]+)?(e[+-][0-9]+)?`.

@@ -17,6 +17,17 @@ struct SoftPrimitive: LockPrimitive {
     let filePermissions: UInt32?
     let lifetime: Duration?
     let pollInterval: Duration
+    /// A `SoftFileLease`'s settings: markers in the `filelock/2` lease format, kept fresh by a
+    /// heartbeat; `nil` for a `SoftFileLock` (Python's `filelock/1` marker, no heartbeat).
+    var lease: LeaseSettings? = nil
+
+    struct LeaseSettings: Sendable {
+        var duration: Duration
+        /// The duration as written (`duration=` is Python's `repr` of it) and compared.
+        var durationSeconds: Double
+        var heartbeatInterval: Duration
+        let reporter: LossReporter
+    }
 
     var path: String { lockPath.given }
     var waitStrategy: WaitStrategy { .polling(initial: .milliseconds(1), maximum: pollInterval) }
@@ -62,6 +73,17 @@ struct SoftPrimitive: LockPrimitive {
     struct Hold: Sendable {
         var descriptor: Int32
         var identity: FileIdentity
+        /// A lease's heartbeat and loss (set once the hold is made).
+        var heartbeat: LeaseHeartbeat? = nil
+    }
+
+    /// A held lease's heartbeat state: touched by the heartbeat thread, read by the engine.
+    final class LeaseHeartbeat: @unchecked Sendable {
+        let lossMark = LossMark()
+        let registration = Mutex<Heartbeats.Registration?>(nil)
+        // The heartbeat thread's own.
+        var lastRefresh = BootClock.now
+        var strikes = 0
     }
 
     /// Someone else's marker, as seen at one moment.
@@ -142,7 +164,7 @@ struct SoftPrimitive: LockPrimitive {
         // A few rounds: the marker may vanish or be broken between our create and our look.
         for _ in 0..<4 {
             attempt.lastCreate = MonotonicInstant.now
-            if let hold = try create() { return .acquired(hold) }
+            if let hold = try create() { return .acquired(startHeartbeat(hold)) }
             if let quick = quickLook(attempt) {
                 guard quick else { continue }
                 return .busy
@@ -150,19 +172,99 @@ struct SoftPrimitive: LockPrimitive {
             guard let observed = try inspect() else { continue }
             if observed.isNoMarker { throw noMarkerError(observed) }
             attempt.lastVersion = observed.version
+            try checkLeaseSettings(observed)
             guard isStale(observed) else {
                 let now = MonotonicInstant.now
                 attempt.seen = (observed.version, observed, now, now)
                 return .busy
             }
             switch try takeOver(observed, judgement: .stale) {
-            case .won(let hold): return .acquired(hold)
+            case .won(let hold): return .acquired(startHeartbeat(hold))
             case .lost: continue
             case .busy, .cannotBreak: return .busy
             }
         }
         return .busy
     }
+
+    /// A lease contender that finds a live lease of another duration: an error, as in Python
+    /// (every contender for a path must agree, or one would judge the other's lease expired
+    /// early). A lease whose holder is provably gone is taken over first.
+    private func checkLeaseSettings(_ observed: Observed) throws {
+        guard let lease, let marker = VersionTwoMarkerRecord(parsing: observed.contents),
+            case .lease = marker.mode, let theirs = marker.durationSeconds, theirs != lease.durationSeconds,
+            !marker.ownerIsGone
+        else { return }
+        throw FileLockError(
+            .invalidConfiguration, path: path,
+            message: "'\(path)' holds a lease of \(theirs)s but this contender configured \(lease.durationSeconds)s; every "
+                + "contender for a path must agree on the lease duration")
+    }
+
+    // MARK: Lease heartbeat
+
+    private func startHeartbeat(_ hold: Hold) -> Hold {
+        guard let lease else { return hold }
+        var hold = hold
+        let heartbeat = LeaseHeartbeat()
+        hold.heartbeat = heartbeat
+        let held = hold
+        let registration = Heartbeats.shared.register(every: lease.heartbeatInterval) { [weak heartbeat, self] in
+            guard let heartbeat else { return false }
+            return beat(held, heartbeat, lease)
+        }
+        heartbeat.registration.withLock { $0 = registration }
+        return hold
+    }
+
+    /// Touches our marker (its times are what contenders age it by), after checking the path
+    /// still names it. A marker replaced or missing at two beats in a row is lost (one is
+    /// forgiven: a breaker's exchange moves it aside for a moment before putting it back).
+    private func beat(_ hold: Hold, _ heartbeat: LeaseHeartbeat, _ lease: LeaseSettings) -> Bool {
+        guard heartbeat.lossMark.value == nil else { return false }
+        let started = BootClock.now
+        switch System.lstat(lockPath.absolute) {
+        case .success(let status) where FileIdentity(status) != hold.identity:
+            heartbeat.strikes += 1
+            if heartbeat.strikes >= 2 {
+                reportLoss(heartbeat, .takenOver, "another process's marker replaced ours (it judged our lease expired)")
+                return false
+            }
+            return true
+        case .failure(.noSuchFile):
+            heartbeat.strikes += 1
+            if heartbeat.strikes >= 2 {
+                reportLoss(heartbeat, .removed, "the marker is gone (removed by hand or by a forced break)")
+                return false
+            }
+            return true
+        default:
+            break
+        }
+        switch System.touch(hold.descriptor) {
+        case .success:
+            heartbeat.strikes = 0
+            heartbeat.lastRefresh = started
+        case .failure(let error):
+            if BootClock.now.duration(since: heartbeat.lastRefresh) >= lease.duration - lease.heartbeatInterval {
+                reportLoss(
+                    heartbeat, .refreshFailed,
+                    "the marker could not be renewed for "
+                        + "\(BootClock.now.duration(since: heartbeat.lastRefresh).formattedSeconds) (\(error)), so others may "
+                        + "have judged the lease expired")
+                return false
+            }
+        }
+        return true
+    }
+
+    private func reportLoss(_ heartbeat: LeaseHeartbeat, _ reason: LockLossReason, _ detail: String) {
+        guard let lease else { return }
+        let loss = LockLoss(path: path, mode: .exclusive, reason: reason, fencingToken: nil, detail: detail)
+        if heartbeat.lossMark.mark(loss) { lease.reporter.report(loss) }
+    }
+
+    func loss(of hold: Hold) -> LockLoss? { hold.heartbeat?.lossMark.value }
 
     /// Judges the marker from its attributes alone where an earlier look allows: `true` busy,
     /// `false` gone (create again), `nil` when it must be read and judged.
@@ -272,7 +374,13 @@ struct SoftPrimitive: LockPrimitive {
     /// This costs a `rename` and an `lstat` more than a plain `unlink`; a `lifetime` of our own
     /// would not tell whether another process breaks with one, so every release pays it.
     func release(_ hold: Hold) {
+        if let heartbeat = hold.heartbeat, let registration = heartbeat.registration.withLock({ $0 }) {
+            Heartbeats.shared.cancel(registration)
+        }
         guard case .success(let status) = System.lstat(lockPath.absolute), FileIdentity(status) == hold.identity else {
+            if let heartbeat = hold.heartbeat {
+                reportLoss(heartbeat, .takenOver, "at release, the path no longer named our marker")
+            }
             // Displaced (broken, or a breaker's swap is in flight): leave the path alone, and make
             // our own inode read as malformed so that, should it come back, it is breakable after
             // the grace period instead of naming a live process that holds nothing.
@@ -438,7 +546,7 @@ struct SoftPrimitive: LockPrimitive {
                 // The umask may have taken bits away: the caller asked for exactly these.
                 try System.fchmod(descriptor, filePermissions).get()
             }
-            try System.writeAll(descriptor, MarkerRecord.currentEncoded).get()
+            try System.writeAll(descriptor, lease.map(Self.leaseRecord) ?? MarkerRecord.currentEncoded).get()
             identity = FileIdentity(try System.fstat(descriptor).get())
         } catch {
             if case .success(let mine) = System.fstat(descriptor), case .success(let there) = System.lstat(name),
@@ -450,6 +558,15 @@ struct SoftPrimitive: LockPrimitive {
             throw FileLockError.system(error, path: path, operation: "write")
         }
         return Hold(descriptor: descriptor, identity: identity)
+    }
+
+    /// Our lease marker in Python's `filelock/2` format, with a new token.
+    static func leaseRecord(_ lease: LeaseSettings) -> [UInt8] {
+        let current = MarkerRecord.current
+        var text = "filelock/2\npid=\(current.pid)\nhost=\(current.host)\nmode=lease\ntoken=\(ParticipantToken().text)\n"
+        text += "duration=\(lease.durationSeconds.description)\n"
+        if let start = current.startToken { text += "start=\(start.decimal)\n" }
+        return Array(text.utf8)
     }
 
     /// Reads the marker at the path; `nil` when there is none.
@@ -781,7 +898,8 @@ final class MalformedMarkerClock: Sendable {
         let now = MonotonicInstant.now
         return firstSeen.withLock { seen in
             if let first = seen[version] { return now.duration(since: first) }
-            if seen.count >= 16 { seen.removeAll() }
+            // Forget the oldest, not all: the version being aged must keep its clock.
+            if seen.count >= 16, let oldest = seen.min(by: { $0.value < $1.value })?.key { seen[oldest] = nil }
             seen[version] = now
             return .zero
         }

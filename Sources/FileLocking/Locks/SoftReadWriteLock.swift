@@ -176,7 +176,7 @@ public struct SoftReadWriteLock: Sendable, Hashable {
     /// nothing: a fencing token. Every grant of this lock gets a larger one (until the log is
     /// removed by hand), so a store that remembers the largest token it accepted can refuse a
     /// write from a holder that was evicted and did not notice.
-    public var fencingToken: UInt64? { engine.holdOfCurrentOwner?.generation }
+    public var fencingToken: UInt64? { engine.holdOfCurrentOwner()?.generation }
 
     /// The newest generation of the log (`nil` when there is none yet).
     public var generation: UInt64? { engine.primitive.table().generation }
