@@ -58,9 +58,9 @@ final class GenerationLog: Sendable {
             try lockPath.createParentFolders()
             switch System.mkdir(root, mode: 0o700) {
             case .success, .failure(.fileExists): break
-            case .failure(let error): throw folderError(error, root.description)
+            case .failure(let error): throw FileLockError.system(error, path: path, operation: "create the folder '\(root)' of")
             }
-        case .failure(let error): throw folderError(error, root.description)
+        case .failure(let error): throw FileLockError.system(error, path: path, operation: "create the folder '\(root)' of")
         }
         guard let rootFolder = try openRoot() else {
             throw FileLockError(

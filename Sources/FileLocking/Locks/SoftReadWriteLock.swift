@@ -76,6 +76,11 @@ public struct SoftReadWriteLock: Sendable, Hashable {
         pollInterval: Duration = .milliseconds(100), onLoss: (@Sendable (LockLoss) -> Void)? = nil
     ) throws {
         let lockPath = try LockPath(path)
+        // `<name>.rw` must be a valid name (255 bytes on Linux filesystems; some FUSE and
+        // overlay folders accept longer ones, which Python's lock and other hosts may not).
+        if CPath.lastComponent(of: lockPath.absolute.pathBytes).count + 3 > 255 {
+            throw FileLockError.system(.nameTooLong, path: lockPath.given, operation: "create the log folder '<name>.rw' of")
+        }
         let heartbeat = try HeartbeatSettings.validated(
             interval: heartbeatInterval, staleThreshold: staleThreshold, pollInterval: pollInterval, path: lockPath.given)
         let configuration = try LockConfiguration(

@@ -10,6 +10,10 @@ enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible 
     case kernelRemovingFile
     /// `ReadWriteLock`'s write lock (SQLite's protocol on record locks).
     case readWrite
+    /// `SoftReadWriteLock`'s write lock (Python's `filelock-rw/1` log in `<path>.rw`).
+    case softReadWrite
+    /// `SoftFileLease` (Python's `filelock/2` lease marker).
+    case lease
 
     func make(
         _ path: String, timeout: Duration? = nil, isBlocking: Bool = true, ownership: LockOwnership = .caller,
@@ -33,8 +37,24 @@ enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible 
             try SoftFileLock(
                 at: path, timeout: timeout, isBlocking: isBlocking, ownership: ownership, isSingleton: isSingleton,
                 pollInterval: pollInterval)
+        case .softReadWrite:
+            try SoftReadWriteLock(
+                at: path, timeout: timeout, isBlocking: isBlocking, ownership: ownership, isSingleton: isSingleton,
+                pollInterval: pollInterval
+            ).writeLock
+        case .lease:
+            try SoftFileLease(
+                at: path, timeout: timeout, isBlocking: isBlocking, ownership: ownership, isSingleton: isSingleton,
+                pollInterval: pollInterval)
         }
     }
+
+    /// A marker kind: an existing file at the path is a held lock (waited for, never opened).
+    var isMarker: Bool { self == .soft || self == .lease }
+
+    /// What the kind makes on disk at `path`: the path itself, or for `softReadWrite` its log
+    /// folder `<path>.rw` (the path itself is never touched).
+    func artifact(_ path: String) -> String { self == .softReadWrite ? path + ".rw" : path }
 
     var testDescription: String { rawValue }
 
@@ -45,6 +65,8 @@ enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible 
         case .soft: ["--kind", "soft"]
         case .kernelRemovingFile: ["--kind", "kernel", "--removes-file"]
         case .readWrite: ["--kind", "rw"]
+        case .softReadWrite: ["--kind", "soft-rw"]
+        case .lease: ["--kind", "lease"]
         }
     }
 }
