@@ -23,6 +23,20 @@ filelock.ReadWriteLock (MODE: read or write):
     python_probe.py rw-increment PATH COUNTER N
                                       as increment, under the write lock
 
+filelock.SoftReadWriteLock (the filelock-rw/1 log in PATH.rw), MODE read or write; HB and STALE
+are its heartbeat_interval and stale_threshold in seconds (default 30 and 90):
+
+    python_probe.py srw-hold PATH MODE SECONDS [HB STALE]
+                                      acquire in MODE (timeout SECONDS, -1 forever): "acquired PID
+                                      GENERATION" (then as hold) or "timeout"
+    python_probe.py srw-increment PATH COUNTER N
+                                      as increment, under the write lock
+    python_probe.py lease-acquire PATH DURATION SECONDS
+                                      SoftFileLease acquire(timeout=SECONDS): "acquired PID" (then
+                                      as hold), "timeout", or "mismatch MESSAGE"
+    python_probe.py lease-increment PATH COUNTER N DURATION
+                                      as increment, under a SoftFileLease
+
 Plain SQLite transactions on PATH as a database (Python's sqlite3, autocommit mode, so that the
 statements below are the whole transaction; release rolls back, so the file is never written).
 LEVEL: shared (BEGIN; SELECT ...), reserved (BEGIN IMMEDIATE) or exclusive (BEGIN EXCLUSIVE):
@@ -160,7 +174,57 @@ def lease_hold(path, duration):
     wait_for_release(lease)
 
 
+def soft_read_write(command, args):
+    from filelock import SoftReadWriteLock
+
+    path = args[2]
+    if command == "srw-increment":
+        lock = SoftReadWriteLock(path)
+        increment_counter(args[3], int(args[4]), lambda: lock.write_lock(timeout=120))
+        return
+    mode, timeout = args[3], float(args[4])
+    settings = {}
+    if len(args) > 6:
+        settings = {"heartbeat_interval": float(args[5]), "stale_threshold": float(args[6])}
+    lock = SoftReadWriteLock(path, **settings)
+    acquire = lock.acquire_read if mode == "read" else lock.acquire_write
+    try:
+        acquire(timeout=timeout)
+    except Timeout:
+        say("timeout")
+        return
+    say(f"acquired {os.getpid()} {lock.generation}")
+    wait_for_release(lock)
+
+
+def lease_commands(command, args):
+    from filelock import SoftFileLease
+
+    path = args[2]
+    if command == "lease-increment":
+        lease = SoftFileLease(path, lease_duration=float(args[5]))
+        increment_counter(args[3], int(args[4]), lambda: lease)
+        return
+    lease = SoftFileLease(path, lease_duration=float(args[3]))
+    try:
+        lease.acquire(timeout=float(args[4]))
+    except Timeout:
+        say("timeout")
+        return
+    except ValueError as error:
+        say(f"mismatch {error}")
+        return
+    say(f"acquired {os.getpid()}")
+    wait_for_release(lease)
+
+
 def main():
+    if sys.argv[1].startswith("srw-"):
+        soft_read_write(sys.argv[1], sys.argv)
+        return
+    if sys.argv[1] in ("lease-acquire", "lease-increment"):
+        lease_commands(sys.argv[1], sys.argv)
+        return
     if sys.argv[1] == "lease-hold":
         lease_hold(sys.argv[2], float(sys.argv[3]))
         return
