@@ -15,6 +15,18 @@
 //   filelock-benchmark rw-waiter PATH read|write [async]
 //                                               waiter (as above) taking ReadWriteLock's read or write
 //                                               lock (acquire(timeout: nil), or async with a timeout)
+//   filelock-benchmark srw-cycle PATH N read|write
+//                                               ns per SoftReadWriteLock acquireRead/acquireWrite + release
+//   filelock-benchmark lease-cycle PATH N       ns per SoftFileLease acquire + release
+//   filelock-benchmark srw-wake PATH N read|write|lease CMD...
+//                                               the holder for wake-ups of the heartbeat kinds (no C
+//                                               program speaks their protocols): N times holds the write
+//                                               lock (or the lease), starts nothing new but tells the
+//                                               waiter CMD (started once) "go", waits 20 ms, notes the
+//                                               time, releases, and prints the waiter's wake-up delay
+//   filelock-benchmark srw-waiter PATH read|write|lease
+//                                               the waiter: on each "go" acquire, print the monotonic ns
+//                                               at wake-up, release
 //   filelock-benchmark contend kernel|soft|range PATH COUNTER N
 //                                               one contender (see baseline.c contend-worker): "ready",
 //                                               wait for "go", N times lock (FileLock, SoftFileLock, or
@@ -110,6 +122,52 @@ if arguments[1].hasPrefix("range-") {
             try file.unlock(record)
             say(String(woke))
         }
+    }
+    exit(0)
+}
+if arguments[1].hasPrefix("srw-") || arguments[1].hasPrefix("lease-") {
+    let mode = arguments.count > 4 ? arguments[4] : (arguments.count > 3 ? arguments[3] : "write")
+    func makeLock(_ mode: String) throws -> any CrossProcessLock {
+        if mode == "lease" || arguments[1] == "lease-cycle" { return try SoftFileLease(at: path) }
+        let lock = try SoftReadWriteLock(at: path, isSingleton: false)
+        return mode == "read" ? lock.readLock : lock.writeLock
+    }
+    switch arguments[1] {
+    case "srw-cycle", "lease-cycle":
+        let count = Int(arguments[3])!
+        let lock = try makeLock(mode)
+        let start = nowNanoseconds()
+        for _ in 0..<count {
+            try lock.acquire(timeout: nil)
+            lock.release()
+        }
+        say(String(Double(nowNanoseconds() - start) / Double(count)))
+    case "srw-waiter":
+        let lock = try makeLock(arguments[3])
+        while readLine() != nil {
+            try lock.acquire(timeout: nil)
+            let woke = nowNanoseconds()
+            lock.release()
+            say(String(woke))
+        }
+    case "srw-wake":
+        let count = Int(arguments[3])!
+        let holder = try makeLock(arguments[4] == "lease" ? "lease" : "write")
+        let waiter = try Waiter(Array(arguments.dropFirst(5)))
+        for _ in 0..<count {
+            try holder.acquire(timeout: nil)
+            waiter.send("go")
+            usleep(20_000)
+            let released = nowNanoseconds()
+            holder.release()
+            guard let line = waiter.readLine(), let woke = Int64(line) else { exit(1) }
+            say(String(woke - released))
+            // The waiter releases right after waking; wait for it so the next hold is ours at once.
+            usleep(2_000)
+        }
+    default:
+        say("unknown command \(arguments[1])")
+        exit(2)
     }
     exit(0)
 }
@@ -218,5 +276,52 @@ final class Atomicish: @unchecked Sendable {
         while value == nil { pthread_cond_wait(&condition, &mutex) }
         defer { pthread_mutex_unlock(&mutex) }
         return value!
+    }
+}
+
+/// A child process with its stdin and stdout piped (the waiter of `srw-wake`).
+final class Waiter {
+    let input: Int32
+    let output: UnsafeMutablePointer<FILE>
+
+    init(_ command: [String]) throws {
+        var toChild: [Int32] = [0, 0]
+        var fromChild: [Int32] = [0, 0]
+        guard pipe(&toChild) == 0, pipe(&fromChild) == 0 else { throw CancellationError() }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, toChild[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, fromChild[1], 1)
+        posix_spawn_file_actions_addclose(&actions, toChild[1])
+        posix_spawn_file_actions_addclose(&actions, fromChild[0])
+        var pid: pid_t = 0
+        let argv = command.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        guard posix_spawn(&pid, command[0], &actions, nil, argv, environ) == 0 else { throw CancellationError() }
+        posix_spawn_file_actions_destroy(&actions)
+        close(toChild[0])
+        close(fromChild[1])
+        input = toChild[1]
+        output = fdopen(fromChild[0], "r")
+    }
+
+    func send(_ line: String) {
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(input, $0.baseAddress, $0.count) }
+    }
+
+    func readLine() -> String? {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard fgets(&buffer, 256, output) != nil else { return nil }
+        let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        return String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: "\n")
+    }
+}
+
+extension String {
+    fileprivate func trimmingCharacters(in character: Character) -> String {
+        var text = self
+        while text.last == character { text.removeLast() }
+        return text
     }
 }
