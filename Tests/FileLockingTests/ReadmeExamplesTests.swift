@@ -109,6 +109,36 @@ extension ReadmeExamplesTests {
         #expect(try loadIndex() == ["first", "new"])
         #expect(lock.holders.isEmpty)
     }
+
+    @Test func heartbeatKindsExample() throws {
+        let folder = try TemporaryFolder()
+        let saved = Mutex<(entries: [String], token: UInt64)>(([], 0))
+        let processed = Mutex<[String]>([])
+        func loadCatalog() throws -> [String] { ["x"] }
+        func saveCatalog(_ entries: [String], fencingToken: UInt64) throws { saved.withLock { $0 = (entries, fencingToken) } }
+        func process(_ batch: String) throws { processed.withLock { $0.append(batch) } }
+
+        // Many readers or one writer, on any host that mounts /shared/nfs.
+        let catalog = try SoftReadWriteLock(at: folder.file("catalog.lock"))
+        let entries = try catalog.withReadLock(timeout: .seconds(30)) { try loadCatalog() }
+        try catalog.withWriteLock(timeout: .seconds(300)) {
+            try catalog.checkHold()  // .lockLost if we were evicted meanwhile
+            try saveCatalog(entries, fencingToken: catalog.fencingToken!)
+        }
+
+        // One holder at a time, taken over once its heartbeat stops for the lease's duration.
+        let nightly = try SoftFileLease(at: folder.file("nightly.lock"), duration: .seconds(60)) { loss in
+            print("lost the lease: \(loss)")  // on the heartbeat thread, within a heartbeat
+        }
+        try nightly.withLock(timeout: .seconds(600)) {
+            for batch in ["a", "b"] {
+                try nightly.checkHold()  // stop at once if the lease was lost
+                try process(batch)
+            }
+        }
+        #expect(saved.withLock { $0.entries } == ["x"] && saved.withLock { $0.token } == 3, "read: 1, its release: 2, the write: 3")
+        #expect(processed.withLock { $0 } == ["a", "b"])
+    }
 }
 
 private let readmeDownloads = Atomic<Int>(0)
