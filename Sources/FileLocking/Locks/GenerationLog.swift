@@ -339,8 +339,10 @@ final class GenerationLog: Sendable {
         guard try read(gen, "epoch") == remembered else { return .lost }
         let target = SoftReadWriteFormat.generationName(number)
         var linkError: Errno?
+        var linked = false
         switch gen.link(temporary, to: target) {
-        case .success, .failure(.fileExists): break
+        case .success: linked = true
+        case .failure(.fileExists): break
         case .failure(let error) where error.isNotSupported || error == .crossDevice:
             throw FileLockError(
                 .notSupportedByFilesystem, path: path,
@@ -356,6 +358,18 @@ final class GenerationLog: Sendable {
             FileIdentity(ours) == FileIdentity(there)
         else {
             if let linkError { throw FileLockError.system(linkError, path: path, operation: "commit the next generation of") }
+            if linked, case .success(let ours) = gen.status(temporary), case .success(let there) = gen.status(target),
+                ours.size == there.size, FileIdentity(ours) != FileIdentity(there)
+            {
+                // The link was made, yet the two names show two inodes: this filesystem does not
+                // keep inode numbers (sshfs gives each name its own). Commits cannot be checked
+                // here; retrying would only fill the log with generations judged lost.
+                throw FileLockError(
+                    .notSupportedByFilesystem, path: path,
+                    message: "the filesystem of '\(root)' does not keep inode numbers across hard links (sshfs and some "
+                        + "FUSE mounts give each name its own), which a soft read-write lock checks its commits by; use "
+                        + "a SoftFileLease or SoftFileLock there, or mount the share over NFS or SMB")
+            }
             return .lost
         }
         // Won the name; still lost if the log moved on under us (a wiped log, a far newer head).

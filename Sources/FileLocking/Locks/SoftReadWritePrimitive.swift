@@ -252,7 +252,9 @@ struct SoftReadWritePrimitive: LockPrimitive {
             let next = SoftReadWriteSnapshot(
                 generation: latest.generation + 1, writer: latest.writer == me ? nil : latest.writer,
                 readers: latest.readers.subtracting([me]))
-            if (try? log.commit(next)) == .won { break }
+            // An error (not a lost race) will not pass by retrying: others evict us in time.
+            guard let outcome = try? log.commit(next) else { break }
+            if outcome == .won { break }
             guard MonotonicInstant.now.duration(since: started) < staleThreshold else { break }
             Threads.sleep(pause)
             pause = min(pause * 2, .milliseconds(10))
