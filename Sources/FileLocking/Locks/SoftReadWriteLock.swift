@@ -75,7 +75,16 @@ public struct SoftReadWriteLock: Sendable, Hashable {
         staleThreshold: Duration? = nil, ownership: LockOwnership = .caller, isSingleton: Bool = true,
         pollInterval: Duration = .milliseconds(100), onLoss: (@Sendable (LockLoss) -> Void)? = nil
     ) throws {
-        let lockPath = try LockPath(path)
+        try self.init(
+            lockPath: LockPath(path), timeout: timeout, isBlocking: isBlocking, heartbeatInterval: heartbeatInterval,
+            staleThreshold: staleThreshold, ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval,
+            onLoss: onLoss)
+    }
+
+    init(
+        lockPath: LockPath, timeout: Duration?, isBlocking: Bool, heartbeatInterval: Duration, staleThreshold: Duration?,
+        ownership: LockOwnership, isSingleton: Bool, pollInterval: Duration, onLoss: (@Sendable (LockLoss) -> Void)?
+    ) throws {
         let heartbeat = try HeartbeatSettings.validated(
             interval: heartbeatInterval, staleThreshold: staleThreshold, pollInterval: pollInterval, path: lockPath.given)
         let configuration = try LockConfiguration(
