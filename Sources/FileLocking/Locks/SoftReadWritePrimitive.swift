@@ -234,7 +234,24 @@ struct SoftReadWritePrimitive: LockPrimitive {
 
     func release(_ hold: Hold) {
         if let registration = hold.registration.withLock({ $0 }) { Heartbeats.shared.cancel(registration) }
+        checkStillHeld(hold)
         leave(hold.participant)
+    }
+
+    /// A loss since the last heartbeat (the record removed or replaced, or the log no longer
+    /// naming us) is reported at release, so that `checkedRelease` throws it as a lease's does
+    /// (a hold released between two heartbeats was otherwise never checked at all).
+    private func checkStillHeld(_ hold: Hold) {
+        guard hold.lossMark.value == nil else { return }
+        let participant = hold.participant
+        let record = "'\(log.root)/holders/\(participant.token)'"
+        guard let status = log.recordStatus(of: participant.token), FileIdentity(status) == participant.identity else {
+            report(hold, .evicted, "at release, its holder record \(record) is gone or replaced")
+            return
+        }
+        if let latest = try? log.latest(), !latest.members.contains(participant.token) {
+            report(hold, .evicted, "at release, generation \(latest.generation) of the log no longer names it")
+        }
     }
 
     func forget(_ hold: Hold) {
