@@ -80,6 +80,9 @@ struct Demo: ParsableCommand {
         }
     }
 
+    /// The width of the table's first column: "with SoftReadWriteLock" needs more than the others.
+    var labelWidth: Int { max(20, lockName.count + 7) }
+
     func run() throws {
         if kind == .rw || kind == .softRW { return try runReadersAndWriters() }
         var template = Array("/tmp/filelock-demo-XXXXXX".utf8CString)
@@ -92,14 +95,14 @@ struct Demo: ParsableCommand {
         let expected = processes * count
         print("filelock demo: \(processes) processes x \(count) increments of one counter file")
         print("")
-        print(pad("", 20) + pad("expected", 10) + pad("got", 10) + pad("lost", 10) + pad("time", 12))
+        print(pad("", labelWidth) + pad("expected", 10) + pad("got", 10) + pad("lost", 10) + pad("time", 12))
         let lockName = "with " + lockName
         for useLock in [false, true] {
             let counter = folder + "/counter"
             unlink(counter)
             let (got, seconds) = try runRound(folder: folder, useLock: useLock)
             print(
-                pad(useLock ? lockName : "without a lock", -20) + pad(String(expected), 10)
+                pad(useLock ? lockName : "without a lock", -labelWidth) + pad(String(expected), 10)
                     + pad(String(got), 10) + pad(String(expected - got), 10)
                     + pad(String(Int((seconds * 1000).rounded())) + " ms", 12))
         }
@@ -150,12 +153,12 @@ struct Demo: ParsableCommand {
                 + "\(processes) readers checking them")
         print("")
         print(
-            pad("", 20) + pad("reads", 10) + pad("torn", 10) + pad("expected", 10) + pad("first", 10) + pad("second", 10)
+            pad("", labelWidth) + pad("reads", 10) + pad("torn", 10) + pad("expected", 10) + pad("first", 10) + pad("second", 10)
                 + pad("time", 12))
         for useLock in [false, true] {
             let round = try runReadWriteRound(folder: folder, useLock: useLock)
             print(
-                pad(useLock ? "with \(lockName)" : "without a lock", -20) + pad(String(round.reads), 10)
+                pad(useLock ? "with \(lockName)" : "without a lock", -labelWidth) + pad(String(round.reads), 10)
                     + pad(String(round.torn), 10) + pad(String(expected), 10) + pad(String(round.first), 10)
                     + pad(String(round.second), 10) + pad(String(Int((round.seconds * 1000).rounded())) + " ms", 12))
         }
