@@ -171,6 +171,41 @@ extension CommandLineTests {
         #expect(access(path, F_OK) != 0)
     }
 
+    /// Python filelock's SoftReadWriteLock writer and SoftFileLease holder are the same locks to
+    /// `run` and `status` (guessed, naming Python's process).
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.python != nil), "Python filelock is not installed"))
+    func pythonSoftReadWriteAndLeaseHoldersAreSeen() throws {
+        let path = folder.file("python-rw.lock")
+        let script = """
+            import os, sys
+            from filelock import SoftReadWriteLock
+            lock = SoftReadWriteLock(sys.argv[1], is_singleton=False)
+            lock.acquire_write()
+            print("acquired", os.getpid(), flush=True)
+            sys.stdin.readline()
+            lock.release()
+            print("released", flush=True)
+            """
+        let writer = try ChildProcess(TestEnvironment.python!, ["-c", script, path])
+        try writer.expectLine(startingWith: "acquired")
+        #expect(try filelock("run", "-n", "-s", "--kind", "soft-rw", path, "--", "true").0 == 1)
+        let (code, text) = try filelock("status", path)
+        #expect(code == 1 && text.contains("writer: pid \(writer.pid) on ") && text.contains("record updated"), "\(text)")
+        writer.send("release")
+        try writer.expectLine(startingWith: "released")
+        #expect(try filelock("run", "-n", "-s", "--kind", "soft-rw", path, "--", "true").0 == 0)
+
+        let leasePath = folder.file("python-lease.lock")
+        let holder = try ChildProcess(TestEnvironment.python!, [InteropTests.pythonScript, "lease-hold", leasePath, "30"])
+        try holder.expectLine(startingWith: "acquired")
+        #expect(try filelock("run", "-n", "--kind", "lease", leasePath, "--", "true").0 == 1)
+        let (leaseCode, leaseText) = try filelock("status", leasePath)
+        #expect(leaseCode == 1 && leaseText.contains("pid \(holder.pid) on ") && leaseText.contains("mode=lease"), "\(leaseText)")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try filelock("run", "-n", "--kind", "lease", leasePath, "--", "true").0 == 0)
+    }
+
     /// The hold lost while the command runs (its holder record deleted, as a forced eviction
     /// would): filelock says so, sends SIGTERM to the command and exits with 70 once it ends,
     /// and leaves the log.
