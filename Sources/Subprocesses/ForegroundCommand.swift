@@ -11,12 +11,111 @@ import Synchronization
 package enum ForegroundCommand {
     private static let child = Atomic<Int32>(0)
     private static let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP]
+    /// A forwarded signal that arrived while `recordInterrupts` was in force (0: none).
+    private static let interrupt = Atomic<Int32>(0)
+    /// The signal `terminate` asked for (0: none), whether it was sent, and whether the command
+    /// has ended.
+    private static let termination = Atomic<Int32>(0)
+    private static let terminationSent = Atomic<Bool>(false)
+    private static let hasEnded = Atomic<Bool>(false)
+    /// Seconds from `terminate`'s signal to SIGKILL.
+    private static let killDelay = Atomic<UInt32>(0)
+
+    /// From now until `run` starts the command, SIGINT, SIGTERM and SIGHUP (those not ignored)
+    /// are recorded instead of ending this process, so that a caller that waits for a lock
+    /// first can give up cleanly (see `interruptingSignal`); `run` then starts no command.
+    package static func recordInterrupts() {
+        var handled = sigset_t()
+        sigemptyset(&handled)
+        for signal in forwarded where !isIgnored(signal) {
+            sigaddset(&handled, signal)
+            var action = sigaction()
+            #if canImport(Darwin)
+                action.__sigaction_u.__sa_handler = { received in
+                    _ = ForegroundCommand.interrupt.compareExchange(
+                        expected: 0, desired: received, ordering: .sequentiallyConsistent)
+                }
+            #else
+                action.__sigaction_handler.sa_handler = { received in
+                    _ = ForegroundCommand.interrupt.compareExchange(
+                        expected: 0, desired: received, ordering: .sequentiallyConsistent)
+                }
+            #endif
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = SA_RESTART
+            sigaction(signal, &action, nil)
+        }
+        // Received even if whoever started us had them blocked (as `run` does for the command).
+        pthread_sigmask(SIG_UNBLOCK, &handled, nil)
+    }
+
+    /// The first signal recorded since `recordInterrupts`, or `nil`.
+    package static var interruptingSignal: Int32? {
+        let signal = interrupt.load(ordering: .sequentiallyConsistent)
+        return signal == 0 ? nil : signal
+    }
+
+    /// What `terminate` did.
+    package enum Termination: Equatable, Sendable {
+        /// The command was sent the signal.
+        case signalled(pid: Int32)
+        /// No command runs yet: `run` will not start one.
+        case notStarted
+        /// The command had already ended.
+        case ended
+    }
+
+    /// Ends the command: sends it `signal` now, or makes `run` start none if it has not started
+    /// yet, then SIGKILL if it still runs `killAfter` seconds later (0: never). Only the first
+    /// call acts; any thread may call it.
+    @discardableResult
+    package static func terminate(with signal: Int32, killAfter seconds: UInt32) -> Termination {
+        // The delay first: `run` may deliver as soon as it sees the signal.
+        if termination.load(ordering: .sequentiallyConsistent) == 0 {
+            killDelay.store(seconds, ordering: .sequentiallyConsistent)
+        }
+        _ = termination.compareExchange(expected: 0, desired: signal, ordering: .sequentiallyConsistent)
+        if hasEnded.load(ordering: .sequentiallyConsistent) { return .ended }
+        let pid = child.load(ordering: .sequentiallyConsistent)
+        guard pid > 0 else { return .notStarted }
+        deliverTermination(to: pid)
+        return .signalled(pid: pid)
+    }
+
+    /// Sends the requested termination signal to `pid`, once, and arms the SIGKILL that follows.
+    private static func deliverTermination(to pid: Int32) {
+        let signal = termination.load(ordering: .sequentiallyConsistent)
+        guard signal != 0, !terminationSent.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        let delay = killDelay.load(ordering: .sequentiallyConsistent)
+        if delay > 0 {
+            var action = sigaction()
+            #if canImport(Darwin)
+                action.__sigaction_u.__sa_handler = { _ in
+                    let target = ForegroundCommand.child.load(ordering: .sequentiallyConsistent)
+                    if target > 0 { kill(target, SIGKILL) }
+                }
+            #else
+                action.__sigaction_handler.sa_handler = { _ in
+                    let target = ForegroundCommand.child.load(ordering: .sequentiallyConsistent)
+                    if target > 0 { kill(target, SIGKILL) }
+                }
+            #endif
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = SA_RESTART
+            sigaction(SIGALRM, &action, nil)
+            alarm(delay)
+        }
+        kill(pid, signal)
+    }
 
     package static func run(_ arguments: [String]) throws -> Int32 {
         try run(arguments.map { Array($0.utf8) })
     }
 
     /// Runs a command given as bytes (arguments and file names need not be UTF-8).
+    ///
+    /// Starts none, and returns 128 + the signal, when `recordInterrupts` recorded a signal or
+    /// `terminate` was called before the start.
     package static func run(_ arguments: [[UInt8]]) throws -> Int32 {
         // Block the forwarded signals until the child's pid is known and the handlers are in
         // place, so none is lost or kills us while the command runs unsupervised.
@@ -29,6 +128,11 @@ package enum ForegroundCommand {
         // A signal we were started with ignored (nohup, background jobs) stays ignored for the
         // command too, and is not forwarded.
         let handled = forwarded.filter { !isIgnored($0) }
+        // Asked to stop before the start (the signals are blocked from here on: one arriving now
+        // waits, and goes to the command).
+        if let signal = interruptingSignal { return 128 + signal }
+        let requested = termination.load(ordering: .sequentiallyConsistent)
+        if requested != 0 { return 128 + requested }
 
         #if canImport(Darwin)
             var attributes: posix_spawnattr_t? = nil
@@ -66,6 +170,8 @@ package enum ForegroundCommand {
             throw ChildProcessError(description: "cannot run '\(name)': \(String(cString: strerror(result)))", errno: result)
         }
         child.store(Int32(pid), ordering: .sequentiallyConsistent)
+        // A `terminate` between the look above and the store: it found no child to signal.
+        deliverTermination(to: Int32(pid))
         for signal in handled {
             var action = sigaction()
             #if canImport(Darwin)
@@ -89,6 +195,8 @@ package enum ForegroundCommand {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         child.store(0, ordering: .sequentiallyConsistent)
+        hasEnded.store(true, ordering: .sequentiallyConsistent)
+        if terminationSent.load(ordering: .sequentiallyConsistent) { alarm(0) }
         if (status & 0x7f) == 0 { return (status >> 8) & 0xff }
         return 128 + (status & 0x7f)
     }

@@ -23,7 +23,13 @@ struct Demo: ParsableCommand {
             numbers until the writers are done and count the readings where they differ: without a \
             lock readers see a writer half-way (torn reads) and writers may lose updates; with a \
             ReadWriteLock (readers share its read lock, each writer takes its write lock) no reading \
-            is torn and both numbers end exact.
+            is torn and both numbers end exact. --kind soft-rw does the same with a SoftReadWriteLock \
+            (its log in a folder beside the lock path, as on NFS); --kind lease counts as the first \
+            form does, with a SoftFileLease (a marker renewed by a heartbeat).
+
+            A soft read-write lock commits two generations of its log (each written and synced to \
+            disk) per acquisition, so with --kind soft-rw the default is 50 increments (1000 for the \
+            others).
 
             Examples:
               filelock demo
@@ -31,29 +37,54 @@ struct Demo: ParsableCommand {
               filelock demo --kind soft        # a marker-file lock, as on NFS
               filelock demo --kind range       # a byte-range lock on the counter's own bytes
               filelock demo --kind rw          # readers and writers: torn reads, then none
+              filelock demo --kind soft-rw     # the same with a SoftReadWriteLock (for NFS)
+              filelock demo --kind lease       # a SoftFileLease, renewed by a heartbeat
             """
     )
 
     @Option(
         help: """
-            kernel (FileLock), soft (SoftFileLock), range (ByteRangeLock on the counter file) or rw \
-            (ReadWriteLock: readers and writers).
+            kernel (FileLock), soft (SoftFileLock), range (ByteRangeLock on the counter file), rw \
+            (ReadWriteLock: readers and writers), soft-rw (SoftReadWriteLock: readers and writers, as on \
+            NFS) or lease (SoftFileLease).
             """)
     var kind: DemoKind = .kernel
 
-    @Option(name: [.short, .long], help: "How many worker processes run at once (with --kind rw: readers, beside 2 writers).")
+    @Option(name: [.short, .long], help: "How many worker processes run at once (with --kind rw and soft-rw: readers, beside 2 writers).")
     var processes: Int = 4
 
-    @Option(name: [.short, .long], help: "How many increments each worker (with --kind rw: each writer) makes.")
-    var increments: Int = 1000
+    @Option(
+        name: [.short, .long],
+        help: "How many increments each worker (with --kind rw and soft-rw: each writer) makes (default 1000; 50 for soft-rw).")
+    var increments: Int?
 
     func validate() throws {
         guard (1...256).contains(processes) else { throw ValidationError("--processes must be 1...256") }
-        guard (1...10_000_000).contains(increments) else { throw ValidationError("--increments must be 1...10000000") }
+        if let increments, !(1...10_000_000).contains(increments) {
+            throw ValidationError("--increments must be 1...10000000")
+        }
     }
 
+    /// `--increments`, or the kind's default.
+    var count: Int { increments ?? (kind == .softRW ? 50 : 1000) }
+
+    /// The lock's name in the table.
+    var lockName: String {
+        switch kind {
+        case .kernel: "FileLock"
+        case .soft: "SoftFileLock"
+        case .range: "ByteRangeLock"
+        case .rw: "ReadWriteLock"
+        case .softRW: "SoftReadWriteLock"
+        case .lease: "SoftFileLease"
+        }
+    }
+
+    /// The width of the table's first column: "with SoftReadWriteLock" needs more than the others.
+    var labelWidth: Int { max(20, lockName.count + 7) }
+
     func run() throws {
-        if kind == .rw { return try runReadersAndWriters() }
+        if kind == .rw || kind == .softRW { return try runReadersAndWriters() }
         var template = Array("/tmp/filelock-demo-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw ValidationError("cannot create a temporary folder in /tmp") }
         let folder = String(cString: made)
@@ -61,23 +92,17 @@ struct Demo: ParsableCommand {
             for name in ["counter", "counter.lock"] { unlink(folder + "/" + name) }
             rmdir(folder)
         }
-        let expected = processes * increments
-        print("filelock demo: \(processes) processes x \(increments) increments of one counter file")
+        let expected = processes * count
+        print("filelock demo: \(processes) processes x \(count) increments of one counter file")
         print("")
-        print(pad("", 20) + pad("expected", 10) + pad("got", 10) + pad("lost", 10) + pad("time", 12))
-        let lockName =
-            switch kind {
-            case .kernel: "with FileLock"
-            case .soft: "with SoftFileLock"
-            case .range: "with ByteRangeLock"
-            case .rw: "with ReadWriteLock"
-            }
+        print(pad("", labelWidth) + pad("expected", 10) + pad("got", 10) + pad("lost", 10) + pad("time", 12))
+        let lockName = "with " + lockName
         for useLock in [false, true] {
             let counter = folder + "/counter"
             unlink(counter)
             let (got, seconds) = try runRound(folder: folder, useLock: useLock)
             print(
-                pad(useLock ? lockName : "without a lock", -20) + pad(String(expected), 10)
+                pad(useLock ? lockName : "without a lock", -labelWidth) + pad(String(expected), 10)
                     + pad(String(got), 10) + pad(String(expected - got), 10)
                     + pad(String(Int((seconds * 1000).rounded())) + " ms", 12))
         }
@@ -89,7 +114,7 @@ struct Demo: ParsableCommand {
     /// Starts the workers, lets them go at once, and returns the final count and the time taken.
     private func runRound(folder: String, useLock: Bool) throws -> (Int, Double) {
         var arguments = [
-            "demo-worker", folder + "/counter.lock", folder + "/counter", String(increments), "--kind", kind.rawValue,
+            "demo-worker", folder + "/counter.lock", folder + "/counter", String(count), "--kind", kind.rawValue,
         ]
         if !useLock { arguments.append("--no-lock") }
         let workers = try (0..<processes).map { _ in try ChildProcess(executablePath(), arguments) }
@@ -117,27 +142,30 @@ struct Demo: ParsableCommand {
         let folder = String(cString: made)
         defer {
             for name in ["data", "data.lock", "stop"] { unlink(folder + "/" + name) }
+            // A soft read-write lock's log: data.lock.rw/gen and holders (emptied by the last leaver
+            // but for the snapshots).
+            removeTree(folder + "/data.lock.rw")
             rmdir(folder)
         }
-        let expected = Self.writers * increments
+        let expected = Self.writers * count
         print(
-            "filelock demo: \(Self.writers) writers x \(increments) updates of two numbers that must stay equal, "
+            "filelock demo: \(Self.writers) writers x \(count) updates of two numbers that must stay equal, "
                 + "\(processes) readers checking them")
         print("")
         print(
-            pad("", 20) + pad("reads", 10) + pad("torn", 10) + pad("expected", 10) + pad("first", 10) + pad("second", 10)
+            pad("", labelWidth) + pad("reads", 10) + pad("torn", 10) + pad("expected", 10) + pad("first", 10) + pad("second", 10)
                 + pad("time", 12))
         for useLock in [false, true] {
             let round = try runReadWriteRound(folder: folder, useLock: useLock)
             print(
-                pad(useLock ? "with ReadWriteLock" : "without a lock", -20) + pad(String(round.reads), 10)
+                pad(useLock ? "with \(lockName)" : "without a lock", -labelWidth) + pad(String(round.reads), 10)
                     + pad(String(round.torn), 10) + pad(String(expected), 10) + pad(String(round.first), 10)
                     + pad(String(round.second), 10) + pad(String(Int((round.seconds * 1000).rounded())) + " ms", 12))
         }
         print("")
         print("Without a lock, readers catch a writer between its two writes (torn: the numbers differ),")
         print("and writers that read-modify-write at once overwrite each other's updates.")
-        print("ReadWriteLock lets the readers read together and each writer write alone: nothing torn, nothing lost.")
+        print("\(lockName) lets the readers read together and each writer write alone: nothing torn, nothing lost.")
     }
 
     /// One round of `--kind rw`: the writers write, the readers read until the writers are done.
@@ -148,7 +176,7 @@ struct Demo: ParsableCommand {
         let stop = folder + "/stop"
         unlink(data)
         unlink(stop)
-        var arguments = ["demo-worker", folder + "/data.lock", data, String(increments), "--kind", "rw"]
+        var arguments = ["demo-worker", folder + "/data.lock", data, String(count), "--kind", kind.rawValue]
         if !useLock { arguments.append("--no-lock") }
         let writers = try (0..<Self.writers).map { _ in try ChildProcess(executablePath(), arguments) }
         let readers = try (0..<processes).map { _ in
@@ -194,6 +222,8 @@ enum DemoKind: String, ExpressibleByArgument, CaseIterable {
     case soft
     case range
     case rw
+    case softRW = "soft-rw"
+    case lease
 }
 
 /// One worker of the demo (started by `filelock demo`, not meant to be run by hand).
@@ -211,7 +241,7 @@ struct DemoWorker: ParsableCommand {
     @Option var stop: String?
 
     func run() throws {
-        if kind == .rw { return try runReadWrite() }
+        if kind == .rw || kind == .softRW { return try runReadWrite() }
         let counter = open(counterPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard counter >= 0 else { throw ValidationError("cannot open \(counterPath)") }
         defer { close(counter) }
@@ -227,7 +257,10 @@ struct DemoWorker: ParsableCommand {
             // The counter's own first 32 bytes: a record lock, no separate lock file.
             let file = try ByteRangeLock(at: counterPath)
             locked = { body in try file.withLock(ByteRange(start: 0, length: 32), body) }
-        case .rw:
+        case .lease:
+            let lease = try SoftFileLease(at: lockPath)
+            locked = { body in try lease.withLock(body) }
+        case .rw, .softRW:
             return try runReadWrite()  // (taken above, before the counter is opened)
         }
         say("ready")
@@ -248,12 +281,20 @@ struct DemoWorker: ParsableCommand {
         let data = open(counterPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard data >= 0 else { throw ValidationError("cannot open \(counterPath)") }
         defer { close(data) }
-        let lock = try ReadWriteLock(at: lockPath, isSingleton: false)
-        let side = reader ? lock.readLock : lock.writeLock
+        let withLock: (() -> Void) throws -> Void
+        if kind == .softRW {
+            let lock = try SoftReadWriteLock(at: lockPath, isSingleton: false)
+            let side = reader ? lock.readLock : lock.writeLock
+            withLock = { body in try side.withLock(body) }
+        } else {
+            let lock = try ReadWriteLock(at: lockPath, isSingleton: false)
+            let side = reader ? lock.readLock : lock.writeLock
+            withLock = { body in try side.withLock(body) }
+        }
         say("ready")
         guard readLine() == "go" else { return }
         func locked(_ body: () -> Void) throws {
-            if noLock { body() } else { try side.withLock(body) }
+            if noLock { body() } else { try withLock(body) }
         }
         if reader {
             var reads = 0
@@ -340,4 +381,21 @@ func executablePath() -> String {
         if _NSGetExecutablePath(&buffer, &size) == 0 { return String(cString: buffer) }
     #endif
     return CommandLine.arguments[0]
+}
+
+/// Removes a folder and everything in it (the demo's own temporary files only).
+func removeTree(_ path: String) {
+    guard let folder = opendir(path) else { unlink(path); return }
+    var names: [String] = []
+    while let entry = readdir(folder) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    closedir(folder)
+    for name in names {
+        let child = path + "/" + name
+        var status = stat()
+        if lstat(child, &status) == 0, (status.st_mode & S_IFMT) == S_IFDIR { removeTree(child) } else { unlink(child) }
+    }
+    rmdir(path)
 }

@@ -6,6 +6,7 @@
 import ArgumentParser
 import FileLocking
 import Subprocesses
+import Synchronization
 
 /// The lock kinds the tool knows.
 enum LockKind: String, ExpressibleByArgument, CaseIterable {
@@ -13,6 +14,15 @@ enum LockKind: String, ExpressibleByArgument, CaseIterable {
     case soft
     /// A `ReadWriteLock`: SQLite's locking protocol with record locks on the lock file.
     case rw
+    /// A `SoftReadWriteLock`: Python filelock's `filelock-rw/1` log in the folder `<lock>.rw`,
+    /// for shared and network filesystems; holders renew their records by a heartbeat.
+    case softRW = "soft-rw"
+    /// A `SoftFileLease`: Python filelock's `filelock/2` lease marker, renewed by a heartbeat
+    /// and taken over once left unrenewed for its duration.
+    case lease
+
+    /// Whether the hold is kept by a heartbeat while the command runs, and may be lost.
+    var isRenewed: Bool { self == .softRW || self == .lease }
 }
 
 /// `filelock run`: take a lock, run a command, release when it exits.
@@ -35,6 +45,30 @@ struct Run: ParsableCommand {
             Python filelock's ReadWriteLock and with sqlite3 transactions on the same file. Local \
             filesystems only; it takes neither --range, --fallback-to-soft nor --remove-on-release.
 
+            --kind soft-rw takes a SoftReadWriteLock, readers and writers on a shared or network \
+            filesystem (NFS, SMB, a Kubernetes volume), in Python filelock's filelock-rw/1 protocol: \
+            with -s its read lock, else its write lock. It keeps a log in the folder LOCKFILE.rw \
+            (LOCKFILE itself is never created) where each holder renews its record every \
+            --heartbeat SECONDS (default 30, or a third of --stale-threshold); others evict a holder \
+            whose record stays unchanged for --stale-threshold SECONDS (default three heartbeats), \
+            as measured on their own clocks.
+
+            --kind lease takes a SoftFileLease, an exclusive marker in Python filelock's filelock/2 \
+            lease format, renewed (touched) every --heartbeat SECONDS (default a third of the \
+            duration); others take it over once it stays unrenewed for --lease-duration SECONDS \
+            (default 30; every contender for a path must use the same). Exclusive only: no -s.
+
+            With either kind, if the hold is lost while the command runs (others evicted it or took \
+            it over because its renewals stalled, or its record or marker was removed), filelock \
+            says so on stderr, sends SIGTERM to the command (the command only, not processes it \
+            started: a script should pass it on or exec), SIGKILL if it still runs 10 s later, \
+            and once it has ended exits with \(RunRequest.lostLockExitCode) whatever the command's \
+            status; also with \(RunRequest.lostLockExitCode) when the loss is only found as the lock is \
+            released after the command ended (its work may have run without the lock). SIGINT, \
+            SIGTERM or SIGHUP while waiting for the lock ends the wait cleanly (the waiter leaves the \
+            log) and exits with 128 + the signal. If filelock is killed (SIGKILL), its record or \
+            marker stays until others evict it or take it over.
+
             The short options match flock(1): -s -x -n -w -E, and as in flock(1) `-c 'COMMAND'` \
             after the lock file runs one shell command line with $SHELL (or /bin/sh).
 
@@ -45,6 +79,9 @@ struct Run: ParsableCommand {
               filelock run --kind soft /nfs/jobs/queue.lock -- ./drain      # on NFS
               filelock run --kind rw -s /var/cache/app.lock -- ./report     # many readers at once
               filelock run --kind rw -w 60 /var/cache/app.lock -- ./rebuild # one writer, no readers
+              filelock run --kind soft-rw -s /nfs/catalog.lock -- ./report  # readers on NFS, any host
+              filelock run --kind soft-rw --heartbeat 10 /nfs/catalog.lock -- ./rebuild
+              filelock run --kind lease --lease-duration 60 /nfs/jobs/nightly.lock -- ./nightly
               filelock run --fallback-to-soft /mnt/fuse/x.lock -- ./job     # flock, or a marker where none
               filelock run --range 0:100 /var/db/records.bin -- ./fix-first-record
               filelock run -w5 /tmp/deploy.lock -c 'git pull && make install'   # flock(1) style
@@ -70,10 +107,30 @@ struct Run: ParsableCommand {
 
     @Option(
         help: """
-            kernel (flock, the default), soft (a marker file, for NFS) or rw (a read-write lock in SQLite's \
-            protocol: -s reads, -x writes).
+            kernel (flock, the default), soft (a marker file, for NFS), rw (a read-write lock in SQLite's \
+            protocol: -s reads, -x writes), soft-rw (a read-write lock for NFS, Python filelock's \
+            filelock-rw/1: -s reads, -x writes) or lease (an exclusive marker renewed by a heartbeat, Python \
+            filelock's SoftFileLease).
             """)
     var kind: LockKind = .kernel
+
+    @Option(
+        help: ArgumentHelp(
+            "--kind soft-rw and lease: renew the hold every SECONDS (default: soft-rw 30, or a third of "
+                + "--stale-threshold; lease a third of --lease-duration).", valueName: "seconds"))
+    var heartbeat: Double?
+
+    @Option(
+        help: ArgumentHelp(
+            "--kind soft-rw: others evict a holder whose record stays unchanged for SECONDS (default: three "
+                + "heartbeats, 90 s; a holder's own longer threshold is honoured).", valueName: "seconds"))
+    var staleThreshold: Double?
+
+    @Option(
+        help: ArgumentHelp(
+            "--kind lease: others take the lease over once it stays unrenewed for SECONDS (default 30; every "
+                + "contender for the path must use the same).", valueName: "seconds"))
+    var leaseDuration: Double?
 
     @Option(help: "Lock bytes START:LENGTH of LOCKFILE itself (LENGTH 0: to the end) instead of the whole file.")
     var range: String?
@@ -106,7 +163,8 @@ struct Run: ParsableCommand {
         RunRequest(
             shared: shared, exclusive: exclusive, nonblock: nonblock, timeout: timeout,
             conflictExitCode: conflictExitCode, kind: kind, range: range, fallbackToSoft: fallbackToSoft,
-            removeOnRelease: removeOnRelease, verbose: verbose, lockFile: lockFile, words: command)
+            removeOnRelease: removeOnRelease, verbose: verbose, heartbeat: heartbeat, staleThreshold: staleThreshold,
+            leaseDuration: leaseDuration, lockFile: lockFile, words: command)
     }
 
     func validate() throws {
@@ -135,6 +193,10 @@ struct RunRequest: Equatable {
     var fallbackToSoft = false
     var removeOnRelease = false
     var verbose = false
+    /// `--heartbeat`, `--stale-threshold` and `--lease-duration` in seconds, as given.
+    var heartbeat: Double?
+    var staleThreshold: Double?
+    var leaseDuration: Double?
     var lockFile: String
     /// What follows the lock file, as given.
     var words: [String]
@@ -161,6 +223,12 @@ struct RunRequest: Equatable {
         }
         if shared && exclusive { throw fail("Choose --shared or --exclusive, not both.") }
         if shared && kind == .soft { throw fail("A soft lock is exclusive only; drop --shared.") }
+        if shared && kind == .lease {
+            throw fail(
+                "A lease is exclusive only; drop --shared (for readers that share a lock on a network filesystem, "
+                    + "use --kind soft-rw -s).")
+        }
+        try validateRenewalOptions()
         if kind == .rw {
             if range != nil {
                 throw fail(
@@ -177,6 +245,26 @@ struct RunRequest: Equatable {
                     "--remove-on-release does not go with --kind rw: readers, writers and SQLite share the lock file, "
                         + "and one that removes it lets the next taker lock a new file while others hold the old one; "
                         + "drop --remove-on-release.")
+            }
+        }
+        if kind == .softRW || kind == .lease {
+            let name = "--kind \(kind.rawValue)"
+            if range != nil {
+                throw fail("--range locks bytes of a file with a kernel lock; \(name) takes no kernel lock: drop --range or \(name).")
+            }
+            if fallbackToSoft {
+                throw fail(
+                    "--fallback-to-soft is for the kernel lock of a whole file; \(name) works without flock already: "
+                        + "drop --fallback-to-soft.")
+            }
+            if removeOnRelease {
+                throw fail(
+                    kind == .lease
+                        ? "--remove-on-release does not go with --kind lease: a lease's marker is removed on release "
+                            + "anyway; drop --remove-on-release."
+                        : "--remove-on-release does not go with --kind soft-rw: LOCKFILE itself is never created, and "
+                            + "the log folder LOCKFILE.rw is shared by every reader and writer and stays; drop "
+                            + "--remove-on-release.")
             }
         }
         if range != nil && kind == .soft { throw fail("--range needs a kernel lock; drop --kind soft.") }
@@ -202,15 +290,98 @@ struct RunRequest: Equatable {
         guard (0...255).contains(conflictExitCode) else { throw fail("--conflict-exit-code must be 0...255.") }
     }
 
+    /// The exit status of `run` when the hold of a `soft-rw` or `lease` lock was lost.
+    static let lostLockExitCode: Int32 = 70
+
+    /// Refuses `--heartbeat`, `--stale-threshold` and `--lease-duration` where they do not
+    /// apply, and values the lock would refuse (said in the options' own words).
+    private func validateRenewalOptions() throws(UsageError) {
+        func fail(_ message: String) -> UsageError { UsageError(message: message) }
+        if heartbeat != nil && !kind.isRenewed {
+            throw fail(
+                "--heartbeat is for --kind soft-rw and --kind lease, whose holds are renewed while the command runs; "
+                    + "drop --heartbeat.")
+        }
+        if staleThreshold != nil && kind != .softRW {
+            throw fail(
+                kind == .lease
+                    ? "--stale-threshold is for --kind soft-rw; a lease is taken over once unrenewed for "
+                        + "--lease-duration: drop --stale-threshold."
+                    : "--stale-threshold is for --kind soft-rw; drop --stale-threshold.")
+        }
+        if leaseDuration != nil && kind != .lease {
+            throw fail(
+                kind == .softRW
+                    ? "--lease-duration is for --kind lease; a soft-rw holder is evicted once its record stays "
+                        + "unchanged for --stale-threshold: drop --lease-duration."
+                    : "--lease-duration is for --kind lease; drop --lease-duration.")
+        }
+        for (name, value) in [("--heartbeat", heartbeat), ("--stale-threshold", staleThreshold), ("--lease-duration", leaseDuration)] {
+            guard let value else { continue }
+            guard value.isFinite, value > 0 else {
+                throw fail("\(name) must be a number of seconds above 0 (got \(value)).")
+            }
+            guard value < Self.longestInterval else {
+                throw fail("\(name) must be under \(Int(Self.longestInterval)) seconds (about 68 years).")
+            }
+        }
+        switch kind {
+        case .softRW:
+            let (interval, threshold) = (heartbeatSeconds, staleThresholdSeconds)
+            guard threshold > interval else {
+                throw fail(
+                    "--stale-threshold (\(secondsText(threshold))) must exceed --heartbeat (\(secondsText(interval))): a holder must "
+                        + "renew its record more than once before others may evict it (three heartbeats is the default).")
+            }
+            guard threshold < Self.longestInterval else {
+                throw fail("--stale-threshold (three heartbeats by default) must be under \(Int(Self.longestInterval)) seconds.")
+            }
+        case .lease:
+            let (interval, duration) = (heartbeatSeconds, leaseDurationSeconds)
+            guard interval < duration else {
+                throw fail(
+                    "--heartbeat (\(secondsText(interval))) must be below --lease-duration (\(secondsText(duration))): the holder "
+                        + "must renew the lease before others may take it over (a third of it is the default).")
+            }
+        case .kernel, .soft, .rw:
+            break
+        }
+    }
+
+    /// The libraries' limit for these intervals: below 2^31 seconds.
+    private static let longestInterval = Double(Int32.max)
+
+    /// The heartbeat in seconds: `--heartbeat`, else (soft-rw) 30 or a third of
+    /// `--stale-threshold`, (lease) a third of the duration.
+    var heartbeatSeconds: Double {
+        if let heartbeat { return heartbeat }
+        if kind == .lease { return leaseDurationSeconds / 3 }
+        return staleThreshold.map { $0 / 3 } ?? 30
+    }
+
+    /// A soft-rw holder's stale threshold in seconds: `--stale-threshold`, else three heartbeats.
+    var staleThresholdSeconds: Double { staleThreshold ?? heartbeatSeconds * 3 }
+
+    /// A lease's duration in seconds: `--lease-duration`, else 30 (Python's default).
+    var leaseDurationSeconds: Double { leaseDuration ?? 30 }
+
     /// Takes the lock, runs the command and returns the exit status for `filelock`: the
     /// command's, `conflictExitCode` when the lock stayed held, 2 for a bad lock path, 127 when
-    /// the command cannot be started.
+    /// the command cannot be started; for `soft-rw` and `lease`, `lostLockExitCode` when the hold
+    /// was lost, and 128 + the signal when one interrupted the wait.
     func run() -> Int32 {
         let progress = WaitReporter(
-            path: lockFile, verbose: verbose, isMarker: (kind == .soft || fallbackToSoft) && range == nil)
+            path: lockFile, verbose: verbose, isMarker: (kind == .soft || kind.isRenewed || fallbackToSoft) && range == nil)
+        // A renewed hold may be lost while the command runs; and a waiter interrupted by a signal
+        // leaves cleanly (a soft-rw writer named in the log would keep readers out meanwhile).
+        let held = kind == .lease ? "lease" : shared ? "read lock" : "write lock"
+        let losses = kind.isRenewed ? LossWatch(lockFile: lockFile, what: held) : nil
+        if kind.isRenewed { ForegroundCommand.recordInterrupts() }
+        func interrupted() -> Bool { ForegroundCommand.interruptingSignal != nil }
         do {
             let wait: Duration? = try nonblock ? .zero : timeout.map { try FileLock.timeout(seconds: $0, path: lockFile) }
             let release: () -> Void
+            var granted = ""
             switch (kind, range.flatMap(parsedRange)) {
             case (_, let bytes?):
                 let file = try rangeFile()
@@ -234,32 +405,129 @@ struct RunRequest: Equatable {
                 let side = shared ? lock.readLock : lock.writeLock
                 try side.acquire(timeout: wait) { progress.report { blocker(of: lock, shared: shared) } }
                 release = { _ = side.release() }
+            case (.softRW, nil):
+                let threshold = try FileLock.timeout(seconds: staleThresholdSeconds, path: lockFile)
+                let lock = try SoftReadWriteLock(
+                    at: try RawArguments.filePath(lockFile),
+                    heartbeatInterval: try FileLock.timeout(seconds: heartbeatSeconds, path: lockFile), staleThreshold: threshold,
+                    isSingleton: false, pollInterval: min(.milliseconds(100), threshold / 4),
+                    onLoss: { [losses] in losses?.handle($0) })
+                let side = shared ? lock.readLock : lock.writeLock
+                try side.acquire(timeout: wait) { progress.report { blocker(of: lock, shared: shared) } || interrupted() }
+                granted = lock.fencingToken.map { " (generation \($0))" } ?? ""
+                // Commits this process out of the log; a loss it finds is reported to `losses`.
+                release = { _ = try? side.checkedRelease() }
+            case (.lease, nil):
+                let duration = try FileLock.timeout(seconds: leaseDurationSeconds, path: lockFile)
+                let lease = try SoftFileLease(
+                    at: try RawArguments.filePath(lockFile), duration: duration,
+                    heartbeatInterval: try FileLock.timeout(seconds: heartbeatSeconds, path: lockFile),
+                    pollInterval: min(.milliseconds(50), duration / 4), onLoss: { [losses] in losses?.handle($0) })
+                try lease.acquire(timeout: wait) { progress.report { lease.holder } || interrupted() }
+                release = { _ = try? lease.checkedRelease() }
             }
             progress.finish()
-            if verbose { note("got the lock on \(lockFile); running \(program.joined(separator: " "))") }
-            defer { release() }
+            if verbose {
+                let what = losses.map { "the \($0.what)" } ?? "the lock"
+                note("got \(what) on \(lockFile)\(granted); running \(program.joined(separator: " "))")
+            }
+            var status: Int32
             do {
-                return try ForegroundCommand.run(program.map(RawArguments.bytes(of:)))
+                // (Starts nothing when a signal came, or the hold was lost, before the start.)
+                status = try ForegroundCommand.run(program.map(RawArguments.bytes(of:)))
             } catch let error as ChildProcessError {
                 note(error.description)
-                return error.shellStatus
+                status = error.shellStatus
             } catch {
                 note("cannot run \(program[0]): \(error)")
-                return 127
+                status = 127
             }
+            release()
+            return losses?.exitStatus(afterCommandStatus: status) ?? status
         } catch let error as FileLockError where error.code == .timedOut {
             progress.finish()
             if verbose { note(error.message) }
             return conflictExitCode
+        } catch let error as FileLockError where error.code == .cancelled && interrupted() {
+            // Interrupted while waiting: the wait was abandoned (the waiter left the log).
+            progress.finish()
+            return 128 + (ForegroundCommand.interruptingSignal ?? 0)
         } catch let error as FileLockError {
             progress.finish()
-            note(error.message)
+            // (A lease of another duration at the path: the library says so in its own terms.)
+            let hint = kind == .lease && error.code == .invalidConfiguration ? " (set it with --lease-duration)" : ""
+            note(error.message + hint)
             return 2
         } catch {
             progress.finish()
             note("\(error)")
             return 2
         }
+    }
+}
+
+/// What `run` does when the hold of a `soft-rw` or `lease` lock is lost: the library reports it
+/// on its heartbeat thread while the command runs, or while releasing afterwards.
+final class LossWatch: Sendable {
+    let path: String
+    /// "write lock", "read lock" or "lease".
+    let what: String
+
+    private enum Found {
+        /// While the command ran: it was sent SIGTERM.
+        case whileRunning
+        /// Before the command started: it is not started.
+        case beforeStart
+        /// After the command ended (when releasing).
+        case afterEnd
+    }
+
+    private let found = Mutex<(loss: LockLoss, when: Found)?>(nil)
+
+    init(lockFile: String, what: String) {
+        path = lockFile
+        self.what = what
+    }
+
+    /// The lock's `onLoss`: stops the command and says why, once.
+    func handle(_ loss: LockLoss) {
+        let isFirst = found.withLock { found in
+            guard found == nil else { return false }
+            found = (loss, .afterEnd)
+            return true
+        }
+        guard isFirst else { return }
+        let code = RunRequest.lostLockExitCode
+        let lost = "lost the \(what) on \(path) (\(loss.reason): \(loss.detail)); another process may hold it now"
+        switch ForegroundCommand.terminate(with: SIGTERM, killAfter: 10) {
+        case .signalled(let pid):
+            found.withLock { $0?.when = .whileRunning }
+            note("\(lost): sent SIGTERM to the command (pid \(pid)), SIGKILL in 10 s if it still runs; exiting with \(code) once it ends")
+        case .notStarted:
+            found.withLock { $0?.when = .beforeStart }
+            note("\(lost): not starting the command; exiting with \(code)")
+        case .ended:
+            break  // (said by `exitStatus`, which knows the command's status)
+        }
+    }
+
+    /// `lostLockExitCode` once a loss was found (said on stderr), else `nil`.
+    func exitStatus(afterCommandStatus status: Int32) -> Int32? {
+        guard let entry = found.withLock({ $0 }) else { return nil }
+        let (loss, when) = (entry.loss, entry.when)
+        let code = RunRequest.lostLockExitCode
+        switch when {
+        case .whileRunning:
+            note("the command ended with status \(status) after the \(what) on \(path) was lost; exiting with \(code)")
+        case .beforeStart:
+            break
+        case .afterEnd:
+            note(
+                "lost the \(what) on \(path) (\(loss.reason): \(loss.detail)), found when releasing it after the command "
+                    + "ended with status \(status): the command may have run part of its work without the lock; exiting "
+                    + "with \(code)")
+        }
+        return code
     }
 }
 
@@ -290,13 +558,19 @@ extension RunRequest {
         }
     }
 
+    /// The options of `run` that take a value (as a separate argument).
+    static let optionsWithValues: Set<String> = [
+        "-w", "-E", "--timeout", "--conflict-exit-code", "--kind", "--range", "--heartbeat", "--stale-threshold",
+        "--lease-duration",
+    ]
+
     static func splittingBundledValues(_ arguments: ArraySlice<String>) -> [String] {
         var result: [String] = []
         var rest = arguments
         while let argument = rest.popFirst() {
             result.append(argument)
             if argument == "--" || argument == "-" || !argument.hasPrefix("-") { break }  // the lock file
-            if ["-w", "-E", "--timeout", "--conflict-exit-code", "--kind", "--range"].contains(argument) {
+            if Self.optionsWithValues.contains(argument) {
                 guard let value = rest.popFirst() else { continue }
                 if value.count > 1, value.hasPrefix("-"), value.dropFirst().first?.isNumber == true {
                     // A negative number: joined, so that the readers judge the value (and say it
@@ -371,6 +645,14 @@ extension RunRequest {
                 canonical = "range"
                 guard let text = value() else { return nil }
                 range = text
+            case "--heartbeat", "--stale-threshold", "--lease-duration":
+                canonical = name
+                guard let text = value(), let seconds = Double(text) else { return nil }
+                switch name {
+                case "--heartbeat": heartbeat = seconds
+                case "--stale-threshold": staleThreshold = seconds
+                default: leaseDuration = seconds
+                }
             case "--fallback-to-soft", "--remove-on-release":
                 guard attached == nil else { return nil }
                 canonical = name
@@ -421,6 +703,16 @@ func blocker(of lock: ReadWriteLock, shared: Bool) -> LockHolder? {
     if let writer = holders.first(where: { !$0.isShared }) { return writer }
     if let waiting = lock.waitingWriter, waiting.pid != getpid() { return waiting }
     return shared ? nil : holders.first
+}
+
+/// As for a `ReadWriteLock`: the writer, else a waiting writer other than this process, else for
+/// a writer a reader. (`Side.holder` names the waiting writer even when that is the caller.)
+func blocker(of lock: SoftReadWriteLock, shared: Bool) -> LockHolder? {
+    let table = lock.currentHolders
+    func isUs(_ holder: LockHolder) -> Bool { holder.pid == getpid() && holder.host == SoftFileLock.hostName }
+    if let writer = table.writer, !isUs(writer) { return writer }
+    if let waiting = table.waitingWriter, !isUs(waiting) { return waiting }
+    return shared ? nil : table.readers.first
 }
 
 /// `START:LENGTH` as a byte range; `nil` unless the kernel can take it (checked here, before the
@@ -543,4 +835,10 @@ func commandLine(of pid: Int32) -> String? {
     guard count > 0 else { return nil }
     let parts = buffer.prefix(count).split(separator: 0).map { FileLockError.displayText(ofPathBytes: Array($0)) }
     return parts.isEmpty ? nil : parts.joined(separator: " ")
+}
+
+/// A number of seconds for people: `30 s`, `0.5 s`.
+func secondsText(_ value: Double) -> String {
+    if value == value.rounded(), abs(value) < 1e15 { return "\(Int(value)) s" }
+    return "\(value) s"
 }

@@ -25,6 +25,13 @@ struct LockReport {
     var unidentifiedCount = 0
     /// For a read-write lock, what its file holds.
     var fileFormat: ReadWriteLock.FileFormat? = nil
+    /// For a soft read-write lock, the newest generation of its log (`nil`: no log yet), the
+    /// log's folder, and the stale threshold its holders were judged by.
+    var generation: UInt64? = nil
+    var logFolder: String? = nil
+    var staleThreshold: Duration? = nil
+    /// A Python `filelock/2` marker at the path (a lease's, or another mode's).
+    var versionTwo: SoftFileLock.VersionTwoMarker? = nil
 
     /// Looks at the path without creating anything. A holder record means a soft lock; so does
     /// a malformed or unreadable non-empty file that no kernel lock holds; a file that no flock
@@ -34,8 +41,18 @@ struct LockReport {
     ///
     /// - Throws: `FileLockError` when the path is no regular file (a directory, a symbolic link,
     ///   which is never followed, a FIFO), as `run` refuses it.
-    static func inspect(_ path: String, kind: LockKind?) throws -> LockReport {
-        let marker = try SoftFileLock(at: try RawArguments.filePath(path)).inspectMarker()
+    ///
+    /// A `filelock/2` marker of mode `lease` is a lease; a folder `<path>.rw` is a soft read-write
+    /// lock's log (when it names holders, or nothing stands at the path itself).
+    /// `staleThreshold` judges a soft read-write lock's records (`nil`: the library's default).
+    static func inspect(_ path: String, kind: LockKind?, staleThreshold: Duration? = nil) throws -> LockReport {
+        if kind == .softRW {
+            // The lock path itself is never created: only its log is looked at.
+            return try softReadWrite(path, isGuessed: false, marker: .absent, staleThreshold: staleThreshold)
+        }
+        let softLock = try SoftFileLock(at: try RawArguments.filePath(path))
+        let marker = try softLock.inspectMarker()
+        let versionTwo = try softLock.versionTwoMarker()
         let kernel = try FileLock(at: try RawArguments.filePath(path))
         let kernelHolders = kind == nil || kind == .kernel ? kernel.holders : []
         // Read only when asked for, or when no flock and no marker record says what the file is.
@@ -51,8 +68,15 @@ struct LockReport {
             detected = kind
         } else if case .record = marker {
             detected = .soft
+        } else if let versionTwo {
+            detected = versionTwo.mode == "lease" ? .lease : .soft
         } else if !kernelHolders.isEmpty {
             detected = .kernel
+        } else if hasSoftReadWriteLog(path),
+            case let report = try softReadWrite(path, isGuessed: true, marker: marker, staleThreshold: staleThreshold),
+            marker == .absent || report.isHeld
+        {
+            return report
         } else if try readWriteTable().isHeld {
             detected = .rw
         } else if let format = try ReadWriteLock(at: try RawArguments.filePath(path), isSingleton: false).fileFormat,
@@ -68,10 +92,14 @@ struct LockReport {
             }
         }
         switch detected {
-        case .soft:
-            let holders: [LockHolder] = if case .record(let holder) = marker { [holder] } else { [] }
+        case .soft, .lease:
+            let holders: [LockHolder] =
+                if case .record(let holder) = marker { [holder] } else { versionTwo.map { [$0.holder] } ?? [] }
             return LockReport(
-                path: path, kind: .soft, isGuessed: kind == nil, holders: holders, waiting: 0, marker: marker)
+                path: path, kind: detected, isGuessed: kind == nil, holders: holders, waiting: 0, marker: marker,
+                versionTwo: versionTwo)
+        case .softRW:
+            return try softReadWrite(path, isGuessed: kind == nil, marker: marker, staleThreshold: staleThreshold)
         case .kernel:
             return LockReport(
                 path: path, kind: .kernel, isGuessed: kind == nil, holders: kernelHolders,
@@ -85,13 +113,43 @@ struct LockReport {
         }
     }
 
-    /// A soft lock is held while its marker exists, whether or not it names its holder; a
-    /// read-write lock also while a writer waits for its readers (no new reader gets in).
+    /// `SoftReadWriteLock`'s default stale threshold: three of its default 30 s heartbeats.
+    static let defaultStaleThreshold = Duration.seconds(90)
+
+    /// Whether a folder `<path>.rw` (a soft read-write lock's log) stands beside `path`.
+    static func hasSoftReadWriteLog(_ path: String) -> Bool {
+        let bytes = RawArguments.bytes(of: path) + Array(".rw".utf8)
+        var status = stat()
+        let found = (bytes.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { lstat($0.baseAddress!, &status) }
+        return found == 0 && (status.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// A soft read-write lock's report: the writer, the readers and a waiting writer from the
+    /// newest generation of its log, each judged stale by `staleThreshold` (or the default).
+    private static func softReadWrite(
+        _ path: String, isGuessed: Bool, marker: SoftFileLock.MarkerState, staleThreshold: Duration?
+    ) throws -> LockReport {
+        let threshold = staleThreshold ?? Self.defaultStaleThreshold
+        let lock = try SoftReadWriteLock(
+            at: try RawArguments.filePath(path), heartbeatInterval: threshold / 3, staleThreshold: threshold,
+            isSingleton: false, pollInterval: min(.milliseconds(100), threshold / 4))
+        let generation = lock.generation
+        let table = lock.currentHolders
+        return LockReport(
+            path: path, kind: .softRW, isGuessed: isGuessed, holders: (table.writer.map { [$0] } ?? []) + table.readers,
+            waiting: 0, marker: marker, waitingWriter: table.waitingWriter, generation: generation,
+            logFolder: lock.logFolder, staleThreshold: threshold)
+    }
+
+    /// A soft lock or a lease is held while its marker exists, whether or not it names its
+    /// holder; a read-write lock also while a writer waits for its readers (no new reader gets
+    /// in), a soft one while its log names anyone.
     var isHeld: Bool {
         switch kind {
-        case .soft: marker != .absent
+        case .soft, .lease: marker != .absent
         case .kernel: !holders.isEmpty
         case .rw: !holders.isEmpty || waitingWriter != nil || unidentifiedCount > 0
+        case .softRW: !holders.isEmpty || waitingWriter != nil
         }
     }
 
@@ -109,10 +167,17 @@ struct LockReport {
             }
             return result + "\""
         }
+        func number(_ seconds: Double) -> String {
+            // One decimal, as the text shows it; saturated (a file's mtime can be anything).
+            let clamped = min(max(seconds, -1e15), 1e15)
+            return "\((clamped * 10).rounded() / 10)"
+        }
+        func exactly(_ duration: Duration) -> String { "\(duration.secondsValue)" }
         func object(_ holder: LockHolder) -> String {
             var fields = ["\"pid\":\(holder.pid)"]
             fields.append("\"host\":" + (holder.host.map(quoted) ?? "null"))
             fields.append("\"since\":" + (holder.since.map { quoted(formatted($0)) } ?? "null"))
+            fields.append("\"age\":" + (holder.since.map { number(secondsSince($0)) } ?? "null"))
             fields.append("\"shared\":\(holder.isShared)")
             fields.append("\"stale\":\(holder.looksStale)")
             fields.append("\"command\":" + (command(of: holder).map(quoted) ?? "null"))
@@ -120,8 +185,14 @@ struct LockReport {
         }
         var kindFields = ""
         switch kind {
-        case .soft:
-            kindFields = ",\"marker\":\"\(marker.name)\",\"modified\":" + (marker.modified.map { quoted(formatted($0)) } ?? "null")
+        case .soft, .lease:
+            kindFields = ",\"marker\":\"\(versionTwo == nil ? marker.name : "filelock/2")\",\"modified\":"
+                + (marker.modified.map { quoted(formatted($0)) } ?? "null")
+            if kind == .lease || versionTwo != nil {
+                kindFields += ",\"modifiedAgo\":" + (marker.modified.map { number(secondsSince($0)) } ?? "null")
+                    + ",\"mode\":" + (versionTwo?.mode.map(quoted) ?? "null")
+                    + ",\"duration\":" + (versionTwo?.duration.map(exactly) ?? "null")
+            }
         case .rw:
             let format =
                 switch fileFormat {
@@ -133,18 +204,40 @@ struct LockReport {
                 }
             kindFields = ",\"waitingWriter\":" + (waitingWriter.map(object) ?? "null") + ",\"unidentified\":\(unidentifiedCount)"
                 + ",\"format\":\(format)"
+        case .softRW:
+            kindFields = ",\"waitingWriter\":" + (waitingWriter.map(object) ?? "null")
+                + ",\"generation\":" + (generation.map { "\($0)" } ?? "null")
+                + ",\"staleThreshold\":" + (staleThreshold.map(exactly) ?? "null")
+                + ",\"log\":" + (logFolder.map(quoted) ?? "null")
         case .kernel:
             break
         }
         // A read-write lock's waiters are not counted (only a writer waiting for readers is known).
-        let waitingField = kind == .rw ? "null" : "\(waiting)"
+        let waitingField = kind == .rw || kind == .softRW ? "null" : "\(waiting)"
         return "{\"path\":\(quoted(path)),\"kind\":\"\(kind.rawValue)\",\"guessed\":\(isGuessed),\"held\":\(isHeld),"
             + "\"holders\":[\(holders.map(object).joined(separator: ","))],\"waiting\":\(waitingField)\(kindFields)}"
     }
 
     /// What `holder` runs, where this host can tell (a read-write lock's holders come with it).
     private func command(of holder: LockHolder) -> String? {
-        holder.command ?? commandLine(of: holder, inMarker: kind == .soft)
+        holder.command ?? commandLine(of: holder, inMarker: kind != .kernel && kind != .rw)
+    }
+
+    /// A soft read-write lock's member: pid, host, and how old its holder record is.
+    private func describeMember(_ holder: LockHolder) -> String {
+        guard let since = holder.since else {
+            // Named in the log, but its record is gone (evicted or removed meanwhile).
+            return "pid unknown: its holder record is missing (looks stale)"
+        }
+        var text = "pid \(holder.pid)"
+        if let host = holder.host { text += " on \(host)" }
+        text += ", record updated \(ago(since))"
+        if holder.looksStale {
+            text += " (looks stale: unchanged for longer than the stale threshold)"
+        } else if let command = command(of: holder) {
+            text += ", running \(command)"
+        }
+        return text
     }
 
     /// The report for people; control characters (from a marker, a path, a command line) are
@@ -155,6 +248,8 @@ struct LockReport {
             case .kernel: "kernel lock (flock)"
             case .soft: "soft lock (marker file)"
             case .rw: "read-write lock (SQLite's protocol)"
+            case .softRW: "soft read-write lock (Python filelock's filelock-rw/1 log)"
+            case .lease: "lease (Python filelock's filelock/2 marker, renewed by its holder)"
             }
         var formatNotes: [String] {
             switch (kind, fileFormat) {
@@ -165,6 +260,7 @@ struct LockReport {
             default: []
             }
         }
+        if kind == .softRW { return softReadWriteLines(kindName) }
         guard isHeld else {
             var lines = ["\(path): free (\(kindName))"] + formatNotes
             if isGuessed, kind != .rw, marker.modified != nil {
@@ -174,6 +270,11 @@ struct LockReport {
             return lines
         }
         var lines = ["\(path): held (\(kindName))"]
+        if let versionTwo {
+            lines.append("  holder: \(describe(versionTwo))")
+            if isGuessed { lines.append("  note: guessed from the marker, a filelock/2 record of mode \(versionTwo.mode ?? "unknown")") }
+            return lines
+        }
         for holder in holders {
             var line: String
             if kind == .rw {
@@ -183,6 +284,7 @@ struct LockReport {
                 if holder.isShared { line += " (shared)" }
             }
             if let command = command(of: holder) { line += ", running \(command)" }
+            if kind == .lease { line += " (a filelock/1 marker, not a lease: taken over only once its holder is gone)" }
             lines.append(line)
         }
         if kind == .rw {
@@ -203,7 +305,7 @@ struct LockReport {
             return lines
         }
         if kind == .kernel { lines.append("  waiting: \(waiting)") }
-        guard kind == .soft else { return lines }
+        guard kind == .soft || kind == .lease else { return lines }
         switch marker {
         case .absent, .record: break
         case .empty(let modified):
@@ -219,6 +321,28 @@ struct LockReport {
         case .unreadable(let modified, let size):
             lines.append("  holder: unknown: this user may not read the marker (\(size) bytes, \(age(of: modified)))")
         }
+        return lines
+    }
+
+    /// `lines` for a soft read-write lock: the writer, the readers, a waiting writer, each with
+    /// the age of its holder record, and the log's generation.
+    private func softReadWriteLines(_ kindName: String) -> [String] {
+        var lines = ["\(path): \(isHeld ? "held" : "free") (\(kindName))"]
+        let log = logFolder ?? "\(path).rw"
+        lines.append(generation.map { "  log: \(log), generation \($0)" } ?? "  log: \(log) (none yet)")
+        for holder in holders {
+            lines.append("  \(holder.isShared ? "reader" : "writer"): \(describeMember(holder))")
+        }
+        if let waitingWriter {
+            lines.append("  waiting writer: \(describeMember(waitingWriter)) (waits for the readers to leave; no new reader gets in)")
+        }
+        if (holders + [waitingWriter].compactMap { $0 }).contains(where: \.looksStale) {
+            lines.append(
+                "  note: a member whose record stays unchanged for the stale threshold "
+                    + "(\(secondsText(staleThreshold?.secondsValue ?? 90)) here, --stale-threshold; or its own, if longer) is "
+                    + "evicted by the next reader or writer, timed on that one's own clock")
+        }
+        if isGuessed { lines.append("  note: guessed from the folder \(log) (--kind soft-rw)") }
         return lines
     }
 }
@@ -245,15 +369,52 @@ extension SoftFileLock.MarkerState {
     }
 }
 
+/// A `filelock/2` marker's holder: pid, host, mode, a lease's duration and last renewal.
+func describe(_ marker: SoftFileLock.VersionTwoMarker) -> String {
+    var text = "pid \(marker.holder.pid) on \(marker.holder.host ?? "?")"
+    switch marker.mode {
+    case "lease"?:
+        text += ", mode=lease, duration \(secondsText(marker.duration?.secondsValue ?? 0)), last renewed \(ago(marker.modified))"
+        if marker.holder.looksStale {
+            text += " (looks stale: left unrenewed for its duration, or its process is gone; the next taker takes it over)"
+        }
+    case let mode?:
+        text += ", mode=\(mode) (a filelock/2 marker that is no lease: broken only once its holder is gone)"
+        if marker.holder.looksStale { text += " (looks stale)" }
+    case nil:
+        text += ", a filelock/2 marker of a mode this version does not know (never broken)"
+    }
+    if !marker.holder.looksStale, let command = commandLine(of: marker.holder, inMarker: true) { text += ", running \(command)" }
+    return text
+}
+
 /// "modified 2026-11-25T21:30:14Z, 3600 s ago by this host's clock".
 func age(of modified: UnixTime) -> String {
+    "modified " + ago(modified)
+}
+
+/// "2026-11-25T21:30:14Z, 3600 s ago by this host's clock".
+func ago(_ time: UnixTime) -> String {
+    let seconds = secondsSince(time)
+    let magnitude = min(abs(seconds), 1e15)
+    let amount = magnitude < 10 ? "\(Int(magnitude))." + "\(Int(magnitude * 10) % 10)" : "\(Int(magnitude))"
+    return "\(formatted(time)), \(amount) s \(seconds < 0 ? "in the future" : "ago") by this host's clock"
+}
+
+/// Seconds from `time` to now on this host's wall clock (negative for a time in the future).
+func secondsSince(_ time: UnixTime) -> Double {
     var now = timespec()
     clock_gettime(CLOCK_REALTIME, &now)
     // In Double: a file's mtime can be anything (touch -d), and must not trap an Int64 subtraction.
-    let seconds = Double(now.tv_sec) - Double(modified.seconds) + (Double(now.tv_nsec) - Double(modified.nanoseconds)) / 1e9
-    let magnitude = min(abs(seconds), 1e15)
-    let amount = magnitude < 10 ? "\(Int(magnitude))." + "\(Int(magnitude * 10) % 10)" : "\(Int(magnitude))"
-    return "modified \(formatted(modified)), \(amount) s \(seconds < 0 ? "in the future" : "ago") by this host's clock"
+    return Double(now.tv_sec) - Double(time.seconds) + (Double(now.tv_nsec) - Double(time.nanoseconds)) / 1e9
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var secondsValue: Double {
+        let (whole, attoseconds) = components
+        return Double(whole) + Double(attoseconds) / 1e18
+    }
 }
 
 /// `filelock status`: who holds a lock.
@@ -266,29 +427,60 @@ struct Status: ParsableCommand {
             lock (--kind rw): the writer or the readers, and a writer waiting for the readers to \
             leave, each with its command line.
 
-            Without --kind, the kind is guessed: a marker record is a soft lock; a file held by \
-            record locks on SQLite's lock bytes (and no flock) a read-write lock; a free read-write \
-            lock looks like a free kernel lock file, and is reported as one (free either way).
+            For a soft read-write lock (--kind soft-rw): the writer, the readers and a writer \
+            waiting for the readers, each with its pid, host, how long ago its holder record in \
+            LOCKFILE.rw/holders was last renewed (its modification time, by this host's clock) and \
+            whether it looks stale (unchanged for longer than --stale-threshold, default 90 s, or \
+            the holder's own threshold if longer), and the log's newest generation. For a lease \
+            (--kind lease): its holder's pid and host, mode=lease, the lease's duration and when it \
+            was last renewed (the marker's modification time); it looks stale once unrenewed for \
+            its duration, or when its holder on this host is gone.
+
+            Without --kind, the kind is guessed: a marker record is a soft lock, a filelock/2 marker \
+            of mode lease a lease; a folder LOCKFILE.rw a soft read-write lock (when its log names \
+            anyone, or nothing stands at LOCKFILE); a file held by record locks on SQLite's lock \
+            bytes (and no flock) a read-write lock; a free read-write lock looks like a free kernel \
+            lock file, and is reported as one (free either way).
 
             Examples:
               filelock status /tmp/backup.lock
               filelock status --json /nfs/jobs/queue.lock
               filelock status --kind rw /var/cache/app.lock
+              filelock status --kind soft-rw /nfs/catalog.lock    # its log is /nfs/catalog.lock.rw
+              filelock status --kind lease /nfs/jobs/nightly.lock
             """
     )
 
     @Flag(help: "Print one JSON object.")
     var json = false
 
-    @Option(help: "kernel, soft or rw; guessed from the file by default.")
+    @Option(help: "kernel, soft, rw, soft-rw or lease; guessed from the file by default.")
     var kind: LockKind?
+
+    @Option(
+        help: ArgumentHelp(
+            "For a soft read-write lock: a holder record unchanged for SECONDS looks stale (default 90, as "
+                + "holders judge by default; a holder's own longer threshold is honoured).", valueName: "seconds"))
+    var staleThreshold: Double?
 
     @Argument(help: "The lock file.")
     var lockFile: String
 
+    func validate() throws {
+        if let staleThreshold {
+            guard staleThreshold.isFinite, staleThreshold > 0, staleThreshold < Double(Int32.max) else {
+                throw ValidationError("--stale-threshold must be a number of seconds above 0 (got \(staleThreshold)).")
+            }
+            if let kind, kind != .softRW {
+                throw ValidationError("--stale-threshold is for --kind soft-rw; drop --stale-threshold.")
+            }
+        }
+    }
+
     func run() throws {
         do {
-            let report = try LockReport.inspect(lockFile, kind: kind)
+            let threshold = try staleThreshold.map { try FileLock.timeout(seconds: $0, path: lockFile) }
+            let report = try LockReport.inspect(lockFile, kind: kind, staleThreshold: threshold)
             if json { print(report.json) } else { printLines(report.lines) }
             throw ExitCode(report.isHeld ? 1 : 0)
         } catch let error as FileLockError {
@@ -301,10 +493,18 @@ struct Status: ParsableCommand {
 /// `filelock break`: remove a stale soft lock.
 struct Break: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Break a stale soft lock (refuses a live holder unless --force).",
+        abstract: "Break a stale soft lock or lease (refuses a live holder unless --force).",
         discussion: """
             A soft lock's marker is removed atomically, as the library does when it finds a stale \
             marker. Kernel locks cannot be broken: the kernel frees them when the holder exits.
+
+            A lease's marker (Python filelock's filelock/2, a SoftFileLease) is broken the same way \
+            once left unrenewed for its duration (judged by its modification time on this host's \
+            clock) or when its holder on this host is gone; its holder finds the loss at its next \
+            renewal. A soft read-write lock (a folder LOCKFILE.rw) is never broken by hand, not \
+            even with --force: its readers and writers evict a member whose record stays unchanged \
+            for the stale threshold by themselves, and removing the log under a live member would \
+            let a second writer in.
 
             Examples:
               filelock break /nfs/jobs/queue.lock
@@ -323,6 +523,8 @@ struct Break: ParsableCommand {
             let lock = try SoftFileLock(at: try RawArguments.filePath(lockFile))
             // Refuses a directory, a symbolic link or a FIFO (exit 2), as `run` does.
             let marker = try lock.inspectMarker()
+            let versionTwo = try lock.versionTwoMarker()
+            if marker == .absent, LockReport.hasSoftReadWriteLog(lockFile) { return try refuseSoftReadWrite() }
             if let holder = try FileLock(at: try RawArguments.filePath(lockFile)).holders.first {
                 var text = "\(lockFile) is a kernel lock held by \(describe(holder))"
                 if let command = commandLine(of: holder, inMarker: false) { text += ", running \(command)" }
@@ -347,6 +549,9 @@ struct Break: ParsableCommand {
                 printLines(["\(lockFile): no marker; nothing to break"])
             case .broken(let holder?):
                 printLines(["\(lockFile): broke the marker of \(describe(holder))"])
+            case .broken(nil) where versionTwo != nil:
+                let what = versionTwo?.mode == "lease" ? "lease" : "filelock/2 marker"
+                printLines(["\(lockFile): broke the \(what) of \(describe(versionTwo!))"])
             case .broken(nil):
                 switch marker {
                 case .empty(let modified), .malformed(let modified, _):
@@ -372,6 +577,17 @@ struct Break: ParsableCommand {
                 }
                 note(text)
                 throw ExitCode(1)
+            case .holderAlive(nil) where versionTwo != nil:
+                let found = versionTwo!
+                if found.mode == "lease" {
+                    note(
+                        "\(lockFile) is a lease held by \(describe(found)); it is taken over once left unrenewed for its "
+                            + "duration (judged here by its modification time); not broken (use --force if you know its "
+                            + "holder is gone)")
+                } else {
+                    note("\(lockFile) is held by \(describe(found)); not broken (use --force if you know it is gone)")
+                }
+                throw ExitCode(1)
             case .holderAlive(nil):
                 switch marker {
                 case .empty(let modified), .malformed(let modified, _):
@@ -389,7 +605,7 @@ struct Break: ParsableCommand {
                 throw ExitCode(1)
             case .cannotBreak(let holder):
                 note(
-                    "\(lockFile): the marker of \(holder.map(describe) ?? "its holder") could not be replaced: in a "
+                    "\(lockFile): the marker of \((holder ?? versionTwo?.holder).map(describe) ?? "its holder") could not be replaced: in a "
                         + "sticky folder (such as /tmp) only its owner or root may remove another user's file, and some "
                         + "filesystems can neither exchange nor rename over it; remove it as its owner once the holder is gone")
                 throw ExitCode(1)
@@ -403,6 +619,33 @@ struct Break: ParsableCommand {
             note(error.message)
             throw ExitCode(2)
         }
+    }
+}
+
+extension Break {
+    /// `break` on a soft read-write lock (a folder `<lock>.rw` beside a path with no marker):
+    /// there is nothing to break by hand. Its members evict a member whose record stays
+    /// unchanged for the stale threshold, and removing the log under a live member would let a
+    /// second writer in beside it; so a held one is refused (exit 1), `--force` or not.
+    fileprivate func refuseSoftReadWrite() throws {
+        let report = try LockReport.inspect(lockFile, kind: .softRW)
+        let log = report.logFolder ?? lockFile + ".rw"
+        guard report.isHeld else {
+            printLines([
+                "\(lockFile): a soft read-write lock (log \(log)) that names no holder; nothing to break (the log "
+                    + "stays: every reader and writer of the lock shares it)"
+            ])
+            return
+        }
+        let members = report.holders + [report.waitingWriter].compactMap { $0 }
+        let who = members.map { "pid \($0.pid)" + ($0.host.map { " on \($0)" } ?? "") }.joined(separator: ", ")
+        note(
+            "\(lockFile) is a soft read-write lock (log \(log)) held by \(who); it is not broken by hand"
+                + (force ? ", even with --force" : "") + ": every reader and writer evicts a member whose holder record "
+                + "stays unchanged for the stale threshold (90 s by default, or the member's own if longer), timed on "
+                + "its own clock, so a crashed holder frees it by itself; removing the log under a live member would "
+                + "let a second writer in beside it (see filelock status --kind soft-rw)")
+        throw ExitCode(1)
     }
 }
 

@@ -65,6 +65,28 @@ struct LockPathTests {
         #expect(fcntl(descriptor.rawValue, F_GETFD) != -1)
     }
 
+    /// The two heartbeat-kept kinds take a `FilePath` too: a soft read-write lock's log is the
+    /// given bytes and `.rw`, a lease's marker the given bytes, never a U+FFFD name.
+    @Test func softReadWriteLocksAndLeasesOnANonUTF8NameUseExactlyThoseBytes() throws {
+        let lock = try SoftReadWriteLock(at: filePath(oddBytes), isSingleton: false)
+        try lock.acquireWrite()
+        #expect(exists(oddBytes + Array(".rw/gen".utf8)), "the log beside the exact bytes")
+        #expect(!exists(Array((repairedName + ".rw").utf8)))
+        #expect(try !SoftReadWriteLock(at: filePath(oddBytes), isSingleton: false).tryAcquireRead())
+        let repaired = try SoftReadWriteLock(at: repairedName, isSingleton: false)
+        #expect(try repaired.tryAcquireRead(), "the U+FFFD name is another lock")
+        repaired.release()
+        lock.release()
+
+        let lease = try SoftFileLease(at: filePath(oddBytes))
+        try lease.acquire()
+        #expect(exists(oddBytes), "the marker has the exact bytes given")
+        #expect(try !SoftFileLease(at: filePath(oddBytes)).tryAcquire())
+        #expect(!exists(Array(repairedName.utf8)))
+        try lease.checkedRelease()
+        #expect(!exists(oddBytes))
+    }
+
     @Test func aFileLockOnANonUTF8NameLocksExactlyThatFile() throws {
         let lock = try FileLock(at: filePath(oddBytes))
         try lock.acquire()

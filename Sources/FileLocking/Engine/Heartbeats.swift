@@ -119,6 +119,9 @@ public struct LockLoss: Sendable, CustomStringConvertible {
     /// The `.lockLost` error that `checkHold()`, `checkedRelease()`, a re-entrant acquire and the
     /// end of `withLock { }` throw for this hold.
     public var error: FileLockError
+    /// What was found, without the advice to the caller that `error` adds (for the
+    /// command-line tool's own message).
+    package let detail: String
 
     public var description: String { error.message }
 
@@ -127,6 +130,7 @@ public struct LockLoss: Sendable, CustomStringConvertible {
         self.mode = mode
         self.reason = reason
         self.fencingToken = fencingToken
+        self.detail = detail
         let held = mode == .exclusive ? "exclusive" : "shared"
         error = FileLockError(
             .lockLost, path: path,

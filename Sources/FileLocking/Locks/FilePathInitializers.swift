@@ -92,3 +92,34 @@ extension ReadWriteLock {
             ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval)
     }
 }
+
+extension SoftReadWriteLock {
+    /// Creates a lock object for `path`, a path of any bytes (its log is the folder `<path>.rw`,
+    /// the same bytes and `.rw`). The other parameters are as for the `String` form.
+    public init(
+        at path: FilePath, timeout: Duration? = nil, isBlocking: Bool = true, heartbeatInterval: Duration = .seconds(30),
+        staleThreshold: Duration? = nil, ownership: LockOwnership = .caller, isSingleton: Bool = true,
+        pollInterval: Duration = .milliseconds(100), onLoss: (@Sendable (LockLoss) -> Void)? = nil
+    ) throws {
+        try self.init(
+            lockPath: LockPath(path), timeout: timeout, isBlocking: isBlocking, heartbeatInterval: heartbeatInterval,
+            staleThreshold: staleThreshold, ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval,
+            onLoss: onLoss)
+    }
+}
+
+extension SoftFileLease {
+    /// Creates a lease object for the marker at `path`, a path of any bytes. The other parameters
+    /// are as for the `String` form.
+    public init(
+        at path: FilePath, duration: Duration = .seconds(30), heartbeatInterval: Duration? = nil,
+        timeout: Duration? = nil, isBlocking: Bool = true, filePermissions: UInt32? = nil,
+        ownership: LockOwnership = .caller, isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50),
+        onLoss: (@Sendable (LockLoss) -> Void)? = nil
+    ) throws {
+        try self.init(
+            lockPath: LockPath(path), duration: duration, heartbeatInterval: heartbeatInterval, timeout: timeout,
+            isBlocking: isBlocking, filePermissions: filePermissions, ownership: ownership, isSingleton: isSingleton,
+            pollInterval: pollInterval, onLoss: onLoss)
+    }
+}

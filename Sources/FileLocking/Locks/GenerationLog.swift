@@ -494,6 +494,17 @@ final class GenerationLog: Sendable {
         _ = try? with(.holders) { holders in _ = holders.unlink(token.text) }
     }
 
+    /// Removes our own record; `false` when it was missing or another file (not `identity`).
+    @discardableResult
+    func removeRecord(_ token: ParticipantToken, expecting identity: FileIdentity) -> Bool {
+        let removed: Bool? = try? with(.holders) { holders in
+            let isOurs = (try? holders.status(token.text).get()).map { FileIdentity($0) == identity } ?? false
+            _ = holders.unlink(token.text)
+            return isOurs
+        }
+        return removed ?? false
+    }
+
     /// The bytes of a holder record; `nil` when missing.
     func record(of token: ParticipantToken) -> [UInt8]? {
         (try? with(.holders) { holders in try read(holders, token.text) }) ?? nil

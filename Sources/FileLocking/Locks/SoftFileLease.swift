@@ -64,7 +64,17 @@ public struct SoftFileLease: EngineBackedLock, LossReportingLock {
         ownership: LockOwnership = .caller, isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50),
         onLoss: (@Sendable (LockLoss) -> Void)? = nil
     ) throws {
-        let lockPath = try LockPath(path)
+        try self.init(
+            lockPath: LockPath(path), duration: duration, heartbeatInterval: heartbeatInterval, timeout: timeout,
+            isBlocking: isBlocking, filePermissions: filePermissions, ownership: ownership, isSingleton: isSingleton,
+            pollInterval: pollInterval, onLoss: onLoss)
+    }
+
+    init(
+        lockPath: LockPath, duration: Duration, heartbeatInterval: Duration?, timeout: Duration?, isBlocking: Bool,
+        filePermissions: UInt32?, ownership: LockOwnership, isSingleton: Bool, pollInterval: Duration,
+        onLoss: (@Sendable (LockLoss) -> Void)?
+    ) throws {
         try SoftFileLock.checkRoomForHelperNames(lockPath)
         guard duration > .zero, duration < .seconds(Int64(Int32.max)) else {
             throw FileLockError(

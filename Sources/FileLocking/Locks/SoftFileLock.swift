@@ -194,3 +194,46 @@ public struct SoftFileLock: EngineBackedLock {
     /// `host` differs runs elsewhere: its pid names no process here.
     public static var hostName: String { ProcessIdentity.hostName }
 }
+
+extension SoftFileLock {
+    /// A Python `filelock/2` marker at the path (a `SoftFileLease`'s, or one of another mode), as
+    /// the `filelock` command describes it; ``inspectMarker()`` reports such a marker as
+    /// `.malformed`, since it holds no `filelock/1` record.
+    package struct VersionTwoMarker: Sendable, Equatable {
+        /// Its pid and host (no `since`: a lease's modification time is its last renewal, not
+        /// when it was taken); `looksStale` as ``SoftFileLock/breakMarker(force:)`` judges it in
+        /// one look: its holder on this host is gone, or a lease's modification time is its
+        /// duration past on this host's clock.
+        package var holder: LockHolder
+        /// `mode=`: `lease`, `exclusive`, or `nil` for a mode this library does not know.
+        package var mode: String?
+        /// A lease's `duration=`.
+        package var duration: Duration?
+        /// The marker's modification time: a lease's last renewal.
+        package var modified: UnixTime
+    }
+
+    /// The `filelock/2` marker at the path, or `nil` when there is none (no marker, or another
+    /// kind of file).
+    ///
+    /// - Throws: As ``inspectMarker()``.
+    package func versionTwoMarker() throws -> VersionTwoMarker? {
+        let primitive = engine.primitive
+        guard let observed = try primitive.inspect(), observed.isReadable,
+            let marker = VersionTwoMarkerRecord(parsing: observed.contents)
+        else { return nil }
+        let mode: String?
+        var duration: Duration?
+        switch marker.mode {
+        case .lease(let leaseDuration):
+            mode = "lease"
+            duration = leaseDuration
+        case .exclusive: mode = "exclusive"
+        case .unknown: mode = nil
+        }
+        let holder = LockHolder(
+            pid: marker.pid, host: marker.host,
+            looksStale: primitive.isStale(observed, judgingUnparsableByAge: true))
+        return VersionTwoMarker(holder: holder, mode: mode, duration: duration, modified: observed.modified)
+    }
+}

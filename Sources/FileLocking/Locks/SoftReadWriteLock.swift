@@ -75,7 +75,16 @@ public struct SoftReadWriteLock: Sendable, Hashable {
         staleThreshold: Duration? = nil, ownership: LockOwnership = .caller, isSingleton: Bool = true,
         pollInterval: Duration = .milliseconds(100), onLoss: (@Sendable (LockLoss) -> Void)? = nil
     ) throws {
-        let lockPath = try LockPath(path)
+        try self.init(
+            lockPath: LockPath(path), timeout: timeout, isBlocking: isBlocking, heartbeatInterval: heartbeatInterval,
+            staleThreshold: staleThreshold, ownership: ownership, isSingleton: isSingleton, pollInterval: pollInterval,
+            onLoss: onLoss)
+    }
+
+    init(
+        lockPath: LockPath, timeout: Duration?, isBlocking: Bool, heartbeatInterval: Duration, staleThreshold: Duration?,
+        ownership: LockOwnership, isSingleton: Bool, pollInterval: Duration, onLoss: (@Sendable (LockLoss) -> Void)?
+    ) throws {
         // `<name>.rw` must be a valid name (255 bytes on Linux filesystems; some FUSE and
         // overlay folders accept longer ones, which Python's lock and other hosts may not).
         if CPath.lastComponent(of: lockPath.absolute.pathBytes).count + 3 > 255 {

@@ -234,7 +234,7 @@ struct SoftReadWritePrimitive: LockPrimitive {
 
     func release(_ hold: Hold) {
         if let registration = hold.registration.withLock({ $0 }) { Heartbeats.shared.cancel(registration) }
-        leave(hold.participant)
+        leave(hold.participant, releasing: hold)
     }
 
     func forget(_ hold: Hold) {
@@ -244,11 +244,24 @@ struct SoftReadWritePrimitive: LockPrimitive {
     /// Commits ourselves out of the log (so that a waiting writer of ours stops shutting readers
     /// out at once), then removes our record. Gives up after the stale threshold: by then others
     /// evict us anyway.
-    private func leave(_ participant: Participant) {
+    ///
+    /// Releasing a hold, it also finds a loss since the last heartbeat (the log no longer naming
+    /// us, our record gone or replaced), so that `checkedRelease` throws it as a lease's does: a
+    /// hold released between two heartbeats is otherwise never checked. (Both looks come with
+    /// the leave's own: no extra round to the filesystem.)
+    private func leave(_ participant: Participant, releasing hold: Hold? = nil) {
         let me = participant.token
         let started = MonotonicInstant.now
         var pause = Duration.milliseconds(1)
-        while let latest = try? log.latest(), latest.members.contains(me) {
+        var isFirstLook = true
+        while let latest = try? log.latest() {
+            guard latest.members.contains(me) else {
+                if isFirstLook, let hold {
+                    report(hold, .evicted, "at release, generation \(latest.generation) of the log no longer names it")
+                }
+                break
+            }
+            isFirstLook = false
             let next = SoftReadWriteSnapshot(
                 generation: latest.generation + 1, writer: latest.writer == me ? nil : latest.writer,
                 readers: latest.readers.subtracting([me]))
@@ -259,7 +272,10 @@ struct SoftReadWritePrimitive: LockPrimitive {
             Threads.sleep(pause)
             pause = min(pause * 2, .milliseconds(10))
         }
-        log.removeRecord(me)
+        let wasOurs = log.removeRecord(me, expecting: participant.identity)
+        if !wasOurs, let hold {
+            report(hold, .evicted, "at release, its holder record '\(log.root)/holders/\(me)' was gone or replaced")
+        }
         log.forget([me])
     }
 
