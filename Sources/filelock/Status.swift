@@ -88,6 +88,7 @@ struct LockReport {
         } else {
             switch marker {
             case .malformed, .unreadable(_, 1...): detected = .soft
+            case .lease: detected = .lease
             case .absent, .empty, .unreadable, .record: detected = .kernel
             }
         }
@@ -307,7 +308,7 @@ struct LockReport {
         if kind == .kernel { lines.append("  waiting: \(waiting)") }
         guard kind == .soft || kind == .lease else { return lines }
         switch marker {
-        case .absent, .record: break
+        case .absent, .record, .lease: break
         case .empty(let modified):
             lines.append("  holder: unknown: the marker is empty, \(age(of: modified))")
             lines.append(
@@ -356,6 +357,7 @@ extension SoftFileLock.MarkerState {
         case .empty: "empty"
         case .malformed: "malformed"
         case .unreadable: "unreadable"
+        case .lease: "lease"
         }
     }
 
@@ -363,7 +365,7 @@ extension SoftFileLock.MarkerState {
     var modified: UnixTime? {
         switch self {
         case .absent: nil
-        case .record(let holder): holder.since
+        case .record(let holder), .lease(let holder, _): holder.since
         case .empty(let modified), .malformed(let modified, _), .unreadable(let modified, _): modified
         }
     }

@@ -56,7 +56,13 @@ struct SoftFileLeaseTests {
             ), "\(text)")
         var status = stat()
         #expect(lstat(path, &status) == 0 && status.st_mode & 0o777 == 0o644 & ~currentUmask())
-        #expect(lease.holder?.pid == getpid())
+        #expect(lease.holder?.pid == getpid() && lease.holder?.since != nil)
+        let state = try SoftFileLock(at: path).inspectMarker()
+        guard case .lease(let holder, let duration) = state else {
+            Issue.record("inspectMarker: \(state)")
+            return
+        }
+        #expect(holder.pid == getpid() && duration == .milliseconds(1500) && !holder.looksStale)
         lease.release()
         #expect(access(path, F_OK) != 0)
         #expect(lease.duration == .milliseconds(1500) && lease.heartbeatInterval == .milliseconds(500))

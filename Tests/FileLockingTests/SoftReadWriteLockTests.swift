@@ -163,6 +163,8 @@ struct SoftReadWriteLockTests {
         let lock = try SoftReadWriteLock(at: path, isSingleton: false)
         eventually("the writer is named, waiting") { lock.waitingWriter?.pid == writer.pid }
         #expect(try !lock.tryAcquireRead(), "a new reader must not get in while a writer waits")
+        #expect(lock.readLock.holder?.pid == writer.pid, "a reader waits for the waiting writer")
+        #expect(lock.writeLock.holder?.pid == reader.pid, "a writer waits for the readers inside")
         #expect(lock.currentHolders.readers.map(\.pid) == [reader.pid])
         reader.send("release")
         try reader.expectLine(startingWith: "released")

@@ -166,6 +166,11 @@ public struct SoftFileLock: EngineBackedLock {
         /// A marker of `size` bytes this process may not read (another user's): held, by a holder
         /// it cannot name or judge.
         case unreadable(modified: UnixTime, size: Int64)
+        /// A lease (``SoftFileLease``'s, or Python's `SoftFileLease`: a `filelock/2` marker of mode
+        /// `lease`): its holder, since its last renewal (the marker's modification time), and
+        /// whether it looks stale (unrenewed for its duration, or its holder gone), and the lease's
+        /// duration.
+        case lease(LockHolder, duration: Duration)
     }
 
     /// Looks at the marker file without changing anything, telling apart what ``holder`` reports
@@ -181,6 +186,12 @@ public struct SoftFileLock: EngineBackedLock {
         guard observed.isReadable else { return .unreadable(modified: observed.modified, size: observed.size) }
         guard let record = observed.record else {
             guard observed.size > 0 else { return .empty(modified: observed.modified) }
+            if let marker = VersionTwoMarkerRecord(parsing: observed.contents), case .lease(let duration) = marker.mode {
+                let holder = LockHolder(
+                    pid: marker.pid, host: marker.host, since: observed.modified,
+                    looksStale: primitive.isStale(observed, judgingUnparsableByAge: true))
+                return .lease(holder, duration: duration)
+            }
             return .malformed(modified: observed.modified, size: observed.size)
         }
         return .record(

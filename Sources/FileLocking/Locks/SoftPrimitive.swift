@@ -441,7 +441,7 @@ struct SoftPrimitive: LockPrimitive {
         }
         // A Python SoftFileLease's marker (filelock/2); its modification time is its last renewal.
         guard let marker = VersionTwoMarkerRecord(parsing: observed.contents) else { return [] }
-        return [LockHolder(pid: marker.pid, host: marker.host, looksStale: isStale(observed))]
+        return [LockHolder(pid: marker.pid, host: marker.host, since: observed.modified, looksStale: isStale(observed))]
     }
 
     func busyHint() -> String? {

@@ -292,9 +292,11 @@ struct SoftReadWritePrimitive: LockPrimitive {
         let since = status.map(UnixTime.init)
         var holder = LockHolder(pid: fields?.pid ?? 0, host: fields?.host, since: since, isShared: shared)
         if let since {
-            let (seconds, _) = System.wallClockNow()
+            let (seconds, nanoseconds) = System.wallClockNow()
             let threshold = max(staleThreshold, fields?.lease ?? .zero)
-            holder.looksStale = seconds.subtractingReportingOverflow(since.seconds).partialValue > Int64(threshold.inSeconds)
+            let age = Duration.seconds(seconds.subtractingReportingOverflow(since.seconds).partialValue)
+                + .nanoseconds(Int64(nanoseconds) - Int64(since.nanoseconds))
+            holder.looksStale = age >= threshold
         } else {
             holder.looksStale = true
         }
@@ -324,8 +326,10 @@ struct SoftReadWritePrimitive: LockPrimitive {
 
     func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? {
         let (table, _) = table()
-        if let writer = table.writer ?? table.waitingWriter { return writer }
-        return request.mode == .exclusive ? table.readers.first : nil
+        // A reader waits for the writer, holding or waiting; a writer for the writer, else for
+        // the readers inside (a waiting writer named may be this very waiter).
+        if request.mode == .shared { return table.writer ?? table.waitingWriter }
+        return table.writer ?? table.readers.first ?? table.waitingWriter
     }
 
     func busyHint() -> String? {
