@@ -147,6 +147,40 @@ struct SoftReadWriteLockTests {
         #expect(lock.staleThreshold == .seconds(30))
     }
 
+    /// A waiting writer rewrites its record at its tries (at least every quarter heartbeat once
+    /// it is that old), so an observer never finds it stale, however long it waits.
+    @Test func aWaitingWriterIsNeverEvicted() throws {
+        let path = folder.file("waiting.lock")
+        let reader = try probe(["hold", path, "--kind", "soft-rw", "--shared"] + Self.quick)
+        try reader.expectLine(startingWith: "acquired")
+        let writer = try quickLock(path)
+        let result = ThreadResult()
+        startThread {
+            do {
+                try writer.acquireWrite(timeout: .seconds(20))
+                result.set("acquired")
+            } catch { result.set("\(error)") }
+        }
+        let observer = try quickLock(path)
+        eventually("the writer is named, waiting") { observer.waitingWriter?.pid == getpid() }
+        // Five stale thresholds of looks: each would evict the writer if its record stood still.
+        let deadline = ChildProcess.now() + 3
+        var entered = 0
+        while ChildProcess.now() < deadline {
+            if (try? observer.tryAcquireRead()) == true {
+                entered += 1
+                observer.release()
+            }
+            usleep(50_000)
+        }
+        #expect(entered == 0, "an observer got in past a waiting writer")
+        #expect(observer.waitingWriter?.pid == getpid())
+        reader.send("release")
+        try reader.expectLine(startingWith: "released")
+        #expect(result.wait() == "acquired")
+        writer.release()
+    }
+
     // MARK: Processes
 
     /// Readers share; a writer that arrives waits for them and, while it waits, no new reader

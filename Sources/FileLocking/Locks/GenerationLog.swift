@@ -320,7 +320,7 @@ final class GenerationLog: Sendable {
         let remembered = memory.withLock { $0.epoch }
         guard try extends(gen, number, epoch: remembered) else { return .lost }
         let bytes = successor.encoded
-        let temporary = SoftReadWriteFormat.commitPrefix + ParticipantToken().text
+        let temporary = SoftReadWriteFormat.commitPrefix + ParticipantToken.unique().text
         switch gen.openFile(temporary, flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600) {
         case .success(let descriptor):
             let written = System.writeAll(descriptor, bytes).flatMap { System.sync(descriptor) }
@@ -384,7 +384,7 @@ final class GenerationLog: Sendable {
 
     /// Best effort: a torn or missing HEAD only costs readers a longer look.
     private func updateHead(_ gen: OpenFolder, epoch: [UInt8], _ snapshot: [UInt8]) {
-        let temporary = SoftReadWriteFormat.commitPrefix + ParticipantToken().text
+        let temporary = SoftReadWriteFormat.commitPrefix + ParticipantToken.unique().text
         guard case .success(let descriptor) = gen.openFile(temporary, flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600)
         else { return }
         let written = System.writeAll(descriptor, epoch + snapshot)
