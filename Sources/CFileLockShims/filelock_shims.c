@@ -4,8 +4,10 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <stdlib.h>
 #if defined(__linux__)
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
@@ -62,5 +64,24 @@ int filelock_replace_descriptor(int source, int target) {
 #else
     if (dup2(source, target) < 0) return -1;
     return fcntl(target, F_SETFD, FD_CLOEXEC) < 0 ? -1 : target;
+#endif
+}
+
+int filelock_random_bytes(void *bytes, unsigned long count) {
+#if defined(__linux__)
+    unsigned char *next = bytes;
+    while (count > 0) {
+        ssize_t got = getrandom(next, count, 0);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        next += got;
+        count -= (unsigned long)got;
+    }
+    return 0;
+#else
+    arc4random_buf(bytes, count);
+    return 0;
 #endif
 }

@@ -147,6 +147,140 @@ struct SoftReadWriteLockTests {
         #expect(lock.staleThreshold == .seconds(30))
     }
 
+    // MARK: Kept folders
+
+    /// The log's folders are kept open between calls and checked again at every call: a `gen`
+    /// moved away and made anew (a wiped log) is the new log from the next call on, and the old
+    /// one is never written to again.
+    @Test func aReplacedGenFolderIsTheNewLog() throws {
+        let path = folder.file("moved.lock")
+        let lock = try SoftReadWriteLock(at: path, isSingleton: false)
+        try lock.acquireWrite(timeout: .seconds(1))
+        lock.release()
+        try lock.acquireRead(timeout: .seconds(1))
+        lock.release()
+        let root = path + ".rw"
+        #expect(runShell("mv '\(root)/gen' '\(root)/gen.old' && mkdir -m 700 '\(root)/gen'") == 0)
+        let before = names(root + "/gen.old").sorted()
+        let oldEpoch = readFile(root + "/gen.old/epoch")
+        try lock.acquireWrite(timeout: .seconds(1))
+        #expect(lock.fencingToken == 1, "a new log starts again at generation 1")
+        lock.release()
+        #expect(names(root + "/gen.old").sorted() == before, "the old folder was left alone")
+        let epoch = readFile(root + "/gen/epoch")
+        #expect(epoch != nil && epoch != oldEpoch)
+        #expect(readFile(root + "/gen/00000000000000000002") == "filelock-rw/1\ngeneration=2\n")
+        // The whole tree moved away and made anew, the same.
+        #expect(runShell("mv '\(root)' '\(root).old'") == 0)
+        try lock.acquireRead(timeout: .seconds(1))
+        #expect(lock.fencingToken == 1)
+        lock.release()
+        #expect(names(root + ".old/holders").isEmpty)
+    }
+
+    /// A link planted at the log's root or at `gen` after the folders were kept is refused as
+    /// when they were first opened, and its target is left alone.
+    @Test func aLinkPlantedAfterTheFoldersWereKeptIsRefused() throws {
+        let target = folder.file("target")
+        mkdir(target, 0o700)
+        mkdir(target + "/gen", 0o700)
+        mkdir(target + "/holders", 0o700)
+        let path = folder.file("kept.lock")
+        let root = path + ".rw"
+        let lock = try SoftReadWriteLock(at: path, isSingleton: false)
+        try lock.acquireWrite(timeout: .seconds(1))
+        lock.release()
+        #expect(runShell("mv '\(root)/gen' '\(target)/gen.kept' && ln -s '\(target)/gen' '\(root)/gen'") == 0)
+        let atGen = #expect(throws: FileLockError.self) { try lock.acquireRead(timeout: .seconds(1)) }
+        #expect(atGen?.code == .isSymbolicLink, "\(atGen?.message ?? "")")
+        #expect(runShell("mv '\(root)' '\(root).old' && ln -s '\(target)' '\(root)'") == 0)
+        let atRoot = #expect(throws: FileLockError.self) { try lock.acquireWrite(timeout: .seconds(1)) }
+        #expect(atRoot?.code == .isSymbolicLink, "\(atRoot?.message ?? "")")
+        #expect(names(target + "/gen").isEmpty && names(target + "/holders").isEmpty)
+    }
+
+    /// In a sticky folder the ownership rules hold at every call, not only when a folder is first
+    /// opened: a kept `<lock>.rw` made writable by others is refused.
+    @Test func aKeptFolderMadeWritableByOthersIsRefused() throws {
+        let sticky = folder.file("sticky")
+        mkdir(sticky, 0o755)
+        chmod(sticky, 0o1777)
+        let path = sticky + "/open.lock"
+        let lock = try SoftReadWriteLock(at: path, isSingleton: false)
+        try lock.acquireWrite(timeout: .seconds(1))
+        lock.release()
+        chmod(path + ".rw", 0o770)
+        let error = #expect(throws: FileLockError.self) { try lock.acquireRead(timeout: .seconds(1)) }
+        #expect(error?.code == .permissionDenied && error?.message.contains("writable by other accounts") == true)
+        chmod(path + ".rw", 0o700)
+        try lock.acquireRead(timeout: .seconds(1))
+        lock.release()
+        // `gen` is judged against the sticky folder that holds the lock too (its own folder,
+        // `<lock>.rw`, is not sticky), as Python judges it.
+        chmod(path + ".rw/gen", 0o777)
+        let genError = #expect(throws: FileLockError.self) { try lock.acquireRead(timeout: .seconds(1)) }
+        #expect(genError?.code == .permissionDenied && genError?.message.contains("/gen") == true, "\(genError?.message ?? "")")
+        chmod(path + ".rw/gen", 0o700)
+    }
+
+    /// A find that HEAD serves leaves the listing out, but every 16th still lists and prunes: a
+    /// backlog of old generations below a gap (which compaction's walk never reaches) goes.
+    @Test func thePeriodicListingPrunesABacklog() throws {
+        let path = folder.file("backlog.lock")
+        let lock = try SoftReadWriteLock(at: path, isSingleton: false)
+        for _ in 0..<100 {
+            try lock.acquireRead(timeout: .seconds(1))
+            lock.release()
+        }
+        let gen = path + ".rw/gen"
+        for number in 1...20 {
+            let name = String(repeating: "0", count: 20 - String(number).count) + String(number)
+            writeFile(gen + "/" + name, "filelock-rw/1\ngeneration=\(number)\n")
+        }
+        for _ in 0..<20 {
+            try lock.acquireWrite(timeout: .seconds(1))
+            lock.release()
+        }
+        let left = names(gen).compactMap { UInt64($0) }.filter { $0 <= 20 }
+        #expect(left.isEmpty, "planted generations left: \(left.sorted())")
+        let kept = names(gen).filter { matches($0, "[0-9]{20}") }.count
+        #expect(kept <= 65 && kept >= 60, "\(kept) generations kept")
+    }
+
+    /// A waiting writer rewrites its record at its tries (at least every quarter heartbeat once
+    /// it is that old), so an observer never finds it stale, however long it waits.
+    @Test func aWaitingWriterIsNeverEvicted() throws {
+        let path = folder.file("waiting.lock")
+        let reader = try probe(["hold", path, "--kind", "soft-rw", "--shared"] + Self.quick)
+        try reader.expectLine(startingWith: "acquired")
+        let writer = try quickLock(path)
+        let result = ThreadResult()
+        startThread {
+            do {
+                try writer.acquireWrite(timeout: .seconds(20))
+                result.set("acquired")
+            } catch { result.set("\(error)") }
+        }
+        let observer = try quickLock(path)
+        eventually("the writer is named, waiting") { observer.waitingWriter?.pid == getpid() }
+        // Five stale thresholds of looks: each would evict the writer if its record stood still.
+        let deadline = ChildProcess.now() + 3
+        var entered = 0
+        while ChildProcess.now() < deadline {
+            if (try? observer.tryAcquireRead()) == true {
+                entered += 1
+                observer.release()
+            }
+            usleep(50_000)
+        }
+        #expect(entered == 0, "an observer got in past a waiting writer")
+        #expect(observer.waitingWriter?.pid == getpid())
+        reader.send("release")
+        try reader.expectLine(startingWith: "released")
+        #expect(result.wait() == "acquired")
+        writer.release()
+    }
+
     // MARK: Processes
 
     /// Readers share; a writer that arrives waits for them and, while it waits, no new reader

@@ -19,4 +19,8 @@ int filelock_eventfd(void);
 /// O_CLOEXEC; dup2 and fcntl elsewhere). Returns `target`, or -1 with errno set.
 int filelock_replace_descriptor(int source, int target);
 
+/// Fills `count` bytes at `bytes` from the system's random source in one call where it can
+/// (Linux getrandom, arc4random_buf elsewhere). Returns 0, or -1 with errno set.
+int filelock_random_bytes(void *bytes, unsigned long count);
+
 #endif

@@ -30,18 +30,31 @@ final class Heartbeats: BackgroundThreads, @unchecked Sendable {
     // Guarded by `lock`.
     private var registrations: [Registration] = []
     private var beatingThread: ThreadHandle?
+    /// Until when the thread waits, while it waits.
+    private var waitingUntil: MonotonicInstant?
+    /// How long the thread waits with nothing registered: the shortest interval registered so
+    /// far, so that a registration made later (due an interval after it is made) is never due
+    /// before the thread wakes anyway, and need not wake it.
+    private var idleWait = Duration.seconds(60)
 
     private init() { super.init(maximumThreads: 1) }
 
-    override func resetInChild() { registrations = [] }
+    override func resetInChild() {
+        registrations = []
+        waitingUntil = nil
+    }
 
     /// Runs `beat` every `interval` from now on until it returns `false` or `cancel` is called.
     func register(every interval: Duration, _ beat: @escaping @Sendable () -> Bool) -> Registration {
         let registration = Registration(interval: interval, beat: beat)
         lock.withLock {
             registrations.append(registration)
+            idleWait = min(idleWait, interval)
             if runningThreads == 0 { _ = startThread { [self] in run() } }
-            lock.signal()
+            // Woken only when this beat is due before it would wake anyway (a hold taken and
+            // released again and again must not wake it each time); a thread not waiting looks at
+            // the registrations before it waits again.
+            if let waitingUntil, registration.due < waitingUntil { lock.signal() }
         }
         return registration
     }
@@ -79,7 +92,10 @@ final class Heartbeats: BackgroundThreads, @unchecked Sendable {
             }
             let next = registrations.map(\.due).min()
             // With nothing to do the thread waits for a registration (no busy thread kept alive).
-            lock.wait(until: next ?? MonotonicInstant.now.advanced(by: .seconds(60)))
+            let until = next ?? MonotonicInstant.now.advanced(by: idleWait)
+            waitingUntil = until
+            lock.wait(until: until)
+            waitingUntil = nil
         }
     }
 }

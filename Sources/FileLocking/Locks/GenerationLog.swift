@@ -5,9 +5,17 @@ import Synchronization
 /// one by a no-replace hard link checked by file identity, keeping the newest 64, and the holder
 /// records with the observer's ledger that judges them stale.
 ///
-/// Every call opens the log's folders afresh with `O_NOFOLLOW | O_DIRECTORY` and works relative
+/// The log's folders are opened with `O_NOFOLLOW | O_DIRECTORY` and every file is named relative
 /// to them, so a symbolic link planted at `<lock>.rw`, `gen` or `holders` is refused, never
-/// followed. What it remembers between calls (the epoch, the newest snapshot seen, when each
+/// followed. Python opens them anew for every file operation; here they are kept open between
+/// calls (`KeptFolder`) and checked again at every call, which Python's opening amounts to:
+/// `lstat` of `<lock>.rw` must show a folder with the kept identity, and `fstatat` of `gen` or
+/// `holders` in it (not following a link) theirs, each passing the sticky-folder ownership
+/// rules; on any difference or error they are opened anew with every check (and a link or a
+/// non-folder refused as before). While a folder is kept open its identity cannot be given to
+/// another file (on a local filesystem), so a replaced tree is always told apart.
+///
+/// What it remembers between calls (the folders, the epoch, the newest snapshot seen, when each
 /// record was first seen unchanged) is a cache and a clock: nothing on disk depends on it.
 final class GenerationLog: Sendable {
     let lockPath: LockPath
@@ -24,6 +32,14 @@ final class GenerationLog: Sendable {
         var firstSeen: MonotonicInstant
     }
 
+    /// `gen/epoch` as last read, with what `fstatat` said of the file it was read from.
+    private struct EpochFile {
+        /// The kept `gen` folder it was read in (not kept open for this).
+        weak var folder: KeptFolder?
+        var stamp: FileStamp
+        var bytes: [UInt8]
+    }
+
     private struct Memory {
         var epoch: [UInt8]?
         var latest: SoftReadWriteSnapshot?
@@ -33,7 +49,20 @@ final class GenerationLog: Sendable {
         var isPrepared = false
         /// The folder holding `<lock>.rw`: whether it is sticky (`/tmp`), and its owner.
         var parentSticky: (isSticky: Bool, owner: UInt32)?
+        /// `<lock>.rw` kept open, and `gen` and `holders` opened in it.
+        var keptRoot: KeptFolder?
+        var keptGen: KeptFolder?
+        var keptHolders: KeptFolder?
+        var epochFile: EpochFile?
+        /// Whether `latest` may be taken as the newest while its file is there and the next
+        /// number is free (see `find`): after a won commit or a find, not after a lost commit.
+        var isLatestTrusted = false
+        /// Finds since the last one that listed `gen/` (see `find`).
+        var findsWithoutListing = 0
     }
+
+    /// A find lists `gen/` at least this often (and whenever HEAD cannot stand in for it).
+    static let listingPeriod = 16
 
     private let memory = Mutex(Memory())
 
@@ -67,9 +96,8 @@ final class GenerationLog: Sendable {
                 .io, path: path, message: "the folder '\(root)' of lock '\(path)' vanished while it was being set up; "
                     + "try again")
         }
-        defer { rootFolder.close() }
         for folder in [Folder.gen, .holders] {
-            switch rootFolder.makeFolder(folder.rawValue, mode: 0o700) {
+            switch rootFolder.folder.makeFolder(folder.rawValue, mode: 0o700) {
             case .success, .failure(.fileExists): continue
             case .failure(let error): throw folderError(error, "\(root)/\(folder.rawValue)")
             }
@@ -79,68 +107,132 @@ final class GenerationLog: Sendable {
 
     /// Runs `body` with `folder` open; `nil` when the folder (or the log) is missing.
     func with<T>(_ folder: Folder, _ body: (OpenFolder) throws -> T) throws -> T? {
-        guard let rootFolder = try openRoot() else { return nil }
-        defer { rootFolder.close() }
-        let name = "\(root)/\(folder.rawValue)"
-        let opened: OpenFolder
-        switch rootFolder.openFolder(folder.rawValue) {
-        case .success(let made): opened = made
-        case .failure(.noSuchFile), .failure(.staleHandle): return nil
-        case .failure(let error): throw folderError(error, name)
-        }
-        defer { opened.close() }
-        try check(opened, name: name, containedBy: try rootFolder.status().get())
-        return try body(opened)
+        guard let opened = try kept(folder) else { return nil }
+        return try withExtendedLifetime(opened) { try body(opened.folder) }
     }
 
     /// Like `with`, but makes the log when it is missing.
     func withPrepared<T>(_ folder: Folder, _ body: (OpenFolder) throws -> T) throws -> T {
+        try withPreparedKept(folder) { kept in try body(kept.folder) }
+    }
+
+    private func withPreparedKept<T>(_ folder: Folder, _ body: (KeptFolder) throws -> T) throws -> T {
         try prepare()
-        if let result = try with(folder, body) { return result }
+        if let opened = try kept(folder) { return try withExtendedLifetime(opened) { try body(opened) } }
         try prepare(force: true)
-        if let result = try with(folder, body) { return result }
+        if let opened = try kept(folder) { return try withExtendedLifetime(opened) { try body(opened) } }
         throw FileLockError(
             .io, path: path, message: "the folder '\(root)/\(folder.rawValue)' of lock '\(path)' keeps vanishing "
                 + "(another program removes it?); try again")
     }
 
-    private func openRoot() throws -> OpenFolder? {
+    /// `folder`, open: the kept one while `<lock>.rw` and it still are the folders kept (checked
+    /// by `lstat` and `fstatat`, with the ownership rules), else opened anew with every check;
+    /// `nil` when missing. The caller keeps the returned object alive while it uses it.
+    private func kept(_ folder: Folder) throws -> KeptFolder? {
+        let (keptRoot, keptChild) = memory.withLock { memory in
+            (memory.keptRoot, folder == .gen ? memory.keptGen : memory.keptHolders)
+        }
+        if let keptRoot, case .success(let rootStatus) = System.lstat(root), rootStatus.isDirectory,
+            FileIdentity(rootStatus) == keptRoot.identity
+        {
+            try check(rootStatus, name: root.description, containedBy: try parentStatus())
+            if let keptChild, case .success(let status) = keptRoot.folder.status(folder.rawValue), status.isDirectory,
+                FileIdentity(status) == keptChild.identity
+            {
+                try checkChild(status, name: "\(root)/\(folder.rawValue)", rootStatus: rootStatus)
+                return keptChild
+            }
+            // Not kept yet, or changed: opened anew in the kept root, while its descriptor still
+            // is that folder (a program that closes descriptors it does not own could have let
+            // the number go to another file).
+            if case .success(let own) = keptRoot.folder.status(), FileIdentity(own) == keptRoot.identity {
+                return try openChild(folder, in: keptRoot, rootStatus: rootStatus)
+            }
+        }
+        guard let opened = try openRoot() else {
+            memory.withLock { memory in
+                memory.keptRoot = nil
+                memory.keptGen = nil
+                memory.keptHolders = nil
+            }
+            return nil
+        }
+        memory.withLock { memory in
+            memory.keptRoot = opened
+            memory.keptGen = nil
+            memory.keptHolders = nil
+        }
+        return try openChild(folder, in: opened, rootStatus: opened.status)
+    }
+
+    private func openChild(_ folder: Folder, in rootFolder: KeptFolder, rootStatus: FileStatus) throws -> KeptFolder? {
+        let name = "\(root)/\(folder.rawValue)"
+        let opened: OpenFolder
+        switch rootFolder.folder.openFolder(folder.rawValue) {
+        case .success(let made): opened = made
+        case .failure(.noSuchFile), .failure(.staleHandle): return nil
+        case .failure(let error): throw folderError(error, name)
+        }
+        let status: FileStatus
+        switch opened.status() {
+        case .success(let found): status = found
+        case .failure(let error):
+            opened.close()
+            throw folderError(error, name)
+        }
+        let made = KeptFolder(opened, status: status)
+        try checkChild(status, name: name, rootStatus: rootStatus)
+        memory.withLock { memory in
+            guard memory.keptRoot === rootFolder else { return }
+            if folder == .gen { memory.keptGen = made } else { memory.keptHolders = made }
+        }
+        return made
+    }
+
+    /// `<lock>.rw` opened anew with every check; `nil` when missing.
+    private func openRoot() throws -> KeptFolder? {
         let opened: OpenFolder
         switch OpenFolder.open(root) {
         case .success(let made): opened = made
         case .failure(.noSuchFile), .failure(.staleHandle): return nil
         case .failure(let error): throw folderError(error, root.description)
         }
-        do {
-            try check(opened, name: root.description, containedBy: try parentStatus())
-        } catch {
+        let status: FileStatus
+        switch opened.status() {
+        case .success(let found): status = found
+        case .failure(let error):
             opened.close()
-            throw error
+            throw folderError(error, root.description)
         }
-        return opened
+        let made = KeptFolder(opened, status: status)
+        try check(status, name: root.description, containedBy: try parentStatus())
+        return made
     }
 
     /// In a sticky folder (`/tmp`), where anyone may create names, a folder of the log must
     /// belong to us or to the folder's owner and be writable by no one else (as Python checks).
-    private func check(_ folder: OpenFolder, name: String, containedBy container: FileStatus?) throws {
-        let status: FileStatus
-        switch folder.status() {
-        case .success(let found): status = found
-        case .failure(let error): throw folderError(error, name)
-        }
-        guard status.isDirectory else { throw folderError(.notDirectory, name) }
+    /// `gen` and `holders` are checked against each sticky folder among the one that holds them
+    /// (the root) and the one that holds the lock, as Python checks them.
+    private func checkChild(_ status: FileStatus, name: @autoclosure () -> String, rootStatus: FileStatus) throws {
+        try check(status, name: name(), containedBy: rootStatus)
+        try check(status, name: name(), containedBy: try parentStatus())
+    }
+
+    private func check(_ status: FileStatus, name: @autoclosure () -> String, containedBy container: FileStatus?) throws {
+        guard status.isDirectory else { throw folderError(.notDirectory, name()) }
         guard let container, container.mode & 0o1000 != 0 else { return }
         if status.owner != System.effectiveUserID && status.owner != container.owner {
             throw FileLockError(
                 .permissionDenied, path: path,
-                message: "'\(name)' of lock '\(path)' belongs to uid \(status.owner), not to this process's account or "
+                message: "'\(name())' of lock '\(path)' belongs to uid \(status.owner), not to this process's account or "
                     + "the folder's owner, in a folder where anyone may create names; refusing to use it (remove it, "
                     + "or put the lock in a folder of your own)")
         }
         if status.mode & 0o022 != 0 {
             throw FileLockError(
                 .permissionDenied, path: path,
-                message: "'\(name)' of lock '\(path)' is writable by other accounts; refusing to use it (chmod 700 it, "
+                message: "'\(name())' of lock '\(path)' is writable by other accounts; refusing to use it (chmod 700 it, "
                     + "or remove it)")
         }
     }
@@ -188,6 +280,17 @@ final class GenerationLog: Sendable {
         }
     }
 
+    /// Whether `name` exists, where Python reads it only to learn that (`read() is not None`):
+    /// missing means `ENOENT` or `ESTALE`, as for a read; a link or a non-file exists, as a read
+    /// of one gives bytes (empty) too.
+    private func exists(_ folder: OpenFolder, _ name: String) throws -> Bool {
+        switch folder.status(name) {
+        case .success: return true
+        case .failure(.noSuchFile), .failure(.staleHandle): return false
+        case .failure(let error): throw readError(error, name)
+        }
+    }
+
     private func readGeneration(_ gen: OpenFolder, _ number: UInt64) throws -> SoftReadWriteSnapshot? {
         let name = SoftReadWriteFormat.generationName(number)
         guard let bytes = try read(gen, name) else { return nil }
@@ -197,18 +300,40 @@ final class GenerationLog: Sendable {
         return snapshot
     }
 
+    /// The bytes of `gen/epoch` (`nil` when missing). Read once, then taken from memory while
+    /// `fstatat` shows the same file unchanged (device, inode, size, modification and change
+    /// times) in the same kept `gen` folder: the epoch is never rewritten (made once with
+    /// `O_EXCL` and one write; a wiped log is a new `gen` folder with a new epoch file), and one
+    /// read while its maker was still writing it is read again once its size or times moved.
+    private func epochFile(_ gen: KeptFolder) throws -> [UInt8]? {
+        if let known = memory.withLock({ $0.epochFile }), known.folder === gen,
+            case .success(let status) = gen.folder.status("epoch"), FileStamp(status) == known.stamp
+        {
+            return known.bytes
+        }
+        switch gen.folder.readWithStatus("epoch", limit: SoftReadWriteFormat.maximumRecordSize + 1) {
+        case .success(let found?):
+            if let status = found.status {
+                memory.withLock { $0.epochFile = EpochFile(folder: gen, stamp: FileStamp(status), bytes: found.bytes) }
+            }
+            return found.bytes
+        case .success(nil): return nil
+        case .failure(let error): throw readError(error, "epoch")
+        }
+    }
+
     /// `gen/epoch`, made by whoever finds it missing.
-    private func epoch(_ gen: OpenFolder) throws -> [UInt8] {
-        if let bytes = try read(gen, "epoch") { return bytes }
+    private func epoch(_ gen: KeptFolder) throws -> [UInt8] {
+        if let bytes = try epochFile(gen) { return bytes }
         let made = Array((ParticipantToken().text + "\n").utf8)
-        switch gen.openFile("epoch", flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600) {
+        switch gen.folder.openFile("epoch", flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600) {
         case .success(let descriptor):
             defer { System.close(descriptor) }
-            guard case .success = System.writeAll(descriptor, made) else { return try read(gen, "epoch") ?? [] }
+            guard case .success = System.writeAll(descriptor, made) else { return try epochFile(gen) ?? [] }
             _ = System.sync(descriptor)
             return made
         case .failure(.fileExists):
-            return try read(gen, "epoch") ?? []
+            return try epochFile(gen) ?? []
         case .failure(let error):
             throw FileLockError.system(error, path: path, operation: "create '\(root)/gen/epoch' of")
         }
@@ -267,33 +392,72 @@ final class GenerationLog: Sendable {
         return found
     }
 
-    private func find(_ gen: OpenFolder) throws -> SoftReadWriteSnapshot? {
+    private func find(_ gen: KeptFolder) throws -> SoftReadWriteSnapshot? {
         let epoch = try epoch(gen)
-        let remembered = memory.withLock { memory -> SoftReadWriteSnapshot? in
+        let (remembered, isListingDue, isTrusted) = memory.withLock { memory -> (SoftReadWriteSnapshot?, Bool, Bool) in
             if memory.epoch != epoch {
                 memory.epoch = epoch
                 memory.latest = nil
             }
-            return memory.latest
+            memory.findsWithoutListing += 1
+            return (memory.latest, memory.findsWithoutListing >= Self.listingPeriod, memory.isLatestTrusted)
         }
-        var named = Set(try pruneListing(gen))
+        // The snapshot we last committed or found is still the newest while its generation is
+        // there (a regular file) and the next number is free: a generation's file never changes
+        // once linked (written whole and synced first), commits are contiguous, and the survivors
+        // above any generation run without a gap (see below), so nothing newer exists, and what
+        // Python would read (HEAD, that generation, the free next one) says the same. The one
+        // way a generation file comes back with other bytes, a stalled committer relinking a
+        // slot compacted long ago, needs the log a whole window ahead: a commit built on it is
+        // refused after its link by the lead check (which reads HEAD), and after any lost commit
+        // this shortcut is off until a full find.
+        if !isListingDue, isTrusted, let remembered, remembered.generation > 0,
+            case .success(let status) = gen.folder.status(SoftReadWriteFormat.generationName(remembered.generation)),
+            status.isRegularFile,
+            case .failure(.noSuchFile) = gen.folder.status(SoftReadWriteFormat.generationName(remembered.generation + 1))
+        {
+            return remembered
+        }
+        // Python lists `gen/` at every find, only to name generations that HEAD and the forward
+        // probe from it reach anyway: commits are contiguous (each links N+1 only while N exists)
+        // and compaction and pruning remove the oldest first, so the survivors above a readable
+        // HEAD generation run without a gap, and patience 1 from it (Python's own for HEAD) ends
+        // at the newest. So while HEAD belongs to this epoch, is not behind what we remember and
+        // names a readable generation, and the probe from it ends well within its reach, the
+        // listing is left out. It is still made (and pruned, and checked for overflow) at every
+        // 16th find, and whenever HEAD cannot stand in (missing, torn, of another epoch, behind
+        // memory, its generation gone, or the probe running to its reach), exactly as Python's.
+        if !isListingDue, let headGeneration = head(gen.folder, epoch: epoch)?.generation,
+            headGeneration >= remembered?.generation ?? 0, let start = try readGeneration(gen.folder, headGeneration)
+        {
+            let found = try probe(gen.folder, from: start, patience: 1)
+            if found.generation - headGeneration < SoftReadWriteFormat.probeReach { return found }
+        }
+        memory.withLock { $0.findsWithoutListing = 0 }
+        var named = Set(try pruneListing(gen.folder))
         if let remembered, remembered.generation > 0 { named.insert(remembered.generation) }
-        let headGeneration = head(gen, epoch: epoch)?.generation
+        let headGeneration = head(gen.folder, epoch: epoch)?.generation
         if let headGeneration { named.insert(headGeneration) }
         for number in named.sorted(by: >) {
-            guard let snapshot = try readGeneration(gen, number) else { continue }
-            return try probe(gen, from: snapshot, patience: number == headGeneration ? 1 : 64)
+            guard let snapshot = try readGeneration(gen.folder, number) else { continue }
+            return try probe(gen.folder, from: snapshot, patience: number == headGeneration ? 1 : 64)
         }
         let newest = named.max() ?? 0
-        let found = try probe(gen, from: .empty(at: newest), patience: 64)
+        let found = try probe(gen.folder, from: .empty(at: newest), patience: 64)
         return found.generation > newest || named.isEmpty ? found : nil
     }
 
-    /// The newest snapshot.
+    /// The newest snapshot (remembered, as Python does).
     func latest() throws -> SoftReadWriteSnapshot {
-        try withPrepared(.gen) { gen in
-            if let found = try find(gen) ?? find(gen) { return found }
-            throw malformed("the generation log names no readable snapshot")
+        try withPreparedKept(.gen) { gen in
+            guard let found = try find(gen) ?? find(gen) else {
+                throw malformed("the generation log names no readable snapshot")
+            }
+            memory.withLock { memory in
+                memory.latest = found
+                memory.isLatestTrusted = true
+            }
+            return found
         }
     }
 
@@ -306,23 +470,55 @@ final class GenerationLog: Sendable {
 
     /// Publishes `successor` as the next generation if no one else did first.
     func commit(_ successor: SoftReadWriteSnapshot) throws -> CommitOutcome {
-        try withPrepared(.gen) { gen in try commit(successor, in: gen) }
+        var outcome = CommitOutcome.lost
+        defer {
+            if outcome == .lost { memory.withLock { $0.isLatestTrusted = false } }
+        }
+        outcome = try withPreparedKept(.gen) { gen in try commit(successor, in: gen) }
+        return outcome
     }
 
     private func extends(_ gen: OpenFolder, _ number: UInt64, epoch: [UInt8]?) throws -> Bool {
-        if number > 1 { return try read(gen, SoftReadWriteFormat.generationName(number - 1)) != nil }
+        if number > 1 { return try exists(gen, SoftReadWriteFormat.generationName(number - 1)) }
         guard let epoch else { return true }
         return head(gen, epoch: epoch) == nil
     }
 
-    private func commit(_ successor: SoftReadWriteSnapshot, in gen: OpenFolder) throws -> CommitOutcome {
+    /// The newest generation after our link of `number`, for the lead check: Python's is the
+    /// largest of the listing and HEAD. While HEAD belongs to the epoch and is no further behind
+    /// than our predecessor (it names the newest but for commits still on their way to it),
+    /// HEAD (or our own number, if larger) and a walk by `fstatat` over the generations after it
+    /// give the same: above any surviving generation they run without a gap (see `find`). Else,
+    /// or when the walk runs to the probe's reach, the listing, as Python.
+    private func newest(_ gen: OpenFolder, after number: UInt64, head headGeneration: UInt64?) -> UInt64 {
+        if let headGeneration, headGeneration + 1 >= number {
+            var newest = max(headGeneration, number)
+            let reach = newest + SoftReadWriteFormat.probeReach
+            while newest < reach, case .success = gen.status(SoftReadWriteFormat.generationName(newest + 1)) {
+                newest += 1
+            }
+            if newest < reach { return newest }
+        }
+        let listed: [UInt64]
+        if case .success(let names) = gen.entries() {
+            listed = names.compactMap(SoftReadWriteFormat.generationNumber(ofName:))
+        } else {
+            listed = []
+        }
+        return max(listed.max() ?? 0, headGeneration ?? 0)
+    }
+
+    private func commit(_ successor: SoftReadWriteSnapshot, in kept: KeptFolder) throws -> CommitOutcome {
+        let gen = kept.folder
         let number = successor.generation
         let remembered = memory.withLock { $0.epoch }
         guard try extends(gen, number, epoch: remembered) else { return .lost }
         let bytes = successor.encoded
-        let temporary = SoftReadWriteFormat.commitPrefix + ParticipantToken().text
+        let temporary = SoftReadWriteFormat.commitPrefix + ParticipantToken.unique().text
         switch gen.openFile(temporary, flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600) {
         case .success(let descriptor):
+            // Synced before it is linked: a crash must never leave an empty generation (which
+            // wedges Python's readers).
             let written = System.writeAll(descriptor, bytes).flatMap { System.sync(descriptor) }
             System.close(descriptor)
             if case .failure(let error) = written {
@@ -336,12 +532,12 @@ final class GenerationLog: Sendable {
             throw FileLockError.system(error, path: path, operation: "write the next generation of")
         }
         defer { _ = gen.unlink(temporary) }
-        guard try read(gen, "epoch") == remembered else { return .lost }
+        guard try epochFile(kept) == remembered else { return .lost }
         let target = SoftReadWriteFormat.generationName(number)
         var linkError: Errno?
-        var linked = false
+        var isLinked = false
         switch gen.link(temporary, to: target) {
-        case .success: linked = true
+        case .success: isLinked = true
         case .failure(.fileExists): break
         case .failure(let error) where error.isNotSupported || error == .crossDevice:
             throw FileLockError(
@@ -353,43 +549,32 @@ final class GenerationLog: Sendable {
             return .lost
         case .failure(let error): linkError = error
         }
-        // Judged by identity, not by what link said: NFS may report a link that landed as failed.
-        guard case .success(let ours) = gen.status(temporary), case .success(let there) = gen.status(target),
-            FileIdentity(ours) == FileIdentity(there)
-        else {
-            if let linkError { throw FileLockError.system(linkError, path: path, operation: "commit the next generation of") }
-            if linked, case .success(let ours) = gen.status(temporary), case .success(let there) = gen.status(target),
-                ours.size == there.size, FileIdentity(ours) != FileIdentity(there)
-            {
-                // The link was made, yet the two names show two inodes: this filesystem does not
-                // keep inode numbers (sshfs gives each name its own). Commits cannot be checked
-                // here; retrying would only fill the log with generations judged lost.
-                throw FileLockError(
-                    .notSupportedByFilesystem, path: path,
-                    message: "the filesystem of '\(root)' does not keep inode numbers across hard links (sshfs and some "
-                        + "FUSE mounts give each name its own), which a soft read-write lock checks its commits by; use "
-                        + "a SoftFileLease or SoftFileLock there, or mount the share over NFS or SMB")
+        // A failed link is judged by identity, not by what link said: NFS may report a link that
+        // landed as failed (a retried request answered `EEXIST`). A link that succeeded made the
+        // name, pointing at our file, so there is nothing to compare (Python compares anyway).
+        if !isLinked {
+            guard case .success(let ours) = gen.status(temporary), case .success(let there) = gen.status(target),
+                FileIdentity(ours) == FileIdentity(there)
+            else {
+                if let linkError { throw FileLockError.system(linkError, path: path, operation: "commit the next generation of") }
+                return .lost
             }
-            return .lost
         }
         // Won the name; still lost if the log moved on under us (a wiped log, a far newer head).
-        let listed: [UInt64]
-        if case .success(let names) = gen.entries() {
-            listed = names.compactMap(SoftReadWriteFormat.generationNumber(ofName:))
-        } else {
-            listed = []
-        }
-        let headGeneration = remembered.flatMap { head(gen, epoch: $0)?.generation } ?? 0
-        let newest = max(listed.max() ?? 0, headGeneration)
+        let headGeneration = remembered.flatMap { head(gen, epoch: $0)?.generation }
+        let newest = newest(gen, after: number, head: headGeneration)
         let stillExtends = try extends(gen, number, epoch: remembered)
-        guard try read(gen, "epoch") == remembered else { return .lost }
+        guard try epochFile(kept) == remembered else { return .lost }
         if newest >= number && newest - number >= UInt64(SoftReadWriteFormat.keptGenerations) {
             if case .success = gen.status(SoftReadWriteFormat.generationName(newest)) { _ = gen.unlink(target) }
             return .lost
         }
         guard stillExtends else { return .lost }
-        memory.withLock { $0.latest = successor }
-        if let remembered, Self.isValidEpoch(remembered), headGeneration < number {
+        memory.withLock { memory in
+            memory.latest = successor
+            memory.isLatestTrusted = true
+        }
+        if let remembered, Self.isValidEpoch(remembered), headGeneration ?? 0 < number {
             updateHead(gen, epoch: remembered, bytes)
         }
         compact(gen, after: number)
@@ -398,7 +583,7 @@ final class GenerationLog: Sendable {
 
     /// Best effort: a torn or missing HEAD only costs readers a longer look.
     private func updateHead(_ gen: OpenFolder, epoch: [UInt8], _ snapshot: [UInt8]) {
-        let temporary = SoftReadWriteFormat.commitPrefix + ParticipantToken().text
+        let temporary = SoftReadWriteFormat.commitPrefix + ParticipantToken.unique().text
         guard case .success(let descriptor) = gen.openFile(temporary, flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600)
         else { return }
         let written = System.writeAll(descriptor, epoch + snapshot)
@@ -408,6 +593,7 @@ final class GenerationLog: Sendable {
             return
         }
     }
+
 
     /// Removes the generations older than the newest 65 after committing `number`.
     private func compact(_ gen: OpenFolder, after number: UInt64) {
@@ -609,5 +795,46 @@ extension Result {
     var failure: Failure? {
         if case .failure(let error) = self { return error }
         return nil
+    }
+}
+
+/// A folder of a generation log kept open between calls, with its identity when opened. Shared
+/// by reference: each user holds it while it works in it, and the last one to let go closes it,
+/// so that no thread ever uses a descriptor another one closed (or that names another file by
+/// then). Opened `O_CLOEXEC`; a child forked without exec may go on using it (a folder's
+/// descriptor carries no lock; listings open a description of their own).
+final class KeptFolder: Sendable {
+    let folder: OpenFolder
+    let identity: FileIdentity
+    /// What `fstat` said when it was opened.
+    let status: FileStatus
+
+    init(_ folder: OpenFolder, status: FileStatus) {
+        self.folder = folder
+        self.status = status
+        identity = FileIdentity(status)
+    }
+
+    deinit { folder.close() }
+}
+
+/// A file's identity with its size and times: equal stamps of a file that is never rewritten in
+/// place mean the same bytes.
+struct FileStamp: Equatable, Sendable {
+    var identity: FileIdentity
+    var size: Int64
+    var modification: (seconds: Int64, nanoseconds: Int32)
+    var change: (seconds: Int64, nanoseconds: Int32)
+
+    init(_ status: FileStatus) {
+        identity = FileIdentity(status)
+        size = status.size
+        modification = (status.modificationSeconds, status.modificationNanoseconds)
+        change = (status.changeSeconds, status.changeNanoseconds)
+    }
+
+    static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.identity == rhs.identity && lhs.size == rhs.size && lhs.modification == rhs.modification
+            && lhs.change == rhs.change
     }
 }

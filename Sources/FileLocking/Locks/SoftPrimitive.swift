@@ -942,7 +942,8 @@ enum HelperName {
 /// forked from one parent do not pause in step.
 enum QuickRandom {
     private static let state = Atomic<UInt64>(UInt64.random(in: .min ... .max))
-    private static let process = OwnProcessID()
+    /// This process's id (read once per fork generation; for others too).
+    static let process = OwnProcessID()
 
     /// Makes the globals (see `LazyGlobals`).
     static func finishGlobals() {

@@ -22,8 +22,14 @@ enum SoftReadWriteFormat {
 
     /// The name of generation `number`: 20 decimal digits.
     static func generationName(_ number: UInt64) -> String {
-        let digits = String(number)
-        return String(repeating: "0", count: 20 - digits.count) + digits
+        String(unsafeUninitializedCapacity: 20) { buffer in
+            var rest = number
+            for index in (0..<20).reversed() {
+                buffer[index] = 48 + UInt8(rest % 10)
+                rest /= 10
+            }
+            return 20
+        }
     }
 
     /// The number a generation file name stands for; `nil` for every other name.
@@ -37,11 +43,33 @@ enum SoftReadWriteFormat {
 struct ParticipantToken: Hashable, Comparable, Sendable, CustomStringConvertible {
     let text: String
 
+    /// A participant's token (and a log's epoch): from the system's generator, as Python's
+    /// `secrets.token_hex(16)`.
     init() {
-        var generator = SystemRandomNumberGenerator()
-        let high = generator.next() as UInt64
-        let low = generator.next() as UInt64
-        text = Self.hex(high) + Self.hex(low)
+        let (high, low) = System.random128()
+        self.init(high: high, low: low)
+    }
+
+    /// A token for what must be unique, not secret (a nonce, a temporary's name; the log's
+    /// folders are 0700): from `QuickRandom`, seeded once per process from the system and mixed
+    /// with the process id, without a system call. Distinct within the process (SplitMix64 is a
+    /// bijection of a counter), and across processes as unlikely to repeat as 64-bit seeds.
+    static func unique() -> ParticipantToken {
+        ParticipantToken(high: QuickRandom.next(), low: QuickRandom.next())
+    }
+
+    private init(high: UInt64, low: UInt64) {
+        text = String(unsafeUninitializedCapacity: 32) { buffer in
+            func put(_ value: UInt64, at start: Int) {
+                for digit in 0..<16 {
+                    let nibble = UInt8(truncatingIfNeeded: value >> UInt64(60 - 4 * digit)) & 0xf
+                    buffer[start + digit] = nibble < 10 ? 48 + nibble : 87 + nibble
+                }
+            }
+            put(high, at: 0)
+            put(low, at: 16)
+            return 32
+        }
     }
 
     init?(_ text: Substring) {
@@ -51,11 +79,6 @@ struct ParticipantToken: Hashable, Comparable, Sendable, CustomStringConvertible
 
     static func isToken(_ bytes: some Collection<UInt8>) -> Bool {
         bytes.count == 32 && bytes.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
-    }
-
-    private static func hex(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 
     var description: String { text }

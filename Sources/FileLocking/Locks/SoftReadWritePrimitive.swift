@@ -62,8 +62,8 @@ struct SoftReadWritePrimitive: LockPrimitive {
 
     func begin(_ request: LockRequest) throws -> Participant {
         let record = SoftReadWriteHolderRecord(
-            token: ParticipantToken(), pid: System.processID, host: ProcessIdentity.hostName,
-            lease: staleThreshold.inSeconds, nonce: ParticipantToken())
+            token: ParticipantToken(), pid: QuickRandom.process.value, host: ProcessIdentity.hostName,
+            lease: staleThreshold.inSeconds, nonce: .unique())
         let refreshed = BootClock.now
         let identity = try log.publish(record)
         return Participant(record: record, identity: identity, refreshed: refreshed)
@@ -91,20 +91,30 @@ struct SoftReadWritePrimitive: LockPrimitive {
 
     private func step(_ participant: Participant, _ mode: LockMode) throws -> Step {
         let latest = try log.latest()
-        // Keep the claim fresh: a waiter's record changes at every try.
+        // Keep the claim fresh: a waiter's record changes at its tries (Python: at every one).
         let now = BootClock.now
-        if now.duration(since: participant.refreshed) >= staleThreshold { return .startOver }
-        participant.record.nonce = ParticipantToken()
-        switch log.refresh(participant.record, identity: participant.identity) {
-        case .refreshed:
-            participant.refreshed = now
-        case .gone:
-            // Swept or evicted while we waited: make it again (we are in no snapshot as a holder).
-            if let identity = try? log.publish(participant.record) {
-                participant.identity = identity
+        let age = now.duration(since: participant.refreshed)
+        if age >= staleThreshold { return .startOver }
+        // Not again when written less than a quarter heartbeat ago (the first try, right after
+        // `publish`, above all). The bytes still change well within the stale threshold S: a
+        // waiter tries at least every poll interval P (below S), so with P >= h/4 (h, the
+        // heartbeat interval, below S) every try still rewrites the record, as before, and with
+        // P < h/4 the record is at most h/4 + P < h/2 < S/2 old when rewritten. A record gone
+        // (swept, evicted) is seen and made again as late: it is in no snapshot as a holder
+        // meanwhile, and a missing record is judged stale only after S too.
+        if age >= heartbeatInterval / 4 {
+            participant.record.nonce = .unique()
+            switch log.refresh(participant.record, identity: participant.identity) {
+            case .refreshed:
                 participant.refreshed = now
+            case .gone:
+                // Swept or evicted while we waited: make it again (we are in no snapshot as a holder).
+                if let identity = try? log.publish(participant.record) {
+                    participant.identity = identity
+                    participant.refreshed = now
+                }
+            case .failed: break
             }
-        case .failed: break
         }
         let me = participant.token
         let entered = latest.members.contains(me)
@@ -153,7 +163,7 @@ struct SoftReadWritePrimitive: LockPrimitive {
     private func beat(_ hold: Hold) -> Bool {
         guard hold.lossMark.value == nil else { return false }
         let participant = hold.participant
-        participant.record.nonce = ParticipantToken()
+        participant.record.nonce = .unique()
         let started = BootClock.now
         switch log.refresh(participant.record, identity: participant.identity) {
         case .refreshed:

@@ -3,6 +3,8 @@
 // tree: the folder is opened once with `O_NOFOLLOW | O_DIRECTORY`, then every name is looked up
 // in it. Also the clocks and the touch the heartbeat kinds use.
 
+import CFileLockShims
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -62,16 +64,18 @@ struct OpenFolder: Sendable {
         retryingInterrupts { unlinkat(descriptor, name, 0) }.map { _ in () }
     }
 
-    /// The names in the folder (without `.` and `..`), read through a descriptor of its own.
+    /// The names in the folder (without `.` and `..`), read through an open file description of
+    /// its own (`openat(".")`, not a duplicate: a duplicate shares the reading position with the
+    /// folder's descriptor, which other threads, or a forked child, may be listing through too).
     func entries() -> Result<[String], Errno> {
-        let duplicate: Int32
-        switch retryingInterrupts({ fcntl(descriptor, F_DUPFD_CLOEXEC, 0) }) {
-        case .success(let made): duplicate = made
+        let own: Int32
+        switch openFile(".", flags: O_RDONLY | O_DIRECTORY, mode: 0) {
+        case .success(let made): own = made
         case .failure(let error): return .failure(error)
         }
-        guard let folder = fdopendir(duplicate) else {
+        guard let folder = fdopendir(own) else {
             let error = Errno.current
-            System.close(duplicate)
+            System.close(own)
             return .failure(error)
         }
         defer { closedir(folder) }
@@ -88,25 +92,37 @@ struct OpenFolder: Sendable {
     /// Reads the regular file `name` (at most `limit` bytes), never blocking on a FIFO: `nil`
     /// when missing (or gone stale on NFS), empty bytes when it is not a regular file.
     func read(_ name: String, limit: Int) -> Result<[UInt8]?, Errno> {
+        readWithStatus(name, limit: limit).map { $0?.bytes }
+    }
+
+    /// `read`, with what `fstat` said of the file read (`nil` for a non-file, read as empty).
+    ///
+    /// The first read asks for one byte more than `fstat`'s size, so that a file of that size
+    /// needs one read: a shorter answer than asked is the end of a regular file (as the empty
+    /// read that Python waits for would say right after); a file that grew meanwhile is read on
+    /// until an empty read.
+    func readWithStatus(_ name: String, limit: Int) -> Result<(bytes: [UInt8], status: FileStatus?)?, Errno> {
         let file: Int32
         switch openFile(name, flags: O_RDONLY | O_NONBLOCK, mode: 0) {
         case .success(let opened): file = opened
         case .failure(.noSuchFile), .failure(.staleHandle): return .success(nil)
-        case .failure(.tooManySymbolicLinks): return .success([])
+        case .failure(.tooManySymbolicLinks): return .success(([], nil))
         case .failure(let error): return .failure(error)
         }
         defer { System.close(file) }
-        guard case .success(let status) = System.fstat(file), status.isRegularFile else { return .success([]) }
+        guard case .success(let status) = System.fstat(file), status.isRegularFile else { return .success(([], nil)) }
         var bytes: [UInt8] = []
+        var asked = min(limit, Int(clamping: max(0, status.size)) &+ 1)
         while bytes.count < limit {
-            switch System.read(file, count: min(limit - bytes.count, 65536), at: Int64(bytes.count)) {
+            switch System.read(file, count: asked, at: Int64(bytes.count)) {
             case .success(let chunk):
-                if chunk.isEmpty { return .success(bytes) }
                 bytes += chunk
+                if chunk.count < asked { return .success((bytes, status)) }
             case .failure(let error): return .failure(error)
             }
+            asked = min(limit - bytes.count, 65536)
         }
-        return .success(bytes)
+        return .success((bytes, status))
     }
 }
 
@@ -118,6 +134,16 @@ extension Errno {
 }
 
 extension System {
+    /// 128 bits from the system's random source, in one call (`getrandom`; the standard
+    /// generator asks twice for 64), or from the standard generator where that fails.
+    static func random128() -> (UInt64, UInt64) {
+        var pair: (UInt64, UInt64) = (0, 0)
+        let filled = withUnsafeMutableBytes(of: &pair) { filelock_random_bytes($0.baseAddress, UInt($0.count)) == 0 }
+        if filled { return pair }
+        var generator = SystemRandomNumberGenerator()
+        return (generator.next(), generator.next())
+    }
+
     /// `fsync(2)`.
     static func sync(_ descriptor: Int32) -> Result<Void, Errno> {
         retryingInterrupts { fsync(descriptor) }.map { _ in () }
