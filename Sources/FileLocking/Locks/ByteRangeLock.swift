@@ -526,6 +526,14 @@ struct RangePrimitive: LockPrimitive {
                 .notSupportedByFilesystem, path: path,
                 message: "cannot \(operation) '\(path)': no locks available (the kernel's lock table is full, or an "
                     + "NFS mount without lock support); use SoftFileLock on such filesystems", errno: error.rawValue)
+        case .staleFileHandle:
+            // The object's one open file is gone on the server: starting over would find it gone
+            // again, so say what to do instead.
+            return FileLockError(
+                .io, path: path,
+                message: "cannot \(operation) '\(path)': the file is gone (its network filesystem handle is stale: it was "
+                    + "deleted or replaced on the server); open a new ByteRangeLock on the file now at the path",
+                errno: error.rawValue)
         case .badFileDescriptor:
             return FileLockError(
                 .permissionDenied, path: path,

@@ -217,8 +217,14 @@ struct ReadWritePrimitive: LockPrimitive {
         }
     }
 
-    private func error(_ error: Errno, _ request: LockRequest, _ attempt: Attempt) -> FileLockError {
+    /// `LockFileGone` for `ESTALE` (the file was deleted or replaced on an NFS server: begin again
+    /// on the file now at the path; the stale one is closed, never kept), else the error to throw.
+
+    private func error(_ error: Errno, _ request: LockRequest, _ attempt: Attempt) -> any Error {
         switch error {
+        case .staleFileHandle:
+            attempt.isStale.store(true, ordering: .relaxed)
+            return LockFileGone()
         case .badFileDescriptor:
             // Only a file opened read-only gets here (a write lock needs write access): never
             // keep it for another acquisition.

@@ -419,12 +419,17 @@ struct SoftPrimitive: LockPrimitive {
     // MARK: Steps
 
     /// Creates and fills our marker; `nil` when one exists.
+    ///
+    /// - Throws: `LockFileGone` for `ESTALE` (the folder, or the marker just made, is gone on an
+    ///   NFS server): the engine begins again.
     private func create() throws -> Hold? {
         switch try lockPath.open(flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? SoftPrimitive.defaultPermissions) {
         case .success(let descriptor):
             return try fill(descriptor, at: lockPath.absolute)
         case .failure(.fileExists):
             return nil
+        case .failure(.staleFileHandle):
+            throw LockFileGone()
         case .failure(let error):
             throw FileLockError.system(error, path: path, operation: "create")
         }
@@ -447,6 +452,8 @@ struct SoftPrimitive: LockPrimitive {
                 _ = System.unlink(name)
             }
             System.close(descriptor)
+            // Our new marker is gone on the server already (deleted or replaced): begin again.
+            if error == .staleFileHandle { throw LockFileGone() }
             throw FileLockError.system(error, path: path, operation: "write")
         }
         return Hold(descriptor: descriptor, identity: identity)
@@ -470,7 +477,8 @@ struct SoftPrimitive: LockPrimitive {
         let descriptor: Int32
         switch System.open(name, flags: OpenFlags.readOnlyNonBlocking, mode: 0) {
         case .success(let opened): descriptor = opened
-        case .failure(.noSuchFile): return nil
+        // ESTALE: gone on the NFS server while this client still had a handle for it.
+        case .failure(.noSuchFile), .failure(.staleFileHandle): return nil
         case .failure(.accessDenied):
             // Another user's marker we may not read: it is held, by someone we cannot name. (A
             // folder we may not search hides the marker: that is an error, not "no marker".)
