@@ -206,6 +206,9 @@ struct RunRequest: Equatable {
     /// command's, `conflictExitCode` when the lock stayed held, 2 for a bad lock path, 127 when
     /// the command cannot be started.
     func run() -> Int32 {
+        // A kernel lock on a network or FUSE filesystem says so once, on stderr (the library
+        // looks once per lock object: one fstatfs at the acquisition).
+        FileLockWarnings.handler = { warning in note(warning.message + " (filelock run --kind soft)") }
         let progress = WaitReporter(
             path: lockFile, verbose: verbose, isMarker: (kind == .soft || fallbackToSoft) && range == nil)
         do {

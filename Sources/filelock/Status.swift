@@ -25,6 +25,12 @@ struct LockReport {
     var unidentifiedCount = 0
     /// For a read-write lock, what its file holds.
     var fileFormat: ReadWriteLock.FileFormat? = nil
+    /// The network or FUSE filesystem the lock file is on (`nil`: a local one).
+    var networkFilesystem: NetworkFilesystem? = nil
+    /// Whether `kind` is a kernel lock that was asked for or found in use (not only guessed from
+    /// a free file, which may as well be a free soft lock's path): then a network filesystem
+    /// deserves the warning that kernel locks there may not reach other hosts.
+    var isKernelLockInUse = false
 
     /// Looks at the path without creating anything. A holder record means a soft lock; so does
     /// a malformed or unreadable non-empty file that no kernel lock holds; a file that no flock
@@ -37,6 +43,7 @@ struct LockReport {
     static func inspect(_ path: String, kind: LockKind?) throws -> LockReport {
         let marker = try SoftFileLock(at: try RawArguments.filePath(path)).inspectMarker()
         let kernel = try FileLock(at: try RawArguments.filePath(path))
+        let filesystem = kernel.networkFilesystem
         let kernelHolders = kind == nil || kind == .kernel ? kernel.holders : []
         // Read only when asked for, or when no flock and no marker record says what the file is.
         var readWrite: ReadWriteLockHolders?
@@ -71,18 +78,30 @@ struct LockReport {
         case .soft:
             let holders: [LockHolder] = if case .record(let holder) = marker { [holder] } else { [] }
             return LockReport(
-                path: path, kind: .soft, isGuessed: kind == nil, holders: holders, waiting: 0, marker: marker)
+                path: path, kind: .soft, isGuessed: kind == nil, holders: holders, waiting: 0, marker: marker,
+                networkFilesystem: filesystem)
         case .kernel:
             return LockReport(
                 path: path, kind: .kernel, isGuessed: kind == nil, holders: kernelHolders,
-                waiting: kernel.waiterCount, marker: marker)
+                waiting: kernel.waiterCount, marker: marker, networkFilesystem: filesystem,
+                isKernelLockInUse: kind != nil || !kernelHolders.isEmpty)
         case .rw:
             let table = try readWriteTable()
             return LockReport(
                 path: path, kind: .rw, isGuessed: kind == nil, holders: (table.writer.map { [$0] } ?? []) + table.readers,
                 waiting: 0, marker: marker, waitingWriter: table.waitingWriter, unidentifiedCount: table.unidentifiedCount,
-                fileFormat: try ReadWriteLock(at: try RawArguments.filePath(path), isSingleton: false).fileFormat)
+                fileFormat: try ReadWriteLock(at: try RawArguments.filePath(path), isSingleton: false).fileFormat,
+                networkFilesystem: filesystem, isKernelLockInUse: true)
         }
+    }
+
+    /// The warning `status` prints on stderr for a kernel lock in use on a network or FUSE
+    /// filesystem (the library's text, as `run` prints it); `nil` otherwise.
+    var networkFilesystemWarning: String? {
+        guard isKernelLockInUse, let networkFilesystem else { return nil }
+        let lockKind = kind == .rw ? "ReadWriteLock" : "FileLock"
+        return FileLockWarning.kernelLock(lockKind, path: path, on: networkFilesystem).message
+            + " (filelock run --kind soft)"
     }
 
     /// A soft lock is held while its marker exists, whether or not it names its holder; a
@@ -138,8 +157,10 @@ struct LockReport {
         }
         // A read-write lock's waiters are not counted (only a writer waiting for readers is known).
         let waitingField = kind == .rw ? "null" : "\(waiting)"
+        let filesystemField = networkFilesystem.map { quoted($0.description) } ?? "null"
         return "{\"path\":\(quoted(path)),\"kind\":\"\(kind.rawValue)\",\"guessed\":\(isGuessed),\"held\":\(isHeld),"
-            + "\"holders\":[\(holders.map(object).joined(separator: ","))],\"waiting\":\(waitingField)\(kindFields)}"
+            + "\"holders\":[\(holders.map(object).joined(separator: ","))],\"waiting\":\(waitingField)\(kindFields),"
+            + "\"networkFilesystem\":\(filesystemField)}"
     }
 
     /// What `holder` runs, where this host can tell (a read-write lock's holders come with it).
@@ -266,6 +287,11 @@ struct Status: ParsableCommand {
             lock (--kind rw): the writer or the readers, and a writer waiting for the readers to \
             leave, each with its command line.
 
+            A kernel or read-write lock on a network or FUSE filesystem (NFS, SMB, sshfs...) gets a \
+            warning on stderr: its kernel locks may not exclude processes on other hosts (use \
+            --kind soft there). --json names such a filesystem in "networkFilesystem" (null when \
+            local).
+
             Without --kind, the kind is guessed: a marker record is a soft lock; a file held by \
             record locks on SQLite's lock bytes (and no flock) a read-write lock; a free read-write \
             lock looks like a free kernel lock file, and is reported as one (free either way).
@@ -289,6 +315,7 @@ struct Status: ParsableCommand {
     func run() throws {
         do {
             let report = try LockReport.inspect(lockFile, kind: kind)
+            if let warning = report.networkFilesystemWarning { note(warning) }
             if json { print(report.json) } else { printLines(report.lines) }
             throw ExitCode(report.isHeld ? 1 : 0)
         } catch let error as FileLockError {

@@ -13,15 +13,21 @@ struct FlockPrimitive: LockPrimitive {
     let filePermissions: UInt32?
     /// Delete the lock file on release, while still holding it (exclusively).
     var removesFileOnRelease = false
+    /// Whether the lock file is on a network or FUSE filesystem (looked at once, reported once).
+    let filesystem = NetworkFilesystemCheck(lockKind: "FileLock")
 
     var path: String { lockPath.given }
     var waitStrategy: WaitStrategy { .kernel }
 
     typealias OpenLockFile = FileLocking.OpenLockFile
 
-    /// Opens (creating if needed) the lock file, never following a symbolic link.
+    /// Opens (creating if needed) the lock file, never following a symbolic link. The first
+    /// acquisition of the lock object also looks at the file's filesystem (see
+    /// `NetworkFilesystemCheck`).
     func begin(_ request: LockRequest) throws -> OpenLockFile {
-        try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666)
+        let file = try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666)
+        filesystem.noteUse(of: file.descriptor, device: file.status?.device, path: path)
+        return file
     }
 
     /// `ESTALE` (the file was deleted or replaced on an NFS server) means the file is gone: the

@@ -57,6 +57,8 @@ struct ReadWritePrimitive: LockPrimitive {
     let lockPath: LockPath
     let filePermissions: UInt32?
     let idleFiles = IdleFiles()
+    /// Whether the lock file is on a network or FUSE filesystem (looked at once, reported once).
+    let filesystem = NetworkFilesystemCheck(lockKind: "ReadWriteLock")
 
     var path: String { lockPath.given }
     var waitStrategy: WaitStrategy { .kernel }
@@ -82,7 +84,9 @@ struct ReadWritePrimitive: LockPrimitive {
             guard request.mode == .exclusive && file.readOnlyBecause != nil else { return Attempt(file: file) }
             OwnedLockFiles.close(file.descriptor)
         }
-        return Attempt(file: try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666))
+        let file = try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666)
+        filesystem.noteUse(of: file.descriptor, device: file.status?.device, path: path)
+        return Attempt(file: file)
     }
 
     // MARK: Trying and waiting
