@@ -428,11 +428,25 @@ struct SoftPrimitive: LockPrimitive {
             return try fill(descriptor, at: lockPath.absolute)
         case .failure(.fileExists):
             return nil
+        case .failure(let error) where Self.isLostRace(error, at: lockPath.absolute):
+            return nil
         case .failure(.staleFileHandle):
             throw LockFileGone()
         case .failure(let error):
             throw FileLockError.system(error, path: path, operation: "create")
         }
+    }
+
+    /// Whether an exclusive create that failed with `error` lost a race to another creator of
+    /// `name`, said in other words than `EEXIST`: sshfs reports every SFTP "failure" status as
+    /// `EPERM`, and SFTP version 3 has no "exists" status, so a client that did not know of
+    /// another host's new file gets `EPERM` (measured on the two-host bed: about a third of lost
+    /// races). A file now at the name tells it apart from a real permission problem (creating an
+    /// existing file fails with `EEXIST` first wherever the folder may be written).
+    static func isLostRace(_ error: Errno, at name: CPath) -> Bool {
+        guard error == .notPermitted || error == .accessDenied else { return false }
+        if case .success = System.lstat(name) { return true }
+        return false
     }
 
     /// Writes our record into a marker we just created; on failure removes it again.
@@ -627,7 +641,7 @@ struct SoftPrimitive: LockPrimitive {
                 return .busy
             }
             claimIdentity = FileIdentity(status)
-        case .failure(.fileExists):
+        case .failure(let error) where error == .fileExists || Self.isLostRace(error, at: claim):
             removeClaimIfAbandoned(claim, judgingByAge: judgement != .stale)
             return .busy
         case .failure(let error):
