@@ -70,10 +70,22 @@ final class NetworkFilesystemCheck: Sendable {
     }
 
     private func noteFirstUse(of descriptor: Int32, device: UInt64?, path: String) {
-        guard isUseNoted.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged,
-            let seen = look(at: descriptor, device: device), let filesystem = seen.filesystem, let device = seen.device
-        else { return }
-        FileLockWarnings.deliver(FileLockWarning.kernelLock(lockKind, path: path, on: filesystem), onceForFilesystem: device)
+        guard isUseNoted.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        let filesystem: NetworkFilesystem
+        let fileDevice: UInt64
+        switch found.withLock({ $0 }) {
+        case .local:
+            return
+        case .network(let known):
+            // Known from the folder already: no second `statfs`.
+            guard let knownDevice = device ?? (try? System.fstat(descriptor).get())?.device else { return }
+            (filesystem, fileDevice) = (known, knownDevice)
+        case .unknown:
+            guard let seen = look(at: descriptor, device: device), let network = seen.filesystem, let seenDevice = seen.device
+            else { return }
+            (filesystem, fileDevice) = (network, seenDevice)
+        }
+        FileLockWarnings.deliver(FileLockWarning.kernelLock(lockKind, path: path, on: filesystem), onceForFilesystem: fileDevice)
     }
 
     /// Asks `fstatfs` (and for a network filesystem the mount's type) and keeps the answer; `nil`
