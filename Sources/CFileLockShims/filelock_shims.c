@@ -8,6 +8,7 @@
 #if defined(__linux__)
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1)
@@ -15,6 +16,9 @@
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)
 #endif
+#elif defined(__APPLE__)
+#include <sys/mount.h>
+#include <sys/param.h>
 #endif
 
 int filelock_exchange_names(const char *first, const char *second) {
@@ -83,5 +87,26 @@ int filelock_random_bytes(void *bytes, unsigned long count) {
 #else
     arc4random_buf(bytes, count);
     return 0;
+#endif
+}
+
+int filelock_statfs(const char *path, int descriptor, unsigned long long *type, char *name, int nameSize) {
+    if (nameSize > 0) name[0] = 0;
+    *type = 0;
+#if defined(__linux__) || defined(__APPLE__)
+    struct statfs raw;
+    if ((path ? statfs(path, &raw) : fstatfs(descriptor, &raw)) != 0) return -1;
+#if defined(__linux__)
+    // Kept as 32 bits: f_type is signed on 32-bit systems, and every magic number fits.
+    *type = (unsigned long long)(unsigned int)raw.f_type;
+#else
+    if (nameSize > 0) snprintf(name, (size_t)nameSize, "%s", raw.f_fstypename);
+#endif
+    return 0;
+#else
+    (void)path;
+    (void)descriptor;
+    errno = ENOSYS;
+    return -1;
 #endif
 }

@@ -370,6 +370,9 @@ struct RunRequest: Equatable {
     /// the command cannot be started; for `soft-rw` and `lease`, `lostLockExitCode` when the hold
     /// was lost, and 128 + the signal when one interrupted the wait.
     func run() -> Int32 {
+        // A kernel lock on a network or FUSE filesystem says so once, on stderr (the library
+        // looks once per lock object: one fstatfs at the acquisition).
+        FileLockWarnings.handler = { warning in note(warning.message + " (filelock run --kind soft)") }
         let progress = WaitReporter(
             path: lockFile, verbose: verbose, isMarker: (kind == .soft || kind.isRenewed || fallbackToSoft) && range == nil)
         // A renewed hold may be lost while the command runs; and a waiter interrupted by a signal

@@ -32,6 +32,12 @@ struct LockReport {
     var staleThreshold: Duration? = nil
     /// A Python `filelock/2` marker at the path (a lease's, or another mode's).
     var versionTwo: SoftFileLock.VersionTwoMarker? = nil
+    /// The network or FUSE filesystem the lock file is on (`nil`: a local one).
+    var networkFilesystem: NetworkFilesystem? = nil
+    /// Whether `kind` is a kernel lock that was asked for or found in use (not only guessed from
+    /// a free file, which may as well be a free soft lock's path): then a network filesystem
+    /// deserves the warning that kernel locks there may not reach other hosts.
+    var isKernelLockInUse = false
 
     /// Looks at the path without creating anything. A holder record means a soft lock; so does
     /// a malformed or unreadable non-empty file that no kernel lock holds; a file that no flock
@@ -54,6 +60,7 @@ struct LockReport {
         let marker = try softLock.inspectMarker()
         let versionTwo = try softLock.versionTwoMarker()
         let kernel = try FileLock(at: try RawArguments.filePath(path))
+        let filesystem = kernel.networkFilesystem
         let kernelHolders = kind == nil || kind == .kernel ? kernel.holders : []
         // Read only when asked for, or when no flock and no marker record says what the file is.
         var readWrite: ReadWriteLockHolders?
@@ -98,19 +105,21 @@ struct LockReport {
                 if case .record(let holder) = marker { [holder] } else { versionTwo.map { [$0.holder] } ?? [] }
             return LockReport(
                 path: path, kind: detected, isGuessed: kind == nil, holders: holders, waiting: 0, marker: marker,
-                versionTwo: versionTwo)
+                versionTwo: versionTwo, networkFilesystem: filesystem)
         case .softRW:
             return try softReadWrite(path, isGuessed: kind == nil, marker: marker, staleThreshold: staleThreshold)
         case .kernel:
             return LockReport(
                 path: path, kind: .kernel, isGuessed: kind == nil, holders: kernelHolders,
-                waiting: kernel.waiterCount, marker: marker)
+                waiting: kernel.waiterCount, marker: marker, networkFilesystem: filesystem,
+                isKernelLockInUse: kind != nil || !kernelHolders.isEmpty)
         case .rw:
             let table = try readWriteTable()
             return LockReport(
                 path: path, kind: .rw, isGuessed: kind == nil, holders: (table.writer.map { [$0] } ?? []) + table.readers,
                 waiting: 0, marker: marker, waitingWriter: table.waitingWriter, unidentifiedCount: table.unidentifiedCount,
-                fileFormat: try ReadWriteLock(at: try RawArguments.filePath(path), isSingleton: false).fileFormat)
+                fileFormat: try ReadWriteLock(at: try RawArguments.filePath(path), isSingleton: false).fileFormat,
+                networkFilesystem: filesystem, isKernelLockInUse: true)
         }
     }
 
@@ -141,6 +150,16 @@ struct LockReport {
             waiting: 0, marker: marker, waitingWriter: table.waitingWriter, generation: generation,
             logFolder: lock.logFolder, staleThreshold: threshold)
     }
+
+    /// The warning `status` prints on stderr for a kernel lock in use on a network or FUSE
+    /// filesystem (the library's text, as `run` prints it); `nil` otherwise.
+    var networkFilesystemWarning: String? {
+        guard isKernelLockInUse, let networkFilesystem else { return nil }
+        let lockKind = kind == .rw ? "ReadWriteLock" : "FileLock"
+        return FileLockWarning.kernelLock(lockKind, path: path, on: networkFilesystem).message
+            + " (filelock run --kind soft)"
+    }
+
 
     /// A soft lock or a lease is held while its marker exists, whether or not it names its
     /// holder; a read-write lock also while a writer waits for its readers (no new reader gets
@@ -215,8 +234,10 @@ struct LockReport {
         }
         // A read-write lock's waiters are not counted (only a writer waiting for readers is known).
         let waitingField = kind == .rw || kind == .softRW ? "null" : "\(waiting)"
+        let filesystemField = networkFilesystem.map { quoted($0.description) } ?? "null"
         return "{\"path\":\(quoted(path)),\"kind\":\"\(kind.rawValue)\",\"guessed\":\(isGuessed),\"held\":\(isHeld),"
-            + "\"holders\":[\(holders.map(object).joined(separator: ","))],\"waiting\":\(waitingField)\(kindFields)}"
+            + "\"holders\":[\(holders.map(object).joined(separator: ","))],\"waiting\":\(waitingField)\(kindFields),"
+            + "\"networkFilesystem\":\(filesystemField)}"
     }
 
     /// What `holder` runs, where this host can tell (a read-write lock's holders come with it).
@@ -438,6 +459,11 @@ struct Status: ParsableCommand {
             was last renewed (the marker's modification time); it looks stale once unrenewed for \
             its duration, or when its holder on this host is gone.
 
+            A kernel or read-write lock on a network or FUSE filesystem (NFS, SMB, sshfs...) gets a \
+            warning on stderr: its kernel locks may not exclude processes on other hosts (use \
+            --kind soft there). --json names such a filesystem in "networkFilesystem" (null when \
+            local).
+
             Without --kind, the kind is guessed: a marker record is a soft lock, a filelock/2 marker \
             of mode lease a lease; a folder LOCKFILE.rw a soft read-write lock (when its log names \
             anyone, or nothing stands at LOCKFILE); a file held by record locks on SQLite's lock \
@@ -483,6 +509,7 @@ struct Status: ParsableCommand {
         do {
             let threshold = try staleThreshold.map { try FileLock.timeout(seconds: $0, path: lockFile) }
             let report = try LockReport.inspect(lockFile, kind: kind, staleThreshold: threshold)
+            if let warning = report.networkFilesystemWarning { note(warning) }
             if json { print(report.json) } else { printLines(report.lines) }
             throw ExitCode(report.isHeld ? 1 : 0)
         } catch let error as FileLockError {

@@ -42,6 +42,12 @@
 // is a SoftFileLease of --lease S (and --heartbeat S). For FileLock, --fallback
 // sets fallsBackToSoft (and "hold"/"try" print "mechanism flock|marker" after "acquired"), and
 // --removes-file sets removesFileOnRelease.
+// --warnings sets FileLockWarnings.handler to print "warning CODE LOCKKIND FILESYSTEM MESSAGE"
+// for each warning, and makes "hold", "try" and "range-hold" of the kernel kinds print
+// "filesystem NAME" (the lock's networkFilesystem, or "local") after "acquired".
+// increment --reopen opens COUNTER anew after each acquisition and closes it before the release
+// (the close-to-open use that network filesystems need), with the number written 20 digits wide
+// so the file's size never changes (a client's cached size cannot cut a read short).
 //
 // Errors print "error CODE WAITED_MS HOLDER_PID message" and exit 3.
 
@@ -104,6 +110,13 @@ func seconds(_ text: String?, or fallback: Duration?) -> Duration? {
     guard let text else { return fallback }
     return (try? FileLock.timeout(seconds: Double(text) ?? .nan, path: path)) ?? fallback
 }
+let printsWarnings = flag("--warnings")
+let reopens = flag("--reopen")
+if printsWarnings {
+    FileLockWarnings.handler = { warning in
+        say("warning \(warning.code) \(warning.lockKind) \(warning.filesystem.map(String.init(describing:)) ?? "-") \(warning.message)")
+    }
+}
 guard arguments.count >= 2 else {
     say("usage: lock-probe hold|try|increment PATH ...")
     exit(2)
@@ -120,6 +133,7 @@ let path = arguments[1]
     }
     func holdUntilReleased(_ range: ByteRange) -> Never {
         say("acquired \(getpid())")
+        if printsWarnings { say("filesystem \(file.networkFilesystem.map(String.init(describing:)) ?? "local")") }
         while let line = readLine(), line != "release" {}
         try? file.unlock(range)
         say("released")
@@ -203,6 +217,16 @@ do {
         default: try FileLock(at: path, fallsBackToSoft: fallsBackToSoft, removesFileOnRelease: removesFile)
         }
     func sayMechanism() {
+        if printsWarnings {
+            // Only the kernel kinds tell their filesystem.
+            let filesystem: NetworkFilesystem?? =
+                switch lock {
+                case let lock as FileLock: .some(lock.networkFilesystem)
+                case is ReadWriteLock.Side: .some(try? ReadWriteLock(at: path).networkFilesystem)
+                default: nil
+                }
+            if let filesystem { say("filesystem \(filesystem.map(String.init(describing:)) ?? "local")") }
+        }
         guard fallsBackToSoft, let lock = lock as? FileLock else { return }
         say("mechanism \(lock.mechanism.map { "\($0)" } ?? "unknown")")
     }
@@ -282,23 +306,35 @@ do {
             say("usage: lock-probe increment PATH COUNTER N")
             exit(2)
         }
-        let counter = open(arguments[2], O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard counter >= 0 else {
-            say("error io - - cannot open counter")
-            exit(3)
+        func openCounter() -> Int32 {
+            let counter = open(arguments[2], O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            guard counter >= 0 else {
+                say("error io - - cannot open counter")
+                exit(3)
+            }
+            return counter
         }
+        var counter = reopens ? -1 : openCounter()
         say("ready")
         guard readLine() == "go" else { exit(2) }
         for _ in 0..<count {
             if !withoutLock { try lock.acquire(timeout: nil) }
+            if reopens { counter = openCounter() }
             var buffer = [UInt8](repeating: 0, count: 32)
             let read = pread(counter, &buffer, 32, 0)
-            let value = Int(String(decoding: buffer.prefix(max(0, read)), as: UTF8.self)) ?? 0
-            let text = Array(String(value + 1).utf8)
-            _ = pwrite(counter, text, text.count, 0)
+            let digits = buffer.prefix(max(0, read)).drop { $0 == UInt8(ascii: "0") }
+            let value = digits.isEmpty ? 0 : Int(String(decoding: digits, as: UTF8.self)) ?? 0
+            var text = String(value + 1)
+            if reopens { text = String(repeating: "0", count: max(0, 20 - text.count)) + text }
+            let bytes = Array(text.utf8)
+            _ = pwrite(counter, bytes, bytes.count, 0)
+            if reopens {
+                close(counter)
+                counter = -1
+            }
             if !withoutLock { lock.release() }
         }
-        close(counter)
+        if counter >= 0 { close(counter) }
         say("done")
     case "race":
         while let line = readLine() {

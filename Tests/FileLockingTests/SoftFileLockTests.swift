@@ -570,6 +570,52 @@ struct SoftFileLockTests {
 
     static let exchangeCases: [Bool] = NoFlockTests.compiler != nil || TestEnvironment.isCI ? [true, false] : [true]
 
+    /// sshfs reports a lost exclusive create as `EPERM` (SFTP version 3 has no "exists" status;
+    /// measured on `TwoHostBed`'s sshfs bed): with a marker at the path that is a busy lock, not a
+    /// permission problem. Simulated by a shim that turns `EEXIST` of such a create into `EPERM`;
+    /// a real permission problem (nothing at the path) stays an error.
+    @Test(.enabled(if: TestEnvironment.requires(NoFlockTests.compiler != nil), "needs Linux and a C compiler for the LD_PRELOAD shim"))
+    func aLostExclusiveCreateReportedAsEPERMIsABusyLock() throws {
+        let shim = try NoFlockTests.shim(
+            """
+            #define _GNU_SOURCE
+            #include <dlfcn.h>
+            #include <errno.h>
+            #include <fcntl.h>
+            #include <stdarg.h>
+            #include <string.h>
+            #include <sys/types.h>
+            static int opening(const char *name, const char *path, int flags, va_list arguments) {
+                mode_t mode = (mode_t)va_arg(arguments, int);
+                int result = ((int (*)(const char *, int, ...))dlsym(RTLD_NEXT, name))(path, flags, mode);
+                if (result < 0 && errno == EEXIST && (flags & O_EXCL) && strstr(path, "sftp")) errno = EPERM;
+                if (result < 0 && strstr(path, "denied")) errno = EPERM;
+                return result;
+            }
+            int open(const char *path, int flags, ...) {
+                va_list arguments; va_start(arguments, flags);
+                int result = opening("open", path, flags, arguments);
+                va_end(arguments); return result;
+            }
+            int open64(const char *path, int flags, ...) {
+                va_list arguments; va_start(arguments, flags);
+                int result = opening("open64", path, flags, arguments);
+                va_end(arguments); return result;
+            }
+            """, in: folder, name: "sftp-eperm")
+        let path = folder.file("sftp.lock")
+        let holder = try probe("hold", path)
+        try holder.expectLine(startingWith: "acquired")
+        let other = try ChildProcess(TestEnvironment.probe, ["try", path, "--kind", "soft"], environment: ["LD_PRELOAD": shim])
+        #expect(try other.readLine() == "busy")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        let denied = try ChildProcess(
+            TestEnvironment.probe, ["try", folder.file("denied/x.lock"), "--kind", "soft"], environment: ["LD_PRELOAD": shim])
+        let line = try denied.readLine()
+        #expect(line.hasPrefix("error permissionDenied"), "\(line)")
+    }
+
     @Test(arguments: exchangeCases)
     func eightBreakersRacingOnAStaleMarkerHoldOneAtATime(exchange: Bool) throws {
         let path = folder.file("race.lock")

@@ -22,5 +22,10 @@ int filelock_replace_descriptor(int source, int target);
 /// Fills `count` bytes at `bytes` from the system's random source in one call where it can
 /// (Linux getrandom, arc4random_buf elsewhere). Returns 0, or -1 with errno set.
 int filelock_random_bytes(void *bytes, unsigned long count);
+/// statfs(2) of `path`, or with `path` NULL fstatfs(2) of `descriptor`: the filesystem's type
+/// number (Linux f_type, 0 elsewhere) into `type`, and its type name (macOS f_fstypename, empty
+/// elsewhere) into `name`, NUL-terminated, cut to `nameSize` bytes. Returns 0, or -1 with errno set.
+/// (Glibc's Swift module does not carry <sys/statfs.h>.)
+int filelock_statfs(const char *path, int descriptor, unsigned long long *type, char *name, int nameSize);
 
 #endif

@@ -32,5 +32,7 @@ enum LazyGlobals {
         QuickRandom.finishGlobals()
         PathRegistry.finishGlobals()
         ReadWritePrimitive.finishGlobals()
+        FileLockWarnings.finishGlobals()
+        MountTypes.finishGlobals()
     }
 }

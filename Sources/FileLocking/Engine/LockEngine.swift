@@ -283,15 +283,24 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         return hold
     }
 
-    /// Begins and tries once, restarting while the primitive asks to. Returns the attempt and
-    /// its hold when acquired, or the attempt alone when busy.
+    /// Begins and tries once, restarting while the primitive asks to (or finds the lock file
+    /// gone: `LockFileGone`). Returns the attempt and its hold when acquired, or the attempt alone
+    /// when busy.
     private func tryAcquiring(_ request: LockRequest) throws -> (Primitive.Attempt, Primitive.Hold?) {
         var restarts = 0
         while true {
-            let attempt = try primitive.begin(request)
+            let attempt: Primitive.Attempt
+            do {
+                attempt = try primitive.begin(request)
+            } catch is LockFileGone {
+                try WaitSchedule.count(&restarts, path: path)
+                continue
+            }
             let outcome: AttemptOutcome<Primitive.Hold>
             do {
                 outcome = try primitive.tryOnce(attempt, request)
+            } catch is LockFileGone {
+                outcome = .restart
             } catch {
                 primitive.abandon(attempt)
                 throw error

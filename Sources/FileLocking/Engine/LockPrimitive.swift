@@ -61,6 +61,13 @@ enum AttemptOutcome<Hold: Sendable>: Sendable {
     }
 }
 
+/// Thrown by a primitive's `begin`, `tryOnce`, `waitInKernel` or `confirm` when the lock file is
+/// gone under the attempt in the way network filesystems say it (`ESTALE`: the file or its folder
+/// was deleted or replaced on the server, so the client's handle names nothing): the engine
+/// abandons the attempt and begins again, as after `.restart` (counted against
+/// `maximumRestarts`, so a handle that stays stale ends in an error, not a loop).
+struct LockFileGone: Error {}
+
 /// One kind of lock reduced to what only it knows: how to try once, how to wait efficiently,
 /// how to release, and who holds it. `LockEngine` builds everything else on top: timeouts,
 /// cancellation, reentrancy, thread and task ownership, self-deadlock detection, errors.

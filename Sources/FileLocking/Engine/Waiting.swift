@@ -71,6 +71,11 @@ struct WaitSchedule {
         }
     }
 
+    /// Counts one more start-over in a row (a new attempt that found the lock file gone at once).
+    mutating func countRestart(path: String) throws {
+        try WaitSchedule.count(&restarts, path: path)
+    }
+
     /// Counts one more start-over in a row; a primitive that asks without end (a file that keeps
     /// vanishing, an NFS handle that stays stale) is an error, not a busy loop.
     static func count(_ restarts: inout Int, path: String) throws {
@@ -216,51 +221,14 @@ extension LockEngine {
             let now = MonotonicInstant.now
             if schedule.hasExpired(at: now) { throw WaitExpired() }
             let outcome: AttemptOutcome<Primitive.Hold>
-            switch step {
-            case .kernel:
-                // A kernel wait may end on a lock file that the holder we waited for removed (or
-                // renamed away): starting over then is the normal course of things (the next
-                // round waits on the file now at the path), so it is not counted against
-                // `maximumRestarts`. A try comes first in every round but the first (which follows
-                // the caller's own try): a free file that keeps vanishing restarts in the try, and
-                // is counted, so a wait can never spin on it unbounded.
-                if hasWaited, case let tried = try primitive.tryOnce(attempt, schedule.request), !tried.isBusy {
-                    outcome = tried
-                } else {
-                    hasWaited = true
-                    switch try primitive.waitInKernel(attempt, schedule.request) {
-                    case .interrupted:
-                        outcome = .busy
-                    case .locked:
-                        outcome = try primitive.confirm(attempt, schedule.request)
-                        if case .restart = outcome { countsRestart = false }
-                    }
-                }
-            case .pause:
-                let sleep = schedule.nextPause(at: now)
-                if schedule.needsPreparing {
-                    primitive.prepareToWait(attempt)
-                    schedule.needsPreparing = false
-                }
-                primitive.pause(attempt, upTo: sleep)
-                outcome = try primitive.tryOnce(attempt, schedule.request)
-            case .remote:
-                let current = attempt
-                let request = schedule.request
-                let deadline = schedule.deadline
-                do {
-                    outcome = try ThreadBridge.run(
-                        tick: configuration.pollInterval, deadline: deadline,
-                        isCancelled: { (token?.isCancelled ?? false) || (cancelCheck?() ?? false) }
-                    ) { [primitive] in
-                        try await primitive.waitRemotely(current, request, until: deadline)
-                    }
-                } catch is CancellationError {
-                    if token?.isCancelled == true { throw CancellationError() }
-                    if let cancelCheck, cancelCheck() { throw cancelledError(schedule) }
-                    // Ended by the bridge past the deadline: a timeout.
-                    outcome = .busy
-                }
+            do {
+                outcome = try round(
+                    attempt, &schedule, step: step, hasWaited: &hasWaited, countsRestart: &countsRestart,
+                    cancelCheck: cancelCheck, token: token, now: now)
+            } catch is LockFileGone {
+                // The lock file is gone under the attempt (ESTALE): begin again, counted.
+                outcome = .restart
+                countsRestart = true
             }
             switch try schedule.next(after: outcome, path: path, counting: countsRestart) {
             case .acquired(let hold):
@@ -271,10 +239,78 @@ extension LockEngine {
             case .beginAgain:
                 primitive.abandon(attempt)
                 isAttemptOpen = false
-                attempt = try primitive.begin(schedule.request)
+                attempt = try beginAgain(&schedule)
                 isAttemptOpen = true
             }
         }
+    }
+
+    /// Begins a new attempt after one was void, again while the lock file is found gone at once
+    /// (counted, as every start-over in a row).
+    private func beginAgain(_ schedule: inout WaitSchedule) throws -> Primitive.Attempt {
+        while true {
+            do {
+                return try primitive.begin(schedule.request)
+            } catch is LockFileGone {
+                try schedule.countRestart(path: path)
+            }
+        }
+    }
+
+    /// One round of a thread's wait: a try and a kernel wait, a pause and a try, or a wait on the
+    /// server. Throws `LockFileGone` when the lock file is gone under the attempt.
+    private func round(
+        _ attempt: Primitive.Attempt, _ schedule: inout WaitSchedule, step: WaitStep, hasWaited: inout Bool,
+        countsRestart: inout Bool, cancelCheck: (() -> Bool)?, token: CancellationToken?, now: MonotonicInstant
+    ) throws -> AttemptOutcome<Primitive.Hold> {
+        let outcome: AttemptOutcome<Primitive.Hold>
+        switch step {
+        case .kernel:
+            // A kernel wait may end on a lock file that the holder we waited for removed (or
+            // renamed away): starting over then is the normal course of things (the next
+            // round waits on the file now at the path), so it is not counted against
+            // `maximumRestarts`. A try comes first in every round but the first (which follows
+            // the caller's own try): a free file that keeps vanishing restarts in the try, and
+            // is counted, so a wait can never spin on it unbounded.
+            if hasWaited, case let tried = try primitive.tryOnce(attempt, schedule.request), !tried.isBusy {
+                outcome = tried
+            } else {
+                hasWaited = true
+                switch try primitive.waitInKernel(attempt, schedule.request) {
+                case .interrupted:
+                    outcome = .busy
+                case .locked:
+                    outcome = try primitive.confirm(attempt, schedule.request)
+                    if case .restart = outcome { countsRestart = false }
+                }
+            }
+        case .pause:
+            let sleep = schedule.nextPause(at: now)
+            if schedule.needsPreparing {
+                primitive.prepareToWait(attempt)
+                schedule.needsPreparing = false
+            }
+            primitive.pause(attempt, upTo: sleep)
+            outcome = try primitive.tryOnce(attempt, schedule.request)
+        case .remote:
+            let current = attempt
+            let request = schedule.request
+            let deadline = schedule.deadline
+            do {
+                outcome = try ThreadBridge.run(
+                    tick: configuration.pollInterval, deadline: deadline,
+                    isCancelled: { (token?.isCancelled ?? false) || (cancelCheck?() ?? false) }
+                ) { [primitive] in
+                    try await primitive.waitRemotely(current, request, until: deadline)
+                }
+            } catch is CancellationError {
+                if token?.isCancelled == true { throw CancellationError() }
+                if let cancelCheck, cancelCheck() { throw cancelledError(schedule) }
+                // Ended by the bridge past the deadline: a timeout.
+                outcome = .busy
+            }
+        }
+        return outcome
     }
 
     // MARK: Waiting in a task
@@ -362,7 +398,11 @@ extension LockEngine {
                     schedule.needsPreparing = false
                 }
                 try await primitive.pause(current, upTo: sleep)
-                outcome = try await offThePool { [primitive] in try primitive.tryOnce(current, request) }
+                do {
+                    outcome = try await offThePool { [primitive] in try primitive.tryOnce(current, request) }
+                } catch is LockFileGone {
+                    outcome = .restart
+                }
             }
             switch try schedule.next(after: outcome, path: path) {
             case .acquired(let hold):
@@ -376,7 +416,14 @@ extension LockEngine {
             case .beginAgain:
                 primitive.abandon(attempt)
                 isAttemptOpen = false
-                attempt = try await offThePool { [primitive] in try primitive.begin(request) }
+                while true {
+                    do {
+                        attempt = try await offThePool { [primitive] in try primitive.begin(request) }
+                        break
+                    } catch is LockFileGone {
+                        try schedule.countRestart(path: path)
+                    }
+                }
                 isAttemptOpen = true
             }
         }

@@ -161,6 +161,15 @@ public final class ByteRangeLock: Sendable {
             node: PathRegistry.node(for: lockPath.absolute))
     }
 
+    /// The network or FUSE filesystem the file is on, or `nil` on a local filesystem (asked of the
+    /// open file with `fstatfs` once, then kept). Record locks there may not exclude processes on
+    /// other hosts (on FUSE, not even processes that use another mount of the file): see
+    /// ``NetworkFilesystem``. The first lock on such a filesystem is also reported to
+    /// ``FileLockWarnings/handler``.
+    public var networkFilesystem: NetworkFilesystem? {
+        engine.primitive.filesystem.filesystem(ofDescriptor: file.descriptor)
+    }
+
     // MARK: Locking
 
     /// Locks `range`, waiting at most `timeout` for other holders to free it.
@@ -398,11 +407,17 @@ public final class ByteRangeLock: Sendable {
 struct RangePrimitive: LockPrimitive {
     let file: RangeFile
     let path: String
+    /// Whether the file is on a network or FUSE filesystem (looked at once, reported once).
+    let filesystem = NetworkFilesystemCheck(lockKind: "ByteRangeLock")
     var waitStrategy: WaitStrategy { .kernel }
     /// `fcntl(F_OFD_SETLK)` on an open descriptor returns at once.
     var triesWithoutBlocking: Bool { true }
 
-    func begin(_ request: LockRequest) throws -> LockRequest { request }
+    /// The first lock of the object also looks at the file's filesystem (one `fstatfs`).
+    func begin(_ request: LockRequest) throws -> LockRequest {
+        filesystem.noteUse(of: file.descriptor, device: nil, path: path)
+        return request
+    }
 
     private func raw(_ request: LockRequest) -> RangeLockRequest {
         RangeLockRequest(
@@ -526,6 +541,14 @@ struct RangePrimitive: LockPrimitive {
                 .notSupportedByFilesystem, path: path,
                 message: "cannot \(operation) '\(path)': no locks available (the kernel's lock table is full, or an "
                     + "NFS mount without lock support); use SoftFileLock on such filesystems", errno: error.rawValue)
+        case .staleFileHandle:
+            // The object's one open file is gone on the server: starting over would find it gone
+            // again, so say what to do instead.
+            return FileLockError(
+                .io, path: path,
+                message: "cannot \(operation) '\(path)': the file is gone (its network filesystem handle is stale: it was "
+                    + "deleted or replaced on the server); open a new ByteRangeLock on the file now at the path",
+                errno: error.rawValue)
         case .badFileDescriptor:
             return FileLockError(
                 .permissionDenied, path: path,

@@ -34,7 +34,9 @@
 /// the data file itself. On filesystems where `flock` is not supported, acquiring throws
 /// `.notSupportedByFilesystem`; use ``SoftFileLock`` there, or create the lock with
 /// `fallsBackToSoft: true` to switch to a marker file at the same path where `flock` fails
-/// (see ``mechanism``).
+/// (see ``mechanism``). On a network or FUSE filesystem, where `flock` may work but not reach
+/// other hosts (or other mounts), ``networkFilesystem`` says so, and the first acquisition
+/// reports it to ``FileLockWarnings/handler``.
 public struct FileLock: EngineBackedLock {
     let engine: LockEngine<FileLockPrimitive>
 
@@ -74,8 +76,9 @@ public struct FileLock: EngineBackedLock {
     ///     lock file (where none can be created, no marker could be either: the missing `flock` is
     ///     then reported as without the fallback), and kept for the lock object: see ``mechanism``. The marker is never group-
     ///     or other-writable (`filePermissions` less those bits; `0o644` less the umask when
-    ///     `nil`). `flock` that works but is local to one host (some network mounts) is not
-    ///     detected: there, use ``SoftFileLock``.
+    ///     `nil`). `flock` that works but is local to one host (some network mounts, FUSE) is
+    ///     no reason to fall back (``networkFilesystem`` tells such a filesystem): there, use
+    ///     ``SoftFileLock``.
     ///   - removesFileOnRelease: Delete the lock file when the lock is released, safely: while
     ///     still holding it; every acquirer checks after locking that the path still names the
     ///     file it locked and else starts over. It then conflicts with programs that lock the file
@@ -145,6 +148,18 @@ public struct FileLock: EngineBackedLock {
 
     /// The absolute path that is opened: the key for singletons and deadlock detection.
     public var canonicalPath: String { engine.primitive.lockPath.absolute.description }
+
+    /// The network or FUSE filesystem the lock file is on, or `nil` on a local filesystem.
+    ///
+    /// `flock` there may not exclude processes on other hosts (on FUSE, not even processes that use
+    /// another mount of the same files): across hosts use ``SoftFileLock``. See
+    /// ``NetworkFilesystem``. Found once per lock object and kept: by the first acquisition
+    /// (`fstatfs` of the lock file, which also reports it once to ``FileLockWarnings/handler``), or
+    /// before that by `statfs` of the lock file's folder (of the nearest existing folder above it
+    /// when it is missing).
+    public var networkFilesystem: NetworkFilesystem? {
+        engine.primitive.kernel.filesystem.filesystem(ofFolder: engine.primitive.lockPath.parent)
+    }
 
     /// The process holding the lock, from the kernel's lock table (`/proc/locks` on Linux), or
     /// with a marker fallback from the marker (with host and since when); `nil` when free or

@@ -13,21 +13,30 @@ struct FlockPrimitive: LockPrimitive {
     let filePermissions: UInt32?
     /// Delete the lock file on release, while still holding it (exclusively).
     var removesFileOnRelease = false
+    /// Whether the lock file is on a network or FUSE filesystem (looked at once, reported once).
+    let filesystem = NetworkFilesystemCheck(lockKind: "FileLock")
 
     var path: String { lockPath.given }
     var waitStrategy: WaitStrategy { .kernel }
 
     typealias OpenLockFile = FileLocking.OpenLockFile
 
-    /// Opens (creating if needed) the lock file, never following a symbolic link.
+    /// Opens (creating if needed) the lock file, never following a symbolic link. The first
+    /// acquisition of the lock object also looks at the file's filesystem (see
+    /// `NetworkFilesystemCheck`).
     func begin(_ request: LockRequest) throws -> OpenLockFile {
-        try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666)
+        let file = try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666)
+        filesystem.noteUse(of: file.descriptor, device: file.status?.device, path: path)
+        return file
     }
 
+    /// `ESTALE` (the file was deleted or replaced on an NFS server) means the file is gone: the
+    /// engine begins again on the file now at the path.
     func tryOnce(_ file: OpenLockFile, _ request: LockRequest) throws -> AttemptOutcome<Int32> {
         switch System.flockNonBlocking(file.descriptor, request.mode.flockOperation) {
         case .success(true): return confirm(file, request)
         case .success(false): return .busy
+        case .failure(.staleFileHandle): throw LockFileGone()
         case .failure(let error): throw lockError(error, request.mode)
         }
     }
@@ -36,6 +45,7 @@ struct FlockPrimitive: LockPrimitive {
         switch System.flockBlockingOnce(file.descriptor, request.mode.flockOperation) {
         case .success: return .locked
         case .failure(.interrupted): return .interrupted
+        case .failure(.staleFileHandle): throw LockFileGone()
         case .failure(let error): throw lockError(error, request.mode)
         }
     }
@@ -190,6 +200,10 @@ extension LockPath {
                     .invalidPath, path: given,
                     message: "cannot open lock file '\(given)': its folder path has too many symbolic links (a loop?)",
                     errno: Errno.tooManySymbolicLinks.rawValue)
+            case .failure(.staleFileHandle):
+                // An NFS handle of the file or its folder went stale (deleted or replaced on the
+                // server): the file is gone; the engine begins again (the next open looks it up anew).
+                throw LockFileGone()
             case .failure(.noSuchFile):
                 // The folders were made (or found) just before: either one went again meanwhile,
                 // or the folder exists and its filesystem makes no files on request (/proc, /sys).

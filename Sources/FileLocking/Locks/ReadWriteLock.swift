@@ -138,6 +138,17 @@ public struct ReadWriteLock: Sendable, Hashable {
     /// The absolute path that is opened: the key for singletons.
     public var canonicalPath: String { engine.primitive.lockPath.absolute.description }
 
+    /// The network or FUSE filesystem the lock file is on, or `nil` on a local filesystem.
+    ///
+    /// Record locks there may not exclude processes on other hosts (on FUSE, not even processes
+    /// that use another mount of the same files): see ``NetworkFilesystem``. Found once per lock
+    /// object and kept: by the first acquisition (`fstatfs` of the lock file, which also reports
+    /// it once to ``FileLockWarnings/handler``), or before that by `statfs` of the lock file's
+    /// folder (of the nearest existing folder above it when it is missing).
+    public var networkFilesystem: NetworkFilesystem? {
+        engine.primitive.filesystem.filesystem(ofFolder: engine.primitive.lockPath.parent)
+    }
+
     /// The timeout acquisitions use when none is passed; `nil` waits forever.
     public var defaultTimeout: Duration? { engine.configuration.defaultTimeout }
 

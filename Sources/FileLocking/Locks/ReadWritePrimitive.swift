@@ -57,6 +57,8 @@ struct ReadWritePrimitive: LockPrimitive {
     let lockPath: LockPath
     let filePermissions: UInt32?
     let idleFiles = IdleFiles()
+    /// Whether the lock file is on a network or FUSE filesystem (looked at once, reported once).
+    let filesystem = NetworkFilesystemCheck(lockKind: "ReadWriteLock")
 
     var path: String { lockPath.given }
     var waitStrategy: WaitStrategy { .kernel }
@@ -82,7 +84,9 @@ struct ReadWritePrimitive: LockPrimitive {
             guard request.mode == .exclusive && file.readOnlyBecause != nil else { return Attempt(file: file) }
             OwnedLockFiles.close(file.descriptor)
         }
-        return Attempt(file: try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666))
+        let file = try lockPath.openRegularLockFile(mode: filePermissions ?? 0o666)
+        filesystem.noteUse(of: file.descriptor, device: file.status?.device, path: path)
+        return Attempt(file: file)
     }
 
     // MARK: Trying and waiting
@@ -217,8 +221,14 @@ struct ReadWritePrimitive: LockPrimitive {
         }
     }
 
-    private func error(_ error: Errno, _ request: LockRequest, _ attempt: Attempt) -> FileLockError {
+    /// `LockFileGone` for `ESTALE` (the file was deleted or replaced on an NFS server: begin again
+    /// on the file now at the path; the stale one is closed, never kept), else the error to throw.
+
+    private func error(_ error: Errno, _ request: LockRequest, _ attempt: Attempt) -> any Error {
         switch error {
+        case .staleFileHandle:
+            attempt.isStale.store(true, ordering: .relaxed)
+            return LockFileGone()
         case .badFileDescriptor:
             // Only a file opened read-only gets here (a write lock needs write access): never
             // keep it for another acquisition.

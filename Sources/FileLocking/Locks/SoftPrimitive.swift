@@ -527,15 +527,34 @@ struct SoftPrimitive: LockPrimitive {
     // MARK: Steps
 
     /// Creates and fills our marker; `nil` when one exists.
+    ///
+    /// - Throws: `LockFileGone` for `ESTALE` (the folder, or the marker just made, is gone on an
+    ///   NFS server): the engine begins again.
     private func create() throws -> Hold? {
         switch try lockPath.open(flags: OpenFlags.createExclusiveWriteOnly, mode: filePermissions ?? SoftPrimitive.defaultPermissions) {
         case .success(let descriptor):
             return try fill(descriptor, at: lockPath.absolute)
         case .failure(.fileExists):
             return nil
+        case .failure(let error) where Self.isLostRace(error, at: lockPath.absolute):
+            return nil
+        case .failure(.staleFileHandle):
+            throw LockFileGone()
         case .failure(let error):
             throw FileLockError.system(error, path: path, operation: "create")
         }
+    }
+
+    /// Whether an exclusive create that failed with `error` lost a race to another creator of
+    /// `name`, said in other words than `EEXIST`: sshfs reports every SFTP "failure" status as
+    /// `EPERM`, and SFTP version 3 has no "exists" status, so a client that did not know of
+    /// another host's new file gets `EPERM` (measured on the two-host bed: about a third of lost
+    /// races). A file now at the name tells it apart from a real permission problem (creating an
+    /// existing file fails with `EEXIST` first wherever the folder may be written).
+    static func isLostRace(_ error: Errno, at name: CPath) -> Bool {
+        guard error == .notPermitted || error == .accessDenied else { return false }
+        if case .success = System.lstat(name) { return true }
+        return false
     }
 
     /// Writes our record into a marker we just created; on failure removes it again.
@@ -555,6 +574,8 @@ struct SoftPrimitive: LockPrimitive {
                 _ = System.unlink(name)
             }
             System.close(descriptor)
+            // Our new marker is gone on the server already (deleted or replaced): begin again.
+            if error == .staleFileHandle { throw LockFileGone() }
             throw FileLockError.system(error, path: path, operation: "write")
         }
         return Hold(descriptor: descriptor, identity: identity)
@@ -587,7 +608,8 @@ struct SoftPrimitive: LockPrimitive {
         let descriptor: Int32
         switch System.open(name, flags: OpenFlags.readOnlyNonBlocking, mode: 0) {
         case .success(let opened): descriptor = opened
-        case .failure(.noSuchFile): return nil
+        // ESTALE: gone on the NFS server while this client still had a handle for it.
+        case .failure(.noSuchFile), .failure(.staleFileHandle): return nil
         case .failure(.accessDenied):
             // Another user's marker we may not read: it is held, by someone we cannot name. (A
             // folder we may not search hides the marker: that is an error, not "no marker".)
@@ -736,7 +758,7 @@ struct SoftPrimitive: LockPrimitive {
                 return .busy
             }
             claimIdentity = FileIdentity(status)
-        case .failure(.fileExists):
+        case .failure(let error) where error == .fileExists || Self.isLostRace(error, at: claim):
             removeClaimIfAbandoned(claim, judgingByAge: judgement != .stale)
             return .busy
         case .failure(let error):

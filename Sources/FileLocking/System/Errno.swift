@@ -36,6 +36,9 @@ struct Errno: Error, Equatable, Sendable, CustomStringConvertible {
     static let noSpace = Errno(rawValue: ENOSPC)
     static let quotaExceeded = Errno(rawValue: EDQUOT)
     static let crossDevice = Errno(rawValue: EXDEV)
+    /// `ESTALE`: a network filesystem's handle for the file (or its folder) is no longer valid:
+    /// the file is gone on the server (deleted or replaced by another client).
+    static let staleFileHandle = Errno(rawValue: ESTALE)
 
     /// `ENOTSUP` and `EOPNOTSUPP` are the same number on Linux but not everywhere.
     var isNotSupported: Bool {

@@ -58,6 +58,13 @@ enum TestEnvironment {
 
     static let isRoot: Bool = geteuid() == 0
 
+    /// The test process's working folder.
+    static let currentDirectory: String = {
+        guard let buffer = getcwd(nil, 0) else { return "/" }
+        defer { free(buffer) }
+        return String(cString: buffer)
+    }()
+
     /// Runs only where `available`; in CI a missing tool is a failure, not a skip.
     static func requires(_ available: Bool) -> Bool { available || isCI }
 }

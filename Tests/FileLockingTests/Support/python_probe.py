@@ -10,6 +10,9 @@
     python_probe.py acquire PATH SECONDS
                                       acquire(timeout=SECONDS): "acquired PID" (then as hold) or
                                       "timeout"
+    python_probe.py soft-rw-write PATH SECONDS
+                                      filelock.SoftReadWriteLock(PATH): the write lock within
+                                      SECONDS: "acquired PID" (then as hold) or "timeout"
 
 A trailing --soft uses filelock.SoftFileLock instead of FileLock; "busy" then names the holder's
 pid as SoftFileLock reads it: "busy PID".
@@ -218,6 +221,24 @@ def lease_commands(command, args):
     wait_for_release(lease)
 
 
+def soft_read_write_hold(path, seconds):
+    """filelock.SoftReadWriteLock(PATH)'s write lock: "acquired PID" (then as hold) or "timeout"."""
+    from filelock import SoftReadWriteLock
+
+    lock = SoftReadWriteLock(path)
+    try:
+        lock.acquire_write(timeout=seconds)
+    except Timeout:
+        say("timeout")
+        return
+    say(f"acquired {os.getpid()}")
+    for line in sys.stdin:
+        if line.strip() == "release":
+            break
+    lock.release()
+    say("released")
+
+
 def main():
     if sys.argv[1].startswith("srw-"):
         soft_read_write(sys.argv[1], sys.argv)
@@ -227,6 +248,9 @@ def main():
         return
     if sys.argv[1] == "lease-hold":
         lease_hold(sys.argv[2], float(sys.argv[3]))
+        return
+    if sys.argv[1] == "soft-rw-write":
+        soft_read_write_hold(sys.argv[2], float(sys.argv[3]))
         return
     if sys.argv[1].startswith("rw-"):
         read_write(sys.argv[1], sys.argv)
