@@ -110,6 +110,8 @@ func seconds(_ text: String?, or fallback: Duration?) -> Duration? {
     guard let text else { return fallback }
     return (try? FileLock.timeout(seconds: Double(text) ?? .nan, path: path)) ?? fallback
 }
+/// `hold` with `--kind soft-rw`: "generation N" (the hold's fencing token) after "acquired".
+let saysGeneration = flag("--generation")
 let printsWarnings = flag("--warnings")
 let reopens = flag("--reopen")
 if printsWarnings {
@@ -198,6 +200,12 @@ do {
         tryWriting()
         exit(0)
     }
+    let softReadWrite =
+        kind == "soft-rw"
+        ? try SoftReadWriteLock(
+            at: path, heartbeatInterval: seconds(heartbeatText, or: .seconds(30))!,
+            staleThreshold: seconds(staleText, or: nil),
+            onLoss: { loss in say("lost \(loss.reason)") }) : nil
     let lock: any CrossProcessLock =
         switch kind {
         case "soft": try SoftFileLock(at: path)
@@ -206,14 +214,7 @@ do {
             try SoftFileLease(
                 at: path, duration: seconds(leaseText, or: .seconds(30))!, heartbeatInterval: seconds(heartbeatText, or: nil),
                 onLoss: { loss in say("lost \(loss.reason)") })
-        case "soft-rw":
-            try {
-                let lock = try SoftReadWriteLock(
-                    at: path, heartbeatInterval: seconds(heartbeatText, or: .seconds(30))!,
-                    staleThreshold: seconds(staleText, or: nil),
-                    onLoss: { loss in say("lost \(loss.reason)") })
-                return shared ? lock.readLock : lock.writeLock
-            }()
+        case "soft-rw": shared ? softReadWrite!.readLock : softReadWrite!.writeLock
         default: try FileLock(at: path, fallsBackToSoft: fallsBackToSoft, removesFileOnRelease: removesFile)
         }
     func sayMechanism() {
@@ -236,6 +237,7 @@ do {
         try lock.acquire(timeout: timeout)
         say("acquired \(getpid())")
         sayMechanism()
+        if saysGeneration { say("generation \(softReadWrite.flatMap(\.fencingToken).map(String.init) ?? "-")") }
         waitForRelease(lock)
     case "holder":
         say("holder \(lock.holder.map { String($0.pid) } ?? "none")")

@@ -334,6 +334,9 @@ final class GenerationLog: Sendable {
             return made
         case .failure(.fileExists):
             return try epochFile(gen) ?? []
+        case .failure(let error) where (error == .notPermitted || error == .accessDenied) && gen.folder.exists("epoch"):
+            // sshfs answers a lost exclusive create with EPERM (SFTP has no "exists" status).
+            return try epochFile(gen) ?? []
         case .failure(let error):
             throw FileLockError.system(error, path: path, operation: "create '\(root)/gen/epoch' of")
         }
@@ -539,6 +542,10 @@ final class GenerationLog: Sendable {
         switch gen.link(temporary, to: target) {
         case .success: isLinked = true
         case .failure(.fileExists): break
+        case .failure(let error) where (error == .notPermitted || error == .accessDenied) && gen.exists(target):
+            // sshfs answers a link onto an existing name with EPERM at times (SFTP has no
+            // "exists" status): a lost race, judged below as EEXIST is.
+            break
         case .failure(let error) where error.isNotSupported || error == .crossDevice:
             throw FileLockError(
                 .notSupportedByFilesystem, path: path,

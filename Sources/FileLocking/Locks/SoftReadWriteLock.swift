@@ -41,8 +41,9 @@ import Synchronization
 ///
 /// Waiting watches `gen/` (inotify) where the filesystem reports changes (local ones), else
 /// polls every `pollInterval`; every try also refreshes the waiter's own record. It needs a
-/// filesystem with stable inode numbers and hard links (NFS, SMB, ext4, bindfs; **not** sshfs,
-/// whose inode numbers change per name): a commit is checked by comparing inodes. Holds are per
+/// filesystem with hard links (NFS, SMB, ext4, bindfs, sshfs); a link that failed is judged by
+/// comparing inodes. Python's lock compares inodes after every link, so it never commits on
+/// sshfs (whose inode numbers differ per name): do not share a lock with Python there. Holds are per
 /// thread (or task) and counted per mode; taking the other mode while holding throws
 /// `.modeChangeNotAllowed`. By default there is one lock object per path in a process
 /// (`isSingleton: true`, as Python's).

@@ -54,6 +54,12 @@ struct OpenFolder: Sendable {
         retryingInterrupts { linkat(descriptor, name, descriptor, newName, 0) }.map { _ in () }
     }
 
+    /// Whether `name` exists here (`fstatat` without following a link).
+    func exists(_ name: String) -> Bool {
+        if case .success = status(name) { return true }
+        return false
+    }
+
     /// `renameat(2)` within this folder (replaces `newName`).
     func rename(_ name: String, to newName: String) -> Result<Void, Errno> {
         retryingInterrupts { renameat(descriptor, name, descriptor, newName) }.map { _ in () }
