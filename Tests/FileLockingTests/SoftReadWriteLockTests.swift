@@ -413,6 +413,40 @@ struct SoftReadWriteLockTests {
         #expect(reported.withLock { $0.count } == 2)
     }
 
+    /// A holder whose refreshes keep failing is told, as `refresh failed`, once they failed for
+    /// the threshold less a heartbeat: before others may evict it (or take its lease over). The
+    /// failure: a soft read-write lock's filesystem remounted read-only under it (its record is
+    /// rewritten through a new descriptor), a lease's marker made immutable (`chattr +i`: its
+    /// kept descriptor can no longer touch it; a filesystem with a file open for writing cannot
+    /// be remounted read-only).
+    @Test(
+        .enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root for a private mount and chattr"),
+        arguments: ["soft-rw", "lease"])
+    func aHolderWhoseRefreshesFailIsToldInTime(kind: String) throws {
+        let mountPoint = folder.file("fs")
+        mkdir(mountPoint, 0o755)
+        let path = mountPoint + "/x.lock"
+        let holder: ChildProcess
+        if kind == "lease" {
+            holder = try ChildProcess(TestEnvironment.probe, ["hold", path, "--kind", "lease", "--lease", "1", "--heartbeat", "0.2"])
+            try holder.expectLine(startingWith: "acquired")
+            #expect(runShell("chattr +i '\(path)'") == 0, "chattr +i on the test folder's filesystem")
+        } else {
+            let options = ["--kind", "soft-rw", "--heartbeat", "0.2", "--stale", "1"]
+            let command = ([TestEnvironment.probe, "hold", path] + options).map { "'\($0)'" }.joined(separator: " ")
+            holder = try ChildProcess("unshare", ["-m", "sh", "-c", "mount -t tmpfs tmpfs '\(mountPoint)' && exec \(command)"])
+            try holder.expectLine(startingWith: "acquired")
+            #expect(runShell("nsenter --mount=/proc/\(holder.pid)/ns/mnt mount -o remount,ro '\(mountPoint)'") == 0)
+        }
+        defer { if kind == "lease" { runShell("chattr -i '\(path)'") } }
+        let remounted = ChildProcess.now()
+        #expect(try holder.expectLine(startingWith: "lost", timeout: 10) == "lost refresh failed")
+        let told = ChildProcess.now() - remounted
+        #expect(told < 1.0, "told \(told) s after its refreshes began to fail, with a 1 s threshold")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+    }
+
     /// The `losses` sequence of an `async` holder.
     @Test func lossesArriveAsAnAsyncSequence() async throws {
         let path = folder.file("stream.lock")
