@@ -42,7 +42,7 @@
 /// process: holders within one process do not exclude one another, and one holder's release drops
 /// the others' locks on the file. There, hold a `ReadWriteLock` from one thread or task at a time
 /// per process (other processes are excluded as on Linux). This is not tested in CI (Linux only).
-public struct ReadWriteLock: Sendable, Hashable {
+public struct ReadWriteLock: ReadWriteLocking, Hashable {
     let engine: LockEngine<ReadWritePrimitive>
 
     /// Creates a lock object for the lock file at `path`. Nothing is opened until it is acquired.
@@ -197,74 +197,7 @@ public struct ReadWriteLock: Sendable, Hashable {
     /// process cannot be named (see ``ReadWriteLockHolders``).
     public var currentHolders: ReadWriteLockHolders { engine.primitive.lockTable(budget: nil).snapshot }
 
-    // MARK: Acquiring and releasing
-
-    /// Takes the read lock for the calling thread, waiting at most `timeout` (`nil`: forever).
-    ///
-    /// - Parameter cancelCheck: Asked before each try and at every poll interval while waiting;
-    ///   `true` ends the wait with `.cancelled`.
-    /// - Throws: `FileLockError` with `.timedOut` (naming the writer), `.cancelled`,
-    ///   `.modeChangeNotAllowed` when the caller holds the write lock, or a code for a bad path.
-    public func acquireRead(timeout: Duration?, cancelCheck: (() -> Bool)? = nil) throws {
-        try readLock.acquire(timeout: timeout, cancelCheck: cancelCheck)
-    }
-
-    /// Takes the read lock with the lock's default timeout.
-    public func acquireRead() throws {
-        try readLock.acquire()
-    }
-
-    /// Takes the write lock for the calling thread, waiting at most `timeout` (`nil`: forever):
-    /// first for another writer to finish, then for the readers inside to leave (no new reader
-    /// gets in meanwhile).
-    ///
-    /// - Throws: `FileLockError` with `.timedOut` (naming the writer or a reader), `.cancelled`,
-    ///   `.modeChangeNotAllowed` when the caller holds the read lock, `.permissionDenied` when this
-    ///   user may only read the lock file, or a code for a bad path.
-    public func acquireWrite(timeout: Duration?, cancelCheck: (() -> Bool)? = nil) throws {
-        try writeLock.acquire(timeout: timeout, cancelCheck: cancelCheck)
-    }
-
-    /// Takes the write lock with the lock's default timeout.
-    public func acquireWrite() throws {
-        try writeLock.acquire()
-    }
-
-    /// Takes the read lock for the current task without blocking a thread of the cooperative pool.
-    ///
-    /// - Throws: `CancellationError` when the task is cancelled while waiting, else as
-    ///   ``acquireRead(timeout:cancelCheck:)``.
-    public func acquireRead(timeout: Duration?) async throws {
-        try await readLock.acquire(timeout: timeout)
-    }
-
-    /// Takes the read lock for the current task with the lock's default timeout.
-    public func acquireRead() async throws {
-        try await readLock.acquire()
-    }
-
-    /// Takes the write lock for the current task without blocking a thread of the cooperative pool.
-    ///
-    /// - Throws: `CancellationError` when the task is cancelled while waiting, else as
-    ///   ``acquireWrite(timeout:cancelCheck:)``.
-    public func acquireWrite(timeout: Duration?) async throws {
-        try await writeLock.acquire(timeout: timeout)
-    }
-
-    /// Takes the write lock for the current task with the lock's default timeout.
-    public func acquireWrite() async throws {
-        try await writeLock.acquire()
-    }
-
-    /// Tries once for the read lock; `false` when a writer holds or waits for it.
-    public func tryAcquireRead() throws -> Bool {
-        try readLock.tryAcquire()
-    }
-
-    /// Tries once for the write lock; `false` when anyone else holds it.
-    public func tryAcquireWrite() throws -> Bool {
-        try writeLock.tryAcquire()
-    }
+    // MARK: Releasing (acquiring: see ReadWriteLocking)
 
     /// Gives up one hold of the caller, in whichever mode it holds; the lock is free for others
     /// when the last hold goes.
@@ -274,65 +207,6 @@ public struct ReadWriteLock: Sendable, Hashable {
     @discardableResult
     public func release(force: Bool = false) -> Bool {
         engine.release(force: force)
-    }
-
-    // MARK: Scoped use
-
-    /// Runs `body` holding the read lock, waiting at most `timeout`; releases even when it throws.
-    @_disfavoredOverload
-    public func withReadLock<Result>(
-        timeout: Duration?, cancelCheck: (() -> Bool)? = nil, _ body: () throws -> Result
-    ) throws -> Result {
-        try readLock.withLock(timeout: timeout, cancelCheck: cancelCheck, body)
-    }
-
-    /// Runs `body` holding the read lock, with the lock's default timeout.
-    @_disfavoredOverload
-    public func withReadLock<Result>(_ body: () throws -> Result) throws -> Result {
-        try readLock.withLock(body)
-    }
-
-    /// Runs `body` holding the write lock, waiting at most `timeout`; releases even when it throws.
-    @_disfavoredOverload
-    public func withWriteLock<Result>(
-        timeout: Duration?, cancelCheck: (() -> Bool)? = nil, _ body: () throws -> Result
-    ) throws -> Result {
-        try writeLock.withLock(timeout: timeout, cancelCheck: cancelCheck, body)
-    }
-
-    /// Runs `body` holding the write lock, with the lock's default timeout.
-    @_disfavoredOverload
-    public func withWriteLock<Result>(_ body: () throws -> Result) throws -> Result {
-        try writeLock.withLock(body)
-    }
-
-    /// Runs `body` while the current task holds the read lock; releases even when it throws. The
-    /// body runs on the caller's actor (if any); only the wait happens elsewhere.
-    nonisolated(nonsending) public func withReadLock<Result>(
-        timeout: Duration?, _ body: nonisolated(nonsending) () async throws -> Result
-    ) async throws -> Result {
-        try await readLock.withLock(timeout: timeout, body)
-    }
-
-    /// Runs `body` while the current task holds the read lock, with the lock's default timeout.
-    nonisolated(nonsending) public func withReadLock<Result>(
-        _ body: nonisolated(nonsending) () async throws -> Result
-    ) async throws -> Result {
-        try await readLock.withLock(body)
-    }
-
-    /// Runs `body` while the current task holds the write lock; releases even when it throws.
-    nonisolated(nonsending) public func withWriteLock<Result>(
-        timeout: Duration?, _ body: nonisolated(nonsending) () async throws -> Result
-    ) async throws -> Result {
-        try await writeLock.withLock(timeout: timeout, body)
-    }
-
-    /// Runs `body` while the current task holds the write lock, with the lock's default timeout.
-    nonisolated(nonsending) public func withWriteLock<Result>(
-        _ body: nonisolated(nonsending) () async throws -> Result
-    ) async throws -> Result {
-        try await writeLock.withLock(body)
     }
 
     /// Two values are equal when they are the same lock object (copies, or one singleton).

@@ -47,7 +47,7 @@ import Synchronization
 /// thread (or task) and counted per mode; taking the other mode while holding throws
 /// `.modeChangeNotAllowed`. By default there is one lock object per path in a process
 /// (`isSingleton: true`, as Python's).
-public struct SoftReadWriteLock: Sendable, Hashable {
+public struct SoftReadWriteLock: ReadWriteLocking, Hashable {
     let engine: LockEngine<SoftReadWritePrimitive>
 
     /// Creates a lock object for `path`. Nothing is created until it is acquired.
@@ -214,74 +214,7 @@ public struct SoftReadWriteLock: Sendable, Hashable {
         if let loss = engine.lossOfCurrentOwner() { throw loss.error }
     }
 
-    // MARK: Acquiring and releasing
-
-    /// Takes the read lock for the calling thread, waiting at most `timeout` (`nil`: forever).
-    ///
-    /// - Parameter cancelCheck: Asked before each try and at every poll interval while waiting;
-    ///   `true` ends the wait with `.cancelled`.
-    /// - Throws: `FileLockError` with `.timedOut` (naming the writer), `.cancelled`,
-    ///   `.modeChangeNotAllowed` when the caller holds the write lock, or a code for a bad path.
-    public func acquireRead(timeout: Duration?, cancelCheck: (() -> Bool)? = nil) throws {
-        try readLock.acquire(timeout: timeout, cancelCheck: cancelCheck)
-    }
-
-    /// Takes the read lock with the lock's default timeout.
-    public func acquireRead() throws {
-        try readLock.acquire()
-    }
-
-    /// Takes the write lock for the calling thread, waiting at most `timeout` (`nil`: forever):
-    /// first for another writer to finish, then for the readers inside to leave (no new reader
-    /// gets in meanwhile).
-    ///
-    /// - Throws: `FileLockError` with `.timedOut` (naming the writer or a reader), `.cancelled`,
-    ///   `.modeChangeNotAllowed` when the caller holds the read lock, `.lockLost` when the caller's
-    ///   write hold was lost, or a code for a bad path.
-    public func acquireWrite(timeout: Duration?, cancelCheck: (() -> Bool)? = nil) throws {
-        try writeLock.acquire(timeout: timeout, cancelCheck: cancelCheck)
-    }
-
-    /// Takes the write lock with the lock's default timeout.
-    public func acquireWrite() throws {
-        try writeLock.acquire()
-    }
-
-    /// Takes the read lock for the current task without blocking a thread of the cooperative pool.
-    ///
-    /// - Throws: `CancellationError` when the task is cancelled while waiting, else as
-    ///   ``acquireRead(timeout:cancelCheck:)``.
-    public func acquireRead(timeout: Duration?) async throws {
-        try await readLock.acquire(timeout: timeout)
-    }
-
-    /// Takes the read lock for the current task with the lock's default timeout.
-    public func acquireRead() async throws {
-        try await readLock.acquire()
-    }
-
-    /// Takes the write lock for the current task without blocking a thread of the cooperative pool.
-    ///
-    /// - Throws: `CancellationError` when the task is cancelled while waiting, else as
-    ///   ``acquireWrite(timeout:cancelCheck:)``.
-    public func acquireWrite(timeout: Duration?) async throws {
-        try await writeLock.acquire(timeout: timeout)
-    }
-
-    /// Takes the write lock for the current task with the lock's default timeout.
-    public func acquireWrite() async throws {
-        try await writeLock.acquire()
-    }
-
-    /// Tries once for the read lock; `false` when a writer holds or waits for it.
-    public func tryAcquireRead() throws -> Bool {
-        try readLock.tryAcquire()
-    }
-
-    /// Tries once for the write lock; `false` when anyone else holds it.
-    public func tryAcquireWrite() throws -> Bool {
-        try writeLock.tryAcquire()
-    }
+    // MARK: Releasing (acquiring: see ReadWriteLocking)
 
     /// Gives up one hold of the caller, in whichever mode it holds; the lock is free for others
     /// when the last hold goes (this process commits itself out of the log at once).
@@ -291,65 +224,6 @@ public struct SoftReadWriteLock: Sendable, Hashable {
     @discardableResult
     public func release(force: Bool = false) -> Bool {
         engine.release(force: force)
-    }
-
-    // MARK: Scoped use
-
-    /// Runs `body` holding the read lock, waiting at most `timeout`; releases even when it throws.
-    @_disfavoredOverload
-    public func withReadLock<Result>(
-        timeout: Duration?, cancelCheck: (() -> Bool)? = nil, _ body: () throws -> Result
-    ) throws -> Result {
-        try readLock.withLock(timeout: timeout, cancelCheck: cancelCheck, body)
-    }
-
-    /// Runs `body` holding the read lock, with the lock's default timeout.
-    @_disfavoredOverload
-    public func withReadLock<Result>(_ body: () throws -> Result) throws -> Result {
-        try readLock.withLock(body)
-    }
-
-    /// Runs `body` holding the write lock, waiting at most `timeout`; releases even when it throws.
-    @_disfavoredOverload
-    public func withWriteLock<Result>(
-        timeout: Duration?, cancelCheck: (() -> Bool)? = nil, _ body: () throws -> Result
-    ) throws -> Result {
-        try writeLock.withLock(timeout: timeout, cancelCheck: cancelCheck, body)
-    }
-
-    /// Runs `body` holding the write lock, with the lock's default timeout.
-    @_disfavoredOverload
-    public func withWriteLock<Result>(_ body: () throws -> Result) throws -> Result {
-        try writeLock.withLock(body)
-    }
-
-    /// Runs `body` while the current task holds the read lock; releases even when it throws. The
-    /// body runs on the caller's actor (if any); only the wait happens elsewhere.
-    nonisolated(nonsending) public func withReadLock<Result>(
-        timeout: Duration?, _ body: nonisolated(nonsending) () async throws -> Result
-    ) async throws -> Result {
-        try await readLock.withLock(timeout: timeout, body)
-    }
-
-    /// Runs `body` while the current task holds the read lock, with the lock's default timeout.
-    nonisolated(nonsending) public func withReadLock<Result>(
-        _ body: nonisolated(nonsending) () async throws -> Result
-    ) async throws -> Result {
-        try await readLock.withLock(body)
-    }
-
-    /// Runs `body` while the current task holds the write lock; releases even when it throws.
-    nonisolated(nonsending) public func withWriteLock<Result>(
-        timeout: Duration?, _ body: nonisolated(nonsending) () async throws -> Result
-    ) async throws -> Result {
-        try await writeLock.withLock(timeout: timeout, body)
-    }
-
-    /// Runs `body` while the current task holds the write lock, with the lock's default timeout.
-    nonisolated(nonsending) public func withWriteLock<Result>(
-        _ body: nonisolated(nonsending) () async throws -> Result
-    ) async throws -> Result {
-        try await writeLock.withLock(body)
     }
 
     /// Gives up one hold as ``release(force:)`` does, then throws `.lockLost` when it had been lost.
