@@ -143,8 +143,9 @@ struct LockReport {
         let lock = try SoftReadWriteLock(
             at: try RawArguments.filePath(path), heartbeatInterval: threshold / 3, staleThreshold: threshold,
             isSingleton: false, pollInterval: min(.milliseconds(100), threshold / 4))
-        let generation = lock.generation
-        let table = lock.currentHolders
+        let state = try lock.readState()
+        let generation = state.generation
+        let table = state.holders
         return LockReport(
             path: path, kind: .softRW, isGuessed: isGuessed, holders: (table.writer.map { [$0] } ?? []) + table.readers,
             waiting: 0, marker: marker, waitingWriter: table.waitingWriter, generation: generation,

@@ -156,6 +156,46 @@ struct SoftFileLeaseTests {
         #expect(try lease.checkedRelease())
     }
 
+    /// A heartbeat held up on a stalled filesystem (its FUSE daemon stopped) holds up neither the
+    /// other holds' heartbeats (they run on other threads) nor the news: the stalled lease reads
+    /// as lost (`refresh failed`) once its heartbeats are overdue, though no beat could tell.
+    @Test(.enabled(if: TestEnvironment.requires(SoftFileLockTests.bindfs != nil && TestEnvironment.isRoot), "needs bindfs and root"))
+    func aStalledFilesystemHoldsUpNeitherOtherHeartbeatsNorTheNews() throws {
+        let shared = folder.file("shared")
+        let mount = folder.file("mount")
+        mkdir(shared, 0o755)
+        mkdir(mount, 0o755)
+        // In the foreground, so that its pid is known (a `pkill -f` would match its own shell).
+        let daemon = try ChildProcess(SoftFileLockTests.bindfs ?? "bindfs", ["-f", "--no-allow-other", shared, mount])
+        defer {
+            daemon.signal(SIGCONT)
+            runShell("umount '\(mount)' || fusermount -u '\(mount)'")
+            _ = try? daemon.waitForExit()
+        }
+        eventually("the mount is up") { runShell("mountpoint -q '\(mount)'") == 0 }
+        let stalled = try SoftFileLease(at: mount + "/stalled.lock", duration: .seconds(2), heartbeatInterval: .milliseconds(200))
+        try stalled.acquire(timeout: .seconds(1))
+        let local = try SoftReadWriteLock(
+            at: folder.file("local.lock"), heartbeatInterval: .milliseconds(100), staleThreshold: .seconds(1), isSingleton: false)
+        try local.acquireRead(timeout: .seconds(1))
+        daemon.signal(SIGSTOP)
+        let stopped = ChildProcess.now()
+        // The local hold's record keeps changing while the lease's beat hangs in the stopped mount.
+        let record = folder.file("local.lock.rw/holders/") + ((try? FileManagerLite.entries(folder.file("local.lock.rw/holders")))?.first ?? "")
+        let before = readFile(record)
+        usleep(600_000)
+        #expect(readFile(record) != before, "another hold's heartbeat went on")
+        try local.checkHold()
+        eventually("the stalled lease reads as lost", timeout: 10) { (try? stalled.checkHold()) == nil }
+        let told = ChildProcess.now() - stopped
+        #expect(told < 2.0, "told \(told) s after its filesystem stalled, within the 2 s duration")
+        let error = errorThrown { try stalled.checkHold() } as? FileLockError
+        #expect(error?.code == .lockLost && error?.message.contains("refresh failed") == true, "\(error?.message ?? "")")
+        daemon.signal(SIGCONT)
+        stalled.release()
+        local.release()
+    }
+
     /// Four processes, each 100 increments under the lease: exact.
     @Test func fourProcessesIncrementExactly() throws {
         let path = folder.file("count.lock")

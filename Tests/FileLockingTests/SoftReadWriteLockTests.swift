@@ -447,6 +447,38 @@ struct SoftReadWriteLockTests {
         try holder.expectLine(startingWith: "released")
     }
 
+    /// A Python holder may publish any finite threshold (`lease=1e+21`): judged and shown, never
+    /// trapping.
+    @Test func aHugeThresholdInARecordIsHonouredWithoutTrapping() throws {
+        let path = folder.file("huge.lock")
+        let lock = try quickLock(path)
+        try lock.acquireRead(timeout: .seconds(1))
+        lock.release()
+        let token = String(repeating: "a", count: 32)
+        writeFile(
+            path + ".rw/holders/" + token,
+            "filelock-rw/1\ntoken=\(token)\npid=1\nhost=elsewhere\nlease=1e+21\nnonce=\(String(repeating: "b", count: 32))\n")
+        chmod(path + ".rw/holders/" + token, 0o600)
+        let generation = (lock.generation ?? 0) + 1
+        let name = String(repeating: "0", count: 20 - String(generation).count) + String(generation)
+        writeFile(path + ".rw/gen/" + name, "filelock-rw/1\ngeneration=\(generation)\nwriter=\(token)\n")
+        #expect(lock.holders.first?.host == "elsewhere" && lock.holders.first?.looksStale == false)
+        let error = #expect(throws: FileLockError.self) { try lock.acquireRead(timeout: .seconds(1)) }
+        #expect(error?.code == .timedOut, "its own 1e21 s threshold stands, longer than ours")
+    }
+
+    /// Status-like reads of a log this account may not read say so instead of "free".
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to act as nobody"))
+    func anUnreadableLogIsAnErrorNotFree() throws {
+        let path = folder.file("private.lock")
+        let lock = try SoftReadWriteLock(at: path, isSingleton: false)
+        try lock.acquireWrite(timeout: .seconds(1))
+        defer { lock.release() }
+        chmod(folder.path, 0o755)
+        let (code, output) = try folder.toolAsNobody(["status", "--kind", "soft-rw", path])
+        #expect(code == 2 && output.contains("permission") && !output.contains("free"), "\(code): \(output)")
+    }
+
     /// The `losses` sequence of an `async` holder.
     @Test func lossesArriveAsAnAsyncSequence() async throws {
         let path = folder.file("stream.lock")

@@ -1,14 +1,16 @@
 import Synchronization
 
 /// The heartbeats of every held lease-like lock of the process (``SoftReadWriteLock``,
-/// ``SoftFileLease``), on **one** helper thread, not a thread per lock: each registration runs its
-/// beat every interval; a beat returns `false` to stop (its hold was lost or released).
+/// ``SoftFileLease``) on a few shared helper threads, not a thread per lock: each registration
+/// runs its beat every interval; a beat returns `false` to stop (its hold was lost or released).
 ///
-/// The thread starts with the first registration and waits on a condition until the next beat is
-/// due. A beat that blocks (a stalled network filesystem) delays the others; a hold whose beats
-/// are delayed past its stale threshold may be evicted, and its holder is told (see
-/// ``LockLoss``). A child forked without exec has no heartbeats: what it inherited belongs to
-/// its parent, whose thread keeps beating.
+/// One thread starts with the first registration and waits on a condition until the next beat is
+/// due. A beat that blocks (a stalled network filesystem) holds up only its own thread: when the
+/// last free thread starts a beat, another is started (up to `maximumThreads`), so the other
+/// holds keep beating. Past that, a hold whose beats are late is still told in time: its
+/// `loss(of:)` judges the time since its last refresh itself (see ``LockLoss``). A child forked
+/// without exec has no heartbeats: what it inherited belongs to its parent, whose threads keep
+/// beating.
 final class Heartbeats: BackgroundThreads, @unchecked Sendable {
     static let shared = Heartbeats()
 
@@ -18,43 +20,47 @@ final class Heartbeats: BackgroundThreads, @unchecked Sendable {
         // Guarded by the helper's lock.
         var due: MonotonicInstant
         var isCancelled = false
-        var isRunning = false
+        /// The thread running its beat now, if any.
+        var runningOn: ThreadHandle?
 
-        init(interval: Duration, beat: @escaping @Sendable () -> Bool) {
+        init(interval: Duration, firstDue: MonotonicInstant, beat: @escaping @Sendable () -> Bool) {
             self.interval = interval
             self.beat = beat
-            due = MonotonicInstant.now.advanced(by: interval)
+            due = firstDue
         }
     }
 
     // Guarded by `lock`.
     private var registrations: [Registration] = []
-    private var beatingThread: ThreadHandle?
-    /// Until when the thread waits, while it waits.
-    private var waitingUntil: MonotonicInstant?
-    /// How long the thread waits with nothing registered: the shortest interval registered so
-    /// far, so that a registration made later (due an interval after it is made) is never due
-    /// before the thread wakes anyway, and need not wake it.
+    /// The threads waiting for a beat to fall due, each with when it wakes.
+    private var waits: [ThreadHandle: MonotonicInstant] = [:]
+    /// How long a thread waits with nothing due: the shortest interval registered so far, so
+    /// that a registration made later (due an interval after it is made) is never due before the
+    /// thread wakes anyway, and need not wake it.
     private var idleWait = Duration.seconds(60)
 
-    private init() { super.init(maximumThreads: 1) }
+    private init() { super.init(maximumThreads: 4) }
 
     override func resetInChild() {
         registrations = []
-        waitingUntil = nil
+        waits = [:]
     }
 
-    /// Runs `beat` every `interval` from now on until it returns `false` or `cancel` is called.
-    func register(every interval: Duration, _ beat: @escaping @Sendable () -> Bool) -> Registration {
-        let registration = Registration(interval: interval, beat: beat)
+    /// Runs `beat` every `interval` until it returns `false` or `cancel` is called; the first
+    /// beat at `firstDue` (default: an interval from now).
+    func register(
+        every interval: Duration, firstDue: MonotonicInstant? = nil, _ beat: @escaping @Sendable () -> Bool
+    ) -> Registration {
+        let registration = Registration(
+            interval: interval, firstDue: firstDue ?? MonotonicInstant.now.advanced(by: interval), beat: beat)
         lock.withLock {
             registrations.append(registration)
             idleWait = min(idleWait, interval)
             if runningThreads == 0 { _ = startThread { [self] in run() } }
-            // Woken only when this beat is due before it would wake anyway (a hold taken and
-            // released again and again must not wake it each time); a thread not waiting looks at
-            // the registrations before it waits again.
-            if let waitingUntil, registration.due < waitingUntil { lock.signal() }
+            // Woken only when this beat is due before a waiting thread wakes anyway (a hold taken
+            // and released again and again must not wake it each time); a thread not waiting
+            // looks at the registrations before it waits again.
+            if let earliest = waits.values.min(), registration.due < earliest { lock.signal() }
         }
         return registration
     }
@@ -66,36 +72,35 @@ final class Heartbeats: BackgroundThreads, @unchecked Sendable {
             registration.isCancelled = true
             registrations.removeAll { $0 === registration }
             // A beat that releases its own lock (a loss callback) must not wait for itself.
-            return registration.isRunning && beatingThread != ThreadHandle.current
+            return registration.runningOn != nil && registration.runningOn != ThreadHandle.current
         }
         while isRunning {
             Threads.sleep(.milliseconds(1))
-            isRunning = lock.withLock { registration.isRunning }
+            isRunning = lock.withLock { registration.runningOn != nil }
         }
     }
 
     private func run() {
         lock.lock()
-        beatingThread = ThreadHandle.current
         while true {
             let now = MonotonicInstant.now
-            if let due = registrations.first(where: { $0.due <= now }) {
-                due.isRunning = true
+            if let due = registrations.first(where: { $0.due <= now && $0.runningOn == nil }) {
+                due.runningOn = ThreadHandle.current
+                // The last free thread takes a beat that may block: make another one ready.
+                if waits.isEmpty { _ = startThread { [self] in run() } }
                 lock.unlock()
                 let goesOn = due.beat()
                 lock.lock()
-                due.isRunning = false
+                due.runningOn = nil
                 due.due = MonotonicInstant.now.advanced(by: due.interval)
                 if !goesOn || due.isCancelled { registrations.removeAll { $0 === due } }
-                lock.signal()
                 continue
             }
-            let next = registrations.map(\.due).min()
-            // With nothing to do the thread waits for a registration (no busy thread kept alive).
+            let next = registrations.filter { $0.runningOn == nil }.map(\.due).min()
             let until = next ?? MonotonicInstant.now.advanced(by: idleWait)
-            waitingUntil = until
+            waits[ThreadHandle.current] = until
             lock.wait(until: until)
-            waitingUntil = nil
+            waits[ThreadHandle.current] = nil
         }
     }
 }
@@ -185,6 +190,29 @@ final class LossReporter: Sendable {
 
     deinit {
         for continuation in listeners.withLock({ Array($0.continuations.values) }) { continuation.finish() }
+    }
+}
+
+/// When a hold was last refreshed, on the boot clock: written by its heartbeat, read by anyone
+/// who asks whether the hold still stands.
+final class RefreshClock: Sendable {
+    private let nanoseconds: Atomic<UInt64>
+
+    init(_ instant: MonotonicInstant) { nanoseconds = Atomic(instant.nanoseconds) }
+
+    var last: MonotonicInstant { MonotonicInstant(nanoseconds: nanoseconds.load(ordering: .acquiring)) }
+
+    func set(_ instant: MonotonicInstant) { nanoseconds.store(instant.nanoseconds, ordering: .releasing) }
+
+    /// How long since the last refresh.
+    var silence: Duration { BootClock.now.duration(since: last) }
+
+    /// Whether heartbeats have been silent so long that the hold cannot be trusted (others may
+    /// evict it soon, or have): midway between the interval and the threshold. A heartbeat keeps
+    /// the silence near the interval; only a beat held up (its thread blocked on a stalled
+    /// filesystem, or none to run it) gets this far.
+    func isOverdue(interval: Duration, threshold: Duration) -> Bool {
+        silence >= interval + (threshold - interval) / 2
     }
 }
 

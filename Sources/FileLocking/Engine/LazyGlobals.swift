@@ -19,6 +19,7 @@ enum LazyGlobals {
         _ = WaitInterrupter.shared
         _ = KernelWaitThreads.shared
         _ = BlockingCallPool.shared
+        _ = Heartbeats.shared
         _ = BridgeExecutor.shared
         _ = InotifyHub.shared
         _ = OwnRecordCache.shared

@@ -364,7 +364,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
                     try checkBeforeWaiting(attempt, schedule, owner: owner, canBeCancelled: false)
                 }
             } catch is CancellationError {
-                primitive.abandon(attempt)
+                abandonFromTask(attempt)
                 throw CancellationError()
             }
         } else {

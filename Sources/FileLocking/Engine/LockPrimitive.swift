@@ -112,6 +112,10 @@ protocol LockPrimitive: Sendable {
     func pause(_ attempt: Attempt, upTo duration: Duration) async throws
     /// Gives up an attempt that did not acquire (closes what `begin` opened).
     func abandon(_ attempt: Attempt)
+    /// Whether `abandon` is quick (closing a descriptor); `false` when it works with the
+    /// filesystem (a soft read-write lock's waiter leaves the log): a task then has it done on the
+    /// helper threads, never on the cooperative pool.
+    var abandonsWithoutBlocking: Bool { get }
     /// Releases a hold. Must not fail: a release that cannot be done cleanly still frees
     /// everything the hold owned.
     func release(_ hold: Hold)
@@ -142,6 +146,8 @@ extension LockPrimitive {
     func busyHint() -> String? { nil }
 
     func loss(of hold: Hold) -> LockLoss? { nil }
+
+    var abandonsWithoutBlocking: Bool { true }
 
     func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? { holders().first }
 

@@ -377,7 +377,7 @@ extension LockEngine {
         var schedule = schedule
         var attempt = attempt
         var isAttemptOpen = true
-        defer { if isAttemptOpen { primitive.abandon(attempt) } }
+        defer { if isAttemptOpen { abandonFromTask(attempt) } }
         while true {
             // A pause may end without suspending (a change already seen): still honour a cancel.
             try Task.checkCancellation()
@@ -414,7 +414,7 @@ extension LockEngine {
                     return TaskWaitOutcome(attempt: attempt, schedule: schedule)
                 }
             case .beginAgain:
-                primitive.abandon(attempt)
+                abandonFromTask(attempt)
                 isAttemptOpen = false
                 while true {
                     do {
@@ -427,6 +427,18 @@ extension LockEngine {
                 isAttemptOpen = true
             }
         }
+    }
+
+    /// Gives up a task's attempt: at once where that is quick, else on the helper threads,
+    /// without waiting for it (a soft read-write lock's waiter leaving the log may retry for a
+    /// while on a slow filesystem; the task goes on meanwhile).
+    func abandonFromTask(_ attempt: Primitive.Attempt) {
+        guard !primitive.abandonsWithoutBlocking else {
+            primitive.abandon(attempt)
+            return
+        }
+        let primitive = primitive
+        Task.detached { await BlockingCallPool.shared.runToTheEnd { primitive.abandon(attempt) } }
     }
 
     /// Runs blocking file-system calls of a task's acquisition or release (opening, creating,

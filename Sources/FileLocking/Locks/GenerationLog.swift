@@ -64,7 +64,7 @@ final class GenerationLog: Sendable {
     /// A find lists `gen/` at least this often (and whenever HEAD cannot stand in for it).
     static let listingPeriod = 16
 
-    private let memory = Mutex(Memory())
+    private let memory = ForkLocalMutex { Memory() }
 
     init(lockPath: LockPath, staleThreshold: Duration) {
         self.lockPath = lockPath
@@ -690,12 +690,24 @@ final class GenerationLog: Sendable {
     /// Removes our own record; `false` when it was missing or another file (not `identity`).
     @discardableResult
     func removeRecord(_ token: ParticipantToken, expecting identity: FileIdentity) -> Bool {
-        let removed: Bool? = try? with(.holders) { holders in
-            let isOurs = (try? holders.status(token.text).get()).map { FileIdentity($0) == identity } ?? false
-            _ = holders.unlink(token.text)
-            return isOurs
+        let removed: Bool?
+        do {
+            removed = try with(.holders) { holders in
+                // Not ours only when missing or another file; a look that failed otherwise (EACCES,
+                // EIO) proves nothing, and must not report a loss.
+                let isOurs: Bool
+                switch holders.status(token.text) {
+                case .success(let status): isOurs = FileIdentity(status) == identity
+                case .failure(.noSuchFile), .failure(.staleHandle): isOurs = false
+                case .failure: isOurs = true
+                }
+                _ = holders.unlink(token.text)
+                return isOurs
+            }
+        } catch {
+            return true  // (the folder could not be opened: nothing proves a loss)
         }
-        return removed ?? false
+        return removed ?? false  // (no `holders` folder: the record is gone)
     }
 
     /// The bytes of a holder record; `nil` when missing.

@@ -81,8 +81,8 @@ struct SoftPrimitive: LockPrimitive {
     final class LeaseHeartbeat: @unchecked Sendable {
         let lossMark = LossMark()
         let registration = Mutex<Heartbeats.Registration?>(nil)
+        let refreshes = RefreshClock(BootClock.now)
         // The heartbeat thread's own.
-        var lastRefresh = BootClock.now
         var strikes = 0
     }
 
@@ -244,13 +244,13 @@ struct SoftPrimitive: LockPrimitive {
         switch System.touch(hold.descriptor) {
         case .success:
             heartbeat.strikes = 0
-            heartbeat.lastRefresh = started
+            heartbeat.refreshes.set(started)
         case .failure(let error):
-            if BootClock.now.duration(since: heartbeat.lastRefresh) >= lease.duration - lease.heartbeatInterval {
+            if heartbeat.refreshes.silence >= lease.duration - lease.heartbeatInterval {
                 reportLoss(
                     heartbeat, .refreshFailed,
                     "the marker could not be renewed for "
-                        + "\(BootClock.now.duration(since: heartbeat.lastRefresh).formattedSeconds) (\(error)), so others may "
+                        + "\(heartbeat.refreshes.silence.formattedSeconds) (\(error)), so others may "
                         + "have judged the lease expired")
                 return false
             }
@@ -264,7 +264,18 @@ struct SoftPrimitive: LockPrimitive {
         if heartbeat.lossMark.mark(loss) { lease.reporter.report(loss) }
     }
 
-    func loss(of hold: Hold) -> LockLoss? { hold.heartbeat?.lossMark.value }
+    /// The loss the lease's heartbeat found, or one found here: heartbeats silent so long (held
+    /// up on a stalled filesystem) that the lease cannot be trusted, although no beat could tell.
+    func loss(of hold: Hold) -> LockLoss? {
+        guard let heartbeat = hold.heartbeat, let lease else { return nil }
+        if let loss = heartbeat.lossMark.value { return loss }
+        guard heartbeat.refreshes.isOverdue(interval: lease.heartbeatInterval, threshold: lease.duration) else { return nil }
+        reportLoss(
+            heartbeat, .refreshFailed,
+            "the marker was last renewed \(heartbeat.refreshes.silence.formattedSeconds) ago (its heartbeat is held up, for "
+                + "example on a stalled filesystem), so others may take the lease over at any moment")
+        return heartbeat.lossMark.value
+    }
 
     /// Judges the marker from its attributes alone where an earlier look allows: `true` busy,
     /// `false` gone (create again), `nil` when it must be read and judged.
@@ -377,9 +388,14 @@ struct SoftPrimitive: LockPrimitive {
         if let heartbeat = hold.heartbeat, let registration = heartbeat.registration.withLock({ $0 }) {
             Heartbeats.shared.cancel(registration)
         }
-        guard case .success(let status) = System.lstat(lockPath.absolute), FileIdentity(status) == hold.identity else {
+        let found = System.lstat(lockPath.absolute)
+        guard case .success(let status) = found, FileIdentity(status) == hold.identity else {
             if let heartbeat = hold.heartbeat {
-                reportLoss(heartbeat, .takenOver, "at release, the path no longer named our marker")
+                if case .failure(.noSuchFile) = found {
+                    reportLoss(heartbeat, .removed, "at release, the marker was gone")
+                } else {
+                    reportLoss(heartbeat, .takenOver, "at release, the path no longer named our marker")
+                }
             }
             // Displaced (broken, or a breaker's swap is in flight): leave the path alone, and make
             // our own inode read as malformed so that, should it come back, it is breakable after

@@ -189,11 +189,15 @@ struct SoftReadWriteHolderRecord: Equatable, Sendable {
     static func fields(of bytes: [UInt8]) -> Seen {
         var seen = Seen()
         let text = String(decoding: bytes.prefix(4096), as: UTF8.self)
+        var isLeaseRead = false
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            if seen.lease == nil, line.hasPrefix("lease=") {
+            if !isLeaseRead, line.hasPrefix("lease=") {
+                // Only the first `lease=` line counts, as in Python; any finite value is valid
+                // there (1e+21 too): saturated, never trapping.
+                isLeaseRead = true
                 let value = line.dropFirst(6)
                 if let seconds = Double(value), seconds.isFinite, seconds > 0, seconds.description == value {
-                    seen.lease = Duration.seconds(seconds)
+                    seen.lease = (try? FileLock.timeout(seconds: seconds, path: "")) ?? .seconds(Int64.max)
                 }
             } else if seen.pid == nil, line.hasPrefix("pid=") {
                 seen.pid = Int32(line.dropFirst(4))

@@ -203,8 +203,19 @@ public struct SoftReadWriteLock: ReadWriteLocking, Hashable {
     /// A writer named in the log while readers are still inside: no new reader gets in.
     public var waitingWriter: LockHolder? { engine.primitive.table().holders.waitingWriter }
 
-    /// The writer, the readers and a waiting writer at one look.
+    /// The writer, the readers and a waiting writer at one look; empty when there is no log, or
+    /// when it cannot be read (see ``readState()``).
     public var currentHolders: ReadWriteLockHolders { engine.primitive.table().holders }
+
+    /// Who holds the lock and the log's newest generation, at one look.
+    ///
+    /// - Throws: `FileLockError` when the log exists but cannot be read (for example another
+    ///   account's: its folders are 0700), instead of reporting the lock free as
+    ///   ``currentHolders`` does.
+    public func readState() throws -> SoftReadWriteLockState {
+        let (holders, generation) = try engine.primitive.readTable()
+        return SoftReadWriteLockState(holders: holders, generation: generation)
+    }
 
     /// Every loss of a hold of this lock object from now on (see ``LossReportingLock``).
     public var losses: AsyncStream<LockLoss> { engine.primitive.reporter.stream() }
@@ -236,4 +247,13 @@ public struct SoftReadWriteLock: ReadWriteLocking, Hashable {
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(engine)) }
+}
+
+/// Who holds a ``SoftReadWriteLock`` and its log's newest generation, at one look.
+public struct SoftReadWriteLockState: Sendable, Hashable {
+    /// The writer, the readers and a waiting writer (`unidentifiedCount` is always 0: every
+    /// member names itself in its record).
+    public var holders: ReadWriteLockHolders
+    /// The newest generation; `nil` when there is no log yet.
+    public var generation: UInt64?
 }

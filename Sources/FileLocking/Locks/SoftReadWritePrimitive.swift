@@ -48,15 +48,15 @@ struct SoftReadWritePrimitive: LockPrimitive {
         let generation: UInt64
         let mode: LockMode
         let lossMark = LossMark()
-        // Touched by the heartbeat thread only.
-        var lastRefresh: MonotonicInstant
+        /// The last write of its record (the heartbeat's, or the acquisition's).
+        let refreshes: RefreshClock
         let registration = Mutex<Heartbeats.Registration?>(nil)
 
         init(participant: Participant, generation: UInt64, mode: LockMode) {
             self.participant = participant
             self.generation = generation
             self.mode = mode
-            lastRefresh = participant.refreshed
+            refreshes = RefreshClock(participant.refreshed)
         }
     }
 
@@ -150,7 +150,10 @@ struct SoftReadWritePrimitive: LockPrimitive {
     private func makeHold(_ participant: Participant, _ generation: UInt64, _ mode: LockMode) -> Hold {
         participant.watch = nil
         let hold = Hold(participant: participant, generation: generation, mode: mode)
-        let registration = Heartbeats.shared.register(every: heartbeatInterval) { [weak hold, self] in
+        // The first beat an interval after the record's last write (a waiter's record may be a
+        // while old when it is granted), not an interval after the grant.
+        let firstDue = MonotonicInstant.now.advanced(by: heartbeatInterval - BootClock.now.duration(since: participant.refreshed))
+        let registration = Heartbeats.shared.register(every: heartbeatInterval, firstDue: firstDue) { [weak hold, self] in
             guard let hold else { return false }
             return beat(hold)
         }
@@ -167,15 +170,15 @@ struct SoftReadWritePrimitive: LockPrimitive {
         let started = BootClock.now
         switch log.refresh(participant.record, identity: participant.identity) {
         case .refreshed:
-            hold.lastRefresh = started
+            hold.refreshes.set(started)
         case .gone:
             report(hold, .evicted, "its holder record '\(log.root)/holders/\(participant.token)' is gone or replaced")
             return false
         case .failed(let error):
-            if BootClock.now.duration(since: hold.lastRefresh) >= staleThreshold - heartbeatInterval {
+            if hold.refreshes.silence >= staleThreshold - heartbeatInterval {
                 report(
                     hold, .refreshFailed,
-                    "its holder record could not be refreshed for \(BootClock.now.duration(since: hold.lastRefresh).formattedSeconds) "
+                    "its holder record could not be refreshed for \(hold.refreshes.silence.formattedSeconds) "
                         + "(\(error)), so others may have judged it stale")
                 return false
             }
@@ -196,7 +199,17 @@ struct SoftReadWritePrimitive: LockPrimitive {
         if hold.lossMark.mark(loss) { reporter.report(loss) }
     }
 
-    func loss(of hold: Hold) -> LockLoss? { hold.lossMark.value }
+    /// The loss its heartbeat found, or one found here: heartbeats silent so long (held up on a
+    /// stalled filesystem) that the hold cannot be trusted, although no beat could tell.
+    func loss(of hold: Hold) -> LockLoss? {
+        if let loss = hold.lossMark.value { return loss }
+        guard hold.refreshes.isOverdue(interval: heartbeatInterval, threshold: staleThreshold) else { return nil }
+        report(
+            hold, .refreshFailed,
+            "its holder record was last refreshed \(hold.refreshes.silence.formattedSeconds) ago (its heartbeat is held up, "
+                + "for example on a stalled filesystem), so others may evict it at any moment")
+        return hold.lossMark.value
+    }
 
     func prepareToWait(_ participant: Participant) {
         participant.isPauseSkipped = setUpWatch(participant)
@@ -236,6 +249,8 @@ struct SoftReadWritePrimitive: LockPrimitive {
         participant.watch = FolderWatch(folder: log.root.appending("/gen"))
         return participant.watch != nil
     }
+
+    var abandonsWithoutBlocking: Bool { false }
 
     func abandon(_ participant: Participant) {
         participant.watch = nil
@@ -291,9 +306,17 @@ struct SoftReadWritePrimitive: LockPrimitive {
 
     // MARK: Who holds it
 
-    /// The newest snapshot without making the log; `nil` when there is none.
+    /// The newest snapshot without making the log; `nil` when there is none (or it cannot be
+    /// read: see `readTable`).
     func peek() -> SoftReadWriteSnapshot? {
-        (try? log.with(.gen) { _ in try log.latest() }) ?? nil
+        (try? readPeek()) ?? nil
+    }
+
+    /// The newest snapshot; `nil` when there is no log.
+    ///
+    /// - Throws: `FileLockError` when the log cannot be read (another account's 0700 folders).
+    func readPeek() throws -> SoftReadWriteSnapshot? {
+        try log.with(.gen) { _ in try log.latest() }
     }
 
     func holder(_ token: ParticipantToken, shared: Bool) -> LockHolder {
@@ -315,7 +338,12 @@ struct SoftReadWritePrimitive: LockPrimitive {
 
     /// The writer (holding, or waiting while readers are inside), the readers, and the generation.
     func table() -> (holders: ReadWriteLockHolders, generation: UInt64?) {
-        guard let snapshot = peek() else {
+        (try? readTable()) ?? (ReadWriteLockHolders(writer: nil, readers: [], waitingWriter: nil, unidentifiedCount: 0), nil)
+    }
+
+    /// `table()`, throwing when the log cannot be read rather than calling the lock free.
+    func readTable() throws -> (holders: ReadWriteLockHolders, generation: UInt64?) {
+        guard let snapshot = try readPeek() else {
             return (ReadWriteLockHolders(writer: nil, readers: [], waitingWriter: nil, unidentifiedCount: 0), nil)
         }
         let readers = snapshot.readers.sorted().map { holder($0, shared: true) }
