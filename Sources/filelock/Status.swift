@@ -126,12 +126,14 @@ struct LockReport {
     /// `SoftReadWriteLock`'s default stale threshold: three of its default 30 s heartbeats.
     static let defaultStaleThreshold = Duration.seconds(90)
 
-    /// Whether a folder `<path>.rw` (a soft read-write lock's log) stands beside `path`.
+    /// Whether anything stands at `<path>.rw` (a soft read-write lock's log, or something in its place).
     static func hasSoftReadWriteLog(_ path: String) -> Bool {
         let bytes = RawArguments.bytes(of: path) + Array(".rw".utf8)
         var status = stat()
         let found = (bytes.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { lstat($0.baseAddress!, &status) }
-        return found == 0 && (status.st_mode & S_IFMT) == S_IFDIR
+        // Anything standing there counts (a file or a link in its place is reported as the error
+        // a soft read-write lock gives for it, not as a free lock).
+        return found == 0
     }
 
     /// A soft read-write lock's report: the writer, the readers and a waiting writer from the

@@ -479,6 +479,46 @@ struct SoftReadWriteLockTests {
         #expect(code == 2 && output.contains("permission") && !output.contains("free"), "\(code): \(output)")
     }
 
+    /// A release whose commit fails (the filesystem full) is retried in the background, so the
+    /// lock is free soon after space returns, not only once others evict the holder.
+    @Test(.enabled(if: TestEnvironment.requires(TestEnvironment.isRoot), "needs root to mount a small tmpfs"))
+    func aReleaseOnAFullFilesystemIsRetried() throws {
+        let mount = folder.file("small")
+        mkdir(mount, 0o755)
+        #expect(runShell("mount -t tmpfs -o size=64k tmpfs '\(mount)'") == 0)
+        defer { runShell("umount '\(mount)'") }
+        let path = mount + "/full.lock"
+        let lock = try SoftReadWriteLock(
+            at: path, heartbeatInterval: .milliseconds(200), staleThreshold: .seconds(60), isSingleton: false)
+        try lock.acquireWrite(timeout: .seconds(1))
+        runShell("dd if=/dev/zero of='\(mount)/fill' bs=4k count=100 2>/dev/null")
+        lock.release()
+        #expect(names(path + ".rw/holders").isEmpty)
+        let stillNamed = readFile(path + ".rw/gen/HEAD")?.contains("writer=") == true
+        #expect(stillNamed, "the failed release left the writer named")
+        #expect(unlink(mount + "/fill") == 0)
+        let other = try SoftReadWriteLock(at: path, staleThreshold: .seconds(60), isSingleton: false)
+        try other.acquireWrite(timeout: .seconds(5))
+        other.release()
+    }
+
+    /// A record no snapshot names, left by a process that died waiting, goes once it is old
+    /// (twice the threshold by its modification time): no process sees it twice to age it.
+    @Test func aDeadWaitersRecordIsSwept() throws {
+        let path = folder.file("swept.lock")
+        let lock = try quickLock(path)
+        try lock.acquireRead(timeout: .seconds(1))
+        lock.release()
+        let token = String(repeating: "c", count: 32)
+        let record = path + ".rw/holders/" + token
+        writeFile(record, "filelock-rw/1\ntoken=\(token)\npid=1\nhost=vm\nlease=0.6\nnonce=\(String(repeating: "d", count: 32))\n")
+        #expect(runShell("touch -d '1 hour ago' '\(record)'") == 0)
+        let fresh = try quickLock(path)
+        try fresh.acquireRead(timeout: .seconds(1))
+        fresh.release()
+        #expect(access(record, F_OK) != 0, "swept at the first look of a new lock object")
+    }
+
     /// The `losses` sequence of an `async` holder.
     @Test func lossesArriveAsAnAsyncSequence() async throws {
         let path = folder.file("stream.lock")

@@ -329,7 +329,16 @@ final class GenerationLog: Sendable {
         switch gen.folder.openFile("epoch", flags: OpenFlags.createExclusiveWriteOnly, mode: 0o600) {
         case .success(let descriptor):
             defer { System.close(descriptor) }
-            guard case .success = System.writeAll(descriptor, made) else { return try epochFile(gen) ?? [] }
+            let written = System.writeAll(descriptor, made)
+            if case .failure(let error) = written {
+                // (A full filesystem: no empty epoch left behind, which would disable HEAD.)
+                if case .success(let ours) = System.fstat(descriptor), case .success(let there) = gen.folder.status("epoch"),
+                    FileIdentity(ours) == FileIdentity(there)
+                {
+                    _ = gen.folder.unlink("epoch")
+                }
+                throw FileLockError.system(error, path: path, operation: "write '\(root)/gen/epoch' of")
+            }
             _ = System.sync(descriptor)
             return made
         case .failure(.fileExists):
@@ -758,6 +767,18 @@ final class GenerationLog: Sendable {
 
     /// Removes abandoned holder records and commit temporaries (unchanged past the threshold),
     /// at most once per half threshold and 256 names a call.
+    /// Whether a record no snapshot names was last written more than twice `threshold` ago by
+    /// this host's clock: a waiter's left by a process that died waiting, which the ledger alone
+    /// would never age (each process that looks sees it once). Only such records are judged by
+    /// the clock; if clocks disagree and a live waiter's record goes, it writes it again at its
+    /// next try (it is in no snapshot).
+    private func isLongUnchanged(_ holders: OpenFolder, _ name: String, twice threshold: Duration) -> Bool {
+        guard case .success(let status) = holders.status(name) else { return false }
+        let (seconds, _) = System.wallClockNow()
+        let age = seconds.subtractingReportingOverflow(status.modificationSeconds).partialValue
+        return age > 0 && Duration.seconds(age) >= threshold * 2
+    }
+
     func sweepIfDue(excluding own: ParticipantToken?, members: Set<ParticipantToken>) {
         let now = MonotonicInstant.now
         let isDue = memory.withLock { memory -> Bool in
@@ -780,7 +801,10 @@ final class GenerationLog: Sendable {
                 let key = "holder:" + name
                 present.insert(key)
                 let (age, bytes) = age(key) { (try? read(holders, name)) ?? nil }
-                if bytes != nil, age >= threshold(for: bytes) { _ = holders.unlink(name) }
+                guard bytes != nil else { continue }
+                if age >= threshold(for: bytes) || isLongUnchanged(holders, name, twice: threshold(for: bytes)) {
+                    _ = holders.unlink(name)
+                }
             }
         }
         _ = try? with(.gen) { gen in

@@ -234,7 +234,7 @@ struct SoftPrimitive: LockPrimitive {
         case .failure(.noSuchFile):
             heartbeat.strikes += 1
             if heartbeat.strikes >= 2 {
-                reportLoss(heartbeat, .removed, "the marker is gone (removed by hand or by a forced break)")
+                reportLoss(heartbeat, .removed, "the marker is gone (taken over and released since, or removed by hand or by a forced break)")
                 return false
             }
             return true
@@ -467,12 +467,18 @@ struct SoftPrimitive: LockPrimitive {
         }
         guard let record = observed.record else {
             if let marker = VersionTwoMarkerRecord(parsing: observed.contents) {
+                if isStale(observed) {
+                    return "the lease looks expired (or its holder gone) but could not be taken over (another user's "
+                        + "marker in a sticky folder such as /tmp, which only its owner may replace, or another breaker's "
+                        + "claim '<lock>.break-claim'): see `filelock break`"
+                }
                 guard case .lease(let duration) = marker.mode else {
                     return "the marker is a filelock/2 record (Python filelock 4.2 or later) of a mode that is broken only "
                         + "when its holder is gone (mode exclusive) or never"
                 }
-                return "a Python SoftFileLease holds it (a filelock/2 marker, lease of \(duration.formattedSeconds), last "
-                    + "renewed \(observed.modified)): it is free once released, or once left unrenewed for its duration"
+                return "a SoftFileLease holds it (a filelock/2 marker of this library or Python filelock, lease of "
+                    + "\(duration.formattedSeconds), last renewed \(observed.modified)): it is free once released, or once left "
+                    + "unrenewed for its duration"
             }
             let what = observed.size == 0 ? "empty" : "malformed (\(observed.size) bytes, no holder record)"
             return "the marker is \(what), last changed \(observed.modified): a process that writes no record holds it "

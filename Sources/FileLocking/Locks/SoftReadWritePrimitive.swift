@@ -290,8 +290,12 @@ struct SoftReadWritePrimitive: LockPrimitive {
             let next = SoftReadWriteSnapshot(
                 generation: latest.generation + 1, writer: latest.writer == me ? nil : latest.writer,
                 readers: latest.readers.subtracting([me]))
-            // An error (not a lost race) will not pass by retrying: others evict us in time.
-            guard let outcome = try? log.commit(next) else { break }
+            // An error (a full or read-only filesystem, a stalled server) may pass, but not at
+            // once: leaving is retried in the background (see `leaveLater`).
+            guard let outcome = try? log.commit(next) else {
+                leaveLater(me)
+                break
+            }
             if outcome == .won { break }
             guard MonotonicInstant.now.duration(since: started) < staleThreshold else { break }
             Threads.sleep(pause)
@@ -302,6 +306,24 @@ struct SoftReadWritePrimitive: LockPrimitive {
             report(hold, .evicted, "at release, its holder record '\(log.root)/holders/\(me)' was gone or replaced")
         }
         log.forget([me])
+    }
+
+    /// Keeps trying to commit `token` out of the log on the heartbeat threads after a release
+    /// whose commit failed (the filesystem full for a moment), every heartbeat interval (at most a
+    /// second) until it is out or the stale threshold has passed (by then others evict it): a
+    /// lock must not stay blocked for the threshold because one commit failed.
+    private func leaveLater(_ token: ParticipantToken) {
+        let deadline = MonotonicInstant.now.advanced(by: staleThreshold)
+        let log = log
+        _ = Heartbeats.shared.register(every: min(heartbeatInterval, .seconds(1))) {
+            guard MonotonicInstant.now < deadline, let latest = try? log.latest(), latest.members.contains(token) else {
+                return false
+            }
+            let next = SoftReadWriteSnapshot(
+                generation: latest.generation + 1, writer: latest.writer == token ? nil : latest.writer,
+                readers: latest.readers.subtracting([token]))
+            return (try? log.commit(next)) != .won
+        }
     }
 
     // MARK: Who holds it
