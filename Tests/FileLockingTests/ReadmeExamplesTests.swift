@@ -128,7 +128,7 @@ extension ReadmeExamplesTests {
 
         // One holder at a time, taken over once its heartbeat stops for the lease's duration.
         let nightly = try SoftFileLease(at: folder.file("nightly.lock"), duration: .seconds(60)) { loss in
-            print("lost the lease: \(loss)")  // on the heartbeat thread, within a heartbeat
+            print("lost the lease: \(loss)")  // on a heartbeat thread, within two heartbeats
         }
         try nightly.withLock(timeout: .seconds(600)) {
             for batch in ["a", "b"] {

@@ -181,7 +181,8 @@ extension CrossProcessLock {
 /// stop reaching the filesystem. Such a holder is told, never silently continues:
 ///
 /// - the lock's `onLoss` callback and its ``losses`` sequence report each loss as it is found
-///   (on the heartbeat thread, within a heartbeat interval);
+///   (on a heartbeat thread, within a heartbeat interval, a lease's within two; a hold whose
+///   heartbeats are held up reads as lost once they are overdue);
 /// - ``checkHold()`` throws `.lockLost` (call it before a write that must not happen unlocked);
 /// - `withLock { }` throws `.lockLost` after its body when the hold was lost meanwhile, and so do
 ///   ``checkedRelease(force:)`` and a re-entrant acquire.

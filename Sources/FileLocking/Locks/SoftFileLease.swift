@@ -30,7 +30,7 @@
 /// **A holder learns when it lost the lease** (taken over because its heartbeats stalled for the
 /// duration, or its marker removed): `onLoss`, ``losses``, ``checkHold()``, `withLock { }`
 /// (after the body), ``checkedRelease(force:)`` and a re-entrant acquire report it (`.lockLost`).
-/// Heartbeats run on one helper thread for the whole process.
+/// Heartbeats run on a few helper threads shared by the whole process.
 ///
 /// Every contender for a path must use the same duration: a live lease of another duration is
 /// an `.invalidConfiguration` error, as in Python. Choose a duration longer than the longest
@@ -55,7 +55,8 @@ public struct SoftFileLease: EngineBackedLock, LossReportingLock {
     ///   - ownership: Whether holds belong to the acquiring thread or task, or to this object.
     ///   - isSingleton: Share one lease object per canonical path in this process.
     ///   - pollInterval: The longest pause between tries while waiting; below `duration`.
-    ///   - onLoss: Called (on the heartbeat thread) when a hold of this object is found lost.
+    ///   - onLoss: Called (on a heartbeat thread, or the thread that asked) when a hold of this object
+    ///     is found lost.
     /// - Throws: `FileLockError` for a bad path, a negative timeout, or `.invalidConfiguration`
     ///   for a duration or interval out of range.
     public init(

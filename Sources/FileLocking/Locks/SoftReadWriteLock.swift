@@ -27,7 +27,7 @@ import Synchronization
 /// grows: ``fencingToken`` gives it to guard writes elsewhere.
 ///
 /// **When a holder dies** (or its host crashes) its record stops changing: every holder
-/// rewrites it each `heartbeatInterval` (on one helper thread for the whole process), and any
+/// rewrites it each `heartbeatInterval` (on a few helper threads shared by the process), and any
 /// participant, on any host, evicts a member whose record stayed unchanged for the
 /// `staleThreshold` *as measured on its own monotonic clock*: no clocks are compared across
 /// hosts, and no pid is trusted (a pid from another host means nothing). So a crashed holder
@@ -67,7 +67,8 @@ public struct SoftReadWriteLock: ReadWriteLocking, Hashable {
     ///     of the first one made is the one called.
     ///   - pollInterval: The longest pause between tries while waiting (waiters also wake when
     ///     the log changes, where the filesystem reports it). Must be below `staleThreshold`.
-    ///   - onLoss: Called (on the heartbeat thread) when a hold of this lock object is found lost.
+    ///   - onLoss: Called (on a heartbeat thread, or the thread that asked) when a hold of this lock
+    ///     object is found lost.
     /// - Throws: `FileLockError` with `.invalidPath`/`.isDirectory` for an empty or folder-like
     ///   path, `.invalidTimeout` for a negative timeout, `.invalidConfiguration` for bad settings or
     ///   a singleton of this path with other settings.
