@@ -326,7 +326,10 @@ struct DemoWorker: ParsableCommand {
         var buffer = [UInt8](repeating: 0, count: 32)
         let count = pread(counter, &buffer, buffer.count, 0)
         let value = Int(String(decoding: buffer.prefix(max(0, count)), as: UTF8.self)) ?? 0
-        let text = Array(String(value + 1).utf8)
+        // A fixed width (zero-padded): a shorter number written over a longer one would leave
+        // the longer one's last digits behind (999 over 1000 reads 9990) and count up, not down.
+        let digits = String(value + 1)
+        let text = Array((String(repeating: "0", count: max(0, 20 - digits.count)) + digits).utf8)
         _ = pwrite(counter, text, text.count, 0)
     }
 }
