@@ -248,12 +248,27 @@ do {
         } else {
             try lock.acquire(timeout: .seconds(60))
         }
+        // The child tells it runs (its fork handlers, which point its copies of the library's lock
+        // files elsewhere, have run by then) before the parent reports: else a test that kills
+        // the parent at once could find the lock still held by a child not yet scheduled.
+        var started: [Int32] = [0, 0]
+        guard pipe(&started) == 0 else {
+            say("error io - - pipe")
+            exit(3)
+        }
         let child = fork()
         if child == 0 {
-            var byte: UInt8 = 0
+            var byte: UInt8 = 1
+            close(started[0])
+            _ = write(started[1], &byte, 1)
+            close(started[1])
             while read(0, &byte, 1) > 0 {}
             _exit(0)
         }
+        close(started[1])
+        var signal: UInt8 = 0
+        _ = read(started[0], &signal, 1)
+        close(started[0])
         if !whileHeld { try lock.acquire(timeout: .seconds(60)) }
         say("acquired \(getpid()) \(child)")
         waitForRelease(lock)

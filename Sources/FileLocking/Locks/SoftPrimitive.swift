@@ -222,6 +222,21 @@ struct SoftPrimitive: LockPrimitive {
     /// forgiven: a breaker's exchange moves it aside for a moment before putting it back).
     private func beat(_ hold: Hold, _ heartbeat: LeaseHeartbeat, _ lease: LeaseSettings) -> Bool {
         guard heartbeat.lossMark.value == nil else { return false }
+        // A beat that comes overdue (the process was stopped or starved) must not renew and
+        // carry on: the lease may have been taken over meanwhile. It first looks whether it was
+        // (to say so), else reports the lease lost as overdue, as `loss(of:)` does.
+        if heartbeat.refreshes.isOverdue(interval: lease.heartbeatInterval, threshold: lease.duration) {
+            switch System.lstat(lockPath.absolute) {
+            case .success(let status) where FileIdentity(status) != hold.identity:
+                reportLoss(heartbeat, .takenOver, "another process's marker replaced ours (it judged our lease expired)")
+            case .failure(.noSuchFile):
+                reportLoss(
+                    heartbeat, .removed, "the marker is gone (taken over and released since, or removed by hand or by a forced break)")
+            default:
+                _ = loss(of: hold)
+            }
+            return false
+        }
         let started = BootClock.now
         switch System.lstat(lockPath.absolute) {
         case .success(let status) where FileIdentity(status) != hold.identity:

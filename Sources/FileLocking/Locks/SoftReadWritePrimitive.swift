@@ -166,6 +166,19 @@ struct SoftReadWritePrimitive: LockPrimitive {
     private func beat(_ hold: Hold) -> Bool {
         guard hold.lossMark.value == nil else { return false }
         let participant = hold.participant
+        // A beat that comes overdue (the process was stopped or starved) must not refresh and
+        // carry on: others may have evicted the hold meanwhile, and be at work. It first looks
+        // whether it was (to say so), else reports the hold lost as overdue, as `loss(of:)` does.
+        if hold.refreshes.isOverdue(interval: heartbeatInterval, threshold: staleThreshold) {
+            if log.recordStatus(of: participant.token).map({ FileIdentity($0) != participant.identity }) ?? true {
+                report(hold, .evicted, "its holder record '\(log.root)/holders/\(participant.token)' is gone or replaced")
+            } else if let latest = try? log.latest(), !latest.members.contains(participant.token) {
+                report(hold, .evicted, "generation \(latest.generation) of the log no longer names it")
+            } else {
+                _ = loss(of: hold)
+            }
+            return false
+        }
         participant.record.nonce = .unique()
         let started = BootClock.now
         switch log.refresh(participant.record, identity: participant.identity) {
