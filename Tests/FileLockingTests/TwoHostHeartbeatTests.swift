@@ -115,13 +115,11 @@ extension TwoHostTests {
         .enabled(if: canRun && TestEnvironment.requires(TestEnvironment.python != nil), "needs root, FUSE, bindfs or sshfs, and Python filelock"),
         arguments: filesystems)
     func pythonOnOneHostAndSwiftOnTheOtherShareTheHeartbeatKinds(filesystem: TwoHostBed.Filesystem) throws {
-        guard let python = TestEnvironment.python else { return }
-        let interpreter = python.hasPrefix("/") ? python : TestEnvironment.currentDirectory + "/" + python
         let bed = try TwoHostBed(filesystem)
         defer { bed.close() }
         // The lease, both ways.
         let lease = bed.path("lease.lock")
-        let pythonLease = try bed.a.start(interpreter, [InteropTests.pythonScript, "lease-acquire", lease, "10", "5"])
+        let pythonLease = try bed.a.python(["lease-acquire", lease, "10", "5"])
         try pythonLease.expectLine(startingWith: "acquired")
         let swiftWaits = try bed.b.probe(["hold", lease, "--kind", "lease", "--lease", "10", "--timeout", "1"])
         #expect(try swiftWaits.readLine(timeout: 60).hasPrefix("error timedOut"))
@@ -129,14 +127,14 @@ extension TwoHostTests {
         try pythonLease.expectLine(startingWith: "released")
         let swiftLease = try bed.b.probe(["hold", lease, "--kind", "lease", "--lease", "10", "--timeout", "5"])
         try swiftLease.expectLine(startingWith: "acquired")
-        let pythonWaits = try bed.a.start(interpreter, [InteropTests.pythonScript, "lease-acquire", lease, "10", "1"])
+        let pythonWaits = try bed.a.python(["lease-acquire", lease, "10", "1"])
         #expect(try pythonWaits.readLine(timeout: 60) == "timeout")
         swiftLease.send("release")
         try swiftLease.expectLine(startingWith: "released")
         // Python's SoftReadWriteLock needs the inode numbers sshfs does not keep.
         guard filesystem == .bindfs else { return }
         let log = bed.path("rw.lock")
-        let pythonWriter = try bed.a.start(interpreter, [InteropTests.pythonScript, "srw-hold", log, "write", "5"])
+        let pythonWriter = try bed.a.python(["srw-hold", log, "write", "5"])
         try pythonWriter.expectLine(startingWith: "acquired")
         let swiftReader = try bed.b.probe(["hold", log, "--kind", "soft-rw", "--shared", "--timeout", "1"])
         #expect(try swiftReader.readLine(timeout: 60).hasPrefix("error timedOut"))
@@ -144,9 +142,9 @@ extension TwoHostTests {
         try pythonWriter.expectLine(startingWith: "released")
         let swiftHolder = try bed.b.probe(["hold", log, "--kind", "soft-rw", "--shared", "--timeout", "5"])
         try swiftHolder.expectLine(startingWith: "acquired")
-        let pythonReader = try bed.a.start(interpreter, [InteropTests.pythonScript, "srw-hold", log, "read", "5"])
+        let pythonReader = try bed.a.python(["srw-hold", log, "read", "5"])
         try pythonReader.expectLine(startingWith: "acquired")
-        let pythonLateWriter = try bed.a.start(interpreter, [InteropTests.pythonScript, "srw-hold", log, "write", "1"])
+        let pythonLateWriter = try bed.a.python(["srw-hold", log, "write", "1"])
         #expect(try pythonLateWriter.readLine(timeout: 60) == "timeout")
         pythonReader.send("release")
         try pythonReader.expectLine(startingWith: "released")

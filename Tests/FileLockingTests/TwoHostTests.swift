@@ -270,13 +270,10 @@ struct TwoHostTests {
         .enabled(if: canRun && TestEnvironment.requires(TestEnvironment.python != nil), "needs root, FUSE, bindfs or sshfs, and Python filelock"),
         arguments: filesystems)
     func aPythonLeaseOnOneHostIsRespectedThenExpiresOnTheOther(filesystem: TwoHostBed.Filesystem) throws {
-        guard let python = TestEnvironment.python else { return }
-        // The hosts' processes start in `/`: a relative interpreter path would name nothing there.
-        let interpreter = python.hasPrefix("/") ? python : TestEnvironment.currentDirectory + "/" + python
         let bed = try TwoHostBed(filesystem)
         defer { bed.close() }
         let path = bed.path("lease.lock")
-        let holder = try bed.a.start(interpreter, [InteropTests.pythonScript, "lease-hold", path, "2"])
+        let holder = try bed.a.python(["lease-hold", path, "2"])
         try holder.expectLine(startingWith: "acquired")
         let whileRenewed = try bed.b.probe(["hold", path, "--kind", "soft", "--timeout", "6"])
         let refused = try whileRenewed.readLine(timeout: 60)
@@ -304,11 +301,9 @@ struct TwoHostTests {
         .enabled(if: canRun && TestEnvironment.requires(TestEnvironment.python != nil), "needs root, FUSE, bindfs or sshfs, and Python filelock"),
         arguments: filesystems)
     func pythonSoftReadWriteLockNeedsStableInodeNumbers(filesystem: TwoHostBed.Filesystem) throws {
-        guard let python = TestEnvironment.python else { return }
-        let interpreter = python.hasPrefix("/") ? python : TestEnvironment.currentDirectory + "/" + python
         let bed = try TwoHostBed(filesystem)
         defer { bed.close() }
-        let writer = try bed.a.start(interpreter, [InteropTests.pythonScript, "soft-rw-write", bed.path("rw.lock"), "5"])
+        let writer = try bed.a.python(["soft-rw-write", bed.path("rw.lock"), "5"])
         let line = try writer.readLine(timeout: 60)
         print("TwoHostTests Python SoftReadWriteLock write lock, uncontended (\(filesystem)): \(line)")
         switch filesystem {

@@ -83,6 +83,16 @@ final class TwoHostBed: @unchecked Sendable {
             return child
         }
 
+        /// Starts the Python side of the interop tests (`python_probe.py ARGUMENTS`) on this host,
+        /// with `TestEnvironment.python` made absolute: the hosts' processes start in `/`.
+        func python(_ arguments: [String]) throws -> ChildProcess {
+            guard let python = TestEnvironment.python else {
+                throw ChildProcessError(description: "no Python with filelock (set FILELOCK_TEST_PYTHON)")
+            }
+            let interpreter = python.hasPrefix("/") ? python : TestEnvironment.currentDirectory + "/" + python
+            return try start(interpreter, [InteropTests.pythonScript] + arguments)
+        }
+
         /// Starts `lock-probe ARGUMENTS` on this host.
         func probe(_ arguments: [String]) throws -> ChildProcess {
             try start(TestEnvironment.probe, arguments)
