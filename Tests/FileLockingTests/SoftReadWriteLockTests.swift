@@ -384,7 +384,11 @@ struct SoftReadWriteLockTests {
         #expect(unlink(path + ".rw/holders/" + token) == 0)
         eventually("the loss is reported", timeout: 10) { !reported.withLock { $0.isEmpty } }
         let loss = reported.withLock { $0.first }
-        #expect(loss?.reason == .evicted)
+        // Evicted (its record gone); on a machine so loaded that the 0.2 s heartbeat came later
+        // than the 0.4 s safe silence, reported as overdue first (seen in CI).
+        let reasons: [LockLossReason] = [.evicted, .refreshFailed]
+        let isExpected = loss.map { reasons.contains($0.reason) } == true
+        #expect(isExpected, "\(String(describing: loss))")
         #expect(loss?.fencingToken == 1)
         #expect(loss?.error.code == .lockLost)
         let checked = #expect(throws: FileLockError.self) { try lock.checkHold() }
@@ -528,7 +532,10 @@ struct SoftReadWriteLockTests {
         let token = names(path + ".rw/holders").first ?? ""
         #expect(unlink(path + ".rw/holders/" + token) == 0)
         let loss = await losses.next()
-        #expect(loss?.reason == .evicted && loss?.mode == .shared)
+        // (As above: overdue first on a very loaded machine, seen in CI.)
+        let reasons: [LockLossReason] = [.evicted, .refreshFailed]
+        let isExpected = loss.map { reasons.contains($0.reason) } == true
+        #expect(isExpected && loss?.mode == .shared, "\(String(describing: loss))")
         let error = await errorThrown { try await lock.readLock.withLock(timeout: .seconds(1)) {} } as? FileLockError
         #expect(error?.code == .lockLost, "a re-entrant acquire of a lost hold")
         lock.release(force: true)
