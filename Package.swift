@@ -6,6 +6,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "FileLocking", targets: ["FileLocking"]),
+        // PostgreSQL advisory locks for machines that share no filesystem: a product of its own,
+        // so that users of the file locks never pull in SwiftNIO.
+        .library(name: "PostgresLocking", targets: ["PostgresLocking"]),
         .executable(name: "filelock", targets: ["filelock"]),
     ],
     dependencies: [
@@ -14,11 +17,28 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         // Tests only: property-based tests that random values at the edges of their types never trap.
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        // PostgresLocking only: the PostgreSQL wire protocol on SwiftNIO.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // PostgresLocking only: our own TCP connections (keepalives), TLS settings, and a silent logger.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .target(
             name: "FileLocking",
             dependencies: ["CFileLockShims", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        .target(
+            name: "PostgresLocking",
+            dependencies: [
+                "FileLocking",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // The few C calls Swift cannot import (renameat2 is a raw system call).
         .target(name: "CFileLockShims"),
@@ -44,7 +64,7 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld", "-l_FoundationCollections", "-l_FoundationCShims"], .when(platforms: [.linux], configuration: .release))]
         ),
         // "Another process" for the tests: takes a lock and reports over stdout.
-        .executableTarget(name: "lock-probe", dependencies: ["FileLocking"]),
+        .executableTarget(name: "lock-probe", dependencies: ["FileLocking", "PostgresLocking"]),
         // Run by Benchmarks/run.sh in release mode; compared with C and Python in the same run.
         .executableTarget(
             name: "filelock-benchmark",

@@ -11,7 +11,7 @@ public struct FileLockError: Error, Sendable, CustomStringConvertible {
         private enum Value: String, Sendable, Hashable {
             case timedOut, cancelled, wouldDeadlock, invalidPath, isDirectory, isSymbolicLink, permissionDenied
             case readOnlyFilesystem, nameTooLong, notSupportedByFilesystem, invalidTimeout, invalidConfiguration
-            case lockLost, io, modeChangeNotAllowed
+            case lockLost, io, modeChangeNotAllowed, serverUnavailable
         }
 
         private let value: Value
@@ -67,6 +67,11 @@ public struct FileLockError: Error, Sendable, CustomStringConvertible {
         /// The caller asked for the other mode of a lock it holds: shared while holding it
         /// exclusively (a downgrade) or exclusive while holding it shared (an upgrade).
         public static let modeChangeNotAllowed = Code(.modeChangeNotAllowed)
+
+        /// The lock server could not be reached or was lost during the call: refused, unreachable,
+        /// timed out while connecting, shutting down, out of connections, or the connection dropped
+        /// before the lock was taken. Retrying later may succeed.
+        public static let serverUnavailable = Code(.serverUnavailable)
 
         /// Any other system error.
         public static let io = Code(.io)

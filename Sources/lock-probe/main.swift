@@ -36,6 +36,8 @@
 //                                            a yield between; a reader (--shared) reads both and
 //                                            counts the times they differ. "ready", waits for "go",
 //                                            then "done TORN" (TORN: readings with A != B)
+// --kind postgres is a PostgresLock named PATH on the server of --postgres URL (else the PG*
+// variables), exclusive or with --shared shared; --heartbeat S sets its heartbeat interval.
 // Option --kind kernel|soft|rw|soft-rw picks FileLock (default), SoftFileLock, ReadWriteLock or
 // SoftReadWriteLock (the write lock, or with --shared the read lock); --heartbeat S and --stale S
 // set a SoftReadWriteLock's intervals (a lost hold prints "lost REASON" when found); --kind lease
@@ -57,6 +59,7 @@
     import Darwin
 #endif
 import FileLocking
+import PostgresLocking
 
 /// Writes one line straight to stdout (no buffering: the tests wait for it).
 func say(_ line: String) {
@@ -105,6 +108,8 @@ let whileHeld = flag("--while-held")
 let heartbeatText = option("--heartbeat")
 let staleText = option("--stale")
 let leaseText = option("--lease")
+/// `--kind postgres`: the server's URL (else the PG* variables); PATH is the lock's name.
+let postgresURL = option("--postgres")
 /// A duration option in seconds.
 func seconds(_ text: String?, or fallback: Duration?) -> Duration? {
     guard let text else { return fallback }
@@ -215,6 +220,14 @@ do {
                 at: path, duration: seconds(leaseText, or: .seconds(30))!, heartbeatInterval: seconds(heartbeatText, or: nil),
                 onLoss: { loss in say("lost \(loss.reason)") })
         case "soft-rw": shared ? softReadWrite!.readLock : softReadWrite!.writeLock
+        case "postgres":
+            try {
+                let lock = try PostgresLock(
+                    name: path, server: PostgresConnectionSettings(url: postgresURL),
+                    heartbeatInterval: seconds(heartbeatText, or: .seconds(2))!,
+                    onLoss: { loss in say("lost \(loss.reason)") })
+                return shared ? lock.readLock : lock.writeLock
+            }()
         default: try FileLock(at: path, fallsBackToSoft: fallsBackToSoft, removesFileOnRelease: removesFile)
         }
     func sayMechanism() {

@@ -123,12 +123,16 @@ public struct LockLossReason: Sendable, Hashable, CustomStringConvertible {
     public static let removed = LockLossReason("removed")
     /// Heartbeats kept failing (I/O errors) for longer than the lock stays fresh without them.
     public static let refreshFailed = LockLossReason("refresh failed")
+    /// The lock server ended our session, which held the lock: its connection dropped (a
+    /// network failure, the server restarted) or its server process was terminated
+    /// (`pg_terminate_backend`), or it stopped answering within the heartbeat's bound.
+    public static let sessionEnded = LockLossReason("session ended")
 }
 
 /// A hold that ended without its holder releasing it: the lock may be held by someone else now,
 /// and whatever it protected may have been changed meanwhile. The holder must stop, and release.
 public struct LockLoss: Sendable, CustomStringConvertible {
-    /// The lock's path as given.
+    /// The lock's path as given, or the name of a lock on a server.
     public var path: String
     /// The mode that was held.
     public var mode: LockMode
@@ -146,7 +150,14 @@ public struct LockLoss: Sendable, CustomStringConvertible {
 
     public var description: String { error.message }
 
+    /// A loss of the lock file at `path`.
     init(path: String, mode: LockMode, reason: LockLossReason, fencingToken: UInt64?, detail: String) {
+        self.init(resource: .file(path), mode: mode, reason: reason, fencingToken: fencingToken, detail: detail)
+    }
+
+    /// A loss of the lock `resource` names (a lock file, or a named lock on a server).
+    package init(resource: LockResource, mode: LockMode, reason: LockLossReason, fencingToken: UInt64?, detail: String) {
+        let path = resource.name
         self.path = path
         self.mode = mode
         self.reason = reason
@@ -154,7 +165,7 @@ public struct LockLoss: Sendable, CustomStringConvertible {
         self.detail = detail
         let held = mode == .exclusive ? "exclusive" : "shared"
         error = FileLockError(
-            .lockLost, path: path,
+            .lockLost, resource: resource,
             message: "the \(held) hold on lock '\(path)' was lost (\(reason)): \(detail); stop the work it protected "
                 + "(another process may hold the lock now), release, and acquire again")
     }
@@ -162,20 +173,20 @@ public struct LockLoss: Sendable, CustomStringConvertible {
 
 /// Tells those who listen that a hold was lost: the callback given at construction, and every
 /// `losses` sequence made so far.
-final class LossReporter: Sendable {
+package final class LossReporter: Sendable {
     private let callback: (@Sendable (LockLoss) -> Void)?
     private let listeners = Mutex<(next: Int, continuations: [Int: AsyncStream<LockLoss>.Continuation])>((0, [:]))
 
-    init(callback: (@Sendable (LockLoss) -> Void)?) {
+    package init(callback: (@Sendable (LockLoss) -> Void)?) {
         self.callback = callback
     }
 
-    func report(_ loss: LockLoss) {
+    package func report(_ loss: LockLoss) {
         callback?(loss)
         for continuation in listeners.withLock({ Array($0.continuations.values) }) { continuation.yield(loss) }
     }
 
-    func stream() -> AsyncStream<LockLoss> {
+    package func stream() -> AsyncStream<LockLoss> {
         let (stream, continuation) = AsyncStream<LockLoss>.makeStream(bufferingPolicy: .bufferingNewest(64))
         let key = listeners.withLock { listeners -> Int in
             defer { listeners.next += 1 }
@@ -217,13 +228,15 @@ final class RefreshClock: Sendable {
 }
 
 /// Whether a hold was lost, set once by its heartbeat (or its release).
-final class LossMark: Sendable {
+package final class LossMark: Sendable {
     private let loss = Mutex<LockLoss?>(nil)
 
-    var value: LockLoss? { loss.withLock { $0 } }
+    package init() {}
+
+    package var value: LockLoss? { loss.withLock { $0 } }
 
     /// Records `lost` unless a loss was recorded already; `true` when this call recorded it.
-    func mark(_ lost: LockLoss) -> Bool {
+    package func mark(_ lost: LockLoss) -> Bool {
         loss.withLock { current in
             guard current == nil else { return false }
             current = lost

@@ -1,7 +1,7 @@
 import Synchronization
 
 /// The settings every lock kind shares, fixed at construction.
-struct LockConfiguration: Sendable, Equatable {
+package struct LockConfiguration: Sendable, Equatable {
     /// Used by `acquire()` without a timeout argument; `nil` waits forever.
     var defaultTimeout: Duration?
     /// `false` makes `acquire()` try exactly once.
@@ -17,7 +17,28 @@ struct LockConfiguration: Sendable, Equatable {
     /// Heartbeat kinds: how often a holder refreshes, and when an unrefreshed one is stale.
     var heartbeat: HeartbeatSettings? = nil
 
-    func validated(path: String) throws -> LockConfiguration {
+    init(
+        defaultTimeout: Duration?, isBlocking: Bool, pollInterval: Duration, filePermissions: UInt32?,
+        lifetime: Duration? = nil, ownership: LockOwnership = .caller, heartbeat: HeartbeatSettings? = nil
+    ) {
+        self.defaultTimeout = defaultTimeout
+        self.isBlocking = isBlocking
+        self.pollInterval = pollInterval
+        self.filePermissions = filePermissions
+        self.lifetime = lifetime
+        self.ownership = ownership
+        self.heartbeat = heartbeat
+    }
+
+    /// The settings of a lock that is no file (a lock on a server): no permissions, lifetime or
+    /// heartbeat settings of the engine's.
+    package init(defaultTimeout: Duration?, isBlocking: Bool, pollInterval: Duration, ownership: LockOwnership) {
+        self.init(
+            defaultTimeout: defaultTimeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: nil,
+            ownership: ownership)
+    }
+
+    package func validated(path: String) throws -> LockConfiguration {
         if let defaultTimeout { try LockEngineSupport.validate(timeout: defaultTimeout, path: path) }
         if let filePermissions, filePermissions > 0o7777 {
             throw FileLockError(
@@ -101,7 +122,7 @@ enum LockEngineSupport {
 /// Each owner (thread or task) that acquires gets its own `Hold` from the primitive: for kernel
 /// locks its own open file, so the kernel itself excludes two threads using one lock object and
 /// wakes the next one on release. A second acquire by the same owner only counts up.
-final class LockEngine<Primitive: LockPrimitive>: Sendable {
+package final class LockEngine<Primitive: LockPrimitive>: Sendable {
     struct HoldRecord {
         var owner: Owner
         var hold: Primitive.Hold
@@ -112,8 +133,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         var generation: Int
     }
 
-    let primitive: Primitive
-    let configuration: LockConfiguration
+    package let primitive: Primitive
+    package let configuration: LockConfiguration
     let node: PathNode
     private let holds = Mutex<[HoldRecord]>([])
 
@@ -132,7 +153,23 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         for record in remaining { finishRelease(record) }
     }
 
-    var path: String { primitive.path }
+    package var path: String { primitive.path }
+
+    /// `error` about this engine's lock as its primitive names it (a lock file, or a named lock
+    /// on a server).
+    func aboutThisLock(_ error: FileLockError) -> FileLockError {
+        var error = error
+        error.resource = primitive.resource
+        return error
+    }
+
+    /// A new engine for a lock that is no file, or with `isSingleton` the one engine of this kind
+    /// for `key` (a string that names the lock wherever it lives, such as a server and a name).
+    package static func make(
+        primitive: Primitive, configuration: LockConfiguration, key: String, isSingleton: Bool
+    ) throws -> LockEngine {
+        try make(primitive: primitive, configuration: configuration, canonicalPath: CPath(key), isSingleton: isSingleton)
+    }
 
     /// A new engine, or with `isSingleton` the one engine of this kind for `canonicalPath`.
     static func make(
@@ -145,7 +182,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             if let existing = state.singletons[kind]?.object as? LockEngine {
                 guard existing.configuration == configuration else {
                     throw FileLockError(
-                        .invalidConfiguration, path: primitive.path,
+                        .invalidConfiguration, resource: primitive.resource,
                         message: "a singleton lock for '\(canonicalPath)' already exists with other settings "
                             + "(\(existing.configuration.summary)); create every singleton of one path with the "
                             + "same settings (asked for \(configuration.summary))")
@@ -164,31 +201,31 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     // (the child's thread has its parent's identity, so matching the owner alone would let the
     // child run the critical section together with its parent).
 
-    var isLocked: Bool {
+    package var isLocked: Bool {
         let generation = ForkGeneration.current
         return holds.withLock { $0.contains { $0.generation == generation } }
     }
 
-    var holdCount: Int {
+    package var holdCount: Int {
         let generation = ForkGeneration.current
         return holds.withLock { $0.reduce(0) { $0 + ($1.generation == generation ? $1.count : 0) } }
     }
 
-    var isHeldByCurrentOwner: Bool {
+    package var isHeldByCurrentOwner: Bool {
         let owner = currentOwner
         let generation = ForkGeneration.current
         return holds.withLock { $0.contains { $0.owner == owner && $0.generation == generation } }
     }
 
     /// The mode in which the calling thread (or task) holds the lock here, or `nil`.
-    var modeOfCurrentOwner: LockMode? {
+    package var modeOfCurrentOwner: LockMode? {
         let owner = currentOwner
         let generation = ForkGeneration.current
         return holds.withLock { $0.first { $0.owner == owner && $0.generation == generation }?.mode }
     }
 
     /// How many unreleased acquisitions in `mode` this lock object has (in this process).
-    func holdCount(mode: LockMode) -> Int {
+    package func holdCount(mode: LockMode) -> Int {
         let generation = ForkGeneration.current
         return holds.withLock { $0.reduce(0) { $0 + ($1.generation == generation && $1.mode == mode ? $1.count : 0) } }
     }
@@ -226,7 +263,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             let (wanted, have) = mode == .exclusive ? ("exclusive", "shared") : ("shared", "exclusive")
             let holderName = configuration.ownership == .caller ? "this thread or task" : "this lock object (ownership: .lockObject)"
             throw FileLockError(
-                .modeChangeNotAllowed, path: path,
+                .modeChangeNotAllowed, resource: primitive.resource,
                 message: "cannot take lock '\(path)' \(wanted): \(holderName) already holds it \(have) "
                     + "(\(mode == .exclusive ? "an upgrade" : "a downgrade"), which is not allowed); release it "
                     + "first, then acquire it \(wanted)")
@@ -241,11 +278,19 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         holds.withLock { $0.append(HoldRecord(owner: owner, hold: hold, count: 1, mode: mode, generation: generation)) }
     }
 
+    private func validate(timeout: Duration) throws {
+        do {
+            try LockEngineSupport.validate(timeout: timeout, path: path)
+        } catch let error as FileLockError {
+            throw aboutThisLock(error)
+        }
+    }
+
     // MARK: Acquire (synchronous)
 
     /// Acquires for the calling thread (or task), waiting at most `timeout` (`nil` forever).
-    func acquire(mode: LockMode, timeout: Duration?, cancelCheck: (() -> Bool)?) throws {
-        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
+    package func acquire(mode: LockMode, timeout: Duration?, cancelCheck: (() -> Bool)?) throws {
+        if let timeout { try validate(timeout: timeout) }
         let owner = currentOwner
         if try reenter(owner, mode: mode) { return }
         let hold = try obtain(LockRequest(mode), timeout: timeout, cancelCheck: cancelCheck, owner: owner)
@@ -253,7 +298,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     }
 
     /// Tries once for the calling thread (or task); `false` when held elsewhere.
-    func tryAcquire(mode: LockMode) throws -> Bool {
+    package func tryAcquire(mode: LockMode) throws -> Bool {
         let owner = currentOwner
         if try reenter(owner, mode: mode) { return true }
         guard let hold = try tryObtain(LockRequest(mode)) else { return false }
@@ -267,7 +312,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     func obtain(
         _ request: LockRequest, timeout: Duration?, cancelCheck: (() -> Bool)?, owner: Owner? = nil
     ) throws -> Primitive.Hold {
-        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
+        if let timeout { try validate(timeout: timeout) }
         let start = MonotonicInstant.now
         let (attempt, hold) = try tryAcquiring(request)
         if let hold { return hold }
@@ -315,6 +360,29 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
         }
     }
 
+    /// `tryAcquiring` for a `.remote` primitive from a task: `begin` where the task runs (it must
+    /// not block), the try suspended on the server's answer.
+    private func tryAcquiringFromTask(_ request: LockRequest) async throws -> (Primitive.Attempt, Primitive.Hold?) {
+        var restarts = 0
+        while true {
+            let attempt = try primitive.begin(request)
+            let outcome: AttemptOutcome<Primitive.Hold>
+            do {
+                outcome = try await primitive.tryOnceFromTask(attempt, request)
+            } catch {
+                primitive.abandon(attempt)
+                throw error
+            }
+            switch outcome {
+            case .acquired(let hold): return (attempt, hold)
+            case .busy: return (attempt, nil)
+            case .restart:
+                primitive.abandon(attempt)
+                try WaitSchedule.count(&restarts, path: path)
+            }
+        }
+    }
+
     /// The checks between a failed try and a wait: zero timeout, self-deadlock (only for a wait
     /// that nothing but the lock can end: no timeout, no cancel check).
     private func checkBeforeWaiting(
@@ -328,7 +396,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
             node.ownerHoldsThroughAnotherObject(owner, lockObject: ObjectIdentifier(self), kind: ObjectIdentifier(Primitive.self))
         {
             primitive.abandon(attempt)
-            throw FileLockError.wouldDeadlock(path: path)
+            throw aboutThisLock(FileLockError.wouldDeadlock(path: path))
         }
     }
 
@@ -336,8 +404,8 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     /// Acquires for the current task without blocking a thread of the cooperative pool (see
     /// `waitFromTask`).
-    func acquire(mode: LockMode, timeout: Duration?) async throws {
-        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
+    package func acquire(mode: LockMode, timeout: Duration?) async throws {
+        if let timeout { try validate(timeout: timeout) }
         try Task.checkCancellation()
         let owner = currentOwner
         if try reenter(owner, mode: mode) { return }
@@ -347,12 +415,17 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     /// `obtain` from a task: the tries on the helper threads, the wait as `waitFromTask`.
     func obtain(_ request: LockRequest, timeout: Duration?, owner: Owner? = nil) async throws -> Primitive.Hold {
-        if let timeout { try LockEngineSupport.validate(timeout: timeout, path: path) }
+        if let timeout { try validate(timeout: timeout) }
         try Task.checkCancellation()
         let start = MonotonicInstant.now
-        let (attempt, hold) =
-            primitive.triesWithoutBlocking
-            ? try tryAcquiring(request) : try await offThePool { [self] in try tryAcquiring(request) }
+        let (attempt, hold): (Primitive.Attempt, Primitive.Hold?)
+        if case .remote = primitive.waitStrategy {
+            (attempt, hold) = try await tryAcquiringFromTask(request)
+        } else if primitive.triesWithoutBlocking {
+            (attempt, hold) = try tryAcquiring(request)
+        } else {
+            (attempt, hold) = try await offThePool { [self] in try tryAcquiring(request) }
+        }
         if let hold { return hold }
         // A task can be cancelled, but nothing cancels it in a self-deadlock: still report it.
         // Only a try (zero timeout) reads the lock file here (to name the holder): only then the
@@ -379,7 +452,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     /// must not drop another thread's lock) and gets `false`. `force` drops every hold of every
     /// owner (holds inherited across fork are let go without touching the parent's lock).
     @discardableResult
-    func release(force: Bool, mode: LockMode? = nil) -> Bool {
+    package func release(force: Bool, mode: LockMode? = nil) -> Bool {
         let (found, released) = takeHolds(force: force, owner: currentOwner, mode: mode)
         for record in released { finishRelease(record) }
         return found
@@ -388,7 +461,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     /// `release(force:mode:)`, then throws the loss (`.lockLost`) if a hold it gave up (or
     /// counted down) had been lost: the caller's work under it ran without the lock.
     @discardableResult
-    func checkedRelease(force: Bool, mode: LockMode? = nil) throws -> Bool {
+    package func checkedRelease(force: Bool, mode: LockMode? = nil) throws -> Bool {
         let hold = holdOfCurrentOwner(mode: mode)
         let found = release(force: force, mode: mode)
         // Looked at after the release: releasing may be what finds the loss (a marker displaced).
@@ -398,7 +471,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     /// `checkedRelease` from a task, the release's file-system calls on the helper threads.
     @discardableResult
-    func checkedReleaseFromTask(force: Bool, mode: LockMode? = nil) async throws -> Bool {
+    package func checkedReleaseFromTask(force: Bool, mode: LockMode? = nil) async throws -> Bool {
         let hold = holdOfCurrentOwner(mode: mode)
         let found = await releaseFromTask(force: force, mode: mode)
         if found, let hold, let loss = primitive.loss(of: hold) { throw loss.error }
@@ -407,7 +480,7 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
 
     /// The loss of the calling owner's hold (in `mode`, if given), or `nil` while it stands or
     /// when it holds nothing.
-    func lossOfCurrentOwner(mode: LockMode? = nil) -> LockLoss? {
+    package func lossOfCurrentOwner(mode: LockMode? = nil) -> LockLoss? {
         let owner = currentOwner
         let generation = ForkGeneration.current
         return holds.withLock { records in
@@ -417,13 +490,13 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     }
 
     /// Every hold of this object (this process) and its owner's mode, for a kind's holder list.
-    var currentHolds: [(mode: LockMode, hold: Primitive.Hold)] {
+    package var currentHolds: [(mode: LockMode, hold: Primitive.Hold)] {
         let generation = ForkGeneration.current
         return holds.withLock { $0.filter { $0.generation == generation }.map { ($0.mode, $0.hold) } }
     }
 
     /// The hold of the calling owner (in `mode`, if given), if any.
-    func holdOfCurrentOwner(mode: LockMode? = nil) -> Primitive.Hold? {
+    package func holdOfCurrentOwner(mode: LockMode? = nil) -> Primitive.Hold? {
         let owner = currentOwner
         let generation = ForkGeneration.current
         return holds.withLock {
@@ -436,7 +509,16 @@ final class LockEngine<Primitive: LockPrimitive>: Sendable {
     @discardableResult
     func releaseFromTask(force: Bool, mode: LockMode? = nil) async -> Bool {
         let (found, released) = takeHolds(force: force, owner: currentOwner, mode: mode)
-        if !released.isEmpty {
+        if case .remote = primitive.waitStrategy {
+            for record in released {
+                node.removeHolding(owner: record.owner, lockObject: ObjectIdentifier(self), generation: record.generation)
+                if record.generation == ForkGeneration.current {
+                    await primitive.releaseFromTask(record.hold)
+                } else {
+                    primitive.forget(record.hold)
+                }
+            }
+        } else if !released.isEmpty {
             // Not cancellable: a task cancelled in its `withLock` body still releases, off the pool.
             await BlockingCallPool.shared.runToTheEnd { [self] in for record in released { finishRelease(record) } }
         }

@@ -8,24 +8,24 @@ public enum LockMode: Sendable, Hashable {
 
 /// What one acquisition asks a primitive for: a mode and, for kinds that lock parts of a file,
 /// which bytes (whole-file kinds ignore the range).
-struct LockRequest: Sendable, Hashable {
-    var mode: LockMode
+package struct LockRequest: Sendable, Hashable {
+    package var mode: LockMode
     var range: ByteRange = .wholeFile
 
-    init(_ mode: LockMode, range: ByteRange = .wholeFile) {
+    package init(_ mode: LockMode, range: ByteRange = .wholeFile) {
         self.mode = mode
         self.range = range
     }
 
     /// The whole lock, exclusively.
-    static let exclusive = LockRequest(.exclusive)
+    package static let exclusive = LockRequest(.exclusive)
     /// The whole lock, shared.
-    static let shared = LockRequest(.shared)
+    package static let shared = LockRequest(.shared)
 }
 
 /// How a primitive waits for a lock that is held elsewhere; the engine runs the wait, the
 /// primitive picks its kind.
-enum WaitStrategy: Sendable {
+package enum WaitStrategy: Sendable {
     /// `waitInKernel` blocks in the kernel until the lock is free; the kernel wakes it on release.
     /// A signal (see `InterruptSignal`) ends the call early for timeouts and cancellation.
     case kernel
@@ -38,7 +38,7 @@ enum WaitStrategy: Sendable {
 }
 
 /// How a kernel wait ended.
-enum KernelWaitEnd: Sendable {
+package enum KernelWaitEnd: Sendable {
     /// The kernel gave us the lock.
     case locked
     /// A signal ended the wait (deadline, cancellation, a cancel-check tick).
@@ -46,7 +46,7 @@ enum KernelWaitEnd: Sendable {
 }
 
 /// The result of one try.
-enum AttemptOutcome<Hold: Sendable>: Sendable {
+package enum AttemptOutcome<Hold: Sendable>: Sendable {
     /// The lock is ours.
     case acquired(Hold)
     /// Someone else holds it (or a signal ended a kernel wait, or a remote wait reached its
@@ -55,7 +55,7 @@ enum AttemptOutcome<Hold: Sendable>: Sendable {
     /// The attempt is void (for example the lock file was replaced): abandon it and begin again.
     case restart
 
-    var isBusy: Bool {
+    package var isBusy: Bool {
         if case .busy = self { return true }
         return false
     }
@@ -71,7 +71,7 @@ struct LockFileGone: Error {}
 /// One kind of lock reduced to what only it knows: how to try once, how to wait efficiently,
 /// how to release, and who holds it. `LockEngine` builds everything else on top: timeouts,
 /// cancellation, reentrancy, thread and task ownership, self-deadlock detection, errors.
-protocol LockPrimitive: Sendable {
+package protocol LockPrimitive: Sendable {
     /// State carried from `begin` through tries and waits (for example an open descriptor).
     associatedtype Attempt: Sendable
     /// What a successful acquisition owns until release.
@@ -79,6 +79,8 @@ protocol LockPrimitive: Sendable {
 
     /// The path (or name) the user gave, for messages.
     var path: String { get }
+    /// What errors name: the lock file at `path` (the default), or a lock on a server by its name.
+    var resource: LockResource { get }
     /// How a waiter waits; see `WaitStrategy`.
     var waitStrategy: WaitStrategy { get }
     /// Whether `begin` and `tryOnce` never block (no file-system call that a stalled server could
@@ -101,6 +103,13 @@ protocol LockPrimitive: Sendable {
     func waitRemotely(
         _ attempt: Attempt, _ request: LockRequest, until deadline: MonotonicInstant?
     ) async throws -> AttemptOutcome<Hold>
+    /// A `.remote` primitive's try from a task: suspends on the server's answer instead of
+    /// blocking a thread (a task's `begin` for such a primitive is called where the task runs,
+    /// so it must not block either). Only called for `.remote` primitives.
+    func tryOnceFromTask(_ attempt: Attempt, _ request: LockRequest) async throws -> AttemptOutcome<Hold>
+    /// A `.remote` primitive's release from a task, suspending instead of blocking. Only called
+    /// for `.remote` primitives.
+    func releaseFromTask(_ hold: Hold) async
     /// Called once before the first pause of a polling wait (off the cooperative pool for a task):
     /// the place for blocking set-up such as a folder watch.
     func prepareToWait(_ attempt: Attempt)
@@ -139,37 +148,47 @@ protocol LockPrimitive: Sendable {
 }
 
 extension LockPrimitive {
-    var triesWithoutBlocking: Bool { false }
+    package var resource: LockResource { .file(path) }
 
-    func prepareToWait(_ attempt: Attempt) {}
+    package func tryOnceFromTask(_ attempt: Attempt, _ request: LockRequest) async throws -> AttemptOutcome<Hold> {
+        preconditionFailure("tryOnceFromTask is only called for primitives whose wait strategy is .remote")
+    }
 
-    func busyHint() -> String? { nil }
+    package func releaseFromTask(_ hold: Hold) async {
+        preconditionFailure("releaseFromTask is only called for primitives whose wait strategy is .remote")
+    }
 
-    func loss(of hold: Hold) -> LockLoss? { nil }
+    package var triesWithoutBlocking: Bool { false }
 
-    var abandonsWithoutBlocking: Bool { true }
+    package func prepareToWait(_ attempt: Attempt) {}
 
-    func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? { holders().first }
+    package func busyHint() -> String? { nil }
 
-    func subject(of request: LockRequest) -> String? { nil }
+    package func loss(of hold: Hold) -> LockLoss? { nil }
 
-    func pause(_ attempt: Attempt, upTo duration: Duration) {
+    package var abandonsWithoutBlocking: Bool { true }
+
+    package func blockingHolder(for request: LockRequest, timeout: Duration?) -> LockHolder? { holders().first }
+
+    package func subject(of request: LockRequest) -> String? { nil }
+
+    package func pause(_ attempt: Attempt, upTo duration: Duration) {
         Threads.sleep(duration)
     }
 
-    func pause(_ attempt: Attempt, upTo duration: Duration) async throws {
+    package func pause(_ attempt: Attempt, upTo duration: Duration) async throws {
         try await Task.sleep(for: duration)
     }
 
-    func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> KernelWaitEnd {
+    package func waitInKernel(_ attempt: Attempt, _ request: LockRequest) throws -> KernelWaitEnd {
         preconditionFailure("waitInKernel is only called for primitives whose wait strategy is .kernel")
     }
 
-    func confirm(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
+    package func confirm(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
         preconditionFailure("confirm is only called for primitives whose wait strategy is .kernel")
     }
 
-    func waitRemotely(
+    package func waitRemotely(
         _ attempt: Attempt, _ request: LockRequest, until deadline: MonotonicInstant?
     ) async throws -> AttemptOutcome<Hold> {
         preconditionFailure("waitRemotely is only called for primitives whose wait strategy is .remote")

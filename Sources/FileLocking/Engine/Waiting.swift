@@ -108,15 +108,16 @@ extension LockEngine {
     /// The error of a try or wait that did not get the lock, naming who holds it.
     func timedOutError(_ schedule: WaitSchedule, triedOnce: Bool = false) -> FileLockError {
         let waited = MonotonicInstant.now.duration(since: schedule.start)
-        return FileLockError.timedOut(
-            path: path, waited: waited,
-            holder: primitive.blockingHolder(for: schedule.request, timeout: schedule.timeout),
-            what: primitive.subject(of: schedule.request), triedOnce: triedOnce, hint: primitive.busyHint())
+        return aboutThisLock(
+            FileLockError.timedOut(
+                path: path, waited: waited,
+                holder: primitive.blockingHolder(for: schedule.request, timeout: schedule.timeout),
+                what: primitive.subject(of: schedule.request), triedOnce: triedOnce, hint: primitive.busyHint()))
     }
 
     private func cancelledError(_ schedule: WaitSchedule) -> FileLockError {
         FileLockError(
-            .cancelled, path: path,
+            .cancelled, resource: primitive.resource,
             message: "waiting for lock '\(path)' was cancelled by the cancel check after "
                 + MonotonicInstant.now.duration(since: schedule.start).formattedSeconds)
     }

@@ -1,8 +1,32 @@
-/// A lock kind that is a primitive plugged into the shared engine. Conforming types get the whole
+/// The engine as the lock kinds' shared surface uses it, without its primitive's type: a kind
+/// outside this module (`PostgresLock`) conforms to `EngineBackedLock` through it, while the file
+/// kinds' primitives stay internal.
+package protocol LockEngineSurface: AnyObject, Sendable {
+    var path: String { get }
+    var configuration: LockConfiguration { get }
+    var isLocked: Bool { get }
+    var holdCount: Int { get }
+    var isHeldByCurrentOwner: Bool { get }
+    /// The first holder the primitive sees, or `nil`.
+    var firstHolder: LockHolder? { get }
+    func acquire(mode: LockMode, timeout: Duration?, cancelCheck: (() -> Bool)?) throws
+    func acquire(mode: LockMode, timeout: Duration?) async throws
+    func tryAcquire(mode: LockMode) throws -> Bool
+    @discardableResult func release(force: Bool, mode: LockMode?) -> Bool
+    @discardableResult func checkedRelease(force: Bool, mode: LockMode?) throws -> Bool
+    @discardableResult func checkedReleaseFromTask(force: Bool, mode: LockMode?) async throws -> Bool
+    func lossOfCurrentOwner(mode: LockMode?) -> LockLoss?
+}
+
+extension LockEngine: LockEngineSurface {
+    package var firstHolder: LockHolder? { primitive.holders().first }
+}
+
+/// A lock kind that is a primitive plugged into the shared lockEngine. Conforming types get the whole
 /// `CrossProcessLock` surface from here, so each kind only says how it is built and what it adds.
-protocol EngineBackedLock: CrossProcessLock, Hashable {
-    associatedtype Primitive: LockPrimitive
-    var engine: LockEngine<Primitive> { get }
+package protocol EngineBackedLock: CrossProcessLock, Hashable {
+    /// The kind's engine (`engine`, a `LockEngine` of the kind's primitive).
+    var lockEngine: any LockEngineSurface { get }
     /// The mode this lock object acquires in (`.exclusive`, except a read-write lock's read side).
     var lockMode: LockMode { get }
     /// The only mode `release` gives up, or `nil` for any (a read-write lock's side releases only
@@ -11,64 +35,64 @@ protocol EngineBackedLock: CrossProcessLock, Hashable {
 }
 
 extension EngineBackedLock {
-    var lockMode: LockMode { .exclusive }
+    package var lockMode: LockMode { .exclusive }
 
-    var releaseMode: LockMode? { nil }
+    package var releaseMode: LockMode? { nil }
 
     /// The lock file's path as given at construction.
-    public var path: String { engine.path }
+    public var path: String { lockEngine.path }
 
     /// The timeout `acquire()` uses when none is passed; `nil` waits forever.
-    public var defaultTimeout: Duration? { engine.configuration.defaultTimeout }
+    public var defaultTimeout: Duration? { lockEngine.configuration.defaultTimeout }
 
     /// Whether `acquire()` waits at all.
-    public var isBlocking: Bool { engine.configuration.isBlocking }
+    public var isBlocking: Bool { lockEngine.configuration.isBlocking }
 
     public func acquire(timeout: Duration?, cancelCheck: (() -> Bool)?) throws {
-        try engine.acquire(mode: lockMode, timeout: timeout, cancelCheck: cancelCheck)
+        try lockEngine.acquire(mode: lockMode, timeout: timeout, cancelCheck: cancelCheck)
     }
 
     public func acquire(timeout: Duration?) async throws {
-        try await engine.acquire(mode: lockMode, timeout: timeout)
+        try await lockEngine.acquire(mode: lockMode, timeout: timeout)
     }
 
     public func tryAcquire() throws -> Bool {
-        try engine.tryAcquire(mode: lockMode)
+        try lockEngine.tryAcquire(mode: lockMode)
     }
 
     @discardableResult
     public func release(force: Bool) -> Bool {
-        engine.release(force: force, mode: releaseMode)
+        lockEngine.release(force: force, mode: releaseMode)
     }
 
     /// `release()` from a task, with the file-system calls on the helper threads; throws
     /// `.lockLost` when the hold given up had been lost.
     func releaseOffThePool() async throws {
-        try await engine.checkedReleaseFromTask(force: false, mode: releaseMode)
+        try await lockEngine.checkedReleaseFromTask(force: false, mode: releaseMode)
     }
 
 
     /// Whether holds belong to the acquiring thread or task, or to this lock object.
-    public var ownership: LockOwnership { engine.configuration.ownership }
+    public var ownership: LockOwnership { lockEngine.configuration.ownership }
 
-    public var isLocked: Bool { engine.isLocked }
+    public var isLocked: Bool { lockEngine.isLocked }
 
-    public var holdCount: Int { engine.holdCount }
+    public var holdCount: Int { lockEngine.holdCount }
 
     /// Whether the calling thread (or task) holds the lock through this object.
-    public var isHeldByCaller: Bool { engine.isHeldByCurrentOwner }
+    public var isHeldByCaller: Bool { lockEngine.isHeldByCurrentOwner }
 
-    public var holder: LockHolder? { engine.primitive.holders().first }
+    public var holder: LockHolder? { lockEngine.firstHolder }
 
     /// Two values are equal when they are the same lock object (copies, or one singleton).
-    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine }
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.lockEngine === rhs.lockEngine }
 
-    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(engine)) }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(lockEngine)) }
 }
 
 extension EngineBackedLock {
     /// What `LossReportingLock.checkHold()` does, for the kinds that conform.
-    func throwIfHoldLost() throws {
-        if let loss = engine.lossOfCurrentOwner(mode: releaseMode) { throw loss.error }
+    package func throwIfHoldLost() throws {
+        if let loss = lockEngine.lossOfCurrentOwner(mode: releaseMode) { throw loss.error }
     }
 }

@@ -39,6 +39,7 @@
 /// reports it to ``FileLockWarnings/handler``.
 public struct FileLock: EngineBackedLock {
     let engine: LockEngine<FileLockPrimitive>
+    package var lockEngine: any LockEngineSurface { engine }
 
     /// How a `FileLock` keeps the lock.
     public enum Mechanism: Sendable, Hashable {

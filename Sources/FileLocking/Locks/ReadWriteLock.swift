@@ -44,6 +44,7 @@
 /// per process (other processes are excluded as on Linux). This is not tested in CI (Linux only).
 public struct ReadWriteLock: ReadWriteLocking, Hashable {
     let engine: LockEngine<ReadWritePrimitive>
+    package var lockEngine: any LockEngineSurface { engine }
 
     /// Creates a lock object for the lock file at `path`. Nothing is opened until it is acquired.
     ///
@@ -94,12 +95,13 @@ public struct ReadWriteLock: ReadWriteLocking, Hashable {
     /// `lock.writeLock` wherever a `some CrossProcessLock` is expected.
     public struct Side: EngineBackedLock {
         let engine: LockEngine<ReadWritePrimitive>
+        package var lockEngine: any LockEngineSurface { engine }
         /// `.shared` for the read lock, `.exclusive` for the write lock.
         public let mode: LockMode
 
-        var lockMode: LockMode { mode }
+        package var lockMode: LockMode { mode }
 
-        var releaseMode: LockMode? { mode }
+        package var releaseMode: LockMode? { mode }
 
         /// Whether this lock object holds the lock in this mode (for any of its threads or tasks).
         public var isLocked: Bool { engine.holdCount(mode: mode) > 0 }

@@ -39,6 +39,7 @@
 /// on a local filesystem a folder watch wakes waiters as soon as the marker goes.
 public struct SoftFileLease: EngineBackedLock, LossReportingLock {
     let engine: LockEngine<SoftPrimitive>
+    package var lockEngine: any LockEngineSurface { engine }
 
     /// Creates a lease object for the marker at `path`. Nothing is created until it is acquired.
     ///

@@ -36,6 +36,7 @@
 /// kernel frees it when the holder dies.
 public struct SoftFileLock: EngineBackedLock {
     let engine: LockEngine<SoftPrimitive>
+    package var lockEngine: any LockEngineSurface { engine }
 
     /// Creates a lock object for the marker file at `path`. Nothing is created until it is acquired.
     ///

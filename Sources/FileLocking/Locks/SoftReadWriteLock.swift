@@ -49,6 +49,7 @@ import Synchronization
 /// (`isSingleton: true`, as Python's).
 public struct SoftReadWriteLock: ReadWriteLocking, Hashable {
     let engine: LockEngine<SoftReadWritePrimitive>
+    package var lockEngine: any LockEngineSurface { engine }
 
     /// Creates a lock object for `path`. Nothing is created until it is acquired.
     ///
@@ -111,12 +112,13 @@ public struct SoftReadWriteLock: ReadWriteLocking, Hashable {
     /// holds of this mode.
     public struct Side: EngineBackedLock, LossReportingLock {
         let engine: LockEngine<SoftReadWritePrimitive>
+        package var lockEngine: any LockEngineSurface { engine }
         /// `.shared` for the read lock, `.exclusive` for the write lock.
         public let mode: LockMode
 
-        var lockMode: LockMode { mode }
+        package var lockMode: LockMode { mode }
 
-        var releaseMode: LockMode? { mode }
+        package var releaseMode: LockMode? { mode }
 
         /// Whether this lock object holds the lock in this mode (for any of its threads or tasks).
         public var isLocked: Bool { engine.holdCount(mode: mode) > 0 }

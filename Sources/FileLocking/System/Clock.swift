@@ -7,25 +7,27 @@
 #endif
 
 /// Nanoseconds of `CLOCK_MONOTONIC`, which does not jump with the wall clock.
-struct MonotonicInstant: Comparable, Sendable {
-    var nanoseconds: UInt64
+package struct MonotonicInstant: Comparable, Sendable {
+    package var nanoseconds: UInt64
 
-    static var now: MonotonicInstant {
+    package init(nanoseconds: UInt64) { self.nanoseconds = nanoseconds }
+
+    package static var now: MonotonicInstant {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
         return MonotonicInstant(nanoseconds: UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec))
     }
 
-    static func < (lhs: Self, rhs: Self) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
+    package static func < (lhs: Self, rhs: Self) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
 
-    func advanced(by duration: Duration) -> MonotonicInstant {
+    package func advanced(by duration: Duration) -> MonotonicInstant {
         let delta = duration.totalNanoseconds
         if delta <= 0 { return self }
         let (sum, overflow) = nanoseconds.addingReportingOverflow(UInt64(clamping: delta))
         return MonotonicInstant(nanoseconds: overflow ? .max : sum)
     }
 
-    func duration(since earlier: MonotonicInstant) -> Duration {
+    package func duration(since earlier: MonotonicInstant) -> Duration {
         guard self > earlier else { return .zero }
         return .nanoseconds(Int64(clamping: nanoseconds - earlier.nanoseconds))
     }
@@ -37,7 +39,7 @@ extension Duration {
     ///
     /// A `Duration` reaches far beyond that (`.seconds(Int64.max) * 1000`), and its `components`
     /// trap once the seconds no longer fit an `Int64`, so the range is checked by comparison first.
-    var totalNanoseconds: Int64 {
+    package var totalNanoseconds: Int64 {
         if self >= .nanoseconds(Int64.max) { return .max }
         if self <= .nanoseconds(Int64.min) { return .min }
         // Within ±292 years: the seconds fit, and so does the sum.

@@ -47,7 +47,7 @@ enum OpenFlags {
 
 /// A namespace of raw system calls. `EINTR` is retried where the call is restartable; calls
 /// that must return `EINTR` to their caller (a blocking lock that a timeout interrupts) say so.
-enum System {
+package enum System {
     static let openLockFlags: Int32 = O_CLOEXEC | O_NOFOLLOW | O_NOCTTY
 
     /// `open(2)` with `O_CLOEXEC | O_NOFOLLOW | O_NOCTTY` always added, of a path already
@@ -272,7 +272,7 @@ enum System {
         return bytes
     }
 
-    static var processID: Int32 { Int32(getpid()) }
+    package static var processID: Int32 { Int32(getpid()) }
 
     /// The wall-clock time now.
     static func wallClockNow() -> (seconds: Int64, nanoseconds: Int32) {

@@ -74,11 +74,11 @@ struct StartToken: Sendable, Hashable {
 }
 
 /// This host's and other processes' identity, in the form Python `filelock` writes and reads.
-enum ProcessIdentity {
+package enum ProcessIdentity {
     /// The host name as Python `filelock` writes it: the bytes of `gethostname()`, with every byte
     /// outside `!`...`~` (and `?` itself) written as `?xx` in hex, then `?pidns-<inode hex>` when
     /// this process is not in the initial pid namespace (a container may share the host's name).
-    static let hostName: String = {
+    package static let hostName: String = {
         var buffer = [CChar](repeating: 0, count: 256)
         let raw = gethostname(&buffer, buffer.count - 1) == 0 ? buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) } : []
         var name = ""

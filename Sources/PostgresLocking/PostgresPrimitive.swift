@@ -1,0 +1,415 @@
+import FileLocking
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// What names an advisory lock: a name hashed on the server, or a raw 64-bit key.
+enum AdvisoryKey: Sendable, Hashable {
+    case name(String)
+    case raw(Int64)
+
+    /// The SQL expression of the key, from parameter `$1`.
+    var expression: String {
+        switch self {
+        case .name: "hashtextextended($1::text, 0)"
+        case .raw: "$1::bigint"
+        }
+    }
+
+    func bind(into bindings: inout PostgresBindings) {
+        switch self {
+        case .name(let name): bindings.append(name)
+        case .raw(let key): bindings.append(key)
+        }
+    }
+
+    /// As messages name the lock: the name, or `key 42`.
+    var display: String {
+        switch self {
+        case .name(let name): name
+        case .raw(let key): "key \(key)"
+        }
+    }
+}
+
+/// A PostgreSQL session-level advisory lock as an engine primitive: each hold has a session (a
+/// connection) of its own; waiting is the server's (`pg_advisory_lock` bounded by `lock_timeout`),
+/// so a waiter wakes the moment the lock is freed.
+struct PostgresPrimitive: LockPrimitive {
+    let key: AdvisoryKey
+    let settings: PostgresConnectionSettings
+    let pool: SessionPool
+    /// How often a holder checks on the server that its session still holds the lock; an answer
+    /// that does not come within an interval counts as a lost session.
+    let heartbeatInterval: Duration
+    let reporter: LossReporter
+    /// Holds taken by this process, for fencing tokens.
+    private static let acquisitions = Atomic<UInt32>(0)
+
+    init(key: AdvisoryKey, settings: PostgresConnectionSettings, heartbeatInterval: Duration, reporter: LossReporter) {
+        self.key = key
+        self.settings = settings
+        pool = SessionPool.shared(for: settings)
+        self.heartbeatInterval = heartbeatInterval
+        self.reporter = reporter
+    }
+
+    var path: String { key.display }
+    var resource: LockResource { .named(key.display) }
+    var waitStrategy: WaitStrategy { .remote }
+
+    /// The session an attempt uses, once it has one.
+    final class Attempt: Sendable {
+        let session = Mutex<PostgresSession?>(nil)
+
+        /// Gives the session to a hold: the attempt no longer owns it.
+        func handOver() -> PostgresSession? { session.withLock { session in defer { session = nil }; return session } }
+    }
+
+    /// A held lock: its session, and what watches it.
+    final class Hold: Sendable {
+        let session: PostgresSession
+        let key: Int64
+        let mode: LockMode
+        let since: UnixTime
+        let fencingToken: UInt64
+        let lossMark = LossMark()
+        let isReleased = Atomic(false)
+        let heartbeat = Mutex<RepeatedTask?>(nil)
+
+        init(session: PostgresSession, key: Int64, mode: LockMode, since: UnixTime, fencingToken: UInt64) {
+            self.session = session
+            self.key = key
+            self.mode = mode
+            self.since = since
+            self.fencingToken = fencingToken
+        }
+
+        /// Stops watching (a release, or a loss found); `false` when already stopped.
+        func stop() -> Bool {
+            guard !isReleased.exchange(true, ordering: .acquiringAndReleasing) else { return false }
+            heartbeat.withLock { $0?.cancel() }
+            return true
+        }
+    }
+
+    // MARK: SQL
+
+    private static func lockFunction(_ mode: LockMode, trying: Bool) -> String {
+        (trying ? "pg_try_advisory_lock" : "pg_advisory_lock") + (mode == .shared ? "_shared" : "")
+    }
+
+    /// `application_name` of a holder: the session's base name and the server's clock in
+    /// milliseconds when the lock was granted.
+    private static let stampedName =
+        "set_config('application_name', $2 || ' ' || (extract(epoch from clock_timestamp()) * 1000)::bigint::text, false)"
+
+    /// The key, and when the lock was granted (`NULL` when it was not).
+    private func trySQL(_ mode: LockMode) -> String {
+        "SELECT k, CASE WHEN \(Self.lockFunction(mode, trying: true))(k) THEN \(Self.stampedName) END "
+            + "FROM (SELECT \(key.expression) AS k OFFSET 0) AS key"
+    }
+
+    /// Waits on the server, bounded by `lock_timeout` (`$3`; `0` waits as long as it takes), with
+    /// any `statement_timeout` of the role or server lifted for this statement only.
+    private func waitSQL(_ mode: LockMode) -> String {
+        "SELECT k, \(Self.stampedName) FROM (SELECT \(key.expression) AS k OFFSET 0) AS key, LATERAL (SELECT "
+            + "\(Self.lockFunction(mode, trying: false))(CASE WHEN set_config('lock_timeout', $3, true) IS NOT NULL "
+            + "AND set_config('statement_timeout', '0', true) IS NOT NULL THEN k END) OFFSET 0) AS granted"
+    }
+
+    private static func unlockSQL(_ mode: LockMode) -> String {
+        "SELECT pg_advisory_unlock\(mode == .shared ? "_shared" : "")($1::bigint), set_config('application_name', $2, false)"
+    }
+
+    /// The rows of `pg_locks` for key `k` in this database; `granted` and the holder's mode.
+    static let keyRows = """
+        l.locktype = 'advisory' AND l.objsubid = 1
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.classid::bigint = (k >> 32) & 4294967295 AND l.objid::bigint = k & 4294967295
+        """
+
+    private static let checkSQL =
+        "SELECT EXISTS (SELECT 1 FROM (SELECT $1::bigint AS k) AS key, pg_locks AS l WHERE \(keyRows) "
+        + "AND l.granted AND l.pid = pg_backend_pid())"
+
+    private var holdersSQL: String {
+        """
+        SELECT l.pid, l.mode = 'ShareLock', a.application_name, host(a.client_addr), a.client_port,
+               extract(epoch from a.backend_start)::float8
+        FROM (SELECT \(key.expression) AS k OFFSET 0) AS key, pg_locks AS l
+        LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+        WHERE \(Self.keyRows) AND l.granted
+        ORDER BY l.mode DESC, l.pid
+        """
+    }
+
+    private func binds(_ extra: String...) -> PostgresBindings {
+        var bindings = PostgresBindings()
+        key.bind(into: &bindings)
+        for value in extra { bindings.append(value) }
+        return bindings
+    }
+
+    // MARK: Acquiring
+
+    func begin(_ request: LockRequest) throws -> Attempt { Attempt() }
+
+    func tryOnce(_ attempt: Attempt, _ request: LockRequest) throws -> AttemptOutcome<Hold> {
+        do {
+            return try tryOnSession(attempt, request).wait()
+        } catch {
+            throw PostgresErrors.lockError(error, key: key, settings: settings, doing: "take")
+        }
+    }
+
+    func tryOnceFromTask(_ attempt: Attempt, _ request: LockRequest) async throws -> AttemptOutcome<Hold> {
+        do {
+            return try await tryOnSession(attempt, request).get()
+        } catch {
+            throw PostgresErrors.lockError(error, key: key, settings: settings, doing: "take")
+        }
+    }
+
+    /// One `pg_try_advisory_lock` on the attempt's session (taken from the pool first); a pooled
+    /// session that turns out dead (the server restarted while it idled) is replaced once.
+    private func tryOnSession(_ attempt: Attempt, _ request: LockRequest) -> EventLoopFuture<AttemptOutcome<Hold>> {
+        session(for: attempt).flatMap { session, isFresh in
+            let sql = trySQL(request.mode)
+            let bindings = binds(session.baseApplicationName)
+            return session.query(sql, bindings).flatMapError { error in
+                guard !isFresh, PostgresErrors.isConnectionLost(error) else {
+                    return session.eventLoop.makeFailedFuture(error)
+                }
+                session.close()
+                attempt.session.withLock { $0 = nil }
+                return self.session(for: attempt).flatMap { fresh, _ in fresh.query(sql, binds(fresh.baseApplicationName)) }
+            }.flatMapThrowing { result in
+                guard let row = result.first else { throw PostgresSession.unexpected("no row from \(Self.lockFunction(request.mode, trying: true))") }
+                let (key, stamp) = try row.decode((Int64, String?).self)
+                guard let stamp else { return .busy }
+                return .acquired(try makeHold(attempt, key: key, stamp: stamp, mode: request.mode))
+            }
+        }
+    }
+
+    /// The attempt's session, taken from the pool when it has none yet; `isFresh`: just connected
+    /// or already used by this attempt (not an idle one from the pool, which may have died).
+    private func session(for attempt: Attempt) -> EventLoopFuture<(PostgresSession, isFresh: Bool)> {
+        if let session = attempt.session.withLock({ $0 }), session.isReusable {
+            return session.eventLoop.makeSucceededFuture((session, true))
+        }
+        return pool.takeReporting().map { session, wasIdle in
+            attempt.session.withLock { $0 = session }
+            return (session, !wasIdle)
+        }
+    }
+
+    func waitRemotely(
+        _ attempt: Attempt, _ request: LockRequest, until deadline: MonotonicInstant?
+    ) async throws -> AttemptOutcome<Hold> {
+        var lockTimeout = "0"
+        if let deadline {
+            let remaining = deadline.duration(since: .now)
+            guard remaining > .zero else { return .busy }
+            // lock_timeout 0 would mean "no limit": at least 1 ms.
+            lockTimeout = "\(max(1, (remaining.totalNanoseconds + 999_999) / 1_000_000))ms"
+        }
+        let session: PostgresSession
+        do {
+            session = try await withTaskCancellationHandler {
+                try await self.session(for: attempt).get().0
+            } onCancel: {
+                attempt.session.withLock { $0 }?.close()
+            }
+        } catch {
+            if Task.isCancelled { throw CancellationError() }
+            throw PostgresErrors.lockError(error, key: key, settings: settings, doing: "take")
+        }
+        try Task.checkCancellation()
+        let answer = session.query(waitSQL(request.mode), binds(session.baseApplicationName, lockTimeout))
+        let result: PostgresQueryResult
+        do {
+            // A running query ignores task cancellation and PostgresNIO sends no cancel request:
+            // closing the connection ends the wait (the server notices within 250 ms on
+            // PostgreSQL 14 and later, and a lock granted meanwhile goes with the session).
+            result = try await withTaskCancellationHandler {
+                try await answer.get()
+            } onCancel: {
+                session.close()
+            }
+        } catch let error as PSQLError where PostgresErrors.sqlState(of: error) == "55P03" {
+            return .busy
+        } catch {
+            if Task.isCancelled { throw CancellationError() }
+            throw PostgresErrors.lockError(error, key: key, settings: settings, doing: "wait for")
+        }
+        guard !Task.isCancelled else {
+            // Granted just as the wait was cancelled: the closed session frees it.
+            session.close()
+            throw CancellationError()
+        }
+        guard let row = result.first else { throw PostgresErrors.unexpected("no row from the wait", key: key, settings: settings) }
+        let (key, stamp) = try row.decode((Int64, String).self)
+        return .acquired(try makeHold(attempt, key: key, stamp: stamp, mode: request.mode))
+    }
+
+    /// The hold of a granted lock: takes the attempt's session, and starts watching it.
+    private func makeHold(_ attempt: Attempt, key: Int64, stamp: String, mode: LockMode) throws -> Hold {
+        guard let session = attempt.handOver() else {
+            throw PostgresSession.unexpected("a lock granted on no session")
+        }
+        let number = Self.acquisitions.add(1, ordering: .relaxed).newValue
+        let token = UInt64(UInt32(bitPattern: session.backendPID)) << 32 | UInt64(number)
+        let hold = Hold(
+            session: session, key: key, mode: mode, since: PostgresHolders.since(fromApplicationName: stamp) ?? UnixTime(seconds: 0),
+            fencingToken: token)
+        watch(hold)
+        return hold
+    }
+
+    // MARK: Loss
+
+    /// Reports the hold lost when its connection closes, or a heartbeat finds the lock gone or
+    /// gets no answer within an interval.
+    private func watch(_ hold: Hold) {
+        let session = hold.session
+        let server = settings.server
+        session.connection.closeFuture.whenComplete { [self] _ in
+            lose(hold, "the connection to \(server) closed (the server restarted or terminated the session, or the network failed)")
+        }
+        let interval = TimeAmount.nanoseconds(heartbeatInterval.totalNanoseconds)
+        let bound = heartbeatInterval
+        let task = session.eventLoop.scheduleRepeatedAsyncTask(initialDelay: interval, delay: interval) { [self] task in
+            guard !hold.isReleased.load(ordering: .acquiring) else {
+                task.cancel()
+                return session.eventLoop.makeSucceededVoidFuture()
+            }
+            var bindings = PostgresBindings()
+            bindings.append(hold.key)
+            return session.query(Self.checkSQL, bindings, within: bound).map { result in
+                let holds = (try? result.first?.decode(Bool.self)) ?? false
+                if !holds {
+                    lose(hold, "session (server pid \(session.backendPID)) no longer holds it (released by a statement on the session, or a pooler switched sessions)")
+                    session.close()
+                }
+            }.recover { error in
+                lose(hold, "the heartbeat got no answer within \(bound.formatted) (\(PostgresErrors.brief(error)))")
+            }
+        }
+        hold.heartbeat.withLock { $0 = task }
+        // Closed before the watch began: the callback above has run or will.
+    }
+
+    private func lose(_ hold: Hold, _ detail: String) {
+        guard !hold.isReleased.load(ordering: .acquiring) else { return }
+        let loss = LockLoss(
+            resource: resource, mode: hold.mode, reason: .sessionEnded, fencingToken: hold.fencingToken,
+            detail: "on \(settings.server), " + detail)
+        guard hold.lossMark.mark(loss) else { return }
+        hold.heartbeat.withLock { $0?.cancel() }
+        hold.session.close()
+        reporter.report(loss)
+    }
+
+    /// Asks the server whether `hold` stands; records (and reports) the loss when it does not.
+    func verify(_ hold: Hold) async throws {
+        var bindings = PostgresBindings()
+        bindings.append(hold.key)
+        do {
+            let result = try await hold.session.query(Self.checkSQL, bindings, within: heartbeatInterval * 2).get()
+            if !((try? result.first?.decode(Bool.self)) ?? false) {
+                lose(hold, "session (server pid \(hold.session.backendPID)) no longer holds it")
+            }
+        } catch {
+            if PostgresErrors.isConnectionLost(error) || hold.session.connection.isClosed {
+                lose(hold, "the check got no answer (\(PostgresErrors.brief(error)))")
+            } else {
+                throw PostgresErrors.lockError(error, key: key, settings: settings, doing: "check")
+            }
+        }
+    }
+
+    func loss(of hold: Hold) -> LockLoss? {
+        if let loss = hold.lossMark.value { return loss }
+        if hold.session.connection.isClosed {
+            lose(hold, "the connection to \(settings.server) is closed")
+            return hold.lossMark.value
+        }
+        return nil
+    }
+
+    // MARK: Release
+
+    func abandon(_ attempt: Attempt) {
+        if let session = attempt.handOver() { pool.giveBack(session) }
+    }
+
+    func release(_ hold: Hold) {
+        guard let unlock = beginRelease(hold) else { return }
+        finishRelease(hold, unlocked: try? unlock.wait())
+    }
+
+    func releaseFromTask(_ hold: Hold) async {
+        guard let unlock = beginRelease(hold) else { return }
+        finishRelease(hold, unlocked: try? await unlock.get())
+    }
+
+    /// Stops the watch and sends the unlock; `nil` when the session is gone already (a lost
+    /// hold, whose lock went with its session).
+    private func beginRelease(_ hold: Hold) -> EventLoopFuture<PostgresQueryResult>? {
+        _ = hold.stop()
+        guard hold.lossMark.value == nil, hold.session.isReusable else {
+            hold.session.close()
+            return nil
+        }
+        var bindings = PostgresBindings()
+        bindings.append(hold.key)
+        bindings.append(hold.session.baseApplicationName)
+        return hold.session.query(Self.unlockSQL(hold.mode), bindings, within: .seconds(10))
+    }
+
+    /// Keeps the session for the next lock when the unlock said it released; closes it (which
+    /// frees whatever it still holds) when not.
+    private func finishRelease(_ hold: Hold, unlocked: PostgresQueryResult?) {
+        var released = false
+        if let row = unlocked?.first, let answer = try? row.decode((Bool, String).self) { released = answer.0 }
+        if released { pool.giveBack(hold.session) } else { hold.session.close() }
+    }
+
+    func forget(_ hold: Hold) {
+        // A forked child: the session is its parent's; nothing here may touch it.
+    }
+
+    // MARK: Holders
+
+    func holders() -> [LockHolder] {
+        (try? fetchHolders().wait()) ?? []
+    }
+
+    /// Who holds the lock, from `pg_locks` and `pg_stat_activity`.
+    func fetchHolders() -> EventLoopFuture<[LockHolder]> {
+        pool.take().flatMap { [self] session in
+            session.query(holdersSQL, binds(), within: .seconds(10)).flatMapThrowing { result in
+                pool.giveBack(session)
+                return try result.map { row in
+                    let (pid, shared, application, address, port, started) = try row.decode(
+                        (Int32, Bool, String?, String?, Int32?, Double?).self)
+                    return PostgresHolders.holder(
+                        pid: pid, shared: shared, applicationName: application, clientAddress: address,
+                        clientPort: port, sessionStart: started, server: settings.server)
+                }
+            }
+        }
+    }
+
+    func busyHint() -> String? { nil }
+}
+
+extension Duration {
+    /// "2 s", "250 ms": short text for messages.
+    var formatted: String {
+        let milliseconds = totalNanoseconds / 1_000_000
+        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
+    }
+}

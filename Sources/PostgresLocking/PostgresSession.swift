@@ -1,0 +1,293 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PostgresNIO
+import Synchronization
+
+/// One server session: a connection of its own, which holds at most one lock at a time (a
+/// session-level advisory lock belongs to the session, so a held lock needs a connection that no
+/// other work shares).
+final class PostgresSession: Sendable {
+    let connection: PostgresConnection
+    /// The server's process serving this session.
+    let backendPID: Int32
+    /// `application_name` while no lock is held: the prefix, this process's id and host.
+    let baseApplicationName: String
+    /// Set when the session's state is unknown (a query was abandoned half-way): never reused.
+    private let isSpoiled = Atomic(false)
+
+    init(connection: PostgresConnection, backendPID: Int32, baseApplicationName: String) {
+        self.connection = connection
+        self.backendPID = backendPID
+        self.baseApplicationName = baseApplicationName
+    }
+
+    var eventLoop: any EventLoop { connection.eventLoop }
+
+    /// Whether the session may serve another lock.
+    var isReusable: Bool { !connection.isClosed && !isSpoiled.load(ordering: .relaxed) }
+
+    /// Closes the connection (the server ends the session and with it every lock and wait of it).
+    func close() {
+        isSpoiled.store(true, ordering: .relaxed)
+        let _: EventLoopFuture<Void> = connection.close()
+    }
+
+    /// Runs `sql` with `binds`; fails when no answer came within `bound` (closing the session, so
+    /// that nothing of the query stays running on the server).
+    func query(
+        _ sql: String, _ binds: PostgresBindings = PostgresBindings(), within bound: Duration? = nil
+    ) -> EventLoopFuture<PostgresQueryResult> {
+        let answer = connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: PostgresSession.logger)
+        guard let bound else { return answer }
+        let timer = eventLoop.scheduleTask(in: .nanoseconds(bound.totalNanoseconds)) { [self] in close() }
+        answer.whenComplete { _ in timer.cancel() }
+        return answer
+    }
+
+    /// A logger that prints nothing: the library reports through its errors and loss signals.
+    static let logger = Logger(label: "filelock.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    // MARK: Connecting
+
+    /// Connects and prepares a session: `application_name` names this process, and on servers
+    /// that can (PostgreSQL 14 and later) a wait whose client went away ends within 250 ms
+    /// (`client_connection_check_interval`).
+    static func connect(_ settings: PostgresConnectionSettings) -> EventLoopFuture<PostgresSession> {
+        let eventLoop = PostgresConnection.defaultEventLoopGroup.any()
+        let name = applicationName(settings.applicationName)
+        let configuration: EventLoopFuture<PostgresConnection.Configuration>
+        switch settings.endpoint {
+        case .unixSocket:
+            var made = PostgresConnection.Configuration(
+                unixSocketPath: settings.server, username: settings.user, password: settings.password,
+                database: settings.database)
+            made.options.connectTimeout = .nanoseconds(settings.connectTimeout.totalNanoseconds)
+            made.options.additionalStartupParameters = [("application_name", name)]
+            configuration = eventLoop.makeSucceededFuture(made)
+        case .tcp(let host, let port):
+            let tls: PostgresConnection.Configuration.TLS
+            do {
+                tls = try makeTLS(settings)
+            } catch {
+                return eventLoop.makeFailedFuture(error)
+            }
+            // Our own bootstrap: PostgresNIO's sets no TCP keepalives, and without them a
+            // connection to a host that vanished (no FIN, no RST) is seen dead only when a query
+            // times out. Here the kernel probes after 10 s of silence, every 5 s, 3 times.
+            let bootstrap = ClientBootstrap(group: eventLoop)
+                .connectTimeout(.nanoseconds(settings.connectTimeout.totalNanoseconds))
+                .channelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
+                .channelOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .tcp_nodelay), value: 1)
+            configuration = keepaliveTuned(bootstrap).connect(host: host, port: port).map { channel in
+                var made = PostgresConnection.Configuration(
+                    establishedChannel: channel, tls: tls, username: settings.user, password: settings.password,
+                    database: settings.database)
+                if !isAddress(host) { made.options.tlsServerName = host }
+                made.options.additionalStartupParameters = [("application_name", name)]
+                return made
+            }
+        }
+        let connected = configuration.flatMap { configuration in
+            PostgresConnection.connect(
+                on: eventLoop, configuration: configuration, id: nextConnectionID.add(1, ordering: .relaxed).newValue,
+                logger: logger)
+        }
+        // An established channel is given no connect timeout by PostgresNIO: bound the start-up
+        // (TLS, authentication) here, so a server that accepts but never answers cannot hang us.
+        let deadline = eventLoop.scheduleTask(in: .nanoseconds(settings.connectTimeout.totalNanoseconds) * 2) {
+            connected.whenSuccess { let _: EventLoopFuture<Void> = $0.close() }
+        }
+        return connected.flatMap { connection in
+            deadline.cancel()
+            let session = PostgresSession(connection: connection, backendPID: 0, baseApplicationName: name)
+            return session.query(setUpSQL, within: settings.connectTimeout).flatMapThrowing { result in
+                guard let row = result.first else { throw PostgresSession.unexpected("no row from the session set-up") }
+                let (pid, version) = try row.decode((Int32, Int32).self)
+                guard version >= 110_000 else {
+                    let _: EventLoopFuture<Void> = connection.close()
+                    throw PostgresSessionError.serverTooOld(version: version)
+                }
+                return PostgresSession(connection: connection, backendPID: pid, baseApplicationName: name)
+            }.flatMapErrorThrowing { error in
+                let _: EventLoopFuture<Void> = connection.close()
+                throw error
+            }
+        }
+    }
+
+    private static let setUpSQL = """
+        SELECT pg_backend_pid(), current_setting('server_version_num')::int,
+               CASE WHEN current_setting('server_version_num')::int >= 140000
+                    THEN set_config('client_connection_check_interval', '250', false) END
+        """
+
+    private static let nextConnectionID = Atomic(0)
+
+    private static func keepaliveTuned(_ bootstrap: ClientBootstrap) -> ClientBootstrap {
+        #if os(Linux)
+            return
+                bootstrap
+                .channelOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: TCP_KEEPIDLE)), value: 10)
+                .channelOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: TCP_KEEPINTVL)), value: 5)
+                .channelOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: TCP_KEEPCNT)), value: 3)
+        #else
+            return bootstrap
+        #endif
+    }
+
+    private static func isAddress(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    }
+
+    private static func makeTLS(_ settings: PostgresConnectionSettings) throws -> PostgresConnection.Configuration.TLS {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        switch settings.tlsMode {
+        case .disable: return .disable
+        case .prefer, .require: configuration.certificateVerification = .none
+        case .verifyCA: configuration.certificateVerification = .noHostnameVerification
+        case .verifyFull: configuration.certificateVerification = .fullVerification
+        }
+        if let path = settings.rootCertificatePath, settings.tlsMode == .verifyCA || settings.tlsMode == .verifyFull {
+            configuration.trustRoots = .file(path)
+        }
+        let context = try NIOSSLContext(configuration: configuration)
+        return settings.tlsMode == .prefer ? .prefer(context) : .require(context)
+    }
+
+    /// `application_name` while no lock is held: `PREFIX PID@HOST`, short enough that the
+    /// acquisition time still fits within the server's 63 bytes.
+    static func applicationName(_ prefix: String?) -> String {
+        let identity = " \(FileLocking.System.processID)@"
+        let prefixText = String(truncatingUTF8: prefix ?? "filelock", toBytes: 20)
+        let room = 63 - heldStampLength - prefixText.utf8.count - identity.utf8.count
+        return prefixText + identity + String(truncatingUTF8: ProcessIdentity.hostName, toBytes: max(room, 0))
+    }
+
+    /// What a held lock adds to the name: a space and 13 digits of milliseconds since 1970.
+    static let heldStampLength = 14
+
+    static func unexpected(_ what: String) -> PostgresSessionError { .unexpectedAnswer(what) }
+}
+
+/// Failures of the session layer that are not the server's or the network's.
+enum PostgresSessionError: Error, CustomStringConvertible {
+    case serverTooOld(version: Int32)
+    case unexpectedAnswer(String)
+
+    var description: String {
+        switch self {
+        case .serverTooOld(let version):
+            "PostgreSQL \(version / 10000) is too old: hashtextextended needs PostgreSQL 11 or later"
+        case .unexpectedAnswer(let what): "unexpected answer from the server: \(what)"
+        }
+    }
+}
+
+/// The idle sessions of one server, database and role, shared by every lock of the process:
+/// taking a lock reuses one (one round trip) instead of connecting anew (several). At most
+/// `maximumIdle` wait; each is closed after `idleLifetime` unused.
+final class SessionPool: Sendable {
+    static let maximumIdle = 8
+    static let idleLifetime = Duration.seconds(10)
+
+    private struct Idle {
+        var session: PostgresSession
+        var expiry: Scheduled<Void>?
+    }
+
+    let settings: PostgresConnectionSettings
+    private let idle = Mutex<[Idle]>([])
+    /// The process that made the pool: a child forked without exec must not use its parent's
+    /// connections (nor can it: the event loop threads are not in the child).
+    private let owner = FileLocking.System.processID
+
+    private init(settings: PostgresConnectionSettings) { self.settings = settings }
+
+    private static let pools = Mutex<[PostgresConnectionSettings: SessionPool]>([:])
+
+    static func shared(for settings: PostgresConnectionSettings) -> SessionPool {
+        pools.withLock { pools in
+            if let pool = pools[settings] { return pool }
+            let pool = SessionPool(settings: settings)
+            pools[settings] = pool
+            return pool
+        }
+    }
+
+    /// An idle session that still works, or a new one.
+    func take() -> EventLoopFuture<PostgresSession> {
+        takeReporting().map { $0.0 }
+    }
+
+    /// `take()`, saying whether the session was an idle one (which may have died unnoticed while
+    /// it idled: a caller retries once on a new one).
+    func takeReporting() -> EventLoopFuture<(PostgresSession, wasIdle: Bool)> {
+        if owner == FileLocking.System.processID {
+            while let entry = idle.withLock({ $0.popLast() }) {
+                entry.expiry?.cancel()
+                if entry.session.isReusable { return entry.session.eventLoop.makeSucceededFuture((entry.session, true)) }
+            }
+        }
+        return PostgresSession.connect(settings).map { ($0, false) }
+    }
+
+    /// Keeps `session` for the next lock when it holds nothing and works; closes it otherwise.
+    func giveBack(_ session: PostgresSession) {
+        guard session.isReusable, owner == FileLocking.System.processID else {
+            session.close()
+            return
+        }
+        let kept = idle.withLock { idle -> Bool in
+            guard idle.count < SessionPool.maximumIdle else { return false }
+            idle.append(Idle(session: session, expiry: nil))
+            return true
+        }
+        guard kept else {
+            session.close()
+            return
+        }
+        let expiry = session.eventLoop.scheduleTask(in: .nanoseconds(SessionPool.idleLifetime.totalNanoseconds)) {
+            [self] in
+            let expired = idle.withLock { idle -> Bool in
+                guard let index = idle.firstIndex(where: { $0.session === session }) else { return false }
+                idle.remove(at: index)
+                return true
+            }
+            if expired { session.close() }
+        }
+        idle.withLock { idle in
+            if let index = idle.firstIndex(where: { $0.session === session }) { idle[index].expiry = expiry } else { expiry.cancel() }
+        }
+    }
+
+    /// Closes every idle session (tests, and `filelock` before it exits).
+    func closeIdle() {
+        for entry in idle.withLock({ idle in defer { idle.removeAll() }; return idle }) {
+            entry.expiry?.cancel()
+            entry.session.close()
+        }
+    }
+}
+
+extension String {
+    /// The longest prefix of `text` of at most `limit` UTF-8 bytes that ends on a whole character.
+    init(truncatingUTF8 text: String, toBytes limit: Int) {
+        var result = ""
+        var used = 0
+        for character in text {
+            let width = character.utf8.count
+            guard used + width <= limit else { break }
+            result.append(character)
+            used += width
+        }
+        self = result
+    }
+}
