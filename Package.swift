@@ -75,7 +75,7 @@ let package = Package(
             name: "FileLockingTests",
             // The executables are listed so that `swift test` builds them before the tests start them.
             dependencies: [
-                "FileLocking", "Subprocesses", "lock-probe", "filelock",
+                "FileLocking", "PostgresLocking", "Subprocesses", "lock-probe", "filelock",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "PropertyBased", package: "swift-property-based"),

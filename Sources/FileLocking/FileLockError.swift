@@ -135,8 +135,11 @@ extension FileLockError {
         let who = holder.map { holder in
             // Another thread, task or lock object of this very process: say so, a bare pid of
             // one's own is easily taken for some other program.
-            let isThisProcess = holder.kind == .process && holder.pid == System.processID
-                && holder.host == ProcessIdentity.hostName
+            // A server session says whose it is in its application name (`... PID@HOST`).
+            let isThisProcess =
+                holder.kind == .process
+                ? holder.pid == System.processID && holder.host == ProcessIdentity.hostName
+                : holder.applicationName?.contains(" \(System.processID)@\(ProcessIdentity.hostName.prefix(8))") == true
             return " held by \(holder)" + (isThisProcess ? " (this process: another thread, task or lock object)" : "")
         } ?? " held by another process"
         let subject = what ?? "lock '\(path)'"

@@ -230,13 +230,13 @@ struct PostgresPrimitive: LockPrimitive {
         let answer = session.query(waitSQL(request.mode), binds(session.baseApplicationName, lockTimeout))
         let result: PostgresQueryResult
         do {
-            // A running query ignores task cancellation and PostgresNIO sends no cancel request:
-            // closing the connection ends the wait (the server notices within 250 ms on
-            // PostgreSQL 14 and later, and a lock granted meanwhile goes with the session).
+            // A running query ignores task cancellation, and PostgresNIO sends no cancel request:
+            // another session cancels the wait (`pg_cancel_backend`), and the answer (cancelled,
+            // or granted just before) is awaited, so that no wait is left running on the server.
             result = try await withTaskCancellationHandler {
                 try await answer.get()
             } onCancel: {
-                session.close()
+                cancelWait(on: session, answer: answer)
             }
         } catch let error as PSQLError where PostgresErrors.sqlState(of: error) == "55P03" {
             return .busy
@@ -245,13 +245,40 @@ struct PostgresPrimitive: LockPrimitive {
             throw PostgresErrors.lockError(error, key: key, settings: settings, doing: "wait for")
         }
         guard !Task.isCancelled else {
-            // Granted just as the wait was cancelled: the closed session frees it.
-            session.close()
+            // Granted just as the wait was cancelled: give it back at once.
+            if let row = result.first, let (key, _) = try? row.decode((Int64, String).self) {
+                var bindings = PostgresBindings()
+                bindings.append(key)
+                bindings.append(session.baseApplicationName)
+                let unlocked = try? await session.query(Self.unlockSQL(request.mode), bindings, within: .seconds(10)).get()
+                if unlocked.flatMap({ try? $0.first?.decode(Bool.self, context: .default) }) != true { session.close() }
+            } else {
+                session.close()
+            }
             throw CancellationError()
         }
         guard let row = result.first else { throw PostgresErrors.unexpected("no row from the wait", key: key, settings: settings) }
         let (key, stamp) = try row.decode((Int64, String).self)
         return .acquired(try makeHold(attempt, key: key, stamp: stamp, mode: request.mode))
+    }
+
+    /// Ends the server-side wait of `session`: `pg_cancel_backend` from another session (the
+    /// wait's statement fails with SQLSTATE 57014 and the session stays usable); where that cannot
+    /// be done within 3 s (the server is unreachable, or the role may not cancel), closing the
+    /// connection ends it (within 250 ms on PostgreSQL 14 and later).
+    private func cancelWait(on session: PostgresSession, answer: EventLoopFuture<PostgresQueryResult>) {
+        let fallback = session.eventLoop.scheduleTask(in: .seconds(3)) { session.close() }
+        answer.whenComplete { _ in fallback.cancel() }
+        var pidBinding = PostgresBindings()
+        pidBinding.append(session.backendPID)
+        let bindings = pidBinding
+        pool.take().whenComplete { [pool] taken in
+            guard case .success(let canceller) = taken else { return session.close() }
+            canceller.query("SELECT pg_cancel_backend($1)", bindings, within: .seconds(3)).whenComplete { outcome in
+                pool.giveBack(canceller)
+                if case .failure = outcome { session.close() }
+            }
+        }
     }
 
     /// The hold of a granted lock: takes the attempt's session, and starts watching it.

@@ -1,5 +1,6 @@
 import Testing
 import FileLocking
+import PostgresLocking
 
 /// The whole-file lock kinds, for the scenarios every kind must pass (`ContractTests` and the
 /// fork and ownership tests): a new kind joins them by adding a case here.
@@ -67,6 +68,69 @@ enum WholeFileKind: String, CaseIterable, Sendable, CustomTestStringConvertible 
         case .readWrite: ["--kind", "rw"]
         case .softReadWrite: ["--kind", "soft-rw"]
         case .lease: ["--kind", "lease"]
+        }
+    }
+}
+
+/// Every kind the contract suite covers: the whole-file kinds and the lock on a server
+/// (`PostgresLock` on the tests' throw-away cluster). A test's path names the server lock too
+/// (its name is the path, `/./` collapsed), so each test's lock is its own.
+enum ContractKind: Sendable, CustomTestStringConvertible {
+    case file(WholeFileKind)
+    case postgres
+
+    /// The file kinds, and the server kind where PostgreSQL is installed (always in CI, where its
+    /// absence fails the tests; elsewhere `PostgresLockTests` reports it skipped).
+    static var all: [ContractKind] {
+        WholeFileKind.allCases.map { .file($0) } + (TestEnvironment.requires(PostgresServer.isAvailable) ? [.postgres] : [])
+    }
+
+    func make(
+        _ path: String, timeout: Duration? = nil, isBlocking: Bool = true, ownership: LockOwnership = .caller,
+        isSingleton: Bool = false, pollInterval: Duration = .milliseconds(50)
+    ) throws -> any CrossProcessLock {
+        switch self {
+        case .file(let kind):
+            return try kind.make(
+                path, timeout: timeout, isBlocking: isBlocking, ownership: ownership, isSingleton: isSingleton,
+                pollInterval: pollInterval)
+        case .postgres:
+            let server = try #require(PostgresServer.shared, "the PostgreSQL test server did not start")
+            return try PostgresLock(
+                name: path.replacing("/./", with: "/"), server: server.settings, timeout: timeout, isBlocking: isBlocking,
+                ownership: ownership, isSingleton: isSingleton)
+        }
+    }
+
+    var probeArguments: [String] {
+        switch self {
+        case .file(let kind): kind.probeArguments
+        case .postgres: ["--kind", "postgres", "--postgres", PostgresServer.shared?.socketURL ?? "postgres://unavailable"]
+        }
+    }
+
+    /// Whether `holder` is the process `pid` (for the server kind: a session whose application
+    /// name names it).
+    func names(_ holder: LockHolder?, process pid: Int32?) -> Bool {
+        guard let holder, let pid else { return false }
+        switch self {
+        case .file: return holder.pid == pid
+        case .postgres: return holder.kind == .serverSession && holder.applicationName?.hasPrefix("filelock \(pid)@") == true
+        }
+    }
+
+    /// How an error's message names the holder process `pid`.
+    func holderText(_ pid: Int32) -> String {
+        switch self {
+        case .file: "pid \(pid)"
+        case .postgres: "application 'filelock \(pid)@"
+        }
+    }
+
+    var testDescription: String {
+        switch self {
+        case .file(let kind): kind.rawValue
+        case .postgres: "postgres"
         }
     }
 }

@@ -1,0 +1,140 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import PostgresLocking
+import Subprocesses
+import Testing
+
+/// A throw-away PostgreSQL cluster for the tests: `initdb` and `postgres` from the machine's
+/// PostgreSQL (Debian's `/usr/lib/postgresql/*/bin`, or `pg_config --bindir`) in a temporary
+/// folder, on a Unix socket there and a loopback TCP port. Run as root (CI), the server runs as
+/// the `postgres` user (or `nobody`): PostgreSQL refuses to run as root. A watchdog stops it and
+/// removes the folder when the test process ends, however it ends.
+///
+/// Roles: `postgres` (superuser, trusted on the socket) and `worker` with password `secret`
+/// (password-checked over TCP).
+final class PostgresServer: @unchecked Sendable {
+    /// The folder of `initdb`, `postgres`, `pg_ctl` and `psql`, or `nil` when PostgreSQL is not installed.
+    static let binaries: String? = {
+        var candidates: [String] = []
+        if let listing = try? ChildProcess("/bin/sh", ["-c", "ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; pg_config --bindir 2>/dev/null"]) {
+            while let line = try? listing.readLine(timeout: 10), !line.isEmpty { candidates.append(line) }
+        }
+        return candidates.first { access($0 + "/initdb", X_OK) == 0 && access($0 + "/postgres", X_OK) == 0 }
+    }()
+
+    /// The server most tests share, started on first use; `nil` (with the reason recorded) when
+    /// none can be started.
+    static let shared: PostgresServer? = {
+        do {
+            return try PostgresServer()
+        } catch {
+            print("PostgreSQL tests: no server: \(error)")
+            return nil
+        }
+    }()
+
+    static var isAvailable: Bool { binaries != nil }
+
+    let folder: String
+    let port: Int
+    let bin: String
+    /// The user the server runs as when the tests run as root.
+    let serverUser: String?
+
+    init() throws {
+        guard let bin = PostgresServer.binaries else { throw ChildProcessError(description: "PostgreSQL is not installed") }
+        self.bin = bin
+        var template = Array("/tmp/filelock-pg-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw ChildProcessError(description: "mkdtemp failed") }
+        folder = String(cString: made)
+        let serverUser = geteuid() == 0 ? (getpwnam("postgres") != nil ? "postgres" : "nobody") : nil
+        self.serverUser = serverUser
+        func asServer(_ command: String) -> String { Self.as(serverUser, command) }
+        chmod(folder, 0o755)
+        if let serverUser { runShell("chown \(serverUser) '\(folder)'") }
+        let initdb = "\(bin)/initdb -D '\(folder)/data' -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-sync"
+        guard runShell(asServer(initdb) + " >'\(folder)/initdb.log' 2>&1") == 0 else {
+            throw ChildProcessError(description: "initdb failed: \(readFile(folder + "/initdb.log") ?? "")")
+        }
+        var started: Int?
+        for _ in 0..<10 {
+            let candidate = Int.random(in: 20_000...60_000)
+            let options = "-k '\(folder)' -p \(candidate) -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+            if runShell(asServer("\(bin)/pg_ctl -D '\(folder)/data' -o \"\(options)\" -l '\(folder)/server.log' -w -t 60 start") + " >/dev/null 2>&1") == 0 {
+                started = candidate
+                break
+            }
+        }
+        guard let started else {
+            throw ChildProcessError(description: "the server did not start: \(readFile(folder + "/server.log") ?? "")")
+        }
+        port = started
+        // Stops the server and removes its folder once this process is gone, however it ends.
+        let stop = asServer("\(bin)/pg_ctl -D '\(folder)/data' -m immediate stop")
+        runShell(
+            "(while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(stop) >/dev/null 2>&1; rm -rf '\(folder)') "
+                + "</dev/null >/dev/null 2>&1 &")
+        guard psql("CREATE ROLE worker LOGIN PASSWORD 'secret'") != nil else {
+            throw ChildProcessError(description: "could not create the worker role")
+        }
+    }
+
+    /// `command` as the server's user (when the tests run as root).
+    func asServer(_ command: String) -> String { Self.as(serverUser, command) }
+
+    static func `as`(_ user: String?, _ command: String) -> String {
+        guard let user else { return command }
+        return "runuser -u \(user) -- \(command)"
+    }
+
+    /// The superuser over the Unix socket.
+    var socketURL: String { "postgres://postgres@:\(port)/postgres?host=\(folder)" }
+
+    /// `worker` (password `secret`, or the one given) over TCP.
+    func tcpURL(password: String = "secret", database: String = "postgres") -> String {
+        "postgres://worker:\(password)@127.0.0.1:\(port)/\(database)?sslmode=disable"
+    }
+
+    var settings: PostgresConnectionSettings { try! PostgresConnectionSettings(url: socketURL) }
+
+    /// Runs SQL with `psql` as the superuser; its output (rows as `a|b`), or `nil` when it failed.
+    @discardableResult
+    func psql(_ sql: String) -> String? {
+        guard
+            let child = try? ChildProcess(
+                "\(bin)/psql", ["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", folder, "-p", "\(port)", "-U", "postgres", "-d", "postgres", "-c", sql])
+        else { return nil }
+        let output = (try? child.readRemainingOutput(timeout: 60)) ?? ""
+        guard (try? child.waitForExit()) == 0 else { return nil }
+        return output.hasSuffix("\n") ? String(output.dropLast()) : output
+    }
+
+    /// An interactive `psql` session (as `postgres`, `application_name` psql-test) that runs what
+    /// it is sent; `echo` lines mark progress.
+    func psqlSession() throws -> ChildProcess {
+        try ChildProcess(
+            "/usr/bin/env", ["PGAPPNAME=psql-test", "\(bin)/psql", "-X", "-At", "-h", folder, "-p", "\(port)", "-U", "postgres", "-d", "postgres"])
+    }
+
+    /// The sessions now waiting on an advisory lock.
+    var advisoryWaits: Int {
+        Int(psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") ?? "") ?? -1
+    }
+
+    /// The granted holds of the lock named `name`.
+    func holds(of name: String) -> Int {
+        let escaped = name.replacing("'", with: "''")
+        return Int(
+            psql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                    + "AND classid::bigint = (hashtextextended('\(escaped)', 0) >> 32) & 4294967295 "
+                    + "AND objid::bigint = hashtextextended('\(escaped)', 0) & 4294967295") ?? "") ?? -1
+    }
+
+    func restart() -> Bool {
+        runShell(asServer("\(bin)/pg_ctl -D '\(folder)/data' -m fast -w -t 60 restart") + " >/dev/null 2>&1") == 0
+    }
+}
