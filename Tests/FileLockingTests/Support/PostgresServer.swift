@@ -119,19 +119,27 @@ final class PostgresServer: @unchecked Sendable {
             "/usr/bin/env", ["PGAPPNAME=psql-test", "\(bin)/psql", "-X", "-At", "-h", folder, "-p", "\(port)", "-U", "postgres", "-d", "postgres"])
     }
 
-    /// The sessions now waiting on an advisory lock.
-    var advisoryWaits: Int {
-        Int(psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") ?? "") ?? -1
+    /// `pg_locks`' condition for the advisory lock named `name`.
+    static func rows(of name: String) -> String {
+        let escaped = name.replacing("'", with: "''")
+        return "locktype = 'advisory' AND objsubid = 1 "
+            + "AND classid::bigint = (hashtextextended('\(escaped)', 0) >> 32) & 4294967295 "
+            + "AND objid::bigint = hashtextextended('\(escaped)', 0) & 4294967295"
+    }
+
+    /// The sessions now waiting for the lock named `name`.
+    func waits(for name: String) -> Int {
+        Int(psql("SELECT count(*) FROM pg_locks WHERE NOT granted AND \(Self.rows(of: name))") ?? "") ?? -1
     }
 
     /// The granted holds of the lock named `name`.
     func holds(of name: String) -> Int {
-        let escaped = name.replacing("'", with: "''")
-        return Int(
-            psql(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-                    + "AND classid::bigint = (hashtextextended('\(escaped)', 0) >> 32) & 4294967295 "
-                    + "AND objid::bigint = hashtextextended('\(escaped)', 0) & 4294967295") ?? "") ?? -1
+        Int(psql("SELECT count(*) FROM pg_locks WHERE granted AND \(Self.rows(of: name))") ?? "") ?? -1
+    }
+
+    /// The server processes of the sessions holding the lock named `name`.
+    func holderPIDs(of name: String) -> [String] {
+        (psql("SELECT pid FROM pg_locks WHERE granted AND \(Self.rows(of: name))") ?? "").split(separator: "\n").map(String.init)
     }
 
     func restart() -> Bool {

@@ -1,0 +1,293 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import FileLocking
+import PostgresLocking
+import Subprocesses
+import Synchronization
+import Testing
+
+/// `PostgresLock` against a real server (the throw-away cluster of `PostgresServer`): what is
+/// specific to a lock on a server. The contract every kind keeps runs in `ContractTests`.
+@Suite(
+    "PostgresLock", .ownThreads,
+    .enabled(if: TestEnvironment.requires(PostgresServer.isAvailable), "PostgreSQL (initdb, postgres) is not installed"))
+struct PostgresLockTests {
+    let server: PostgresServer
+    let folder: TemporaryFolder
+    /// A lock name of this test's own.
+    let name: String
+
+    init() throws {
+        server = try #require(PostgresServer.shared, "the PostgreSQL test server did not start")
+        folder = try TemporaryFolder()
+        name = "test" + folder.path
+    }
+
+    func probe(_ arguments: String...) throws -> ChildProcess {
+        try ChildProcess(TestEnvironment.probe, arguments + ["--kind", "postgres", "--postgres", server.socketURL])
+    }
+
+    func lock(_ name: String? = nil, timeout: Duration? = nil, onLoss: (@Sendable (LockLoss) -> Void)? = nil) throws -> PostgresLock {
+        try PostgresLock(name: name ?? self.name, server: server.settings, timeout: timeout, heartbeatInterval: .milliseconds(500), onLoss: onLoss)
+    }
+
+    /// 4 processes x 200 increments of a counter file under the lock: exact.
+    @Test func fourProcessesIncrementExactly() throws {
+        let counter = folder.file("counter")
+        let workers = try (0..<4).map { _ in try probe("increment", name, counter, "200") }
+        for worker in workers { try worker.expectLine(startingWith: "ready") }
+        for worker in workers { worker.send("go") }
+        for worker in workers {
+            try worker.expectLine(startingWith: "done", timeout: 300)
+            #expect(try worker.waitForExit() == 0)
+        }
+        #expect(readFile(counter) == "800")
+    }
+
+    /// Shared holds coexist, and keep an exclusive one out until the last goes.
+    @Test func sharedHoldsCoexistAndExcludeAnExclusiveOne() throws {
+        let first = try probe("hold", name, "--shared")
+        try first.expectLine(startingWith: "acquired")
+        let second = try probe("hold", name, "--shared")
+        try second.expectLine(startingWith: "acquired")
+        let mine = try lock()
+        #expect(try mine.tryAcquireRead(), "a third shared hold, in this process")
+        mine.readLock.release()
+        #expect(try !mine.tryAcquireWrite())
+        let holders = try mine.holdersNow()
+        #expect(holders.count == 2 && holders.allSatisfy(\.isShared), "\(holders)")
+        first.send("release")
+        try first.expectLine(startingWith: "released")
+        #expect(try !mine.tryAcquire())
+        second.send("release")
+        try second.expectLine(startingWith: "released")
+        #expect(try mine.tryAcquire())
+        let sharedWaiter = try probe("try", name, "--shared")
+        #expect(try sharedWaiter.readLine() == "busy", "an exclusive hold keeps shared ones out")
+        mine.release()
+    }
+
+    /// A timeout is the server's `lock_timeout`: it ends on time, names the holder (server pid,
+    /// application name with the holder's pid), and leaves no wait on the server.
+    @Test func aTimeoutNamesTheHolderAndLeavesNoWait() throws {
+        let holder = try probe("hold", name)
+        let pid = try holder.expectLine(startingWith: "acquired").split(separator: " ")[1]
+        let mine = try lock()
+        let error = #expect(throws: FileLockError.self) { try mine.acquire(timeout: .milliseconds(400)) }
+        #expect(error?.code == .timedOut)
+        #expect(error?.resource == .named(name))
+        #expect((error?.waited ?? .zero) >= .milliseconds(400))
+        #expect(error?.holder?.kind == .serverSession)
+        #expect(error?.holder?.applicationName?.hasPrefix("filelock \(pid)@") == true, "\(error?.message ?? "")")
+        #expect(error?.holder?.since != nil)
+        #expect(error?.message.contains("session (server pid") == true, "\(error?.message ?? "")")
+        #expect(server.waits(for: name) == 0, "no wait left on the server")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+    }
+
+    /// Cancelling a waiting task ends its wait on the server at once (`pg_stat_activity` shows
+    /// no session waiting), and leaves the lock free for the next one.
+    @Test func cancellationEndsTheServerSideWait() async throws {
+        let holder = try probe("hold", name)
+        _ = try holder.expectLine(startingWith: "acquired")
+        let mine = try lock()
+        let waiter = Task { try await mine.acquire(timeout: nil) }
+        await eventually("the wait shows on the server", timeout: 30) { server.waits(for: name) == 1 }
+        waiter.cancel()
+        let error = await errorThrown { try await waiter.value }
+        #expect(error is CancellationError, "\(String(describing: error))")
+        #expect(server.waits(for: name) == 0, "the cancelled wait no longer runs on the server")
+        holder.send("release")
+        try holder.expectLine(startingWith: "released")
+        #expect(try mine.tryAcquire(), "nothing took the lock in the cancelled wait's place")
+        mine.release()
+    }
+
+    /// A lock granted just as the wait's timeout fires is released, never leaked: over rounds
+    /// where the holder lets go right at the waiter's deadline, the lock ends free every time.
+    @Test func aLockGrantedAtTheDeadlineIsNotLeaked() throws {
+        for round in 0..<12 {
+            let holder = try probe("hold", name)
+            _ = try holder.expectLine(startingWith: "acquired")
+            let mine = try lock()
+            let sent = ThreadResult()
+            startThread {
+                usleep(UInt32(180_000 + round * 4_000))
+                holder.send("release")
+                sent.set("sent")
+            }
+            let got = (try? mine.acquire(timeout: .milliseconds(200))) != nil
+            _ = sent.wait()
+            try holder.expectLine(startingWith: "released")
+            if got { mine.release() }
+            eventually("the lock is free after round \(round)", timeout: 10) { server.holds(of: name) == 0 }
+            #expect(server.waits(for: name) == 0)
+        }
+    }
+
+    /// SIGKILL of the holding process: the server sees the disconnect and frees the lock.
+    @Test func killingTheHolderFreesTheLock() throws {
+        let holder = try probe("hold", name)
+        _ = try holder.expectLine(startingWith: "acquired")
+        let mine = try lock()
+        #expect(try !mine.tryAcquire())
+        holder.signal(SIGKILL)
+        _ = try? holder.waitForExit()
+        try mine.acquire(timeout: .seconds(20))
+        mine.release()
+    }
+
+    /// `pg_terminate_backend` of the holder's session is reported as lost within the promised
+    /// bound, and `withLock` throws `.lockLost` after its body.
+    @Test func terminatingTheHoldersSessionIsReportedLost() throws {
+        let reported = Mutex<[LockLoss]>([])
+        let mine = try lock(onLoss: { loss in reported.withLock { $0.append(loss) } })
+        let start = ContinuousClock.now
+        let error = errorThrown {
+            try mine.withLock(timeout: .seconds(10)) {
+                let pid = try #require(mine.heldSession?.backendPID)
+                #expect(server.psql("SELECT pg_terminate_backend(\(pid))") == "t")
+                eventually("the loss is reported", timeout: 10) { !reported.withLock(\.isEmpty) }
+            }
+        }
+        #expect(ContinuousClock.now - start < .seconds(3), "reported within a heartbeat or two, not later")
+        let lost = error as? FileLockError
+        #expect(lost?.code == .lockLost, "\(String(describing: error))")
+        #expect(lost?.resource == .named(name))
+        let loss = reported.withLock { $0.first }
+        #expect(loss?.reason == .sessionEnded)
+        #expect(loss?.fencingToken != nil)
+        #expect(!mine.isLocked)
+        #expect(try mine.tryAcquire(), "a new hold after the loss")
+        mine.release()
+    }
+
+    /// A probe holding the lock learns of the loss by itself (its heartbeat or the closed
+    /// connection) and says so.
+    @Test func aHolderInAnotherProcessLearnsOfItsLoss() throws {
+        let holder = try probe("hold", name, "--heartbeat", "0.5")
+        _ = try holder.expectLine(startingWith: "acquired")
+        let pid = try #require(server.holderPIDs(of: name).first)
+        #expect(server.psql("SELECT pg_terminate_backend(\(pid))") == "t")
+        let line = try holder.readLine(timeout: 10)
+        #expect(line == "lost session ended")
+        holder.send("release")
+    }
+
+    /// A server restart ends every session: a holder is told; afterwards the lock works again
+    /// (the idle sessions the restart killed are replaced, not handed out dead).
+    @Test func aServerRestartIsReportedLost() throws {
+        let own = try PostgresServer()
+        let settings = try PostgresConnectionSettings(url: own.socketURL)
+        let reported = Mutex<LockLoss?>(nil)
+        let mine = try PostgresLock(name: name, server: settings, heartbeatInterval: .milliseconds(500), onLoss: { loss in
+            reported.withLock { $0 = loss }
+        })
+        let other = try PostgresLock(name: name + "-other", server: settings)
+        try other.acquire()
+        other.release()  // leaves an idle session in the pool
+        try mine.acquire()
+        #expect(own.restart())
+        eventually("the restart is reported", timeout: 10) { reported.withLock { $0 != nil } }
+        let error = errorThrown { try mine.checkHold() }
+        #expect((error as? FileLockError)?.code == .lockLost)
+        let released = errorThrown { try mine.checkedRelease() }
+        #expect((released as? FileLockError)?.code == .lockLost, "\(String(describing: released))")
+        #expect(try other.tryAcquire(), "a pooled session that died in the restart is replaced")
+        other.release()
+    }
+
+    /// `psql` and our lock exclude each other on `hashtextextended(name, 0)`.
+    @Test func psqlSharesTheLock() throws {
+        let session = try server.psqlSession()
+        let escaped = name.replacing("'", with: "''")
+        session.send("SELECT 'locked' FROM (SELECT pg_advisory_lock(hashtextextended('\(escaped)', 0))) AS taken;")
+        try session.expectLine(startingWith: "locked")
+        let mine = try lock()
+        #expect(try !mine.tryAcquire())
+        #expect(mine.holder?.applicationName == "psql-test")
+        session.send("SELECT 'unlocked' WHERE pg_advisory_unlock(hashtextextended('\(escaped)', 0));")
+        try session.expectLine(startingWith: "unlocked")
+        try mine.acquire(timeout: .seconds(5))
+        session.send("SELECT pg_try_advisory_lock(hashtextextended('\(escaped)', 0));")
+        #expect(try session.readLine() == "f", "psql cannot take what we hold")
+        mine.release()
+        session.send("SELECT pg_try_advisory_lock(hashtextextended('\(escaped)', 0));")
+        #expect(try session.readLine() == "t")
+        session.closeInput()
+        _ = try session.waitForExit()
+    }
+
+    /// A raw key is the same lock as `pg_advisory_lock(key)`.
+    @Test func aRawKeyIsTheServersKey() throws {
+        let key = Int64.random(in: Int64.min...Int64.max)
+        let mine = try PostgresLock(key: key, server: server.settings)
+        try mine.acquire()
+        #expect(server.psql("SELECT pg_try_advisory_lock(\(key))") == "f")
+        #expect(mine.heldSession?.key == key)
+        mine.release()
+        #expect(server.psql("SELECT pg_try_advisory_lock(\(key))") == "t")
+    }
+
+    /// Who holds it: the server pid, the client (local socket), our application name with this
+    /// process's pid, and since when.
+    @Test func holdersNameTheSession() async throws {
+        let mine = try lock()
+        try await mine.acquire()
+        let holders = try await mine.holders()
+        mine.release()
+        #expect(holders.count == 1)
+        let holder = try #require(holders.first)
+        #expect(holder.kind == .serverSession)
+        #expect(holder.host == server.settings.server)
+        #expect(holder.clientAddress == "local socket")
+        #expect(holder.applicationName?.hasPrefix("filelock \(getpid())@") == true, "\(holder)")
+        #expect(holder.since != nil)
+    }
+
+    // MARK: Bad input
+
+    @Test func badURLsAndNamesAreRefusedBeforeAnythingIsSent() throws {
+        func refusal(_ make: () throws -> Void) -> FileLockError? {
+            errorThrown(by: make) as? FileLockError
+        }
+        for url in ["http://x/y", "postgres://h:99999/db", "postgres://h/db?sslmode=sometimes", "postgres://h/db?bogus=1", "postgres://h/%zz"] {
+            let error = refusal { _ = try PostgresConnectionSettings(url: url) }
+            #expect(error?.code == .invalidConfiguration, "\(url): \(String(describing: error))")
+        }
+        let secret = refusal { _ = try PostgresConnectionSettings(url: "postgres://u:hunter2@h:0/db") }
+        #expect(secret?.message.contains("hunter2") == false, "the password is never repeated")
+        for bad in ["", "a\0b", String(repeating: "x", count: 5000)] {
+            let error = refusal { _ = try PostgresLock(name: bad, server: server.settings) }
+            #expect(error?.code == .invalidConfiguration)
+        }
+        let interval = refusal { _ = try PostgresLock(name: "x", server: server.settings, heartbeatInterval: .zero) }
+        #expect(interval?.code == .invalidConfiguration)
+    }
+
+    @Test func aWrongPasswordIsPermissionDenied() throws {
+        let mine = try PostgresLock(name: name, server: PostgresConnectionSettings(url: server.tcpURL(password: "wrong")))
+        let error = errorThrown { _ = try mine.tryAcquire() } as? FileLockError
+        #expect(error?.code == .permissionDenied, "\(String(describing: error))")
+        #expect(error?.message.contains("worker") == true)
+        let right = try PostgresLock(name: name, server: PostgresConnectionSettings(url: server.tcpURL()))
+        #expect(try right.tryAcquire(), "the right password over TCP works")
+        right.release()
+    }
+
+    @Test func aMissingDatabaseAndAnUnreachableServerAreSaid() throws {
+        let missing = try PostgresLock(name: name, server: PostgresConnectionSettings(url: server.tcpURL(database: "nosuchdb")))
+        let missingError = errorThrown { _ = try missing.tryAcquire() } as? FileLockError
+        #expect(missingError?.code == .invalidConfiguration, "\(String(describing: missingError))")
+        #expect(missingError?.message.contains("nosuchdb") == true)
+        let unreachable = try PostgresLock(
+            name: name, server: PostgresConnectionSettings(url: "postgres://worker:x@127.0.0.1:1/db?connect_timeout=2"))
+        let unreachableError = errorThrown { try unreachable.acquire(timeout: .seconds(1)) } as? FileLockError
+        #expect(unreachableError?.code == .serverUnavailable, "\(String(describing: unreachableError))")
+        #expect(unreachableError?.message.contains("127.0.0.1:1") == true)
+    }
+}
