@@ -48,6 +48,7 @@ let package = Package(
             name: "filelock",
             dependencies: [
                 "FileLocking",
+                "PostgresLocking",
                 "Subprocesses",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),

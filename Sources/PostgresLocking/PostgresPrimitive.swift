@@ -57,6 +57,7 @@ struct PostgresPrimitive: LockPrimitive {
     var path: String { key.display }
     var resource: LockResource { .named(key.display) }
     var waitStrategy: WaitStrategy { .remote }
+    var suspendsInsteadOfBlocking: Bool { true }
 
     /// The session an attempt uses, once it has one.
     final class Attempt: Sendable {

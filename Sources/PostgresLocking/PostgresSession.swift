@@ -37,7 +37,14 @@ final class PostgresSession: Sendable {
     /// Closes the connection (the server ends the session and with it every lock and wait of it).
     func close() {
         isSpoiled.store(true, ordering: .relaxed)
-        let _: EventLoopFuture<Void> = connection.close()
+        PostgresSession.close(connection)
+    }
+
+    /// Closes `connection`, keeping it alive until it is closed (PostgresNIO requires a
+    /// connection to be closed before it goes away).
+    static func close(_ connection: PostgresConnection) {
+        let closing: EventLoopFuture<Void> = connection.close()
+        closing.whenComplete { _ in withExtendedLifetime(connection) {} }
     }
 
     /// Runs `sql` with `binds`; fails when no answer came within `bound` (closing the session, so
@@ -103,7 +110,7 @@ final class PostgresSession: Sendable {
         // An established channel is given no connect timeout by PostgresNIO: bound the start-up
         // (TLS, authentication) here, so a server that accepts but never answers cannot hang us.
         let deadline = eventLoop.scheduleTask(in: .nanoseconds(settings.connectTimeout.totalNanoseconds) * 2) {
-            connected.whenSuccess { let _: EventLoopFuture<Void> = $0.close() }
+            connected.whenSuccess { PostgresSession.close($0) }
         }
         return connected.flatMap { connection in
             deadline.cancel()
@@ -112,12 +119,12 @@ final class PostgresSession: Sendable {
                 guard let row = result.first else { throw PostgresSession.unexpected("no row from the session set-up") }
                 let (pid, version) = try row.decode((Int32, Int32).self)
                 guard version >= 110_000 else {
-                    let _: EventLoopFuture<Void> = connection.close()
+                    PostgresSession.close(connection)
                     throw PostgresSessionError.serverTooOld(version: version)
                 }
                 return PostgresSession(connection: connection, backendPID: pid, baseApplicationName: name)
             }.flatMapErrorThrowing { error in
-                let _: EventLoopFuture<Void> = connection.close()
+                PostgresSession.close(connection)
                 throw error
             }
         }

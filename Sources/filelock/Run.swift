@@ -5,6 +5,7 @@
 #endif
 import ArgumentParser
 import FileLocking
+import PostgresLocking
 import Subprocesses
 import Synchronization
 
@@ -20,9 +21,12 @@ enum LockKind: String, ExpressibleByArgument, CaseIterable {
     /// A `SoftFileLease`: Python filelock's `filelock/2` lease marker, renewed by a heartbeat
     /// and taken over once left unrenewed for its duration.
     case lease
+    /// A `PostgresLock`: a PostgreSQL advisory lock named LOCKFILE, on the server of `--postgres`
+    /// (else the `PG*` variables); checked by a heartbeat while the command runs.
+    case postgres
 
-    /// Whether the hold is kept by a heartbeat while the command runs, and may be lost.
-    var isRenewed: Bool { self == .softRW || self == .lease }
+    /// Whether the hold is watched by a heartbeat while the command runs, and may be lost.
+    var isRenewed: Bool { self == .softRW || self == .lease || self == .postgres }
 }
 
 /// `filelock run`: take a lock, run a command, release when it exits.
@@ -110,14 +114,22 @@ struct Run: ParsableCommand {
             kernel (flock, the default), soft (a marker file, for NFS), rw (a read-write lock in SQLite's \
             protocol: -s reads, -x writes), soft-rw (a read-write lock for NFS, Python filelock's \
             filelock-rw/1: -s reads, -x writes) or lease (an exclusive marker renewed by a heartbeat, Python \
-            filelock's SoftFileLease).
+            filelock's SoftFileLease), or postgres (a PostgreSQL advisory lock named LOCKFILE: -s shared, -x \
+            exclusive; the server of --postgres, else the PG* environment variables).
             """)
     var kind: LockKind = .kernel
 
     @Option(
         help: ArgumentHelp(
+            "Lock on this PostgreSQL server instead (postgres://user:password@host:port/database): LOCKFILE is the "
+                + "lock's name, the key hashtextextended(LOCKFILE, 0). Implies --kind postgres.", valueName: "url"))
+    var postgres: String?
+
+    @Option(
+        help: ArgumentHelp(
             "--kind soft-rw and lease: renew the hold every SECONDS (default: soft-rw 30, or a third of "
-                + "--stale-threshold; lease a third of --lease-duration).", valueName: "seconds"))
+                + "--stale-threshold; lease a third of --lease-duration); postgres: check it every SECONDS "
+                + "(default 2).", valueName: "seconds"))
     var heartbeat: Double?
 
     @Option(
@@ -162,9 +174,10 @@ struct Run: ParsableCommand {
     var request: RunRequest {
         RunRequest(
             shared: shared, exclusive: exclusive, nonblock: nonblock, timeout: timeout,
-            conflictExitCode: conflictExitCode, kind: kind, range: range, fallbackToSoft: fallbackToSoft,
-            removeOnRelease: removeOnRelease, verbose: verbose, heartbeat: heartbeat, staleThreshold: staleThreshold,
-            leaseDuration: leaseDuration, lockFile: lockFile, words: command)
+            conflictExitCode: conflictExitCode, kind: postgres != nil && kind == .kernel ? .postgres : kind, range: range,
+            fallbackToSoft: fallbackToSoft, removeOnRelease: removeOnRelease, verbose: verbose, heartbeat: heartbeat,
+            staleThreshold: staleThreshold, leaseDuration: leaseDuration, postgres: postgres, lockFile: lockFile,
+            words: command)
     }
 
     func validate() throws {
@@ -197,6 +210,8 @@ struct RunRequest: Equatable {
     var heartbeat: Double?
     var staleThreshold: Double?
     var leaseDuration: Double?
+    /// `--postgres URL`.
+    var postgres: String?
     var lockFile: String
     /// What follows the lock file, as given.
     var words: [String]
@@ -229,6 +244,15 @@ struct RunRequest: Equatable {
                     + "use --kind soft-rw -s).")
         }
         try validateRenewalOptions()
+        if postgres != nil && kind != .postgres {
+            throw fail("--postgres locks on a PostgreSQL server; it does not go with --kind \(kind.rawValue): drop one.")
+        }
+        if kind == .postgres {
+            for (given, option) in [(range != nil, "--range"), (fallbackToSoft, "--fallback-to-soft"), (removeOnRelease, "--remove-on-release")]
+            where given {
+                throw fail("\(option) is for lock files; a PostgreSQL lock (LOCKFILE is its name) has none: drop \(option).")
+            }
+        }
         if kind == .rw {
             if range != nil {
                 throw fail(
@@ -343,7 +367,7 @@ struct RunRequest: Equatable {
                     "--heartbeat (\(secondsText(interval))) must be below --lease-duration (\(secondsText(duration))): the holder "
                         + "must renew the lease before others may take it over (a third of it is the default).")
             }
-        case .kernel, .soft, .rw:
+        case .kernel, .soft, .rw, .postgres:
             break
         }
     }
@@ -355,6 +379,7 @@ struct RunRequest: Equatable {
     /// `--stale-threshold`, (lease) a third of the duration.
     var heartbeatSeconds: Double {
         if let heartbeat { return heartbeat }
+        if kind == .postgres { return 2 }
         if kind == .lease { return leaseDurationSeconds / 3 }
         return staleThreshold.map { $0 / 3 } ?? 30
     }
@@ -377,7 +402,7 @@ struct RunRequest: Equatable {
             path: lockFile, verbose: verbose, isMarker: (kind == .soft || kind.isRenewed || fallbackToSoft) && range == nil)
         // A renewed hold may be lost while the command runs; and a waiter interrupted by a signal
         // leaves cleanly (a soft-rw writer named in the log would keep readers out meanwhile).
-        let held = kind == .lease ? "lease" : shared ? "read lock" : "write lock"
+        let held = kind == .lease ? "lease" : kind == .postgres ? (shared ? "shared lock" : "lock") : shared ? "read lock" : "write lock"
         let losses = kind.isRenewed ? LossWatch(lockFile: lockFile, what: held) : nil
         if kind.isRenewed { ForegroundCommand.recordInterrupts() }
         func interrupted() -> Bool { ForegroundCommand.interruptingSignal != nil }
@@ -428,6 +453,15 @@ struct RunRequest: Equatable {
                     pollInterval: min(.milliseconds(50), duration / 4), onLoss: { [losses] in losses?.handle($0) })
                 try lease.acquire(timeout: wait) { progress.report { lease.holder } || interrupted() }
                 release = { _ = try? lease.checkedRelease() }
+            case (.postgres, nil):
+                let lock = try PostgresLock(
+                    name: lockFile, server: try PostgresConnectionSettings(url: postgres),
+                    heartbeatInterval: try FileLock.timeout(seconds: heartbeatSeconds, path: lockFile),
+                    onLoss: { [losses] in losses?.handle($0) })
+                let side = shared ? lock.readLock : lock.writeLock
+                try side.acquire(timeout: wait) { progress.report { lock.holder } || interrupted() }
+                granted = lock.heldSession.map { " on \(lock.server.server) (server pid \($0.backendPID))" } ?? ""
+                release = { _ = try? side.checkedRelease() }
             }
             progress.finish()
             if verbose {

@@ -5,6 +5,7 @@
 #endif
 import ArgumentParser
 import FileLocking
+import PostgresLocking
 
 /// What `status` and `break` find at a lock path.
 struct LockReport {
@@ -38,6 +39,19 @@ struct LockReport {
     /// a free file, which may as well be a free soft lock's path): then a network filesystem
     /// deserves the warning that kernel locks there may not reach other hosts.
     var isKernelLockInUse = false
+    /// For a PostgreSQL lock, the server (`host:port` or its socket) and database.
+    var postgresServer: String? = nil
+
+    /// The holders of the PostgreSQL advisory lock named `name` (`path`), from `pg_locks` and
+    /// `pg_stat_activity`.
+    static func inspectPostgres(_ name: String, url: String?) throws -> LockReport {
+        let lock = try PostgresLock(name: name, server: try PostgresConnectionSettings(url: url))
+        let holders = try lock.holdersNow()
+        PostgresLock.closeIdleConnections(to: lock.server)
+        return LockReport(
+            path: name, kind: .postgres, isGuessed: false, holders: holders, waiting: 0, marker: .absent,
+            postgresServer: lock.server.description)
+    }
 
     /// Looks at the path without creating anything. A holder record means a soft lock; so does
     /// a malformed or unreadable non-empty file that no kernel lock holds; a file that no flock
@@ -100,6 +114,8 @@ struct LockReport {
             }
         }
         switch detected {
+        case .postgres:
+            return try inspectPostgres(path, url: nil)
         case .soft, .lease:
             let holders: [LockHolder] =
                 if case .record(let holder) = marker { [holder] } else { versionTwo.map { [$0.holder] } ?? [] }
@@ -173,6 +189,7 @@ struct LockReport {
         case .kernel: !holders.isEmpty
         case .rw: !holders.isEmpty || waitingWriter != nil || unidentifiedCount > 0
         case .softRW: !holders.isEmpty || waitingWriter != nil
+        case .postgres: !holders.isEmpty
         }
     }
 
@@ -232,11 +249,17 @@ struct LockReport {
                 + ",\"generation\":" + (generation.map { "\($0)" } ?? "null")
                 + ",\"staleThreshold\":" + (staleThreshold.map(exactly) ?? "null")
                 + ",\"log\":" + (logFolder.map(quoted) ?? "null")
+        case .postgres:
+            kindFields = ",\"server\":" + (postgresServer.map(quoted) ?? "null")
+                + ",\"sessions\":[" + holders.map { holder in
+                    "{\"serverPid\":\(holder.pid),\"client\":" + (holder.clientAddress.map(quoted) ?? "null")
+                        + ",\"applicationName\":" + (holder.applicationName.map(quoted) ?? "null") + "}"
+                }.joined(separator: ",") + "]"
         case .kernel:
             break
         }
         // A read-write lock's waiters are not counted (only a writer waiting for readers is known).
-        let waitingField = kind == .rw || kind == .softRW ? "null" : "\(waiting)"
+        let waitingField = kind == .rw || kind == .softRW || kind == .postgres ? "null" : "\(waiting)"
         let filesystemField = networkFilesystem.map { quoted($0.description) } ?? "null"
         return "{\"path\":\(quoted(path)),\"kind\":\"\(kind.rawValue)\",\"guessed\":\(isGuessed),\"held\":\(isHeld),"
             + "\"holders\":[\(holders.map(object).joined(separator: ","))],\"waiting\":\(waitingField)\(kindFields),"
@@ -275,6 +298,7 @@ struct LockReport {
             case .rw: "read-write lock (SQLite's protocol)"
             case .softRW: "soft read-write lock (Python filelock's filelock-rw/1 log)"
             case .lease: "lease (Python filelock's filelock/2 marker, renewed by its holder)"
+            case .postgres: "PostgreSQL advisory lock on \(postgresServer ?? "?"), key hashtextextended(name, 0)"
             }
         var formatNotes: [String] {
             switch (kind, fileFormat) {
@@ -302,7 +326,11 @@ struct LockReport {
         }
         for holder in holders {
             var line: String
-            if kind == .rw {
+            if kind == .postgres {
+                // "session (server pid 4242) on db:5432, client 10.0.0.7:51234, application 'filelock 17@build-07 ...' since ..."
+                lines.append("  holder: \(holder)")
+                continue
+            } else if kind == .rw {
                 line = "  \(holder.isShared ? "reader" : "writer"): \(describe(holder))"
             } else {
                 line = "  holder: \(describe(holder))"
@@ -479,14 +507,26 @@ struct Status: ParsableCommand {
               filelock status --kind rw /var/cache/app.lock
               filelock status --kind soft-rw /nfs/catalog.lock    # its log is /nfs/catalog.lock.rw
               filelock status --kind lease /nfs/jobs/nightly.lock
+              filelock status --postgres postgres://jobs@db.internal/app nightly-report
+
+            For a PostgreSQL lock (--postgres URL, or --kind postgres with the PG* variables), \
+            LOCKFILE is the lock's name: every session holding it, with the server process's id, the \
+            client's address, its application name (this library's name the host and process, as \
+            "filelock 4242@build-07") and since when.
             """
     )
 
     @Flag(help: "Print one JSON object.")
     var json = false
 
-    @Option(help: "kernel, soft, rw, soft-rw or lease; guessed from the file by default.")
+    @Option(help: "kernel, soft, rw, soft-rw, lease or postgres; guessed from the file by default.")
     var kind: LockKind?
+
+    @Option(
+        help: ArgumentHelp(
+            "Show the PostgreSQL advisory lock named LOCKFILE on this server (postgres://user@host:port/database) "
+                + "instead; --kind postgres alone reads the PG* environment variables.", valueName: "url"))
+    var postgres: String?
 
     @Option(
         help: ArgumentHelp(
@@ -511,7 +551,10 @@ struct Status: ParsableCommand {
     func run() throws {
         do {
             let threshold = try staleThreshold.map { try FileLock.timeout(seconds: $0, path: lockFile) }
-            let report = try LockReport.inspect(lockFile, kind: kind, staleThreshold: threshold)
+            let report =
+                postgres != nil || kind == .postgres
+                ? try LockReport.inspectPostgres(lockFile, url: postgres)
+                : try LockReport.inspect(lockFile, kind: kind, staleThreshold: threshold)
             if let warning = report.networkFilesystemWarning { note(warning) }
             if json { print(report.json) } else { printLines(report.lines) }
             throw ExitCode(report.isHeld ? 1 : 0)

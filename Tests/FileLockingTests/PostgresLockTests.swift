@@ -249,6 +249,40 @@ struct PostgresLockTests {
         #expect(holder.since != nil)
     }
 
+    // MARK: The command-line tool
+
+    func tool(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let child = try ChildProcess(TestEnvironment.tool, arguments)
+        let output = try child.readRemainingOutput(timeout: 60)
+        return (try child.waitForExit(), output)
+    }
+
+    /// `filelock run --postgres URL NAME -- COMMAND` holds the lock while the command runs;
+    /// `status --postgres` names the session; `-n` gives the conflict status while it is held.
+    @Test func runAndStatusOnTheServer() throws {
+        let url = server.socketURL
+        let inner = "\(TestEnvironment.tool) status --postgres '\(url)' '\(name)'; echo status=$?; "
+            + "\(TestEnvironment.tool) run -n --postgres '\(url)' '\(name)' -- true; echo nested=$?"
+        let (status, output) = try tool(["run", "--postgres", url, name, "--", "/bin/sh", "-c", inner])
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("held (PostgreSQL advisory lock"), "\(output)")
+        #expect(output.contains("application 'filelock "), "\(output)")
+        #expect(output.contains("status=1") && output.contains("nested=1"), "\(output)")
+        let (freeStatus, json) = try tool(["status", "--postgres", url, "--json", name])
+        #expect(freeStatus == 0)
+        #expect(json.contains("\"kind\":\"postgres\"") && json.contains("\"held\":false"), "\(json)")
+    }
+
+    /// A hold lost while the command runs (its session terminated) stops the command and exits 70.
+    @Test func aLostHoldStopsTheCommand() throws {
+        let child = try ChildProcess(
+            TestEnvironment.tool, ["run", "--postgres", server.socketURL, "--heartbeat", "0.5", name, "--", "/bin/sh", "-c", "echo started; exec sleep 60"])
+        try child.expectLine(startingWith: "started")
+        let pid = try #require(server.holderPIDs(of: name).first)
+        #expect(server.psql("SELECT pg_terminate_backend(\(pid))") == "t")
+        #expect(try child.waitForExit(timeout: 30) == 70)
+    }
+
     // MARK: Bad input
 
     @Test func badURLsAndNamesAreRefusedBeforeAnythingIsSent() throws {

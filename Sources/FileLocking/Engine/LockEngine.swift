@@ -360,7 +360,7 @@ package final class LockEngine<Primitive: LockPrimitive>: Sendable {
         }
     }
 
-    /// `tryAcquiring` for a `.remote` primitive from a task: `begin` where the task runs (it must
+    /// `tryAcquiring` for a primitive that suspends instead of blocking, from a task: `begin` where the task runs (it must
     /// not block), the try suspended on the server's answer.
     private func tryAcquiringFromTask(_ request: LockRequest) async throws -> (Primitive.Attempt, Primitive.Hold?) {
         var restarts = 0
@@ -419,7 +419,7 @@ package final class LockEngine<Primitive: LockPrimitive>: Sendable {
         try Task.checkCancellation()
         let start = MonotonicInstant.now
         let (attempt, hold): (Primitive.Attempt, Primitive.Hold?)
-        if case .remote = primitive.waitStrategy {
+        if primitive.suspendsInsteadOfBlocking {
             (attempt, hold) = try await tryAcquiringFromTask(request)
         } else if primitive.triesWithoutBlocking {
             (attempt, hold) = try tryAcquiring(request)
@@ -509,7 +509,7 @@ package final class LockEngine<Primitive: LockPrimitive>: Sendable {
     @discardableResult
     func releaseFromTask(force: Bool, mode: LockMode? = nil) async -> Bool {
         let (found, released) = takeHolds(force: force, owner: currentOwner, mode: mode)
-        if case .remote = primitive.waitStrategy {
+        if primitive.suspendsInsteadOfBlocking {
             for record in released {
                 node.removeHolding(owner: record.owner, lockObject: ObjectIdentifier(self), generation: record.generation)
                 if record.generation == ForkGeneration.current {

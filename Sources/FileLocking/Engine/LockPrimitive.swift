@@ -103,12 +103,15 @@ package protocol LockPrimitive: Sendable {
     func waitRemotely(
         _ attempt: Attempt, _ request: LockRequest, until deadline: MonotonicInstant?
     ) async throws -> AttemptOutcome<Hold>
-    /// A `.remote` primitive's try from a task: suspends on the server's answer instead of
-    /// blocking a thread (a task's `begin` for such a primitive is called where the task runs,
-    /// so it must not block either). Only called for `.remote` primitives.
+    /// Whether a task's tries and releases suspend in `tryOnceFromTask` and `releaseFromTask`
+    /// (a lock on a server, whose calls are network round trips) instead of blocking a helper
+    /// thread in `tryOnce` and `release`; `begin` must then not block either.
+    var suspendsInsteadOfBlocking: Bool { get }
+    /// A try from a task that suspends on the server's answer. Only called when
+    /// `suspendsInsteadOfBlocking`.
     func tryOnceFromTask(_ attempt: Attempt, _ request: LockRequest) async throws -> AttemptOutcome<Hold>
-    /// A `.remote` primitive's release from a task, suspending instead of blocking. Only called
-    /// for `.remote` primitives.
+    /// A release from a task that suspends instead of blocking. Only called when
+    /// `suspendsInsteadOfBlocking`.
     func releaseFromTask(_ hold: Hold) async
     /// Called once before the first pause of a polling wait (off the cooperative pool for a task):
     /// the place for blocking set-up such as a folder watch.
@@ -150,12 +153,14 @@ package protocol LockPrimitive: Sendable {
 extension LockPrimitive {
     package var resource: LockResource { .file(path) }
 
+    package var suspendsInsteadOfBlocking: Bool { false }
+
     package func tryOnceFromTask(_ attempt: Attempt, _ request: LockRequest) async throws -> AttemptOutcome<Hold> {
-        preconditionFailure("tryOnceFromTask is only called for primitives whose wait strategy is .remote")
+        preconditionFailure("tryOnceFromTask is only called for primitives that suspend instead of blocking")
     }
 
     package func releaseFromTask(_ hold: Hold) async {
-        preconditionFailure("releaseFromTask is only called for primitives whose wait strategy is .remote")
+        preconditionFailure("releaseFromTask is only called for primitives that suspend instead of blocking")
     }
 
     package var triesWithoutBlocking: Bool { false }
