@@ -60,9 +60,11 @@ let package = Package(
             //   and group lookups (linked in by the Swift runtime and FoundationEssentials) need the
             //   same glibc at run time in a static program. lld does not print those warnings;
             //   the tool calls none of these functions (checked with strace).
-            // - The two `-l`: FoundationEssentials' own static libraries, which SwiftPM's autolink
-            //   data leaves out when only the link step is static (Swift 6.3).
-            linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld", "-l_FoundationCollections", "-l_FoundationCShims"], .when(platforms: [.linux], configuration: .release))]
+            // - The `-l`: Foundation's own static libraries, which SwiftPM's autolink data leaves
+            //   out when only the link step is static (Swift 6.3): FoundationEssentials' two, and
+            //   Foundation, CoreFoundation and FoundationInternationalization with its ICU (and
+            //   libstdc++), which PostgresNIO's `import Foundation` brings in.
+            linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld", "-l_FoundationCollections", "-l_FoundationCShims", "-lFoundation", "-lCoreFoundation", "-lFoundationInternationalization", "-l_FoundationICU", "-lBlocksRuntime", "-lstdc++"], .when(platforms: [.linux], configuration: .release))]
         ),
         // "Another process" for the tests: takes a lock and reports over stdout.
         .executableTarget(name: "lock-probe", dependencies: ["FileLocking", "PostgresLocking"]),
