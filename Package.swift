@@ -74,6 +74,17 @@ let package = Package(
             dependencies: ["FileLocking"],
             path: "Benchmarks/Sources/filelock-benchmark"
         ),
+        // Run by Benchmarks/postgres.sh against a throw-away server: PostgresLock vs a raw
+        // advisory-lock loop on one PostgresNIO connection, in the same run.
+        .executableTarget(
+            name: "postgres-benchmark",
+            dependencies: [
+                "FileLocking", "PostgresLocking", "Subprocesses",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Sources/postgres-benchmark"
+        ),
         .testTarget(
             name: "FileLockingTests",
             // The executables are listed so that `swift test` builds them before the tests start them.

@@ -43,6 +43,9 @@ struct PostgresPrimitive: LockPrimitive {
     /// that does not come within an interval counts as a lost session.
     let heartbeatInterval: Duration
     let reporter: LossReporter
+    /// The 64-bit key once known (a raw key at once, a name's after the server first computed
+    /// it): later statements bind it instead of hashing the name again.
+    private let knownKey: KnownKey
     /// Holds taken by this process, for fencing tokens.
     private static let acquisitions = Atomic<UInt32>(0)
 
@@ -52,7 +55,20 @@ struct PostgresPrimitive: LockPrimitive {
         pool = SessionPool.shared(for: settings)
         self.heartbeatInterval = heartbeatInterval
         self.reporter = reporter
+        knownKey = KnownKey()
+        if case .raw(let raw) = key { knownKey.value = raw }
     }
+
+    final class KnownKey: Sendable {
+        private let key = Mutex<Int64?>(nil)
+        var value: Int64? {
+            get { key.withLock { $0 } }
+            set { key.withLock { $0 = newValue } }
+        }
+    }
+
+    /// The key's SQL expression from `$1`: the known key, or the name hashed on the server.
+    private func keyExpression(_ known: Int64?) -> String { known == nil ? key.expression : "$1::bigint" }
 
     var path: String { key.display }
     var resource: LockResource { .named(key.display) }
@@ -76,7 +92,6 @@ struct PostgresPrimitive: LockPrimitive {
         let fencingToken: UInt64
         let lossMark = LossMark()
         let isReleased = Atomic(false)
-        let heartbeat = Mutex<RepeatedTask?>(nil)
 
         init(session: PostgresSession, key: Int64, mode: LockMode, since: UnixTime, fencingToken: UInt64) {
             self.session = session
@@ -89,7 +104,8 @@ struct PostgresPrimitive: LockPrimitive {
         /// Stops watching (a release, or a loss found); `false` when already stopped.
         func stop() -> Bool {
             guard !isReleased.exchange(true, ordering: .acquiringAndReleasing) else { return false }
-            heartbeat.withLock { $0?.cancel() }
+            HoldWatch.shared.remove(self)
+            session.onClose(nil)
             return true
         }
     }
@@ -106,21 +122,23 @@ struct PostgresPrimitive: LockPrimitive {
         "set_config('application_name', $2 || ' ' || (extract(epoch from clock_timestamp()) * 1000)::bigint::text, false)"
 
     /// The key, and when the lock was granted (`NULL` when it was not).
-    private func trySQL(_ mode: LockMode) -> String {
+    private func trySQL(_ mode: LockMode, _ known: Int64?) -> String {
         "SELECT k, CASE WHEN \(Self.lockFunction(mode, trying: true))(k) THEN \(Self.stampedName) END "
-            + "FROM (SELECT \(key.expression) AS k OFFSET 0) AS key"
+            + "FROM (SELECT \(keyExpression(known)) AS k OFFSET 0) AS key"
     }
 
     /// Waits on the server, bounded by `lock_timeout` (`$3`; `0` waits as long as it takes), with
     /// any `statement_timeout` of the role or server lifted for this statement only.
-    private func waitSQL(_ mode: LockMode) -> String {
-        "SELECT k, \(Self.stampedName) FROM (SELECT \(key.expression) AS k OFFSET 0) AS key, LATERAL (SELECT "
+    private func waitSQL(_ mode: LockMode, _ known: Int64?) -> String {
+        "SELECT k, \(Self.stampedName) FROM (SELECT \(keyExpression(known)) AS k OFFSET 0) AS key, LATERAL (SELECT "
             + "\(Self.lockFunction(mode, trying: false))(CASE WHEN set_config('lock_timeout', $3, true) IS NOT NULL "
             + "AND set_config('statement_timeout', '0', true) IS NOT NULL THEN k END) OFFSET 0) AS granted"
     }
 
+    /// (`application_name` keeps the last hold's stamp while the session idles: only granted
+    /// locks are read as holders.)
     private static func unlockSQL(_ mode: LockMode) -> String {
-        "SELECT pg_advisory_unlock\(mode == .shared ? "_shared" : "")($1::bigint), set_config('application_name', $2, false)"
+        "SELECT pg_advisory_unlock\(mode == .shared ? "_shared" : "")($1::bigint)"
     }
 
     /// The rows of `pg_locks` for key `k` in this database; `granted` and the holder's mode.
@@ -145,9 +163,9 @@ struct PostgresPrimitive: LockPrimitive {
         """
     }
 
-    private func binds(_ extra: String...) -> PostgresBindings {
+    private func binds(_ known: Int64?, _ extra: String...) -> PostgresBindings {
         var bindings = PostgresBindings()
-        key.bind(into: &bindings)
+        if let known { bindings.append(known) } else { key.bind(into: &bindings) }
         for value in extra { bindings.append(value) }
         return bindings
     }
@@ -176,15 +194,16 @@ struct PostgresPrimitive: LockPrimitive {
     /// session that turns out dead (the server restarted while it idled) is replaced once.
     private func tryOnSession(_ attempt: Attempt, _ request: LockRequest) -> EventLoopFuture<AttemptOutcome<Hold>> {
         session(for: attempt).flatMap { session, isFresh in
-            let sql = trySQL(request.mode)
-            let bindings = binds(session.baseApplicationName)
+            let known = knownKey.value
+            let sql = trySQL(request.mode, known)
+            let bindings = binds(known, session.baseApplicationName)
             return session.query(sql, bindings).flatMapError { error in
                 guard !isFresh, PostgresErrors.isConnectionLost(error) else {
                     return session.eventLoop.makeFailedFuture(error)
                 }
                 session.close()
                 attempt.session.withLock { $0 = nil }
-                return self.session(for: attempt).flatMap { fresh, _ in fresh.query(sql, binds(fresh.baseApplicationName)) }
+                return self.session(for: attempt).flatMap { fresh, _ in fresh.query(sql, binds(known, fresh.baseApplicationName)) }
             }.flatMapThrowing { result in
                 guard let row = result.first else { throw PostgresSession.unexpected("no row from \(Self.lockFunction(request.mode, trying: true))") }
                 let (key, stamp) = try row.decode((Int64, String?).self)
@@ -228,7 +247,8 @@ struct PostgresPrimitive: LockPrimitive {
             throw PostgresErrors.lockError(error, key: key, settings: settings, doing: "take")
         }
         try Task.checkCancellation()
-        let answer = session.query(waitSQL(request.mode), binds(session.baseApplicationName, lockTimeout))
+        let known = knownKey.value
+        let answer = session.query(waitSQL(request.mode, known), binds(known, session.baseApplicationName, lockTimeout))
         let result: PostgresQueryResult
         do {
             // A running query ignores task cancellation, and PostgresNIO sends no cancel request:
@@ -250,7 +270,6 @@ struct PostgresPrimitive: LockPrimitive {
             if let row = result.first, let (key, _) = try? row.decode((Int64, String).self) {
                 var bindings = PostgresBindings()
                 bindings.append(key)
-                bindings.append(session.baseApplicationName)
                 let unlocked = try? await session.query(Self.unlockSQL(request.mode), bindings, within: .seconds(10)).get()
                 if unlocked.flatMap({ try? $0.first?.decode(Bool.self, context: .default) }) != true { session.close() }
             } else {
@@ -284,6 +303,7 @@ struct PostgresPrimitive: LockPrimitive {
 
     /// The hold of a granted lock: takes the attempt's session, and starts watching it.
     private func makeHold(_ attempt: Attempt, key: Int64, stamp: String, mode: LockMode) throws -> Hold {
+        if knownKey.value == nil { knownKey.value = key }
         guard let session = attempt.handOver() else {
             throw PostgresSession.unexpected("a lock granted on no session")
         }
@@ -298,35 +318,35 @@ struct PostgresPrimitive: LockPrimitive {
 
     // MARK: Loss
 
-    /// Reports the hold lost when its connection closes, or a heartbeat finds the lock gone or
-    /// gets no answer within an interval.
+    /// Reports the hold lost when its connection closes, or a heartbeat (`HoldWatch`) finds the
+    /// lock gone from `pg_locks` or gets no answer within an interval.
     private func watch(_ hold: Hold) {
         let session = hold.session
         let server = settings.server
-        session.connection.closeFuture.whenComplete { [self] _ in
+        session.onClose { [self] in
             lose(hold, "the connection to \(server) closed (the server restarted or terminated the session, or the network failed)")
         }
-        let interval = TimeAmount.nanoseconds(heartbeatInterval.totalNanoseconds)
-        let bound = heartbeatInterval
-        let task = session.eventLoop.scheduleRepeatedAsyncTask(initialDelay: interval, delay: interval) { [self] task in
-            guard !hold.isReleased.load(ordering: .acquiring) else {
-                task.cancel()
-                return session.eventLoop.makeSucceededVoidFuture()
-            }
-            var bindings = PostgresBindings()
-            bindings.append(hold.key)
-            return session.query(Self.checkSQL, bindings, within: bound).map { result in
-                let holds = (try? result.first?.decode(Bool.self)) ?? false
-                if !holds {
-                    lose(hold, "session (server pid \(session.backendPID)) no longer holds it (released by a statement on the session, or a pooler switched sessions)")
-                    session.close()
+        let interval = heartbeatInterval
+        HoldWatch.shared.add(
+            hold, every: interval,
+            check: { [self] done in
+                var bindings = PostgresBindings()
+                bindings.append(hold.key)
+                session.query(Self.checkSQL, bindings).whenComplete { result in
+                    switch result {
+                    case .success(let rows):
+                        if (try? rows.first?.decode(Bool.self)) != true {
+                            lose(hold, "session (server pid \(session.backendPID)) no longer holds it (released by a statement on the session, or a pooler switched sessions)")
+                        }
+                    case .failure(let error):
+                        lose(hold, "the heartbeat failed (\(PostgresErrors.brief(error)))")
+                    }
+                    done()
                 }
-            }.recover { error in
-                lose(hold, "the heartbeat got no answer within \(bound.formatted) (\(PostgresErrors.brief(error)))")
-            }
-        }
-        hold.heartbeat.withLock { $0 = task }
-        // Closed before the watch began: the callback above has run or will.
+            },
+            overdue: { [self] in
+                lose(hold, "the heartbeat got no answer within \(interval.formatted)")
+            })
     }
 
     private func lose(_ hold: Hold, _ detail: String) {
@@ -335,7 +355,7 @@ struct PostgresPrimitive: LockPrimitive {
             resource: resource, mode: hold.mode, reason: .sessionEnded, fencingToken: hold.fencingToken,
             detail: "on \(settings.server), " + detail)
         guard hold.lossMark.mark(loss) else { return }
-        hold.heartbeat.withLock { $0?.cancel() }
+        HoldWatch.shared.remove(hold)
         hold.session.close()
         reporter.report(loss)
     }
@@ -393,7 +413,6 @@ struct PostgresPrimitive: LockPrimitive {
         }
         var bindings = PostgresBindings()
         bindings.append(hold.key)
-        bindings.append(hold.session.baseApplicationName)
         return hold.session.query(Self.unlockSQL(hold.mode), bindings, within: .seconds(10))
     }
 
@@ -401,7 +420,7 @@ struct PostgresPrimitive: LockPrimitive {
     /// frees whatever it still holds) when not.
     private func finishRelease(_ hold: Hold, unlocked: PostgresQueryResult?) {
         var released = false
-        if let row = unlocked?.first, let answer = try? row.decode((Bool, String).self) { released = answer.0 }
+        if let row = unlocked?.first, let answer = try? row.decode(Bool.self) { released = answer }
         if released { pool.giveBack(hold.session) } else { hold.session.close() }
     }
 
@@ -418,7 +437,7 @@ struct PostgresPrimitive: LockPrimitive {
     /// Who holds the lock, from `pg_locks` and `pg_stat_activity`.
     func fetchHolders() -> EventLoopFuture<[LockHolder]> {
         pool.take().flatMap { [self] session in
-            session.query(holdersSQL, binds(), within: .seconds(10)).flatMapThrowing { result in
+            session.query(holdersSQL, binds(nil), within: .seconds(10)).flatMapThrowing { result in
                 pool.giveBack(session)
                 return try result.map { row in
                     let (pid, shared, application, address, port, started) = try row.decode(

@@ -22,11 +22,32 @@ final class PostgresSession: Sendable {
     let baseApplicationName: String
     /// Set when the session's state is unknown (a query was abandoned half-way): never reused.
     private let isSpoiled = Atomic(false)
+    /// Called once when the connection closes: the hold the session serves now, if any, is lost.
+    private let closeHandler = Mutex<(@Sendable () -> Void)?>(nil)
 
     init(connection: PostgresConnection, backendPID: Int32, baseApplicationName: String) {
         self.connection = connection
         self.backendPID = backendPID
         self.baseApplicationName = baseApplicationName
+    }
+
+    /// Starts listening for the connection's end (once per session: a callback per hold would
+    /// pile up on a long-lived pooled connection).
+    private func listenForClose() {
+        connection.closeFuture.whenComplete { [weak self] _ in
+            guard let self else { return }
+            let handler = closeHandler.withLock { handler in defer { handler = nil }; return handler }
+            handler?()
+        }
+    }
+
+    /// Calls `handler` when the connection closes from now on (at once if it is closed); `nil`
+    /// stops that.
+    func onClose(_ handler: (@Sendable () -> Void)?) {
+        closeHandler.withLock { $0 = handler }
+        if handler != nil, connection.isClosed {
+            closeHandler.withLock { handler in defer { handler = nil }; return handler }?()
+        }
     }
 
     var eventLoop: any EventLoop { connection.eventLoop }
@@ -122,7 +143,9 @@ final class PostgresSession: Sendable {
                     PostgresSession.close(connection)
                     throw PostgresSessionError.serverTooOld(version: version)
                 }
-                return PostgresSession(connection: connection, backendPID: pid, baseApplicationName: name)
+                let prepared = PostgresSession(connection: connection, backendPID: pid, baseApplicationName: name)
+                prepared.listenForClose()
+                return prepared
             }.flatMapErrorThrowing { error in
                 PostgresSession.close(connection)
                 throw error
