@@ -199,16 +199,32 @@ struct PostgresPrimitive: LockPrimitive {
             let bindings = binds(known, session.baseApplicationName)
             return session.query(sql, bindings).flatMapError { error in
                 guard !isFresh, PostgresErrors.isConnectionLost(error) else {
+                    // The statement may have failed after pg_try_advisory_lock took the lock
+                    // (a session-level lock outlives its statement's error): never reuse it.
+                    session.close()
                     return session.eventLoop.makeFailedFuture(error)
                 }
                 session.close()
                 attempt.session.withLock { $0 = nil }
-                return self.session(for: attempt).flatMap { fresh, _ in fresh.query(sql, binds(known, fresh.baseApplicationName)) }
+                return self.session(for: attempt).flatMap { fresh, _ in
+                    fresh.query(sql, binds(known, fresh.baseApplicationName)).flatMapErrorThrowing { error in
+                        fresh.close()
+                        throw error
+                    }
+                }
             }.flatMapThrowing { result in
-                guard let row = result.first else { throw PostgresSession.unexpected("no row from \(Self.lockFunction(request.mode, trying: true))") }
-                let (key, stamp) = try row.decode((Int64, String?).self)
-                guard let stamp else { return .busy }
-                return .acquired(try makeHold(attempt, key: key, stamp: stamp, mode: request.mode))
+                do {
+                    guard let row = result.first else {
+                        throw PostgresSession.unexpected("no row from \(Self.lockFunction(request.mode, trying: true))")
+                    }
+                    let (key, stamp) = try row.decode((Int64, String?).self)
+                    guard let stamp else { return .busy }
+                    return .acquired(try makeHold(attempt, key: key, stamp: stamp, mode: request.mode))
+                } catch {
+                    // An answer not understood may still have taken the lock: close the session.
+                    attempt.session.withLock { $0 }?.close()
+                    throw error
+                }
             }
         }
     }
@@ -260,8 +276,13 @@ struct PostgresPrimitive: LockPrimitive {
                 cancelWait(on: session, answer: answer)
             }
         } catch let error as PSQLError where PostgresErrors.sqlState(of: error) == "55P03" {
+            // lock_timeout ends the wait itself, before any grant: the session holds nothing.
             return .busy
         } catch {
+            // Any other failure (a cancel, above all) may have struck after the grant, in the
+            // rest of the statement, and a session-level lock outlives its statement's error:
+            // the session may hold the lock, so it is closed, never reused.
+            session.close()
             if Task.isCancelled { throw CancellationError() }
             throw PostgresErrors.lockError(error, key: key, settings: settings, doing: "wait for")
         }
@@ -277,9 +298,14 @@ struct PostgresPrimitive: LockPrimitive {
             }
             throw CancellationError()
         }
-        guard let row = result.first else { throw PostgresErrors.unexpected("no row from the wait", key: key, settings: settings) }
-        let (key, stamp) = try row.decode((Int64, String).self)
-        return .acquired(try makeHold(attempt, key: key, stamp: stamp, mode: request.mode))
+        do {
+            guard let row = result.first else { throw PostgresErrors.unexpected("no row from the wait", key: key, settings: settings) }
+            let (key, stamp) = try row.decode((Int64, String).self)
+            return .acquired(try makeHold(attempt, key: key, stamp: stamp, mode: request.mode))
+        } catch {
+            session.close()
+            throw error
+        }
     }
 
     /// Ends the server-side wait of `session`: `pg_cancel_backend` from another session (the

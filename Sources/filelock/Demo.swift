@@ -5,6 +5,7 @@
 #endif
 import ArgumentParser
 import FileLocking
+import PostgresLocking
 import Subprocesses
 
 /// `filelock demo`: the lost-update race between processes, and its fix; with `--kind rw`, torn
@@ -39,6 +40,11 @@ struct Demo: ParsableCommand {
               filelock demo --kind rw          # readers and writers: torn reads, then none
               filelock demo --kind soft-rw     # the same with a SoftReadWriteLock (for NFS)
               filelock demo --kind lease       # a SoftFileLease, renewed by a heartbeat
+              filelock demo --kind postgres    # a PostgresLock (starts a throw-away server)
+
+            --kind postgres takes a PostgreSQL advisory lock instead of a file lock: on the server \
+            of --postgres URL, or when none is given on a throw-away server of its own (PostgreSQL \
+            must be installed), started for the demo and removed after it.
             """
     )
 
@@ -46,9 +52,12 @@ struct Demo: ParsableCommand {
         help: """
             kernel (FileLock), soft (SoftFileLock), range (ByteRangeLock on the counter file), rw \
             (ReadWriteLock: readers and writers), soft-rw (SoftReadWriteLock: readers and writers, as on \
-            NFS) or lease (SoftFileLease).
+            NFS), lease (SoftFileLease) or postgres (PostgresLock).
             """)
     var kind: DemoKind = .kernel
+
+    @Option(help: ArgumentHelp("--kind postgres: the server to lock on (default: a throw-away one).", valueName: "url"))
+    var postgres: String?
 
     @Option(name: [.short, .long], help: "How many worker processes run at once (with --kind rw and soft-rw: readers, beside 2 writers).")
     var processes: Int = 4
@@ -63,10 +72,11 @@ struct Demo: ParsableCommand {
         if let increments, !(1...10_000_000).contains(increments) {
             throw ValidationError("--increments must be 1...10000000")
         }
+        if postgres != nil && kind != .postgres { throw ValidationError("--postgres goes with --kind postgres") }
     }
 
     /// `--increments`, or the kind's default.
-    var count: Int { increments ?? (kind == .softRW ? 50 : 1000) }
+    var count: Int { increments ?? (kind == .softRW ? 50 : kind == .postgres ? 250 : 1000) }
 
     /// The lock's name in the table.
     var lockName: String {
@@ -77,6 +87,7 @@ struct Demo: ParsableCommand {
         case .rw: "ReadWriteLock"
         case .softRW: "SoftReadWriteLock"
         case .lease: "SoftFileLease"
+        case .postgres: "PostgresLock"
         }
     }
 
@@ -92,6 +103,18 @@ struct Demo: ParsableCommand {
             for name in ["counter", "counter.lock"] { unlink(folder + "/" + name) }
             rmdir(folder)
         }
+        var server: DemoServer?
+        var url = postgres
+        if kind == .postgres && url == nil {
+            print("filelock demo: starting a throw-away PostgreSQL server (it is removed afterwards)")
+            do {
+                server = try DemoServer.start()
+            } catch {
+                throw ValidationError("\(error)")
+            }
+            url = server?.url
+        }
+        defer { server?.stop() }
         let expected = processes * count
         print("filelock demo: \(processes) processes x \(count) increments of one counter file")
         print("")
@@ -100,7 +123,7 @@ struct Demo: ParsableCommand {
         for useLock in [false, true] {
             let counter = folder + "/counter"
             unlink(counter)
-            let (got, seconds) = try runRound(folder: folder, useLock: useLock)
+            let (got, seconds) = try runRound(folder: folder, useLock: useLock, postgres: url)
             print(
                 pad(useLock ? lockName : "without a lock", -labelWidth) + pad(String(expected), 10)
                     + pad(String(got), 10) + pad(String(expected - got), 10)
@@ -112,11 +135,12 @@ struct Demo: ParsableCommand {
     }
 
     /// Starts the workers, lets them go at once, and returns the final count and the time taken.
-    private func runRound(folder: String, useLock: Bool) throws -> (Int, Double) {
+    private func runRound(folder: String, useLock: Bool, postgres: String?) throws -> (Int, Double) {
         var arguments = [
             "demo-worker", folder + "/counter.lock", folder + "/counter", String(count), "--kind", kind.rawValue,
         ]
         if !useLock { arguments.append("--no-lock") }
+        if let postgres { arguments += ["--postgres", postgres] }
         let workers = try (0..<processes).map { _ in try ChildProcess(executablePath(), arguments) }
         for worker in workers { try worker.expectLine(startingWith: "ready") }
         let start = ChildProcess.now()
@@ -224,6 +248,7 @@ enum DemoKind: String, ExpressibleByArgument, CaseIterable {
     case rw
     case softRW = "soft-rw"
     case lease
+    case postgres
 }
 
 /// One worker of the demo (started by `filelock demo`, not meant to be run by hand).
@@ -239,6 +264,8 @@ struct DemoWorker: ParsableCommand {
     /// With --kind rw: read the two numbers (until the file `stop` exists) instead of writing them.
     @Flag var reader = false
     @Option var stop: String?
+    /// With --kind postgres: the server; the lock's name is the lock path.
+    @Option var postgres: String?
 
     func run() throws {
         if kind == .rw || kind == .softRW { return try runReadWrite() }
@@ -260,6 +287,9 @@ struct DemoWorker: ParsableCommand {
         case .lease:
             let lease = try SoftFileLease(at: lockPath)
             locked = { body in try lease.withLock(body) }
+        case .postgres:
+            let lock = try PostgresLock(name: lockPath, server: try PostgresConnectionSettings(url: postgres))
+            locked = { body in try lock.withLock(body) }
         case .rw, .softRW:
             return try runReadWrite()  // (taken above, before the counter is opened)
         }

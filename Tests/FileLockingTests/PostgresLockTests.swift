@@ -110,9 +110,19 @@ struct PostgresLockTests {
     /// A lock granted just as the wait's timeout fires is released, never leaked: over rounds
     /// where the holder lets go right at the waiter's deadline, the lock ends free every time.
     @Test func aLockGrantedAtTheDeadlineIsNotLeaked() throws {
+        var log: [String] = []
         for round in 0..<12 {
             let holder = try probe("hold", name)
-            _ = try holder.expectLine(startingWith: "acquired")
+            let first = try? holder.expectLine(startingWith: "acquired")
+            if first == nil {
+                let who = server.psql(
+                    "SELECT l.pid, l.granted, l.mode, a.application_name, a.state, a.backend_type, a.query FROM pg_locks l "
+                        + "LEFT JOIN pg_stat_activity a USING (pid) WHERE \(PostgresServer.rows(of: name).replacing("locktype", with: "l.locktype"))")
+                let pids = (server.psql("SELECT string_agg(pid::text, ',') FROM pg_locks WHERE \(PostgresServer.rows(of: name))") ?? "")
+                let processes = try? ChildProcess("/bin/sh", ["-c", "ps -o pid,stat,wchan:20,cmd -p '\(pids)' 2>&1"]).readRemainingOutput()
+                Issue.record("round \(round): the probe did not get the lock; pg_locks: \(who ?? "?"); processes: \(processes ?? "?"); this process \(getpid()); rounds: \(log)")
+                return
+            }
             let mine = try lock()
             let sent = ThreadResult()
             startThread {
@@ -120,12 +130,44 @@ struct PostgresLockTests {
                 holder.send("release")
                 sent.set("sent")
             }
-            let got = (try? mine.acquire(timeout: .milliseconds(200))) != nil
+            let outcome = errorThrown { try mine.acquire(timeout: .milliseconds(200)) }
+            let got = outcome == nil
+            log.append("\(round): \(outcome.map { ($0 as? FileLockError)?.code.description ?? "\($0)" } ?? "got")")
             _ = sent.wait()
             try holder.expectLine(startingWith: "released")
             if got { mine.release() }
             eventually("the lock is free after round \(round)", timeout: 10) { server.holds(of: name) == 0 }
             #expect(server.waits(for: name) == 0)
+        }
+    }
+
+    /// Waits cancelled around the moment the lock is granted. A cancel that strikes after the
+    /// grant, in the rest of the statement, fails it but leaves the session-level lock held (as
+    /// PostgreSQL documents: such locks ignore transaction semantics), so such a session is
+    /// closed, never reused. That window is microseconds wide and not hit on demand here (it was
+    /// seen once, under load, as a lock held for good by an idle pooled session); every round
+    /// checks that a lock taken and released through the pool leaves nothing held.
+    @Test func aCancelAtTheGrantLeavesNoSessionHolding() async throws {
+        for round in 0..<16 {
+            let holder = try probe("hold", name)
+            _ = try holder.expectLine(startingWith: "acquired")
+            let mine = try lock()
+            // The hold belongs to the waiting task: it releases what it got itself.
+            let waiter = Task { () -> Bool in
+                do { try await mine.acquire(timeout: nil) } catch { return false }
+                mine.release()
+                return true
+            }
+            await eventually("round \(round): the wait shows on the server", timeout: 30) { server.waits(for: name) == 1 }
+            holder.send("release")
+            usleep(UInt32(round * 150))
+            waiter.cancel()
+            _ = await waiter.value
+            try holder.expectLine(startingWith: "released")
+            let next = try lock()
+            #expect(try next.tryAcquire(), "round \(round)")
+            next.release()
+            await eventually("round \(round): nothing holds the lock", timeout: 10) { server.holds(of: name) == 0 }
         }
     }
 
@@ -281,6 +323,18 @@ struct PostgresLockTests {
         let pid = try #require(server.holderPIDs(of: name).first)
         #expect(server.psql("SELECT pg_terminate_backend(\(pid))") == "t")
         #expect(try child.waitForExit(timeout: 30) == 70)
+    }
+
+    /// `filelock demo --kind postgres` starts a throw-away server of its own, shows the lost
+    /// updates and their fix, and removes the server afterwards.
+    @Test func theDemoRunsOnAThrowAwayServer() throws {
+        let (status, output) = try tool(["demo", "--kind", "postgres", "--processes", "3", "--increments", "100"])
+        #expect(status == 0, "\(output)")
+        let row = output.split(separator: "\n").first { $0.hasPrefix("with PostgresLock") }
+        let fields = row?.split(separator: " ", omittingEmptySubsequences: true) ?? []
+        #expect(fields.count >= 6 && fields[2] == "300" && fields[3] == "300" && fields[4] == "0", "\(output)")
+        #expect(output.contains("starting a throw-away PostgreSQL server"), "\(output)")
+        #expect(runShell("ls -d /tmp/filelock-demo-pg-* >/dev/null 2>&1") != 0, "the throw-away server's folder is removed")
     }
 
     // MARK: Bad input
