@@ -4,6 +4,7 @@
     import Darwin
 #endif
 import FileLocking
+import PostgresLocking
 import Synchronization
 import Testing
 
@@ -143,3 +144,31 @@ extension ReadmeExamplesTests {
 
 private let readmeDownloads = Atomic<Int>(0)
 private func downloadIntoCache() async throws { readmeDownloads.add(1, ordering: .relaxed) }
+
+/// The README's `PostgresLock` example, against the tests' throw-away server (its URL instead of
+/// db.internal's).
+@Suite(
+    "README PostgresLock example",
+    .enabled(if: TestEnvironment.requires(PostgresServer.isAvailable), "PostgreSQL (initdb, postgres) is not installed"))
+struct ReadmePostgresExampleTests {
+    @Test func asyncExample() async throws {
+        let testServer = try #require(PostgresServer.shared)
+        let before = reportsWritten.load(ordering: .relaxed)
+        try await runNightlyReport(url: testServer.socketURL)
+        let after = reportsWritten.load(ordering: .relaxed)
+        #expect(after == before + 1)
+    }
+}
+
+private let reportsWritten = Atomic<Int>(0)
+
+private func writeTheReport() async throws { reportsWritten.add(1, ordering: .relaxed) }
+
+private func runNightlyReport(url: String) async throws {
+    let server = try PostgresConnectionSettings(url: url)  // or PG* variables
+    let lock = try PostgresLock(name: "nightly-report", server: server)
+    try await lock.withLock(timeout: .seconds(30)) {
+        try await lock.verifyHold()  // a round trip: still ours? (before a write that must not run unlocked)
+        try await writeTheReport()
+    }
+}
