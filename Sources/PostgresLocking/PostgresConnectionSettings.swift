@@ -110,6 +110,7 @@ public struct PostgresConnectionSettings: Sendable, Hashable, CustomStringConver
             throw Self.invalid("port '\(portText)' in \(shownURL) is not a TCP port (1-65535)")
         }
         let host = value("host", "PGHOST") ?? "/var/run/postgresql"
+        guard !host.contains(",") else { throw Self.invalid("'\(host)' (host) names several hosts; a lock needs one server") }
         let endpoint: Endpoint = host.hasPrefix("/") ? .unixSocket(folder: host, port: port) : .tcp(host: host, port: port)
         let user = value("user", "PGUSER") ?? Self.processUserName()
         guard !user.isEmpty else { throw Self.invalid("no user name in \(shownURL): set one (postgres://USER@...) or PGUSER") }
@@ -158,14 +159,20 @@ public struct PostgresConnectionSettings: Sendable, Hashable, CustomStringConver
         FileLockError(.invalidConfiguration, resource: .named("postgres"), message: message)
     }
 
-    /// The URL with its password replaced by `***`, for messages.
+    /// The URL for messages, never with a password: everything before the last `@` (the user
+    /// and password, even one with an unencoded `/` or `?` in it) is shown as `***`, and the value
+    /// of a `password=` parameter too.
     static func redacted(_ url: String) -> String {
-        guard let schemeEnd = url.range(of: "://") else { return url }
-        let rest = url[schemeEnd.upperBound...]
-        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
-        let authority = rest[..<authorityEnd]
-        guard let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") else { return url }
-        return String(url[..<rest.startIndex]) + authority[..<colon] + ":***" + authority[at...] + rest[authorityEnd...]
+        guard let schemeEnd = url.range(of: "://") else { return url.contains("password") ? "(a URL)" : url }
+        var rest = String(url[schemeEnd.upperBound...])
+        if let at = rest.lastIndex(of: "@") { rest = "***" + rest[at...] }
+        if let question = rest.firstIndex(of: "?") {
+            let query = rest[rest.index(after: question)...].split(separator: "&", omittingEmptySubsequences: false).map { pair in
+                pair.lowercased().hasPrefix("password=") ? "password=***" : String(pair)
+            }
+            rest = rest[...question] + query.joined(separator: "&")
+        }
+        return String(url[..<schemeEnd.upperBound]) + rest
     }
 
     /// The URL's parts by libpq's parameter names (`host`, `port`, `user`, `password`, `dbname`, and
@@ -230,6 +237,10 @@ public struct PostgresConnectionSettings: Sendable, Hashable, CustomStringConver
             hostPart = hostPart[..<colon]
         }
         let host = try decode(hostPart, in: shown)
+        let isBracketed = authority.hasPrefix("[")
+        if !isBracketed && (hostPart.contains(":") || (portPart.map { !$0.allSatisfy(\.isNumber) } ?? false)) {
+            throw invalid("'\(shown)' has a host with ':' in it: write an IPv6 address in brackets, as postgres://[::1]:5432/db")
+        }
         if !host.isEmpty, parts["host"] == nil { parts["host"] = host }
         if let portPart, !portPart.isEmpty, parts["port"] == nil { parts["port"] = String(portPart) }
         return parts

@@ -22,6 +22,13 @@ enum PostgresErrors {
         return error is ChannelError || error is IOError || error is NIOConnectionError
     }
 
+    /// The TLS error in `error` or in what it wraps, if any.
+    static func tlsFailure(in error: any Error) -> (any Error)? {
+        if error is NIOSSLError || error is BoringSSLError { return error }
+        if let error = error as? PSQLError, let underlying = error.underlying { return tlsFailure(in: underlying) }
+        return nil
+    }
+
     /// A short account of `error` for a message: the server's own message, or the network error.
     static func brief(_ error: any Error) -> String {
         if let error = error as? PSQLError {
@@ -61,6 +68,7 @@ enum PostgresErrors {
             switch error {
             case .serverTooOld: return make(.notSupportedByFilesystem, "cannot \(doing) \(subject): \(error)")
             case .unexpectedAnswer: return make(.io, "cannot \(doing) \(subject): \(error)")
+            case .forkedChild: return make(.invalidConfiguration, "cannot \(doing) \(subject): \(error)")
             }
         }
         if let error = error as? PSQLError {
@@ -111,10 +119,11 @@ enum PostgresErrors {
                 break
             }
         }
-        if error is NIOSSLError || error is BoringSSLError {
+        if let tls = tlsFailure(in: error) {
             return make(
                 .serverUnavailable,
-                "cannot \(doing) \(subject): TLS failed (\(error)); check sslmode, sslrootcert and the server's certificate")
+                "cannot \(doing) \(subject): TLS failed (\(tls)); check sslmode, sslrootcert (the authority that signed the "
+                    + "server's certificate) and that the certificate names the host")
         }
         if isConnectionLost(error) || error is PSQLError {
             return make(

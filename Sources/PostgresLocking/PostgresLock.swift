@@ -33,19 +33,25 @@ import Synchronization
 ///
 /// **Waiting is the server's**: a waiter sits in `pg_advisory_lock`, bounded by `lock_timeout`
 /// for a timeout, and wakes the moment the holder unlocks or its session ends. Cancelling a task
-/// (or a `cancelCheck`) closes the waiting connection; the server ends the wait within 250 ms on
-/// PostgreSQL 14 and later (`client_connection_check_interval`, set on each session), and a lock
-/// granted just then goes with the session. Older servers keep such an orphaned wait until its
-/// `lock_timeout`, or for a wait without a timeout until the lock is free.
+/// (or a `cancelCheck`) cancels the wait on the server (`pg_cancel_backend` from another of this
+/// process's sessions, so the role must be allowed to cancel its own sessions, as every role is)
+/// and waits for its answer: a lock granted just then is unlocked at once, and the waiting
+/// session is closed, never reused. Where the cancel cannot be sent within 3 s, the connection
+/// is closed, and the server ends the orphaned wait within 250 ms on PostgreSQL 14 and later
+/// (`client_connection_check_interval`, set on each session); older servers keep it until its
+/// `lock_timeout`, or for a wait without a timeout until the lock is free. Each session also
+/// lifts `statement_timeout` (and `idle_session_timeout`, `transaction_timeout`), which a role
+/// or server may set and which would end a long wait or an idle holder.
 ///
 /// **A lost lock is reported.** A lock lives as long as its session: when the connection drops
 /// (a network failure, a server restart) or the server ends the session (`pg_terminate_backend`),
 /// the lock is free for others at once. The holder learns it through `onLoss`, ``losses``,
 /// ``checkHold()``, `withLock { }` (which throws `.lockLost` after its body),
 /// ``checkedRelease(force:)`` and a re-entrant acquire: at once when the connection closes, and
-/// within two `heartbeatInterval`s when the server stops answering (each holder checks
-/// `pg_locks` on its session every interval; TCP keepalives probe the connection after 10 s of
-/// silence). The server frees the lock of a client that vanished without closing its connection
+/// within three `heartbeatInterval`s when the server stops answering (each holder checks
+/// `pg_locks` on its session every interval, and a check unanswered for an interval is a loss;
+/// TCP keepalives probe the connection after 10 s of silence). A release the server does not
+/// confirm is a loss too (`checkedRelease` and `withLock` throw `.lockLost`). The server frees the lock of a client that vanished without closing its connection
 /// only once it notices: its `tcp_keepalives_idle`, `tcp_keepalives_interval` and
 /// `tcp_keepalives_count` settings bound that (the Linux default is over two hours; set them, for
 /// example to 60, 10 and 6). `idle_session_timeout` does not end a holder (its heartbeat keeps it
@@ -72,8 +78,10 @@ public struct PostgresLock: EngineBackedLock, LossReportingLock, ReadWriteLockin
     ///   - ownership: Whether holds belong to the acquiring thread or task, or to this object.
     ///   - isSingleton: Share one lock object per server, database and name in this process.
     ///   - heartbeatInterval: How often a holder checks on the server that it still holds the
-    ///     lock (at least 100 ms); a lost session is reported within two intervals.
-    ///   - onLoss: Called (on a network thread) when a hold of this lock object is found lost.
+    ///     lock (at least 100 ms); a session that stops answering is reported lost within three
+    ///     intervals, a closed connection at once.
+    ///   - onLoss: Called (in a task of its own) when a hold of this lock object is found lost.
+    ///     For a singleton, the `onLoss` of the first object made is the one called.
     /// - Throws: `FileLockError` `.invalidConfiguration` for an empty, over-long or NUL-carrying
     ///   name or an interval out of range, `.invalidTimeout` for a negative timeout; nothing is
     ///   sent to the server.
@@ -121,12 +129,13 @@ public struct PostgresLock: EngineBackedLock, LossReportingLock, ReadWriteLockin
         }
         let settings = try server ?? PostgresConnectionSettings()
         let configuration = try LockConfiguration(
-            defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: .milliseconds(50), ownership: ownership
+            defaultTimeout: timeout, isBlocking: isBlocking, pollInterval: .milliseconds(50), ownership: ownership,
+            heartbeatInterval: heartbeatInterval
         ).validated(path: key.display)
         let primitive = PostgresPrimitive(
             key: key, settings: settings, heartbeatInterval: heartbeatInterval, reporter: LossReporter(callback: onLoss))
         engine = try LockEngine.make(
-            primitive: primitive, configuration: configuration, key: "\(settings.lockSpace)#\(key.display)",
+            primitive: primitive, configuration: configuration, key: "\(settings.lockSpace)#\(key.registryName)",
             isSingleton: isSingleton)
     }
 

@@ -23,6 +23,14 @@ enum AdvisoryKey: Sendable, Hashable {
         }
     }
 
+    /// What tells two locks apart in the process's registry (a name and a raw key never collide).
+    var registryName: String {
+        switch self {
+        case .name(let name): "name:" + name
+        case .raw(let key): "key:\(key)"
+        }
+    }
+
     /// As messages name the lock: the name, or `key 42`.
     var display: String {
         switch self {
@@ -91,7 +99,13 @@ struct PostgresPrimitive: LockPrimitive {
         let since: UnixTime
         let fencingToken: UInt64
         let lossMark = LossMark()
-        let isReleased = Atomic(false)
+        /// `held`, then `releasing` (the unlock sent: watchers no longer report) and `released`,
+        /// or `lost`: one compare-exchange decides between a release and a loss.
+        private let state = Atomic<UInt8>(Hold.held)
+        static let held: UInt8 = 0
+        static let releasing: UInt8 = 1
+        static let released: UInt8 = 2
+        static let lost: UInt8 = 3
 
         init(session: PostgresSession, key: Int64, mode: LockMode, since: UnixTime, fencingToken: UInt64) {
             self.session = session
@@ -101,12 +115,21 @@ struct PostgresPrimitive: LockPrimitive {
             self.fencingToken = fencingToken
         }
 
-        /// Stops watching (a release, or a loss found); `false` when already stopped.
-        func stop() -> Bool {
-            guard !isReleased.exchange(true, ordering: .acquiringAndReleasing) else { return false }
+        /// Moves from `from` to `to`; `false` when the hold was not in `from`.
+        func move(from: UInt8, to: UInt8) -> Bool {
+            state.compareExchange(expected: from, desired: to, ordering: .acquiringAndReleasing).exchanged
+        }
+
+        /// Whether a release has begun (or ended): the watchers no longer speak for the hold.
+        var isReleasing: Bool {
+            let now = state.load(ordering: .acquiring)
+            return now == Hold.releasing || now == Hold.released
+        }
+
+        /// Stops watching the session (a release began, or a loss was found).
+        func stopWatching() {
             HoldWatch.shared.remove(self)
             session.onClose(nil)
-            return true
         }
     }
 
@@ -127,12 +150,12 @@ struct PostgresPrimitive: LockPrimitive {
             + "FROM (SELECT \(keyExpression(known)) AS k OFFSET 0) AS key"
     }
 
-    /// Waits on the server, bounded by `lock_timeout` (`$3`; `0` waits as long as it takes), with
-    /// any `statement_timeout` of the role or server lifted for this statement only.
+    /// Waits on the server, bounded by `lock_timeout` (`$3`; `0` waits as long as it takes), set
+    /// for this statement only (a session's `statement_timeout` is lifted when it is made).
     private func waitSQL(_ mode: LockMode, _ known: Int64?) -> String {
         "SELECT k, \(Self.stampedName) FROM (SELECT \(keyExpression(known)) AS k OFFSET 0) AS key, LATERAL (SELECT "
             + "\(Self.lockFunction(mode, trying: false))(CASE WHEN set_config('lock_timeout', $3, true) IS NOT NULL "
-            + "AND set_config('statement_timeout', '0', true) IS NOT NULL THEN k END) OFFSET 0) AS granted"
+            + "THEN k END) OFFSET 0) AS granted"
     }
 
     /// (`application_name` keeps the last hold's stamp while the session idles: only granted
@@ -313,6 +336,8 @@ struct PostgresPrimitive: LockPrimitive {
     /// be done within 3 s (the server is unreachable, or the role may not cancel), closing the
     /// connection ends it (within 250 ms on PostgreSQL 14 and later).
     private func cancelWait(on session: PostgresSession, answer: EventLoopFuture<PostgresQueryResult>) {
+        // Never reused: the cancel may land late, on whatever the session runs next.
+        session.spoil()
         let fallback = session.eventLoop.scheduleTask(in: .seconds(3)) { session.close() }
         answer.whenComplete { _ in fallback.cancel() }
         var pidBinding = PostgresBindings()
@@ -375,15 +400,23 @@ struct PostgresPrimitive: LockPrimitive {
             })
     }
 
+    /// Records and reports the loss of a held lock (not of one being released: a watcher that
+    /// fires after the unlock was sent speaks for nothing); closes its session.
     private func lose(_ hold: Hold, _ detail: String) {
-        guard !hold.isReleased.load(ordering: .acquiring) else { return }
+        guard hold.move(from: Hold.held, to: Hold.lost) else { return }
+        markLost(hold, detail)
+    }
+
+    private func markLost(_ hold: Hold, _ detail: String) {
         let loss = LockLoss(
             resource: resource, mode: hold.mode, reason: .sessionEnded, fencingToken: hold.fencingToken,
             detail: "on \(settings.server), " + detail)
         guard hold.lossMark.mark(loss) else { return }
-        HoldWatch.shared.remove(hold)
+        hold.stopWatching()
         hold.session.close()
-        reporter.report(loss)
+        // Off the network thread and off any lock of the caller's: the callback may use the lock.
+        let reporter = reporter
+        Task.detached { reporter.report(loss) }
     }
 
     /// Asks the server whether `hold` stands; records (and reports) the loss when it does not.
@@ -421,33 +454,52 @@ struct PostgresPrimitive: LockPrimitive {
 
     func release(_ hold: Hold) {
         guard let unlock = beginRelease(hold) else { return }
-        finishRelease(hold, unlocked: try? unlock.wait())
+        finishRelease(hold, unlocked: Result { try unlock.wait() })
     }
 
     func releaseFromTask(_ hold: Hold) async {
         guard let unlock = beginRelease(hold) else { return }
-        finishRelease(hold, unlocked: try? await unlock.get())
+        let answer: Result<PostgresQueryResult, any Error>
+        do { answer = .success(try await unlock.get()) } catch { answer = .failure(error) }
+        finishRelease(hold, unlocked: answer)
     }
 
-    /// Stops the watch and sends the unlock; `nil` when the session is gone already (a lost
-    /// hold, whose lock went with its session).
+    /// Stops the watch and sends the unlock; `nil` when the hold is lost already (its lock went
+    /// with its session). A connection found closed here is a loss, reported as such.
     private func beginRelease(_ hold: Hold) -> EventLoopFuture<PostgresQueryResult>? {
-        _ = hold.stop()
-        guard hold.lossMark.value == nil, hold.session.isReusable else {
+        if hold.session.connection.isClosed {
+            lose(hold, "the connection closed before the release (the lock went with its session)")
+        }
+        guard hold.move(from: Hold.held, to: Hold.releasing) else {
             hold.session.close()
             return nil
         }
+        hold.stopWatching()
         var bindings = PostgresBindings()
         bindings.append(hold.key)
         return hold.session.query(Self.unlockSQL(hold.mode), bindings, within: .seconds(10))
     }
 
-    /// Keeps the session for the next lock when the unlock said it released; closes it (which
-    /// frees whatever it still holds) when not.
-    private func finishRelease(_ hold: Hold, unlocked: PostgresQueryResult?) {
+    /// Keeps the session for the next lock when the unlock said it released. When it did not
+    /// (no answer, an error, or `false`: the session no longer held the lock), the hold is
+    /// reported lost (the work under it may have run unlocked) and the session closed, which
+    /// frees whatever it still holds.
+    private func finishRelease(_ hold: Hold, unlocked: Result<PostgresQueryResult, any Error>) {
         var released = false
-        if let row = unlocked?.first, let answer = try? row.decode(Bool.self) { released = answer }
-        if released { pool.giveBack(hold.session) } else { hold.session.close() }
+        var problem = "the server did not confirm the release"
+        switch unlocked {
+        case .success(let rows):
+            if let row = rows.first, let answer = try? row.decode(Bool.self) { released = answer }
+            if !released { problem = "session (server pid \(hold.session.backendPID)) no longer held it when released" }
+        case .failure(let error):
+            problem = "the release got no answer (\(PostgresErrors.brief(error)))"
+        }
+        guard released, hold.move(from: Hold.releasing, to: Hold.released) else {
+            if hold.move(from: Hold.releasing, to: Hold.lost) { markLost(hold, problem) }
+            hold.session.close()
+            return
+        }
+        pool.giveBack(hold.session)
     }
 
     func forget(_ hold: Hold) {
@@ -463,7 +515,10 @@ struct PostgresPrimitive: LockPrimitive {
     /// Who holds the lock, from `pg_locks` and `pg_stat_activity`.
     func fetchHolders() -> EventLoopFuture<[LockHolder]> {
         pool.take().flatMap { [self] session in
-            session.query(holdersSQL, binds(nil), within: .seconds(10)).flatMapThrowing { result in
+            session.query(holdersSQL, binds(nil), within: .seconds(10)).flatMapErrorThrowing { error in
+                session.close()
+                throw error
+            }.flatMapThrowing { result in
                 pool.giveBack(session)
                 return try result.map { row in
                     let (pid, shared, application, address, port, started) = try row.decode(

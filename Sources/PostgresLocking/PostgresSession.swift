@@ -55,6 +55,9 @@ final class PostgresSession: Sendable {
     /// Whether the session may serve another lock.
     var isReusable: Bool { !connection.isClosed && !isSpoiled.load(ordering: .relaxed) }
 
+    /// Marks the session never to be reused (closed when given back), without closing it now.
+    func spoil() { isSpoiled.store(true, ordering: .relaxed) }
+
     /// Closes the connection (the server ends the session and with it every lock and wait of it).
     func close() {
         isSpoiled.store(true, ordering: .relaxed)
@@ -119,6 +122,7 @@ final class PostgresSession: Sendable {
                     establishedChannel: channel, tls: tls, username: settings.user, password: settings.password,
                     database: settings.database)
                 if !isAddress(host) { made.options.tlsServerName = host }
+                made.options.connectTimeout = .nanoseconds(settings.connectTimeout.totalNanoseconds)
                 made.options.additionalStartupParameters = [("application_name", name)]
                 return made
             }
@@ -153,10 +157,16 @@ final class PostgresSession: Sendable {
         }
     }
 
+    /// Lifts the timeouts a role or server may set that would end a long wait or a holder that
+    /// idles between heartbeats: these sessions only lock, wait and check.
     private static let setUpSQL = """
         SELECT pg_backend_pid(), current_setting('server_version_num')::int,
+               set_config('statement_timeout', '0', false),
                CASE WHEN current_setting('server_version_num')::int >= 140000
-                    THEN set_config('client_connection_check_interval', '250', false) END
+                    THEN set_config('client_connection_check_interval', '250', false)
+                         || set_config('idle_session_timeout', '0', false) END,
+               CASE WHEN current_setting('server_version_num')::int >= 170000
+                    THEN set_config('transaction_timeout', '0', false) END
         """
 
     private static let nextConnectionID = Atomic(0)
@@ -205,18 +215,28 @@ final class PostgresSession: Sendable {
     static let heldStampLength = 14
 
     static func unexpected(_ what: String) -> PostgresSessionError { .unexpectedAnswer(what) }
+
+    /// The process whose network threads the sessions use: a child forked without exec has none
+    /// of them (a wait there would never end), so it may not connect.
+    private static let networkOwner = FileLocking.System.processID
+
+    static var isUsableInThisProcess: Bool { networkOwner == FileLocking.System.processID }
 }
 
 /// Failures of the session layer that are not the server's or the network's.
 enum PostgresSessionError: Error, CustomStringConvertible {
     case serverTooOld(version: Int32)
     case unexpectedAnswer(String)
+    case forkedChild
 
     var description: String {
         switch self {
         case .serverTooOld(let version):
             "PostgreSQL \(version / 10000) is too old: hashtextextended needs PostgreSQL 11 or later"
         case .unexpectedAnswer(let what): "unexpected answer from the server: \(what)"
+        case .forkedChild:
+            "this process was forked (without exec) from one that used PostgresLock, and has none of its network "
+                + "threads: use PostgresLock in the parent, or exec a new program in the child"
         }
     }
 }
@@ -260,6 +280,9 @@ final class SessionPool: Sendable {
     /// `take()`, saying whether the session was an idle one (which may have died unnoticed while
     /// it idled: a caller retries once on a new one).
     func takeReporting() -> EventLoopFuture<(PostgresSession, wasIdle: Bool)> {
+        guard PostgresSession.isUsableInThisProcess else {
+            return PostgresConnection.defaultEventLoopGroup.any().makeFailedFuture(PostgresSessionError.forkedChild)
+        }
         if owner == FileLocking.System.processID {
             while let entry = idle.withLock({ $0.popLast() }) {
                 entry.expiry?.cancel()

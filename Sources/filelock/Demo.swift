@@ -106,13 +106,13 @@ struct Demo: ParsableCommand {
         var server: DemoServer?
         var url = postgres
         if kind == .postgres && url == nil {
-            print("filelock demo: starting a throw-away PostgreSQL server (it is removed afterwards)")
             do {
                 server = try DemoServer.start()
             } catch {
                 throw ValidationError("\(error)")
             }
             url = server?.url
+            print("filelock demo: a throw-away PostgreSQL server in \(server?.folder ?? "?") (removed afterwards)")
         }
         defer { server?.stop() }
         let expected = processes * count

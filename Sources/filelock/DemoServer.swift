@@ -40,6 +40,11 @@ struct DemoServer {
             server.stop()
             throw DemoServerError("the throw-away PostgreSQL server in \(folder) did not start")
         }
+        // Stopped and removed also when the demo is interrupted (Ctrl-C skips its own clean-up).
+        let stop = server.asServer("'\(bin)/pg_ctl' -D '\(folder)/data' -m immediate stop")
+        _ = server.shell(
+            "(while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(stop) >/dev/null 2>&1; rm -rf '\(folder)') "
+                + "</dev/null >/dev/null 2>&1 &")
         return server
     }
 

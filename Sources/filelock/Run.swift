@@ -117,7 +117,7 @@ struct Run: ParsableCommand {
             filelock's SoftFileLease), or postgres (a PostgreSQL advisory lock named LOCKFILE: -s shared, -x \
             exclusive; the server of --postgres, else the PG* environment variables).
             """)
-    var kind: LockKind = .kernel
+    var kind: LockKind?
 
     @Option(
         help: ArgumentHelp(
@@ -174,7 +174,7 @@ struct Run: ParsableCommand {
     var request: RunRequest {
         RunRequest(
             shared: shared, exclusive: exclusive, nonblock: nonblock, timeout: timeout,
-            conflictExitCode: conflictExitCode, kind: postgres != nil && kind == .kernel ? .postgres : kind, range: range,
+            conflictExitCode: conflictExitCode, kind: kind ?? (postgres != nil ? .postgres : .kernel), range: range,
             fallbackToSoft: fallbackToSoft, removeOnRelease: removeOnRelease, verbose: verbose, heartbeat: heartbeat,
             staleThreshold: staleThreshold, leaseDuration: leaseDuration, postgres: postgres, lockFile: lockFile,
             words: command)
@@ -323,8 +323,8 @@ struct RunRequest: Equatable {
         func fail(_ message: String) -> UsageError { UsageError(message: message) }
         if heartbeat != nil && !kind.isRenewed {
             throw fail(
-                "--heartbeat is for --kind soft-rw and --kind lease, whose holds are renewed while the command runs; "
-                    + "drop --heartbeat.")
+                "--heartbeat is for --kind soft-rw, lease and postgres, whose holds are renewed or checked while the "
+                    + "command runs; drop --heartbeat.")
         }
         if staleThreshold != nil && kind != .softRW {
             throw fail(
@@ -367,7 +367,11 @@ struct RunRequest: Equatable {
                     "--heartbeat (\(secondsText(interval))) must be below --lease-duration (\(secondsText(duration))): the holder "
                         + "must renew the lease before others may take it over (a third of it is the default).")
             }
-        case .kernel, .soft, .rw, .postgres:
+        case .postgres:
+            guard (0.1...3600).contains(heartbeatSeconds) else {
+                throw fail("--heartbeat for --kind postgres must be 0.1 to 3600 seconds (got \(secondsText(heartbeatSeconds))).")
+            }
+        case .kernel, .soft, .rw:
             break
         }
     }

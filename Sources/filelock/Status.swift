@@ -542,9 +542,12 @@ struct Status: ParsableCommand {
             guard staleThreshold.isFinite, staleThreshold > 0, staleThreshold < Double(Int32.max) else {
                 throw ValidationError("--stale-threshold must be a number of seconds above 0 (got \(staleThreshold)).")
             }
-            if let kind, kind != .softRW {
+            if (kind != nil && kind != .softRW) || postgres != nil {
                 throw ValidationError("--stale-threshold is for --kind soft-rw; drop --stale-threshold.")
             }
+        }
+        if postgres != nil, let kind, kind != .postgres {
+            throw ValidationError("--postgres shows a PostgreSQL lock; it does not go with --kind \(kind.rawValue): drop one.")
         }
     }
 

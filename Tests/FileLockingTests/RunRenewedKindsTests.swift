@@ -283,7 +283,7 @@ extension CommandLineTests {
         (["--kind", "lease", "--stale-threshold", "5"], "--stale-threshold"),
         (["--kind", "lease", "--heartbeat", "30"], "must be below --lease-duration"),
         (["--kind", "lease", "--lease-duration", "0"], "--lease-duration must be a number of seconds"),
-        (["--heartbeat", "5"], "--heartbeat is for --kind soft-rw and --kind lease"),
+        (["--heartbeat", "5"], "--heartbeat is for --kind soft-rw, lease and postgres"),
         (["--kind", "rw", "--stale-threshold", "5"], "--stale-threshold is for --kind soft-rw"),
         (["--kind", "soft", "--lease-duration", "5"], "--lease-duration is for --kind lease"),
     ])

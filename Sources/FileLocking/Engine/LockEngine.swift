@@ -30,12 +30,16 @@ package struct LockConfiguration: Sendable, Equatable {
         self.heartbeat = heartbeat
     }
 
-    /// The settings of a lock that is no file (a lock on a server): no permissions, lifetime or
-    /// heartbeat settings of the engine's.
-    package init(defaultTimeout: Duration?, isBlocking: Bool, pollInterval: Duration, ownership: LockOwnership) {
+    /// The settings of a lock that is no file (a lock on a server): no permissions or lifetime;
+    /// `heartbeatInterval` is how often its holders check in (part of what singletons must agree on).
+    package init(
+        defaultTimeout: Duration?, isBlocking: Bool, pollInterval: Duration, ownership: LockOwnership,
+        heartbeatInterval: Duration? = nil
+    ) {
         self.init(
             defaultTimeout: defaultTimeout, isBlocking: isBlocking, pollInterval: pollInterval, filePermissions: nil,
-            ownership: ownership)
+            ownership: ownership,
+            heartbeat: heartbeatInterval.map { HeartbeatSettings(interval: $0, staleThreshold: $0 * 3) })
     }
 
     package func validated(path: String) throws -> LockConfiguration {

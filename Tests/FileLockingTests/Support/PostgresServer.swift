@@ -142,6 +142,23 @@ final class PostgresServer: @unchecked Sendable {
         (psql("SELECT pid FROM pg_locks WHERE granted AND \(Self.rows(of: name))") ?? "").split(separator: "\n").map(String.init)
     }
 
+    /// The server's self-signed certificate for `localhost` (PEM), once TLS is on.
+    var certificate: String { folder + "/server.crt" }
+
+    /// Turns TLS on (once): a self-signed certificate for `localhost` made with `openssl`, loaded
+    /// by a configuration reload. Plain connections keep working.
+    lazy var tlsEnabled: Bool = {
+        let key = folder + "/server.key"
+        let made = runShell(
+            "openssl req -new -x509 -days 2 -nodes -subj /CN=localhost -addext subjectAltName=DNS:localhost "
+                + "-keyout '\(key)' -out '\(certificate)' >/dev/null 2>&1 && chmod 600 '\(key)'"
+                + (serverUser.map { " && chown \($0) '\(key)' '\(certificate)'" } ?? ""))
+        guard made == 0 else { return false }
+        return psql("ALTER SYSTEM SET ssl_cert_file = '\(certificate)'") != nil
+            && psql("ALTER SYSTEM SET ssl_key_file = '\(key)'") != nil && psql("ALTER SYSTEM SET ssl = on") != nil
+            && psql("SELECT pg_reload_conf()") != nil
+    }()
+
     func restart() -> Bool {
         runShell(asServer("\(bin)/pg_ctl -D '\(folder)/data' -m fast -w -t 60 restart") + " >/dev/null 2>&1") == 0
     }
