@@ -228,24 +228,11 @@ public struct PostgresLock: EngineBackedLock, LossReportingLock, ReadWriteLockin
 
     /// One mode of a ``PostgresLock`` as a lock of its own: everything ``CrossProcessLock`` and
     /// ``LossReportingLock`` offer, in that mode. `release` gives up only holds of this mode.
-    public struct Side: EngineBackedLock, LossReportingLock {
+    public struct Side: LockSide, LossReportingLock {
         let engine: LockEngine<PostgresPrimitive>
         package var lockEngine: any LockEngineSurface { engine }
         /// `.shared` for the read (shared) side, `.exclusive` for the write side.
         public let mode: LockMode
-
-        package var lockMode: LockMode { mode }
-
-        package var releaseMode: LockMode? { mode }
-
-        /// Whether this lock object holds the lock in this mode (for any of its threads or tasks).
-        public var isLocked: Bool { engine.holdCount(mode: mode) > 0 }
-
-        /// How many unreleased acquisitions in this mode this lock object has.
-        public var holdCount: Int { engine.holdCount(mode: mode) }
-
-        /// Whether the calling thread (or task) holds the lock in this mode.
-        public var isHeldByCaller: Bool { engine.modeOfCurrentOwner == mode }
 
         public func checkHold() throws { try throwIfHoldLost() }
 

@@ -158,6 +158,13 @@ struct PostgresPrimitive: LockPrimitive {
             + "THEN k END) OFFSET 0) AS granted"
     }
 
+    /// Unlocks the lock if this session holds it (no row, and no warning, when it does not).
+    private func dropRacedGrantSQL(_ mode: LockMode, _ known: Int64?) -> String {
+        "SELECT pg_advisory_unlock\(mode == .shared ? "_shared" : "")(k) FROM (SELECT \(keyExpression(known)) AS k OFFSET 0) "
+            + "AS key WHERE EXISTS (SELECT 1 FROM pg_locks AS l WHERE \(Self.keyRows) AND l.granted "
+            + "AND l.pid = pg_backend_pid() AND l.mode = '\(mode == .shared ? "ShareLock" : "ExclusiveLock")')"
+    }
+
     /// (`application_name` keeps the last hold's stamp while the session idles: only granted
     /// locks are read as holders.)
     private static func unlockSQL(_ mode: LockMode) -> String {
@@ -299,7 +306,15 @@ struct PostgresPrimitive: LockPrimitive {
                 cancelWait(on: session, answer: answer)
             }
         } catch let error as PSQLError where PostgresErrors.sqlState(of: error) == "55P03" {
-            // lock_timeout ends the wait itself, before any grant: the session holds nothing.
+            // lock_timeout ended the wait. A grant that raced the timeout is kept by the server
+            // although the statement fails (LockErrorCleanup remembers an awaited lock that was
+            // granted meanwhile), and a session-level lock outlives the error: give back
+            // whatever the session holds, or close it.
+            do {
+                _ = try await session.query(dropRacedGrantSQL(request.mode, known), binds(known), within: .seconds(10)).get()
+            } catch {
+                session.close()
+            }
             return .busy
         } catch {
             // Any other failure (a cancel, above all) may have struck after the grant, in the

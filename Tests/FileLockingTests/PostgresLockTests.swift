@@ -127,12 +127,10 @@ struct PostgresLockTests {
             let holder = try probe("hold", name)
             let first = try? holder.expectLine(startingWith: "acquired")
             if first == nil {
-                let who = server.psql(
-                    "SELECT l.pid, l.granted, l.mode, a.application_name, a.state, a.backend_type, a.query FROM pg_locks l "
-                        + "LEFT JOIN pg_stat_activity a USING (pid) WHERE \(PostgresServer.rows(of: name).replacing("locktype", with: "l.locktype"))")
+                let who = server.lockRows(of: name)
                 let pids = (server.psql("SELECT string_agg(pid::text, ',') FROM pg_locks WHERE \(PostgresServer.rows(of: name))") ?? "")
                 let processes = try? ChildProcess("/bin/sh", ["-c", "ps -o pid,stat,wchan:20,cmd -p '\(pids)' 2>&1"]).readRemainingOutput()
-                Issue.record("round \(round): the probe did not get the lock; pg_locks: \(who ?? "?"); processes: \(processes ?? "?"); this process \(getpid()); rounds: \(log)")
+                Issue.record("round \(round): the probe did not get the lock; pg_locks: \(who); processes: \(processes ?? "?"); this process \(getpid()); rounds: \(log)")
                 return
             }
             let mine = try lock()
@@ -178,7 +176,8 @@ struct PostgresLockTests {
             waiter.cancel()
             _ = await waiter.value
             try holder.expectLine(startingWith: "released")
-            await eventually("round \(round): nothing holds the lock", timeout: 3) { server.holds(of: name) == 0 }
+            let freed = await eventually("round \(round): nothing holds the lock", timeout: 3) { server.holds(of: name) == 0 }
+            if !freed { Issue.record("round \(round): \(server.lockRows(of: name))") }
             #expect(try anotherProcessGetsIt(), "round \(round)")
             let next = try lock()
             #expect(try next.tryAcquire(), "round \(round): a pooled session holds nothing")

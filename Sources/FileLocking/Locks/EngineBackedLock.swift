@@ -16,6 +16,8 @@ package protocol LockEngineSurface: AnyObject, Sendable {
     @discardableResult func checkedRelease(force: Bool, mode: LockMode?) throws -> Bool
     @discardableResult func checkedReleaseFromTask(force: Bool, mode: LockMode?) async throws -> Bool
     func lossOfCurrentOwner(mode: LockMode?) -> LockLoss?
+    func holdCount(mode: LockMode) -> Int
+    var modeOfCurrentOwner: LockMode? { get }
 }
 
 extension LockEngine: LockEngineSurface {
@@ -94,5 +96,37 @@ extension EngineBackedLock {
     /// What `LossReportingLock.checkHold()` does, for the kinds that conform.
     package func throwIfHoldLost() throws {
         if let loss = lockEngine.lossOfCurrentOwner(mode: releaseMode) { throw loss.error }
+    }
+}
+
+/// One mode of a two-mode lock as a lock of its own (a read-write lock's `readLock` and
+/// `writeLock`, a `PostgresLock`'s shared and exclusive sides): acquisitions take `mode`, and
+/// `release` gives up only holds of this mode (`false` when the caller holds the other), while
+/// `release(force: true)` drops this mode's holds of every thread.
+package protocol LockSide: EngineBackedLock {
+    /// `.shared` for the read (shared) side, `.exclusive` for the write side.
+    var mode: LockMode { get }
+}
+
+extension LockSide {
+    package var lockMode: LockMode { mode }
+
+    package var releaseMode: LockMode? { mode }
+
+    /// Whether this lock object holds the lock in this mode (for any of its threads or tasks).
+    public var isLocked: Bool { lockEngine.holdCount(mode: mode) > 0 }
+
+    /// How many unreleased acquisitions in this mode this lock object has.
+    public var holdCount: Int { lockEngine.holdCount(mode: mode) }
+
+    /// Whether the calling thread (or task) holds the lock in this mode.
+    public var isHeldByCaller: Bool { lockEngine.modeOfCurrentOwner == mode }
+
+    /// Two sides are equal when they are the same mode of the same lock object.
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.lockEngine === rhs.lockEngine && lhs.mode == rhs.mode }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(ObjectIdentifier(lockEngine))
+        hasher.combine(mode)
     }
 }

@@ -93,36 +93,16 @@ public struct ReadWriteLock: ReadWriteLocking, Hashable {
     /// `release` gives up only holds of this mode (`false` when the caller holds the other), and
     /// `release(force: true)` drops this mode's holds of every thread. Pass `lock.readLock` or
     /// `lock.writeLock` wherever a `some CrossProcessLock` is expected.
-    public struct Side: EngineBackedLock {
+    public struct Side: LockSide {
         let engine: LockEngine<ReadWritePrimitive>
         package var lockEngine: any LockEngineSurface { engine }
         /// `.shared` for the read lock, `.exclusive` for the write lock.
         public let mode: LockMode
 
-        package var lockMode: LockMode { mode }
-
-        package var releaseMode: LockMode? { mode }
-
-        /// Whether this lock object holds the lock in this mode (for any of its threads or tasks).
-        public var isLocked: Bool { engine.holdCount(mode: mode) > 0 }
-
-        /// How many unreleased acquisitions in this mode this lock object has.
-        public var holdCount: Int { engine.holdCount(mode: mode) }
-
-        /// Whether the calling thread (or task) holds the lock in this mode.
-        public var isHeldByCaller: Bool { engine.modeOfCurrentOwner == mode }
-
         /// For the read lock the writer (holding, or waiting with the readers' entry closed), for
         /// the write lock the writer or else a reader: the first process in the way.
         public var holder: LockHolder? {
             engine.primitive.lockTable(budget: nil).holder(inTheWayOf: mode)
-        }
-
-        public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine && lhs.mode == rhs.mode }
-
-        public func hash(into hasher: inout Hasher) {
-            hasher.combine(ObjectIdentifier(engine))
-            hasher.combine(mode)
         }
     }
 

@@ -110,24 +110,11 @@ public struct SoftReadWriteLock: ReadWriteLocking, Hashable {
     /// One mode of a ``SoftReadWriteLock`` as a lock of its own: everything
     /// ``CrossProcessLock`` and ``LossReportingLock`` offer, in that mode. `release` gives up only
     /// holds of this mode.
-    public struct Side: EngineBackedLock, LossReportingLock {
+    public struct Side: LockSide, LossReportingLock {
         let engine: LockEngine<SoftReadWritePrimitive>
         package var lockEngine: any LockEngineSurface { engine }
         /// `.shared` for the read lock, `.exclusive` for the write lock.
         public let mode: LockMode
-
-        package var lockMode: LockMode { mode }
-
-        package var releaseMode: LockMode? { mode }
-
-        /// Whether this lock object holds the lock in this mode (for any of its threads or tasks).
-        public var isLocked: Bool { engine.holdCount(mode: mode) > 0 }
-
-        /// How many unreleased acquisitions in this mode this lock object has.
-        public var holdCount: Int { engine.holdCount(mode: mode) }
-
-        /// Whether the calling thread (or task) holds the lock in this mode.
-        public var isHeldByCaller: Bool { engine.modeOfCurrentOwner == mode }
 
         /// For the read lock the writer (holding or waiting), for the write lock the writer or
         /// else a reader: the first participant in the way.
@@ -143,13 +130,6 @@ public struct SoftReadWriteLock: ReadWriteLocking, Hashable {
         }
 
         public var losses: AsyncStream<LockLoss> { engine.primitive.reporter.stream() }
-
-        public static func == (lhs: Self, rhs: Self) -> Bool { lhs.engine === rhs.engine && lhs.mode == rhs.mode }
-
-        public func hash(into hasher: inout Hasher) {
-            hasher.combine(ObjectIdentifier(engine))
-            hasher.combine(mode)
-        }
     }
 
     /// The read (shared) side: `lock.readLock.withLock { }` is `lock.withReadLock { }`.

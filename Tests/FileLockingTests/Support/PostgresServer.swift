@@ -137,6 +137,14 @@ final class PostgresServer: @unchecked Sendable {
         Int(psql("SELECT count(*) FROM pg_locks WHERE granted AND \(Self.rows(of: name))") ?? "") ?? -1
     }
 
+    /// The rows of `pg_locks` for the lock named `name` with their sessions, for a failure's report.
+    func lockRows(of name: String) -> String {
+        psql(
+            "SELECT l.pid, l.granted, l.mode, a.application_name, a.state, a.state_change, a.query FROM pg_locks l "
+                + "LEFT JOIN pg_stat_activity a USING (pid) WHERE \(Self.rows(of: name).replacing("locktype", with: "l.locktype"))")
+            ?? "?"
+    }
+
     /// The server processes of the sessions holding the lock named `name`.
     func holderPIDs(of name: String) -> [String] {
         (psql("SELECT pid FROM pg_locks WHERE granted AND \(Self.rows(of: name))") ?? "").split(separator: "\n").map(String.init)
