@@ -8,8 +8,9 @@ import Synchronization
 /// network thread), and a hold released within its first interval never costs a query.
 ///
 /// Each tick (half the shortest interval registered) starts the check of every hold that is due,
-/// and reports a hold lost whose previous check has gone unanswered for a whole interval. The
-/// timer stops at the first tick that finds no holds.
+/// and reports a hold lost whose check has gone unanswered for two intervals (one slow answer,
+/// a server busy for a moment, is tolerated). The timer stops at the first tick that finds no
+/// holds.
 final class HoldWatch: Sendable {
     static let shared = HoldWatch()
 
@@ -31,7 +32,7 @@ final class HoldWatch: Sendable {
     private let state = Mutex(State())
 
     /// Watches `hold`: `check` every `interval` (it calls `done` when answered); `overdue` when a
-    /// check stays unanswered for an interval.
+    /// check stays unanswered for two intervals.
     func add(
         _ hold: AnyObject, every interval: Duration, check: @escaping @Sendable (_ done: @escaping @Sendable () -> Void) -> Void,
         overdue: @escaping @Sendable () -> Void
@@ -80,7 +81,7 @@ final class HoldWatch: Sendable {
             }
             for (key, entry) in state.entries {
                 if let started = entry.checkStarted {
-                    if now.duration(since: started) >= entry.interval {
+                    if now.duration(since: started) >= entry.interval * 2 {
                         overdue.append(entry.overdue)
                         state.entries[key] = nil
                     }

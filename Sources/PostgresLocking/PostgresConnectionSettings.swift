@@ -185,6 +185,9 @@ public struct PostgresConnectionSettings: Sendable, Hashable, CustomStringConver
             throw invalid("'\(shown)' is not a PostgreSQL URL: use postgres://user:password@host:port/database")
         }
         var rest = Substring(url[schemeEnd.upperBound...])
+        guard !rest.contains("#") else {
+            throw invalid("'\(shown)' has a fragment ('#...'), which a PostgreSQL URL does not take; percent-encode '#' as %23")
+        }
         var parts: [String: String] = [:]
         if let question = rest.firstIndex(of: "?") {
             for pair in rest[rest.index(after: question)...].split(separator: "&", omittingEmptySubsequences: true) {
@@ -238,7 +241,7 @@ public struct PostgresConnectionSettings: Sendable, Hashable, CustomStringConver
         }
         let host = try decode(hostPart, in: shown)
         let isBracketed = authority.hasPrefix("[")
-        if !isBracketed && (hostPart.contains(":") || (portPart.map { !$0.allSatisfy(\.isNumber) } ?? false)) {
+        if !isBracketed && hostPart.contains(":") {
             throw invalid("'\(shown)' has a host with ':' in it: write an IPv6 address in brackets, as postgres://[::1]:5432/db")
         }
         if !host.isEmpty, parts["host"] == nil { parts["host"] = host }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 import FileLocking
 import NIOCore
 import NIOSSL
@@ -38,8 +43,11 @@ enum PostgresErrors {
             if let underlying = error.underlying { return brief(underlying) }
             return "\(error.code)"
         }
+        if let error = error as? IOError {
+            return String(cString: strerror(error.errnoCode)).lowercased() + " (errno \(error.errnoCode))"
+        }
         if let error = error as? NIOConnectionError {
-            if let first = error.connectionErrors.first { return "\(first.error)" }
+            if let first = error.connectionErrors.first { return brief(first.error) }
             if let resolution = error.dnsAAAAError ?? error.dnsAError { return "host name not found (\(resolution))" }
             return "could not connect"
         }

@@ -48,8 +48,10 @@ import Synchronization
 /// the lock is free for others at once. The holder learns it through `onLoss`, ``losses``,
 /// ``checkHold()``, `withLock { }` (which throws `.lockLost` after its body),
 /// ``checkedRelease(force:)`` and a re-entrant acquire: at once when the connection closes, and
-/// within three `heartbeatInterval`s when the server stops answering (each holder checks
-/// `pg_locks` on its session every interval, and a check unanswered for an interval is a loss;
+/// within four `heartbeatInterval`s when the server stops answering (each holder checks
+/// `pg_locks` on its session every interval, and a check unanswered for two intervals is a loss:
+/// a server slow for a moment is tolerated, one stalled longer than that is not; raise the
+/// interval for a server that may pause longer;
 /// TCP keepalives probe the connection after 10 s of silence). A release the server does not
 /// confirm is a loss too (`checkedRelease` and `withLock` throw `.lockLost`). The server frees the lock of a client that vanished without closing its connection
 /// only once it notices: its `tcp_keepalives_idle`, `tcp_keepalives_interval` and
@@ -78,8 +80,8 @@ public struct PostgresLock: EngineBackedLock, LossReportingLock, ReadWriteLockin
     ///   - ownership: Whether holds belong to the acquiring thread or task, or to this object.
     ///   - isSingleton: Share one lock object per server, database and name in this process.
     ///   - heartbeatInterval: How often a holder checks on the server that it still holds the
-    ///     lock (at least 100 ms); a session that stops answering is reported lost within three
-    ///     intervals, a closed connection at once.
+    ///     lock (at least 100 ms); a session that stops answering is reported lost within four
+    ///     intervals (a check may take two to answer), a closed connection at once.
     ///   - onLoss: Called (in a task of its own) when a hold of this lock object is found lost.
     ///     For a singleton, the `onLoss` of the first object made is the one called.
     /// - Throws: `FileLockError` `.invalidConfiguration` for an empty, over-long or NUL-carrying

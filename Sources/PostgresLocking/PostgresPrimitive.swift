@@ -278,8 +278,9 @@ struct PostgresPrimitive: LockPrimitive {
         if let deadline {
             let remaining = deadline.duration(since: .now)
             guard remaining > .zero else { return .busy }
-            // lock_timeout 0 would mean "no limit": at least 1 ms.
-            lockTimeout = "\(max(1, (remaining.totalNanoseconds + 999_999) / 1_000_000))ms"
+            // lock_timeout 0 would mean "no limit": at least 1 ms; and at most the server's
+            // largest (2^31 - 1 ms, about 24.8 days): a longer wait goes on in another round.
+            lockTimeout = "\(min(Int64(Int32.max), max(1, (remaining.totalNanoseconds + 999_999) / 1_000_000)))ms"
         }
         let session: PostgresSession
         do {
@@ -402,16 +403,16 @@ struct PostgresPrimitive: LockPrimitive {
                     switch result {
                     case .success(let rows):
                         if (try? rows.first?.decode(Bool.self)) != true {
-                            lose(hold, "session (server pid \(session.backendPID)) no longer holds it (released by a statement on the session, or a pooler switched sessions)")
+                            lose(hold, "session (server pid \(session.backendPID)) on \(settings.server) no longer holds it (released by a statement on the session, or a pooler switched sessions)")
                         }
                     case .failure(let error):
-                        lose(hold, "the heartbeat failed (\(PostgresErrors.brief(error)))")
+                        lose(hold, "the heartbeat to \(settings.server) failed (\(PostgresErrors.brief(error)))")
                     }
                     done()
                 }
             },
             overdue: { [self] in
-                lose(hold, "the heartbeat got no answer within \(interval.formatted)")
+                lose(hold, "the heartbeat to \(settings.server) got no answer within \((interval * 2).formatted)")
             })
     }
 
@@ -422,16 +423,18 @@ struct PostgresPrimitive: LockPrimitive {
         markLost(hold, detail)
     }
 
-    private func markLost(_ hold: Hold, _ detail: String) {
+    /// - Parameter inline: Report on the calling thread (a release, which holds no lock of the
+    ///   engine's and is no network thread), so that the caller hears of it before it goes on;
+    ///   else in a task of its own (a watcher on a network thread, or a look under the engine's
+    ///   lock), as the callback may use the lock.
+    private func markLost(_ hold: Hold, _ detail: String, inline: Bool = false) {
         let loss = LockLoss(
-            resource: resource, mode: hold.mode, reason: .sessionEnded, fencingToken: hold.fencingToken,
-            detail: "on \(settings.server), " + detail)
+            resource: resource, mode: hold.mode, reason: .sessionEnded, fencingToken: hold.fencingToken, detail: detail)
         guard hold.lossMark.mark(loss) else { return }
         hold.stopWatching()
         hold.session.close()
-        // Off the network thread and off any lock of the caller's: the callback may use the lock.
         let reporter = reporter
-        Task.detached { reporter.report(loss) }
+        if inline { reporter.report(loss) } else { Task.detached { reporter.report(loss) } }
     }
 
     /// Asks the server whether `hold` stands; records (and reports) the loss when it does not.
@@ -441,11 +444,11 @@ struct PostgresPrimitive: LockPrimitive {
         do {
             let result = try await hold.session.query(Self.checkSQL, bindings, within: heartbeatInterval * 2).get()
             if !((try? result.first?.decode(Bool.self)) ?? false) {
-                lose(hold, "session (server pid \(hold.session.backendPID)) no longer holds it")
+                lose(hold, "session (server pid \(hold.session.backendPID)) on \(settings.server) no longer holds it")
             }
         } catch {
             if PostgresErrors.isConnectionLost(error) || hold.session.connection.isClosed {
-                lose(hold, "the check got no answer (\(PostgresErrors.brief(error)))")
+                lose(hold, "the check on \(settings.server) got no answer (\(PostgresErrors.brief(error)))")
             } else {
                 throw PostgresErrors.lockError(error, key: key, settings: settings, doing: "check")
             }
@@ -482,8 +485,8 @@ struct PostgresPrimitive: LockPrimitive {
     /// Stops the watch and sends the unlock; `nil` when the hold is lost already (its lock went
     /// with its session). A connection found closed here is a loss, reported as such.
     private func beginRelease(_ hold: Hold) -> EventLoopFuture<PostgresQueryResult>? {
-        if hold.session.connection.isClosed {
-            lose(hold, "the connection closed before the release (the lock went with its session)")
+        if hold.session.connection.isClosed, hold.move(from: Hold.held, to: Hold.lost) {
+            markLost(hold, "the connection to \(settings.server) closed before the release (the lock went with its session)", inline: true)
         }
         guard hold.move(from: Hold.held, to: Hold.releasing) else {
             hold.session.close()
@@ -501,16 +504,16 @@ struct PostgresPrimitive: LockPrimitive {
     /// frees whatever it still holds.
     private func finishRelease(_ hold: Hold, unlocked: Result<PostgresQueryResult, any Error>) {
         var released = false
-        var problem = "the server did not confirm the release"
+        var problem = "\(settings.server) did not confirm the release"
         switch unlocked {
         case .success(let rows):
             if let row = rows.first, let answer = try? row.decode(Bool.self) { released = answer }
-            if !released { problem = "session (server pid \(hold.session.backendPID)) no longer held it when released" }
+            if !released { problem = "session (server pid \(hold.session.backendPID)) on \(settings.server) no longer held it when released" }
         case .failure(let error):
-            problem = "the release got no answer (\(PostgresErrors.brief(error)))"
+            problem = "the release got no answer from \(settings.server) (\(PostgresErrors.brief(error)))"
         }
         guard released, hold.move(from: Hold.releasing, to: Hold.released) else {
-            if hold.move(from: Hold.releasing, to: Hold.lost) { markLost(hold, problem) }
+            if hold.move(from: Hold.releasing, to: Hold.lost) { markLost(hold, problem, inline: true) }
             hold.session.close()
             return
         }

@@ -64,7 +64,7 @@ struct Demo: ParsableCommand {
 
     @Option(
         name: [.short, .long],
-        help: "How many increments each worker (with --kind rw and soft-rw: each writer) makes (default 1000; 50 for soft-rw).")
+        help: "How many increments each worker (with --kind rw and soft-rw: each writer) makes (default 1000; 50 for soft-rw, 250 for postgres).")
     var increments: Int?
 
     func validate() throws {
@@ -72,15 +72,20 @@ struct Demo: ParsableCommand {
         if let increments, !(1...10_000_000).contains(increments) {
             throw ValidationError("--increments must be 1...10000000")
         }
-        if postgres != nil && kind != .postgres { throw ValidationError("--postgres goes with --kind postgres") }
+        if postgres != nil && kind != .postgres && kind != .kernel {
+            throw ValidationError("--postgres locks on a PostgreSQL server; it does not go with --kind \(kind.rawValue)")
+        }
     }
 
+    /// The kind shown: `--kind`, or with `--postgres` alone a PostgresLock.
+    var chosenKind: DemoKind { postgres != nil ? .postgres : kind }
+
     /// `--increments`, or the kind's default.
-    var count: Int { increments ?? (kind == .softRW ? 50 : kind == .postgres ? 250 : 1000) }
+    var count: Int { increments ?? (chosenKind == .softRW ? 50 : chosenKind == .postgres ? 250 : 1000) }
 
     /// The lock's name in the table.
     var lockName: String {
-        switch kind {
+        switch chosenKind {
         case .kernel: "FileLock"
         case .soft: "SoftFileLock"
         case .range: "ByteRangeLock"
@@ -95,7 +100,7 @@ struct Demo: ParsableCommand {
     var labelWidth: Int { max(20, lockName.count + 7) }
 
     func run() throws {
-        if kind == .rw || kind == .softRW { return try runReadersAndWriters() }
+        if chosenKind == .rw || chosenKind == .softRW { return try runReadersAndWriters() }
         var template = Array("/tmp/filelock-demo-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw ValidationError("cannot create a temporary folder in /tmp") }
         let folder = String(cString: made)
@@ -105,16 +110,29 @@ struct Demo: ParsableCommand {
         }
         var server: DemoServer?
         var url = postgres
-        if kind == .postgres && url == nil {
+        if chosenKind == .postgres && url == nil {
             do {
                 server = try DemoServer.start()
             } catch {
-                throw ValidationError("\(error)")
+                note("\(error)")
+                throw ExitCode(2)
             }
             url = server?.url
             print("filelock demo: a throw-away PostgreSQL server in \(server?.folder ?? "?") (removed afterwards)")
         }
         defer { server?.stop() }
+        if let url {
+            // The workers find the server in their environment, not on their command lines (where
+            // `ps` would show a password).
+            setenv(DemoWorker.postgresVariable, url, 1)
+            // Says what is wrong with the server once, before any worker starts.
+            do {
+                _ = try PostgresLock(name: "filelock-demo", server: try PostgresConnectionSettings(url: url)).holdersNow()
+            } catch let error as FileLockError {
+                note(error.message)
+                throw ExitCode(2)
+            }
+        }
         let expected = processes * count
         print("filelock demo: \(processes) processes x \(count) increments of one counter file")
         print("")
@@ -123,7 +141,7 @@ struct Demo: ParsableCommand {
         for useLock in [false, true] {
             let counter = folder + "/counter"
             unlink(counter)
-            let (got, seconds) = try runRound(folder: folder, useLock: useLock, postgres: url)
+            let (got, seconds) = try runRound(folder: folder, useLock: useLock)
             print(
                 pad(useLock ? lockName : "without a lock", -labelWidth) + pad(String(expected), 10)
                     + pad(String(got), 10) + pad(String(expected - got), 10)
@@ -135,12 +153,12 @@ struct Demo: ParsableCommand {
     }
 
     /// Starts the workers, lets them go at once, and returns the final count and the time taken.
-    private func runRound(folder: String, useLock: Bool, postgres: String?) throws -> (Int, Double) {
+    private func runRound(folder: String, useLock: Bool) throws -> (Int, Double) {
         var arguments = [
-            "demo-worker", folder + "/counter.lock", folder + "/counter", String(count), "--kind", kind.rawValue,
+            "demo-worker", folder + "/counter.lock", folder + "/counter", String(count), "--kind", chosenKind.rawValue,
         ]
         if !useLock { arguments.append("--no-lock") }
-        if let postgres { arguments += ["--postgres", postgres] }
+
         let workers = try (0..<processes).map { _ in try ChildProcess(executablePath(), arguments) }
         for worker in workers { try worker.expectLine(startingWith: "ready") }
         let start = ChildProcess.now()
@@ -200,7 +218,7 @@ struct Demo: ParsableCommand {
         let stop = folder + "/stop"
         unlink(data)
         unlink(stop)
-        var arguments = ["demo-worker", folder + "/data.lock", data, String(count), "--kind", kind.rawValue]
+        var arguments = ["demo-worker", folder + "/data.lock", data, String(count), "--kind", chosenKind.rawValue]
         if !useLock { arguments.append("--no-lock") }
         let writers = try (0..<Self.writers).map { _ in try ChildProcess(executablePath(), arguments) }
         let readers = try (0..<processes).map { _ in
@@ -264,8 +282,9 @@ struct DemoWorker: ParsableCommand {
     /// With --kind rw: read the two numbers (until the file `stop` exists) instead of writing them.
     @Flag var reader = false
     @Option var stop: String?
-    /// With --kind postgres: the server; the lock's name is the lock path.
-    @Option var postgres: String?
+    /// With --kind postgres, the variable that names the server (set by `filelock demo`); the
+    /// lock's name is the lock path.
+    static let postgresVariable = "FILELOCK_DEMO_POSTGRES_URL"
 
     func run() throws {
         if kind == .rw || kind == .softRW { return try runReadWrite() }
@@ -288,7 +307,8 @@ struct DemoWorker: ParsableCommand {
             let lease = try SoftFileLease(at: lockPath)
             locked = { body in try lease.withLock(body) }
         case .postgres:
-            let lock = try PostgresLock(name: lockPath, server: try PostgresConnectionSettings(url: postgres))
+            let url = getenv(Self.postgresVariable).map { String(cString: $0) }
+            let lock = try PostgresLock(name: lockPath, server: try PostgresConnectionSettings(url: url))
             locked = { body in try lock.withLock(body) }
         case .rw, .softRW:
             return try runReadWrite()  // (taken above, before the counter is opened)

@@ -62,8 +62,18 @@ struct Run: ParsableCommand {
             duration); others take it over once it stays unrenewed for --lease-duration SECONDS \
             (default 30; every contender for a path must use the same). Exclusive only: no -s.
 
-            With either kind, if the hold is lost while the command runs (others evicted it or took \
-            it over because its renewals stalled, or its record or marker was removed), filelock \
+            --postgres URL (or --kind postgres with the PG* variables: PGHOST, PGPORT, PGUSER, \
+            PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT, PGAPPNAME, PGCONNECT_TIMEOUT; no \
+            .pgpass) takes a PostgreSQL advisory lock named LOCKFILE, for machines that share no \
+            filesystem: -s shared, else exclusive; the key is hashtextextended(LOCKFILE, 0), so psql \
+            takes the same lock. Its session is checked every --heartbeat SECONDS (default 2; a \
+            check unanswered for two of them counts as a loss). -w covers the wait, not connecting \
+            (connect_timeout, 10 s by default). Server and connection failures exit with 2. Prefer \
+            PGPASSWORD to a password in the URL, which other users see in ps.
+
+            With soft-rw, lease and postgres, if the hold is lost while the command runs (others \
+            evicted it or took it over because its renewals stalled, its record or marker was \
+            removed, or the server ended its session), filelock \
             says so on stderr, sends SIGTERM to the command (the command only, not processes it \
             started: a script should pass it on or exec), SIGKILL if it still runs 10 s later, \
             and once it has ended exits with \(RunRequest.lostLockExitCode) whatever the command's \
@@ -86,6 +96,7 @@ struct Run: ParsableCommand {
               filelock run --kind soft-rw -s /nfs/catalog.lock -- ./report  # readers on NFS, any host
               filelock run --kind soft-rw --heartbeat 10 /nfs/catalog.lock -- ./rebuild
               filelock run --kind lease --lease-duration 60 /nfs/jobs/nightly.lock -- ./nightly
+              filelock run --postgres postgres://jobs@db.internal/app nightly -- ./nightly   # across hosts
               filelock run --fallback-to-soft /mnt/fuse/x.lock -- ./job     # flock, or a marker where none
               filelock run --range 0:100 /var/db/records.bin -- ./fix-first-record
               filelock run -w5 /tmp/deploy.lock -c 'git pull && make install'   # flock(1) style
@@ -314,7 +325,17 @@ struct RunRequest: Equatable {
         guard (0...255).contains(conflictExitCode) else { throw fail("--conflict-exit-code must be 0...255.") }
     }
 
-    /// The exit status of `run` when the hold of a `soft-rw` or `lease` lock was lost.
+    /// Refuses a lock name that is not UTF-8 text (PostgreSQL names are text; the bytes would be
+    /// sent as their `\xNN` spelling, another name).
+    static func requireUTF8Name(_ name: String) throws {
+        guard String(validating: RawArguments.bytes(of: name), as: UTF8.self) == name else {
+            throw FileLockError(
+                .invalidConfiguration, resource: .named(name),
+                message: "the lock name '\(name)' is not UTF-8 text; a PostgreSQL lock's name must be (use another name)")
+        }
+    }
+
+    /// The exit status of `run` when the hold of a `soft-rw`, `lease` or `postgres` lock was lost.
     static let lostLockExitCode: Int32 = 70
 
     /// Refuses `--heartbeat`, `--stale-threshold` and `--lease-duration` where they do not
@@ -458,6 +479,7 @@ struct RunRequest: Equatable {
                 try lease.acquire(timeout: wait) { progress.report { lease.holder } || interrupted() }
                 release = { _ = try? lease.checkedRelease() }
             case (.postgres, nil):
+                try RunRequest.requireUTF8Name(lockFile)
                 let lock = try PostgresLock(
                     name: lockFile, server: try PostgresConnectionSettings(url: postgres),
                     heartbeatInterval: try FileLock.timeout(seconds: heartbeatSeconds, path: lockFile),
@@ -824,6 +846,8 @@ private func Glibc_write(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int)
 
 /// "pid 12 on host since …".
 func describe(_ holder: LockHolder) -> String {
+    // A server session says who it is itself: server pid, client, application name.
+    guard holder.kind == .process else { return holder.description }
     var text = "pid \(holder.pid)"
     if let host = holder.host { text += " on \(host)" }
     if let since = holder.since { text += " since \(formatted(since))" }

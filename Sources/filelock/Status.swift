@@ -45,6 +45,7 @@ struct LockReport {
     /// The holders of the PostgreSQL advisory lock named `name` (`path`), from `pg_locks` and
     /// `pg_stat_activity`.
     static func inspectPostgres(_ name: String, url: String?) throws -> LockReport {
+        try RunRequest.requireUTF8Name(name)
         let lock = try PostgresLock(name: name, server: try PostgresConnectionSettings(url: url))
         let holders = try lock.holdersNow()
         PostgresLock.closeIdleConnections(to: lock.server)
@@ -214,8 +215,21 @@ struct LockReport {
         }
         func exactly(_ duration: Duration) -> String { "\(duration.secondsValue)" }
         func object(_ holder: LockHolder) -> String {
-            var fields = ["\"pid\":\(holder.pid)"]
-            fields.append("\"host\":" + (holder.host.map(quoted) ?? "null"))
+            var fields: [String]
+            if holder.kind == .serverSession {
+                // "pid" and "host" name the holding process as for every other kind (read from our
+                // application name; null for other clients); the server's side has fields of its own.
+                let client = clientProcess(of: holder)
+                fields = ["\"pid\":" + (client.map { "\($0.pid)" } ?? "null")]
+                fields.append("\"host\":" + (client.map { quoted($0.host) } ?? "null"))
+                fields.append("\"serverPid\":\(holder.pid)")
+                fields.append("\"server\":" + (holder.host.map(quoted) ?? "null"))
+                fields.append("\"client\":" + (holder.clientAddress.map(quoted) ?? "null"))
+                fields.append("\"applicationName\":" + (holder.applicationName.map(quoted) ?? "null"))
+            } else {
+                fields = ["\"pid\":\(holder.pid)"]
+                fields.append("\"host\":" + (holder.host.map(quoted) ?? "null"))
+            }
             fields.append("\"since\":" + (holder.since.map { quoted(formatted($0)) } ?? "null"))
             fields.append("\"age\":" + (holder.since.map { number(secondsSince($0)) } ?? "null"))
             fields.append("\"shared\":\(holder.isShared)")
@@ -251,10 +265,6 @@ struct LockReport {
                 + ",\"log\":" + (logFolder.map(quoted) ?? "null")
         case .postgres:
             kindFields = ",\"server\":" + (postgresServer.map(quoted) ?? "null")
-                + ",\"sessions\":[" + holders.map { holder in
-                    "{\"serverPid\":\(holder.pid),\"client\":" + (holder.clientAddress.map(quoted) ?? "null")
-                        + ",\"applicationName\":" + (holder.applicationName.map(quoted) ?? "null") + "}"
-                }.joined(separator: ",") + "]"
         case .kernel:
             break
         }
@@ -469,6 +479,17 @@ extension Duration {
         let (whole, attoseconds) = components
         return Double(whole) + Double(attoseconds) / 1e18
     }
+}
+
+/// The process that holds a lock through a server session, read from the application name this
+/// library gives its sessions (`PREFIX PID@HOST [MILLISECONDS]`); `nil` for other clients.
+func clientProcess(of holder: LockHolder) -> (pid: Int32, host: String)? {
+    guard let name = holder.applicationName else { return nil }
+    for word in name.split(separator: " ").reversed() {
+        guard let at = word.firstIndex(of: "@"), let pid = Int32(word[..<at]), pid > 0 else { continue }
+        return (pid, String(word[word.index(after: at)...]))
+    }
+    return nil
 }
 
 /// `filelock status`: who holds a lock.

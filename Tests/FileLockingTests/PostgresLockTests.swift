@@ -186,6 +186,24 @@ struct PostgresLockTests {
         }
     }
 
+    /// A timeout longer than the server's largest `lock_timeout` (about 24.8 days) still waits,
+    /// and gets the lock when it is freed.
+    @Test func aTimeoutBeyondTheServersLimitStillWaits() throws {
+        let holder = try probe("hold", name)
+        _ = try holder.expectLine(startingWith: "acquired")
+        let sent = ThreadResult()
+        startThread {
+            usleep(300_000)
+            holder.send("release")
+            sent.set("sent")
+        }
+        let mine = try lock()
+        try mine.acquire(timeout: .seconds(3_000_000))
+        _ = sent.wait()
+        mine.release()
+        try holder.expectLine(startingWith: "released")
+    }
+
     /// SIGKILL of the holding process: the server sees the disconnect and frees the lock.
     @Test func killingTheHolderFreesTheLock() throws {
         let holder = try probe("hold", name)
@@ -319,12 +337,20 @@ struct PostgresLockTests {
     @Test func runAndStatusOnTheServer() throws {
         let url = server.socketURL
         let inner = "\(TestEnvironment.tool) status --postgres '\(url)' '\(name)'; echo status=$?; "
-            + "\(TestEnvironment.tool) run -n --postgres '\(url)' '\(name)' -- true; echo nested=$?"
+            + "\(TestEnvironment.tool) run -n --postgres '\(url)' '\(name)' -- true; echo nested=$?; "
+            + "\(TestEnvironment.tool) status --json --postgres '\(url)' '\(name)'; echo holder=$PPID"
         let (status, output) = try tool(["run", "--postgres", url, name, "--", "/bin/sh", "-c", inner])
         #expect(status == 0, "\(output)")
         #expect(output.contains("held (PostgreSQL advisory lock"), "\(output)")
         #expect(output.contains("application 'filelock "), "\(output)")
         #expect(output.contains("status=1") && output.contains("nested=1"), "\(output)")
+        // "pid" is the holding process (the filelock run that started this shell), as for files.
+        let holderPID = output.split(separator: "\n").first { $0.hasPrefix("holder=") }?.dropFirst(7) ?? "?"
+        #expect(output.contains("\"pid\":\(holderPID),") && output.contains("\"serverPid\":"), "\(output)")
+        let nonUTF8 = try ChildProcess(
+            "/bin/sh", ["-c", "\(TestEnvironment.tool) run --postgres '\(url)' \"$(printf '\\377')\" -- true 2>&1; echo rc=$?"])
+        let refused = try nonUTF8.readRemainingOutput(timeout: 60)
+        #expect(refused.contains("not UTF-8") && refused.contains("rc=2"), "\(refused)")
         let (freeStatus, json) = try tool(["status", "--postgres", url, "--json", name])
         #expect(freeStatus == 0)
         #expect(json.contains("\"kind\":\"postgres\"") && json.contains("\"held\":false"), "\(json)")
