@@ -58,10 +58,26 @@ final class PostgresSession: Sendable {
     /// Marks the session never to be reused (closed when given back), without closing it now.
     func spoil() { isSpoiled.store(true, ordering: .relaxed) }
 
-    /// Closes the connection (the server ends the session and with it every lock and wait of it).
+    /// Set once `close` has begun.
+    private let isClosing = Atomic(false)
+
+    /// Closes the connection: the server ends the session, and with it every lock and wait of it.
+    ///
+    /// Every advisory lock of the session is unlocked first (`pg_advisory_unlock_all()`, queued
+    /// behind a statement still running): a child forked without exec keeps a copy of the socket,
+    /// and while any copy is open the server sees no end of the session, so closing alone would
+    /// not free its locks. The connection is closed once that answers, or after 2 s.
     func close() {
         isSpoiled.store(true, ordering: .relaxed)
-        PostgresSession.close(connection)
+        guard !isClosing.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let connection = connection
+        guard !connection.isClosed else { return }
+        let unlock = connection.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_unlock_all()"), logger: PostgresSession.logger)
+        let deadline = connection.eventLoop.scheduleTask(in: .seconds(2)) { PostgresSession.close(connection) }
+        unlock.whenComplete { _ in
+            deadline.cancel()
+            PostgresSession.close(connection)
+        }
     }
 
     /// Closes `connection`, keeping it alive until it is closed (PostgresNIO requires a
