@@ -59,6 +59,12 @@ import Synchronization
 /// example to 60, 10 and 6). `idle_session_timeout` does not end a holder (its heartbeat keeps it
 /// busy) unless set below the heartbeat interval.
 ///
+/// **Forked children.** A child forked without exec cannot use its parent's sessions (a lock
+/// object there throws `.invalidConfiguration`), but it keeps copies of their sockets, and the
+/// server ends no session while any copy is open. The library therefore unlocks (
+/// `pg_advisory_unlock_all()`) before it closes a session; a session it can no longer reach
+/// keeps its locks until every process holding its socket has exited or exec'd.
+///
 /// **Fencing.** A lost lock may already be held by another process while the first one still
 /// works. Before a write that must not happen without the lock, call ``checkHold()`` (a round trip
 /// that asks the server); for writes in the same database, make the write itself conditional on

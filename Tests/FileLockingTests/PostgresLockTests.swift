@@ -11,8 +11,12 @@ import Testing
 
 /// `PostgresLock` against a real server (the throw-away cluster of `PostgresServer`): what is
 /// specific to a lock on a server. The contract every kind keeps runs in `ContractTests`.
+/// One test at a time (`.serialized`): each starts processes, servers or long rounds that block
+/// a thread of `TestThreads`, of which the whole run has four; run side by side they left the
+/// async tests of other suites without a thread for half a minute (a lease's reentrant acquire
+/// then found its hold overdue).
 @Suite(
-    "PostgresLock", .ownThreads,
+    "PostgresLock", .ownThreads, .serialized,
     .enabled(if: TestEnvironment.requires(PostgresServer.isAvailable), "PostgreSQL (initdb, postgres) is not installed"))
 struct PostgresLockTests {
     let server: PostgresServer
